@@ -1,0 +1,71 @@
+"""Entry point of the ``tinylm`` command.
+
+Each subcommand lives in a module of this package that registers its parser and a
+``run(args)`` function calling the library. This module only parses, dispatches,
+and turns user mistakes (:class:`~tinylm.errors.TinylmError`) into one line on
+stderr and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tinylm import __version__
+from tinylm.errors import TinylmError
+
+# Modules that each define ``register(subparsers)``; imported lazily at parse time so
+# ``tinylm tokenize`` does not pay for importing torch.
+COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds",)
+OPTIONAL_COMMAND_MODULES = ("tinylm.cli.train_cmds",)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage mistakes are one line and exit 2 like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib import import_module
+
+    parser = Parser(
+        prog="tinylm",
+        description="Build, train, inspect and sample a GPT-style language model from scratch.",
+    )
+    parser.add_argument("--version", action="version", version=f"tinylm {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        import_module(name).register(subparsers)
+    for name in OPTIONAL_COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.run(args)
+    except TinylmError as exc:
+        print(f"tinylm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinylm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

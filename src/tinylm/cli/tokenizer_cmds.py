@@ -1,0 +1,164 @@
+"""``tinylm tokenizer train`` and ``tinylm tokenize``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
+from tinylm.errors import TinylmError
+from tinylm.inspect.tokens import (
+    SEED_EXAMPLES,
+    chars_per_token,
+    compare_table,
+    render_tokens,
+    token_pieces,
+)
+from tinylm.tokenizers.base import Tokenizer
+
+DEFAULT_SPECIALS = ("<|endoftext|>",)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tok = subparsers.add_parser("tokenizer", help="train a tokenizer")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    tok_sub.required = True
+    train = tok_sub.add_parser(
+        "train", help="train a BPE or char tokenizer on a corpus and save it as JSON"
+    )
+    train.add_argument(
+        "corpus",
+        nargs="*",
+        metavar="CORPUS",
+        help=f"text files, folders or globs (default: the built-in corpus, {BUILTIN_CORPUS!r})",
+    )
+    train.add_argument("--kind", choices=("bpe", "char"), default="bpe")
+    train.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size")
+    train.add_argument(
+        "--special",
+        action="append",
+        metavar="TOKEN",
+        help="special token (repeatable; default <|endoftext|>)",
+    )
+    train.add_argument("--no-specials", action="store_true", help="train without special tokens")
+    train.add_argument(
+        "--pattern", default="gpt2", help="pre-tokenizer: gpt2, cl100k, o200k or a regex"
+    )
+    train.add_argument(
+        "--doc-sep",
+        default="eot",
+        help="document separator in files: eot (<|endoftext|>), line, blank, file, or a string",
+    )
+    train.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    train.add_argument("--out", required=True, type=Path, help="where to write the tokenizer")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=run_train)
+
+    show = subparsers.add_parser(
+        "tokenize", help="show how text is tokenized, and compare tokenizers side by side"
+    )
+    show.add_argument("text", nargs="*", help=f"text to tokenize (default: {SEED_EXAMPLES})")
+    show.add_argument(
+        "--tokenizer",
+        "-t",
+        action="append",
+        metavar="SPEC",
+        help="a tokenizer file (tinylm .json, .tiktoken, GPT-2 encoder.json), 'char', or "
+        "'bpe:N' (trained on the corpus); repeat to compare (default: char and bpe:1024)",
+    )
+    show.add_argument(
+        "--corpus",
+        action="append",
+        metavar="PATH",
+        help="corpus for 'char'/'bpe:N' and for characters per token (default: built-in)",
+    )
+    show.add_argument("--pattern", default=None, help="pattern for a .tiktoken file")
+    show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    show.set_defaults(run=run_tokenize)
+
+
+def _use_color(choice: str) -> bool:
+    if choice == "auto":
+        return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return choice == "always"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    corpus = corpus_from_specs(args.corpus)
+    specials = () if args.no_specials else tuple(args.special or DEFAULT_SPECIALS)
+    start = time.perf_counter()
+    tokenizer: Tokenizer
+    if args.kind == "char":
+        from tinylm.tokenizers.char import CharTokenizer
+
+        tokenizer = CharTokenizer.train(corpus, separator=args.doc_sep)
+    else:
+        from tinylm.tokenizers.bpe import BPETokenizer
+
+        documents = corpus if args.doc_sep == "eot" else iter_documents(corpus, args.doc_sep)
+        tokenizer = BPETokenizer.train(
+            documents,
+            args.vocab_size,
+            special_tokens=specials,
+            pattern=args.pattern,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+    elapsed = time.perf_counter() - start
+    tokenizer.save(args.out)
+    print(f"trained a {args.kind} tokenizer: {tokenizer.vocab_size} ids in {elapsed:.2f} s")
+    print(f"saved to {args.out}")
+    sample = next(iter(iter_documents(corpus, args.doc_sep)))[:240]
+    print("\nhow it tokenizes the start of the corpus:")
+    ids = tokenizer.encode(sample)
+    print(render_tokens(token_pieces(tokenizer, ids), color=_use_color("auto")))
+    print(f"{len(sample)} characters -> {len(ids)} tokens")
+    return 0
+
+
+def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
+    """A tokenizer from a CLI spec: a file, 'char', or 'bpe:N'."""
+    if spec == "char":
+        from tinylm.tokenizers.char import CharTokenizer
+
+        return CharTokenizer.train(corpus)
+    if spec.startswith("bpe:"):
+        from tinylm.tokenizers.bpe import BPETokenizer
+
+        try:
+            size = int(spec[4:])
+        except ValueError:
+            raise TinylmError(f"bad tokenizer spec {spec!r}; write bpe:N, e.g. bpe:1024") from None
+        return BPETokenizer.train(corpus, size, special_tokens=DEFAULT_SPECIALS, progress=False)
+    from tinylm.tokenizers.formats import load_tokenizer
+
+    if not Path(spec).exists():
+        raise TinylmError(
+            f"tokenizer {spec!r} is not a file, 'char' or 'bpe:N'; give a tokenizer file"
+        )
+    return load_tokenizer(spec, pattern=pattern)
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    corpus = corpus_from_specs(args.corpus or [])
+    specs = args.tokenizer or ["char", "bpe:1024"]
+    tokenizers = {spec: _load_spec(spec, corpus, args.pattern) for spec in specs}
+    texts = args.text or list(SEED_EXAMPLES)
+    color = _use_color(args.color)
+    for name, tokenizer in tokenizers.items():
+        print(f"== {name} ({tokenizer.vocab_size} ids)")
+        for text in texts:
+            ids = tokenizer.encode(text)
+            print(f"  {render_tokens(token_pieces(tokenizer, ids), color)}")
+            print(f"  ids {ids}  ({len(ids)} tokens, {len(text)} characters)")
+    if len(tokenizers) > 1 or len(texts) > 1:
+        print("\ntokens per text:")
+        print(compare_table(tokenizers, texts))
+    print("\ncharacters per token on the corpus:")
+    documents = list(iter_documents(corpus))
+    for name, tokenizer in tokenizers.items():
+        print(f"  {name}: {chars_per_token(tokenizer, documents):.2f}")
+    return 0

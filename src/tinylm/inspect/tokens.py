@@ -1,0 +1,63 @@
+"""Seeing tokenization: token boundaries, ids, counts, and side-by-side comparisons.
+
+Everything here returns strings or numbers, so a notebook can display them and the
+CLI can print them; nothing writes to the terminal itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from tinylm.tokenizers.base import Tokenizer
+
+#: The seed's comparison examples: a common phrase, a word famous for its letters,
+#: and a word with a prefix that subword tokenizers may or may not split off.
+SEED_EXAMPLES = ("Hello world", "strawberry", "unhappy")
+
+# Background colours that keep black text readable, cycled token by token.
+_COLOURS = (43, 46, 45, 42, 44, 41)
+_VISIBLE = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text of each token on its own (bytes that are not whole characters become U+FFFD)."""
+    decode_bytes = getattr(tokenizer, "decode_bytes", None)
+    if decode_bytes is not None:
+        return [decode_bytes([i]).decode("utf-8", errors="replace") for i in ids]
+    show = getattr(tokenizer, "token_text", None)
+    return [show(i) if show else tokenizer.decode([i]) for i in ids]
+
+
+def _visible(piece: str) -> str:
+    return "".join(_VISIBLE.get(ch, ch) for ch in piece)
+
+
+def render_tokens(pieces: Sequence[str], color: bool = False) -> str:
+    """Join pieces with visible boundaries: coloured backgrounds, or ``[brackets]``."""
+    if color:
+        return "".join(
+            f"\x1b[30;{_COLOURS[i % len(_COLOURS)]}m{_visible(p)}\x1b[0m"
+            for i, p in enumerate(pieces)
+        )
+    return "".join(f"[{_visible(p)}]" for p in pieces)
+
+
+def chars_per_token(tokenizer: Tokenizer, documents: Iterable[str]) -> float:
+    """Characters per token over a corpus: higher means shorter sequences for the model."""
+    chars = tokens = 0
+    for doc in documents:
+        chars += len(doc)
+        tokens += len(tokenizer.encode(doc))
+    return chars / tokens if tokens else float("nan")
+
+
+def compare_table(tokenizers: Mapping[str, Tokenizer], texts: Sequence[str]) -> str:
+    """A markdown table of token counts: one row per text, one column per tokenizer."""
+    names = list(tokenizers)
+    header = "| text | " + " | ".join(names) + " |"
+    rule = "|---|" + "---:|" * len(names)
+    rows = [header, rule]
+    for text in texts:
+        counts = [str(len(tokenizers[name].encode(text))) for name in names]
+        rows.append(f"| {_visible(text)!s} | " + " | ".join(counts) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,289 @@
+"""Everything that decides the model's shape, in one validated dataclass.
+
+A ``ModelConfig`` is checked once, in ``__post_init__``, so a bad combination
+(``n_embd`` not divisible by ``n_head``, an unknown activation, ...) fails at the
+moment it is written down with a message that says what to change, instead of as
+a shape error deep inside a forward pass. The dataclass is frozen: to change a
+field use ``dataclasses.replace(config, n_layer=8)``, which validates again.
+
+Named presets are plain data (``PRESETS``), not subclasses: a preset is just a
+dict of field values, and ``ModelConfig.from_preset(name, **overrides)`` merges
+the overrides on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tinylm.errors import TinylmError
+
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+NORMS = ("rmsnorm", "layernorm")
+NORM_PLACEMENTS = ("pre", "post")
+ATTENTION_IMPLS = ("explicit", "fused")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hyperparameters of a GPT-style decoder.
+
+    The defaults are the ``small`` preset with a byte-level vocabulary (256); set
+    ``vocab_size`` from your tokenizer.
+
+    Derived sizes (read these, not the raw fields, when building modules):
+
+    * ``head_dim = n_embd // n_head``.
+    * ``kv_heads``: ``n_kv_head`` or, when it is ``None``, ``n_head``. Equal to
+      ``n_head`` is multi-head attention (MHA), a divisor of it is grouped-query
+      attention (GQA), 1 is multi-query attention (MQA).
+    * ``ffn_hidden``: ``d_ff`` when given. Otherwise ``4 * n_embd`` for relu, gelu
+      and silu. For swiglu, which has three weight matrices instead of two, the
+      width is scaled by 2/3 to keep the parameter count of a 4x MLP, then rounded
+      up to a multiple of ``multiple_of`` (LLaMA's rule):
+      ``multiple_of * ceil(int(2 * 4 * n_embd / 3) / multiple_of)``.
+      For example n_embd 288, multiple_of 32 gives 768.
+    """
+
+    vocab_size: int = 256
+    block_size: int = 128  # context length: the most tokens the model sees at once
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_kv_head: int | None = None  # None -> n_head (MHA)
+    d_ff: int | None = None  # None -> derived, see ``ffn_hidden``
+    multiple_of: int = 64  # swiglu hidden width is rounded up to a multiple of this
+    position: str = "learned"  # learned | sinusoidal | rope | none
+    rope_theta: float = 10000.0
+    activation: str = "gelu"  # relu | gelu | silu | swiglu
+    norm: str = "layernorm"  # rmsnorm | layernorm
+    norm_placement: str = "pre"  # pre | post
+    norm_gain: bool = True  # False: norms only normalise, no learnable gain (microgpt)
+    norm_eps: float = 1e-5
+    embedding_norm: bool = False  # normalise the summed embeddings once (microgpt)
+    final_norm: bool = True  # normalise before the output projection
+    tie_embeddings: bool = True  # output projection reuses the token embedding matrix
+    bias: bool = True  # biases in linear layers and LayerNorm
+    dropout: float = 0.0
+    init_std: float = 0.02
+    scaled_residual_init: bool = True  # GPT-2: residual output projections std/sqrt(2L)
+    attention: str = "fused"  # explicit | fused
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- derived sizes ---------------------------------------------------------
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def ffn_hidden(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.activation != "swiglu":
+            return 4 * self.n_embd
+        hidden = int(2 * 4 * self.n_embd / 3)
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    # -- (de)serialisation -------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, including the ``None`` defaults, so the dict round-trips."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; an unknown key is an error, not silently dropped."""
+        if not isinstance(data, dict):
+            raise TinylmError(f"model config must be a dict, got {type(data).__name__}")
+        valid = field_names()
+        for key in data:
+            if key not in valid:
+                raise TinylmError(
+                    f"unknown model config key {key!r}; valid keys are: {', '.join(valid)}"
+                )
+        return cls(**data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TinylmError(f"model config is not valid JSON: {exc}; fix the file") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named preset from ``PRESETS`` with ``overrides`` applied on top."""
+        if name not in PRESETS:
+            raise TinylmError(
+                f"unknown model preset {name!r}; valid presets are: {', '.join(PRESETS)}"
+            )
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(ModelConfig)]
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    # bool is a subclass of int, but ``n_layer=True`` is a mistake, not 1 layer.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not _is_int(value) or value < 1:
+        raise TinylmError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise TinylmError(f"{name} {value!r} is not one of: {', '.join(choices)}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TinylmError(f"{name} must be true or false, got {value!r}")
+
+
+def _validate(c: ModelConfig) -> None:
+    for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "multiple_of"):
+        _check_positive_int(name, getattr(c, name))
+    if c.n_kv_head is not None:
+        _check_positive_int("n_kv_head", c.n_kv_head)
+    if c.d_ff is not None:
+        _check_positive_int("d_ff", c.d_ff)
+
+    _check_choice("position", c.position, POSITIONS)
+    _check_choice("activation", c.activation, ACTIVATIONS)
+    _check_choice("norm", c.norm, NORMS)
+    _check_choice("norm_placement", c.norm_placement, NORM_PLACEMENTS)
+    _check_choice("attention", c.attention, ATTENTION_IMPLS)
+    for name in (
+        "norm_gain",
+        "embedding_norm",
+        "final_norm",
+        "tie_embeddings",
+        "bias",
+        "scaled_residual_init",
+    ):
+        _check_bool(name, getattr(c, name))
+
+    if c.n_embd % c.n_head != 0:
+        raise TinylmError(
+            f"n_embd {c.n_embd} is not divisible by n_head {c.n_head}; "
+            "choose n_embd as a multiple of n_head"
+        )
+    if c.n_head % c.kv_heads != 0:
+        raise TinylmError(
+            f"n_kv_head {c.kv_heads} does not divide n_head {c.n_head}; "
+            "use n_head (MHA), a divisor of it (GQA) or 1 (MQA)"
+        )
+    if c.position == "rope" and c.head_dim % 2 != 0:
+        raise TinylmError(
+            f"rope needs an even head dimension, but n_embd {c.n_embd} / n_head {c.n_head} "
+            f"= {c.head_dim}; change n_embd or n_head"
+        )
+    if not _is_number(c.rope_theta) or c.rope_theta <= 0:
+        raise TinylmError(f"rope_theta must be a positive number, got {c.rope_theta!r}")
+    if not _is_number(c.norm_eps) or c.norm_eps <= 0:
+        raise TinylmError(f"norm_eps must be a positive number, got {c.norm_eps!r}")
+    if not _is_number(c.dropout) or not 0.0 <= c.dropout < 1.0:
+        raise TinylmError(f"dropout must be in [0, 1), got {c.dropout!r}")
+    if not _is_number(c.init_std) or c.init_std <= 0:
+        raise TinylmError(f"init_std must be a positive number, got {c.init_std!r}")
+
+
+# -- presets -------------------------------------------------------------------
+#
+# Each preset lists every field that differs from a plain reading of the paper it
+# names, so the table reads as documentation. ``vocab_size`` is a placeholder for
+# all but gpt2: set it from your tokenizer (``from_preset("small", vocab_size=...)``).
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Karpathy's microgpt: one layer, character vocabulary (26 letters + BOS).
+    # Its RMSNorm has no gain, it normalises the embeddings once before the block
+    # and applies no final norm; 4,192 parameters with vocab 27.
+    "microgpt": {
+        "vocab_size": 27,
+        "block_size": 16,
+        "n_layer": 1,
+        "n_embd": 16,
+        "n_head": 4,
+        "position": "learned",
+        "activation": "relu",
+        "norm": "rmsnorm",
+        "norm_gain": False,
+        "embedding_norm": True,
+        "final_norm": False,
+        "tie_embeddings": False,
+        "bias": False,
+        "scaled_residual_init": False,
+    },
+    # GPT-2 small, 124M parameters (tied). Dropout is 0 here; GPT-2 trained with 0.1.
+    "gpt2": {
+        "vocab_size": 50257,
+        "block_size": 1024,
+        "n_layer": 12,
+        "n_embd": 768,
+        "n_head": 12,
+        "position": "learned",
+        "activation": "gelu",
+        "norm": "layernorm",
+        "norm_placement": "pre",
+        "tie_embeddings": True,
+        "bias": True,
+    },
+    # A LLaMA-style model at the size of llama2.c's "stories15M" (dim 288, 6 layers,
+    # 6 heads, hidden 768, context 256, the 32,000-token LLaMA vocabulary), with
+    # grouped-query attention (2 KV heads, 3 query heads each). About 15M parameters.
+    "llama": {
+        "vocab_size": 32000,
+        "block_size": 256,
+        "n_layer": 6,
+        "n_embd": 288,
+        "n_head": 6,
+        "n_kv_head": 2,
+        "multiple_of": 32,
+        "position": "rope",
+        "rope_theta": 10000.0,
+        "activation": "swiglu",
+        "norm": "rmsnorm",
+        "tie_embeddings": False,
+        "bias": False,
+    },
+    # The CPU default: GPT-2 shape, scaled down to train in minutes on two cores.
+    "small": {
+        "vocab_size": 256,
+        "block_size": 128,
+        "n_layer": 4,
+        "n_embd": 128,
+        "n_head": 4,
+        "position": "learned",
+        "activation": "gelu",
+        "norm": "layernorm",
+        "tie_embeddings": True,
+        "bias": True,
+        "dropout": 0.0,
+    },
+}

@@ -1,0 +1,89 @@
+"""The position-wise feed-forward network: expand, activate, contract.
+
+Attention mixes information *between* positions; the feed-forward network then
+transforms each position on its own. It widens the vector (usually 4x), applies a
+non-linearity, and projects back to the model width. Without the non-linearity
+the two projections would collapse into one linear map.
+
+The activations are written out so each formula is visible; the tests check them
+against torch's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from tinylm.model.config import ModelConfig
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(0, x): the original transformer's activation."""
+    return x.clamp_min(0)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """x * Phi(x), Phi the standard normal CDF (Hendrycks & Gimpel): a smooth ReLU.
+
+    This is the exact erf form. GPT-2 used a tanh approximation of it; the two
+    differ by less than 1e-3.
+    """
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x), also called swish (Ramachandran et al.)."""
+    return x * torch.sigmoid(x)
+
+
+ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": relu,
+    "gelu": gelu,
+    "silu": silu,
+}
+
+
+class FeedForward(nn.Module):
+    """``W2 act(x W1 + b1) + b2`` with a fixed activation (relu, gelu or silu)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.act = ACTIVATION_FUNCTIONS[config.activation]
+        self.w1 = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)  # expand
+        self.w2 = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)  # contract
+        self.w2.is_residual_projection = True  # gets the scaled init, see GPT._init_weights
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.w2(self.act(self.w1(x))))
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward of Shazeer (2020), used by LLaMA.
+
+    ``FFN(x) = (swish(x W) * (x V)) W2``: one projection, passed through swish,
+    acts as a learned gate on a second, linear projection. Three matrices instead
+    of two, so ``ModelConfig.ffn_hidden`` scales the width by 2/3 to keep the
+    parameter count of a plain 4x MLP.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.ffn_hidden
+        self.w = nn.Linear(config.n_embd, hidden, bias=config.bias)  # gate, through swish
+        self.v = nn.Linear(config.n_embd, hidden, bias=config.bias)  # value, linear
+        self.w2 = nn.Linear(hidden, config.n_embd, bias=config.bias)  # contract
+        self.w2.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.w2(silu(self.w(x)) * self.v(x)))
+
+
+def build_feedforward(config: ModelConfig) -> nn.Module:
+    if config.activation == "swiglu":
+        return SwiGLU(config)
+    return FeedForward(config)

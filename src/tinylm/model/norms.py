@@ -1,0 +1,77 @@
+"""Normalisation layers, written out instead of calling ``nn.LayerNorm``.
+
+A deep residual network adds a little to the residual stream in every layer, so
+the scale of the activations drifts. Normalising the input of each sub-layer keeps
+every layer working on vectors of a predictable size, which is what lets deep
+transformers train at ordinary learning rates.
+
+Both layers compute in at least float32 even when the model runs in bfloat16 or
+float16: a mean of squares over hundreds of features loses too much precision in
+16 bits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tinylm.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation (Zhang & Sennrich, 2019).
+
+    ``y = x / sqrt(mean(x^2) + eps) * g``. Unlike LayerNorm it does not subtract
+    the mean: the paper found re-scaling alone gives the benefit, for less work.
+    With ``gain=False`` there is no learnable ``g`` (microgpt's variant).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, gain: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if gain else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(compute_dtype)
+        rms_inv = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        y = (xf * rms_inv).to(x.dtype)
+        if self.weight is not None:
+            y = y * self.weight
+        return y
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation (Ba et al., 2016) over the last dimension.
+
+    ``y = (x - mean) / sqrt(var + eps) * g + b`` with the biased variance (divide
+    by n, like ``torch.nn.LayerNorm``). ``gain`` and ``bias`` switch the learnable
+    ``g`` and ``b`` on and off independently.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, gain: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if gain else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(compute_dtype)
+        mean = xf.mean(dim=-1, keepdim=True)
+        var = (xf - mean).pow(2).mean(dim=-1, keepdim=True)
+        y = ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+def build_norm(config: ModelConfig) -> nn.Module:
+    """The norm layer the config asks for, at the model width."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, eps=config.norm_eps, gain=config.norm_gain)
+    return LayerNorm(
+        config.n_embd, eps=config.norm_eps, gain=config.norm_gain, bias=config.bias
+    )

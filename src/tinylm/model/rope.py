@@ -1,0 +1,64 @@
+"""Rotary position embedding (RoPE; Su et al., 2021, "RoFormer").
+
+Instead of adding a position vector to the token embedding, RoPE rotates the
+query and key vectors of each attention head by an angle proportional to the
+token's position. Split a head vector into pairs ``(x[2i], x[2i+1])`` and treat
+each pair as a point in the plane; pair ``i`` at position ``m`` is rotated by the
+angle ``m * theta_i`` with ``theta_i = theta ** (-2i / d)``.
+
+Why this works: a rotation by ``a`` followed by the dot product with a vector
+rotated by ``b`` is the same as rotating by ``a - b`` alone, so the score
+``q_m . k_n`` depends on the positions only through ``m - n``. Attention becomes
+sensitive to *relative* distance, and nothing is learned. Low pairs spin fast
+(fine-grained distance), high pairs spin slowly (coarse distance).
+
+``apply_rope`` takes the positions explicitly, so a KV cache can rotate the new
+token at position ``t`` without recomputing the earlier ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tinylm.errors import TinylmError
+
+
+def rope_angles(positions: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
+    """The rotation angle of every (position, pair): shape ``(len(positions), head_dim // 2)``.
+
+    Computed in float64 (where the device has it) and rounded once, so large
+    positions do not lose the small angles to float32 rounding in the product.
+    """
+    dtype = torch.float32 if positions.device.type == "mps" else torch.float64
+    pair = torch.arange(0, head_dim, 2, device=positions.device, dtype=dtype)
+    inv_freq = theta ** (-pair / head_dim)  # theta_i = theta^(-2i/d)
+    return positions.to(dtype)[:, None] * inv_freq[None, :]
+
+
+def apply_rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
+    """Rotate ``x`` (shape ``(..., T, head_dim)``) for tokens at ``positions`` (shape ``(T,)``).
+
+    ``positions`` is a 1-D integer tensor of absolute token positions, usually
+    ``arange(offset, offset + T)``. Returns a tensor of the same shape and dtype.
+    """
+    head_dim = x.shape[-1]
+    if head_dim % 2 != 0:
+        raise TinylmError(f"apply_rope needs an even last dimension, got {head_dim}")
+    if positions.dim() != 1 or positions.shape[0] != x.shape[-2]:
+        raise TinylmError(
+            f"apply_rope needs one position per token: x has {x.shape[-2]} tokens, "
+            f"positions has shape {tuple(positions.shape)}"
+        )
+    angles = rope_angles(positions, head_dim, theta)
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    cos = angles.cos().to(compute_dtype)
+    sin = angles.sin().to(compute_dtype)
+
+    pairs = x.to(compute_dtype).unflatten(-1, (head_dim // 2, 2))
+    x_even, x_odd = pairs[..., 0], pairs[..., 1]
+    # The 2-D rotation [[cos, -sin], [sin, cos]] applied to each pair.
+    rotated_even = x_even * cos - x_odd * sin
+    rotated_odd = x_even * sin + x_odd * cos
+    rotated = torch.stack((rotated_even, rotated_odd), dim=-1).flatten(-2)
+    return rotated.to(x.dtype)

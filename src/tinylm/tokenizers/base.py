@@ -1,0 +1,109 @@
+"""What every tinylm tokenizer offers, whatever its model (chars or BPE).
+
+Training code and the CLI rely only on this surface: ``encode``/``decode``,
+``encode_document`` (a document wrapped in its boundary tokens), the special ids,
+``vocab_size``, and a JSON save format with a fingerprint, so a prepared dataset
+can tell whether it was made with the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_write
+
+#: Identifies tinylm's own tokenizer files; bumped when the layout changes.
+FORMAT_NAME = "tinylm-tokenizer"
+FORMAT_VERSION = 1
+
+
+class Tokenizer(ABC):
+    """Base class: owns the file format envelope and the document convention."""
+
+    #: ``"char"`` or ``"bpe"``; stored in the file so ``load_tokenizer`` can dispatch.
+    kind: str = ""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included (ids are ``0 .. vocab_size-1``)."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @property
+    @abstractmethod
+    def bos_id(self) -> int | None:
+        """Id that opens a document (``None`` when the tokenizer has none)."""
+
+    @property
+    @abstractmethod
+    def eos_id(self) -> int | None:
+        """Id that closes a document (``None`` when the tokenizer has none)."""
+
+    @property
+    def pad_id(self) -> int | None:
+        """Id used to pad batches; its positions are left out of the loss."""
+        return None
+
+    def encode_document(self, text: str) -> list[int]:
+        """Encode one document wrapped in its boundary tokens.
+
+        The model learns where documents start and end from these tokens, and
+        sampling can stop at the end token. A boundary the tokenizer lacks is
+        simply left out.
+        """
+        ids = self.encode(text)
+        head = [] if self.bos_id is None else [self.bos_id]
+        tail = [] if self.eos_id is None else [self.eos_id]
+        return head + ids + tail
+
+    # -- saving ---------------------------------------------------------------
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The tokenizer's own fields (the envelope is added by :meth:`save`)."""
+
+    def to_json(self) -> str:
+        body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": self.kind}
+        body.update(self.to_dict())
+        return json.dumps(body, ensure_ascii=False, indent=1) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer as human-readable JSON, atomically."""
+        atomic_write(path, self.to_json())
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that decides the ids; equal iff same tokenizer."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+def check_envelope(data: Any, source: str) -> str:
+    """Validate a parsed tinylm tokenizer file and return its ``type``."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise TinylmError(
+            f"{source} is not a tinylm tokenizer file; give a file written by "
+            "`tinylm tokenizer train`, a .tiktoken file, or a GPT-2 encoder.json"
+        )
+    version = data.get("version")
+    if version != FORMAT_VERSION:
+        raise TinylmError(
+            f"{source} is tokenizer format version {version}, this tinylm reads "
+            f"version {FORMAT_VERSION}; upgrade tinylm or retrain the tokenizer"
+        )
+    kind = data.get("type")
+    if kind not in ("char", "bpe"):
+        raise TinylmError(f"{source} has unknown tokenizer type {kind!r}; expected char or bpe")
+    return kind

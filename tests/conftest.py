@@ -1,0 +1,29 @@
+"""Shared test fixtures: where the public test data lives.
+
+The data sits beside the repository in ``../shared/data`` (CI always has it); a
+user's checkout may not, so tests that need it skip with a reason that says so.
+``TINYLM_DATA`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("TINYLM_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_path(relative: str) -> Path:
+    """Path of a file in the shared data folder, or skip the test if it is missing."""
+    path = DATA_DIR / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: shared test data is absent (set TINYLM_DATA)")
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return data_path
