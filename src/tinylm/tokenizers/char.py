@@ -106,7 +106,9 @@ class CharTokenizer(Tokenizer):
             elif i == self.UNK:
                 out.append("\ufffd")
             else:
-                raise TinylmError(f"id {i} is outside this char vocabulary (0..{self.vocab_size - 1})")
+                raise TinylmError(
+                    f"id {i} is outside this char vocabulary (0..{self.vocab_size - 1})"
+                )
         return "".join(out)
 
     def token_text(self, i: int) -> str:
