@@ -256,7 +256,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A LLaMA-style model at the size of llama2.c's "stories15M" (dim 288, 6 layers,
     # 6 heads, hidden 768, context 256, the 32,000-token LLaMA vocabulary), with
-    # grouped-query attention (2 KV heads, 3 query heads each). About 15M parameters.
+    # grouped-query attention (2 KV heads, 3 query heads each). Untied, so 23.7M
+    # parameters (llama2.c ties them: 15M), 5.3M of them in the transformer blocks.
     "llama": {
         "vocab_size": 32000,
         "block_size": 256,

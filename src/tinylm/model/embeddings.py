@@ -21,7 +21,6 @@ and key vectors are rotated inside attention instead.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

@@ -72,6 +72,4 @@ def build_norm(config: ModelConfig) -> nn.Module:
     """The norm layer the config asks for, at the model width."""
     if config.norm == "rmsnorm":
         return RMSNorm(config.n_embd, eps=config.norm_eps, gain=config.norm_gain)
-    return LayerNorm(
-        config.n_embd, eps=config.norm_eps, gain=config.norm_gain, bias=config.bias
-    )
+    return LayerNorm(config.n_embd, eps=config.norm_eps, gain=config.norm_gain, bias=config.bias)
