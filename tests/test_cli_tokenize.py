@@ -1,0 +1,61 @@
+"""`tinylm tokenizer train` and `tinylm tokenize`, run the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinylm.cli.main import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinylm.cli.main", *args], capture_output=True, text=True
+    )
+
+
+def test_tokenizer_train_on_builtin_corpus_then_tokenize(tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", "--vocab-size", "300", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "300 ids" in printed and "characters ->" in printed
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["format"] == "tinylm-tokenizer" and data["type"] == "bpe"
+
+    assert main(["tokenize", "-t", str(out), "-t", "char", "--color", "never", "unhappy"]) == 0
+    printed = capsys.readouterr().out
+    # The char tokenizer shows one bracket per character: boundaries are visible.
+    assert "[u][n][h][a][p][p][y]" in printed
+    assert "| unhappy |" in printed  # the comparison table
+    assert "characters per token on the corpus" in printed
+
+
+def test_tokenize_colour_marks_boundaries_with_ansi(capsys):
+    assert main(["tokenize", "-t", "char", "--color", "always", "ab"]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b[30;43ma\x1b[0m\x1b[30;46mb\x1b[0m" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tokenizer", "train", "--vocab-size", "100", "--out", "{tmp}/t.json"], "vocab"),
+        (["tokenizer", "train", "{tmp}/missing.txt", "--out", "{tmp}/t.json"], "does not exist"),
+        (["tokenize", "-t", "{tmp}/nope.json", "hi"], "not a file"),
+        (["tokenize", "-t", "{tmp}/bad.json", "hi"], "bad.json"),
+        (["tokenize", "-t", "bpe:x", "hi"], "bpe:N"),
+        (["tokenizer", "train", "{tmp}/empty.txt", "--out", "{tmp}/t.json"], "empty"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "bad.json").write_text('{"format": "tinylm-tokenizer", "vers', encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    result = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "t.json").exists()
