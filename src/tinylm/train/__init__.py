@@ -1,0 +1,35 @@
+"""Training: optimisers, learning-rate schedules, batches, checkpoints and the loop.
+
+Names are imported lazily from the module that defines them (the table below), so
+``from tinylm.train import lr_at`` imports only ``schedule.py``, and a module that
+is missing or broken only fails the names that come from it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "AdamW": "tinylm.train.optim",
+    "Muon": "tinylm.train.optim",
+    "build_optimizer": "tinylm.train.optim",
+    "param_groups": "tinylm.train.optim",
+    "scale_lr": "tinylm.train.optim",
+    "SCHEDULES": "tinylm.train.schedule",
+    "lr_at": "tinylm.train.schedule",
+    "cosine_schedule": "tinylm.train.schedule",
+    "get_batch": "tinylm.train.data",
+    "save_checkpoint": "tinylm.train.checkpoint",
+    "load_checkpoint": "tinylm.train.checkpoint",
+    "Trainer": "tinylm.train.trainer",
+    "TrainConfig": "tinylm.train.trainer",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tinylm.train' has no attribute {name!r}")

@@ -1,0 +1,505 @@
+"""Optimisers written out: AdamW and Muon, and the rule for who gets weight decay.
+
+Both classes subclass ``torch.optim.Optimizer``, so they work anywhere torch takes
+an optimiser (LR schedulers, ``state_dict()`` / ``load_state_dict()``, gradient
+scalers); only ``step()`` is ours, and it is written to be read.
+
+AdamW (Loshchilov & Hutter, 2019), for one parameter ``p`` with gradient ``g`` at
+step ``t = 1, 2, ...``::
+
+    p  <- p - lr * wd * p                      (decoupled weight decay)
+    m  <- beta1 * m + (1 - beta1) * g          (first moment: running mean of g)
+    v  <- beta2 * v + (1 - beta2) * g^2        (second moment: running mean of g^2)
+    m_hat = m / (1 - beta1^t)                  (bias correction)
+    v_hat = v / (1 - beta2^t)
+    p  <- p - lr * m_hat / (sqrt(v_hat) + eps)
+
+Muon (Keller Jordan, 2024) for the hidden weight matrices: momentum, then replace
+the update ``G = U S V^T`` by (approximately) ``U V^T`` with a Newton-Schulz
+iteration, so the step has the same size in every direction. Embeddings, the
+output head, gains and biases stay on AdamW, in the same optimiser.
+
+Who gets weight decay (``param_groups``): weight decay pulls weights towards 0,
+which regularises matrices that *mix* features. It is wrong for
+
+* gains (norm weights, 1-D, initialised to 1): decaying them shrinks the
+  normalised activations towards 0, fighting the very thing the norm does;
+* biases (1-D): offsets, not interactions, and few enough not to overfit;
+* embeddings (by default): a row only gets gradient when its token appears, but
+  decay shrinks every row every step, so rare tokens fade away.
+
+So: every parameter with fewer than 2 dimensions, and every embedding table unless
+``decay_embeddings=True``, is not decayed; every other matrix is. An embedding table
+is a parameter owned by an ``nn.Embedding`` or by any module whose class name ends
+in ``Embedding`` (tinylm's ``TokenEmbedding`` and ``LearnedPositionEmbedding``).
+A tied output head is the same tensor as the token embedding and follows the
+embedding rule; ``model.named_parameters()`` lists a shared tensor once, so it
+lands in exactly one group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tinylm.errors import TinylmError
+
+OPTIMIZERS = ("adamw", "muon")
+
+HEAD_ATTRIBUTE = "lm_head"
+"""The attribute under which a model keeps its output projection (``GPT.lm_head``)."""
+
+# Coefficients of the quintic Newton-Schulz iteration from Keller Jordan's Muon.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+# -- AdamW ------------------------------------------------------------------------------
+
+
+def adamw_update(
+    p: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """One AdamW step for the single tensor ``p``, in place; ``state`` holds m, v and t.
+
+    The operations (and their order) are the ones ``torch.optim.AdamW`` performs, so
+    the two agree to rounding error; the comments say why each one is there.
+    """
+    beta1, beta2 = betas
+    if not state:
+        # The moments start at zero: no gradient has been seen yet.
+        state["step"] = 0
+        state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    t, m, v = state["step"], state["m"], state["v"]
+
+    # Decoupled weight decay: shrink the weights directly, instead of adding wd * p to
+    # the gradient (plain L2). Added to the gradient, the decay would be divided by
+    # sqrt(v) below, so weights with large gradients would hardly be decayed at all.
+    # Scaling by lr makes the decay follow the learning-rate schedule.
+    if weight_decay != 0:
+        p.mul_(1 - lr * weight_decay)
+
+    # First moment m: a running mean of the gradient (momentum). lerp(g, 1 - beta1)
+    # is m + (1 - beta1) * (g - m) = beta1 * m + (1 - beta1) * g.
+    m.lerp_(grad, 1 - beta1)
+    # Second moment v: a running mean of the squared gradient, a per-weight estimate
+    # of the gradient's scale. Dividing by its root gives every weight a step of about
+    # lr, whatever the size of its gradients.
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+    # Bias correction: m and v start at zero, so early on they are pulled towards 0;
+    # after t steps the weights of the running mean sum to 1 - beta^t, not 1.
+    # Dividing by that undoes the pull (at t = 1, m_hat = g exactly).
+    bias_correction1 = 1 - beta1**t
+    bias_correction2 = 1 - beta2**t
+    # p -= lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded in as torch
+    # does: eps is added to sqrt(v_hat), so it keeps the same meaning at every step.
+    denom = (v.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / bias_correction1)
+
+
+class AdamW(torch.optim.Optimizer):
+    """Adam with decoupled weight decay, written out; ``weight_decay=0`` is plain Adam.
+
+    Per-parameter state: ``step`` (an int), ``m`` (first moment) and ``v`` (second
+    moment). It lives in ``self.state[p]``, so ``state_dict()`` saves it and
+    ``load_state_dict()`` restores it: a resumed run continues bit for bit.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_adam_group(self.param_groups[-1])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter that has a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue  # unused in this forward pass: leave it and its state alone
+                _check_dense(p.grad)
+                adamw_update(
+                    p,
+                    p.grad,
+                    self.state[p],
+                    group["lr"],
+                    group["betas"],
+                    group["eps"],
+                    group["weight_decay"],
+                )
+        return loss
+
+
+# -- Muon -------------------------------------------------------------------------------
+
+
+def newton_schulz(G: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
+    """Approximately orthogonalise the matrix ``G``: ``U S V^T`` -> ``U S' V^T``, ``S' ~ 1``.
+
+    The exact answer ``U V^T`` needs an SVD, slow on a GPU. Instead apply an odd
+    polynomial ``f(x) = a x + b x^3 + c x^5`` to the singular values, using only
+    matrix products: ``(X X^T) X = U S^3 V^T``, so
+    ``a X + (b A + c A A) X`` with ``A = X X^T`` is ``U f(S) V^T``. Repeating it
+    drives every singular value in (0, 1] towards 1.
+
+    The coefficients (3.4445, -4.7750, 2.0315) make the slope at 0 large (3.4), so
+    small singular values grow fast, at the price of not converging exactly: after
+    five steps the singular values sit in roughly [0.7, 1.2], which works as well as
+    exact orthogonalisation in practice.
+
+    ``dtype``: the precision of the iteration; ``None`` picks bfloat16 on CUDA
+    (fast, and the iteration tolerates it) and float32 elsewhere.
+    """
+    if G.dim() != 2:
+        raise TinylmError(f"newton_schulz needs a matrix, got shape {tuple(G.shape)}")
+    if dtype is None:
+        dtype = torch.bfloat16 if G.is_cuda else torch.float32
+    a, b, c = NS_COEFFICIENTS
+    X = G.to(dtype)
+    # Work on the wide orientation so that A = X X^T is the smaller Gram matrix.
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    # Scale so the largest singular value is at most 1 (the Frobenius norm bounds it):
+    # the polynomial only converges on (0, 1]. The 1e-7 guards a zero update.
+    X = X / (X.norm() + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if tall:
+        X = X.T
+    return X.to(G.dtype)
+
+
+def muon_update(
+    p: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    ns_steps: int,
+    weight_decay: float,
+) -> None:
+    """One Muon step for the weight matrix ``p``, in place; ``state`` holds the momentum."""
+    if not state:
+        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    buf = state["momentum_buffer"]
+
+    # Momentum: a running mean of the gradient, which smooths minibatch noise.
+    buf.lerp_(grad, 1 - momentum)
+    # Nesterov: step along where the momentum is heading, the mix of the fresh
+    # gradient and the running mean, rather than the running mean alone.
+    update = grad.lerp(buf, momentum) if nesterov else buf
+
+    # Orthogonalise: the update matrix of a layer is dominated by a few directions;
+    # setting all its singular values to ~1 gives the rare directions a full-size step.
+    update = newton_schulz(update, ns_steps)
+
+    # An orthogonal (rows x cols) matrix has entries of size ~1/sqrt(max(rows, cols)).
+    # Scaling tall matrices by sqrt(rows / cols) gives every weight matrix an update
+    # of about the same per-entry size, whatever its shape.
+    rows, cols = p.shape
+    update = update * max(1.0, rows / cols) ** 0.5
+
+    if weight_decay != 0:
+        p.mul_(1 - lr * weight_decay)  # decoupled, as in AdamW
+    p.add_(update, alpha=-lr)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for hidden weight matrices and AdamW for the rest, in one optimiser.
+
+    Each param group carries ``use_muon``. ``use_muon=True`` groups (the default)
+    must hold only 2-D tensors and use ``lr``, ``momentum``, ``nesterov``,
+    ``ns_steps`` and ``weight_decay``; ``use_muon=False`` groups are updated exactly
+    as ``AdamW`` does, with ``betas``, ``eps`` and ``weight_decay``, and get
+    ``adamw_lr`` when they do not set their own ``lr`` (the Muon rate, ~0.02, would
+    be far too large for Adam). ``build_optimizer(model, "muon")`` splits a model's
+    parameters this way.
+
+    State: ``momentum_buffer`` for Muon parameters; ``step``, ``m``, ``v`` for AdamW
+    ones. It round-trips through ``state_dict()`` / ``load_state_dict()``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        weight_decay: float = 0.0,
+        adamw_lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+    ) -> None:
+        self.adamw_lr = adamw_lr
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "ns_steps": ns_steps,
+            "weight_decay": weight_decay,
+            "betas": tuple(betas),
+            "eps": eps,
+            "use_muon": True,
+        }
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not param_group.get("use_muon", True):
+            param_group.setdefault("lr", self.adamw_lr)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["use_muon"]:
+            _check_muon_group(group)
+        else:
+            _check_adam_group(group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter that has a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                _check_dense(p.grad)
+                if group["use_muon"]:
+                    muon_update(
+                        p,
+                        p.grad,
+                        self.state[p],
+                        group["lr"],
+                        group["momentum"],
+                        group["nesterov"],
+                        group["ns_steps"],
+                        group["weight_decay"],
+                    )
+                else:
+                    adamw_update(
+                        p,
+                        p.grad,
+                        self.state[p],
+                        group["lr"],
+                        group["betas"],
+                        group["eps"],
+                        group["weight_decay"],
+                    )
+        return loss
+
+
+# -- which parameter is what -----------------------------------------------------------
+
+
+def _is_embedding_module(module: nn.Module) -> bool:
+    return isinstance(module, nn.Embedding) or type(module).__name__.endswith("Embedding")
+
+
+def embedding_tensors(model: nn.Module) -> list[Tensor]:
+    """The embedding tables of ``model``: parameters owned by an embedding module."""
+    found: dict[int, Tensor] = {}
+    for module in model.modules():
+        if _is_embedding_module(module):
+            for p in module.parameters(recurse=False):
+                found[id(p)] = p
+    return list(found.values())
+
+
+def head_tensors(model: nn.Module) -> list[Tensor]:
+    """The output projection's matrices: ``model.lm_head``'s, else a guess by shape.
+
+    Without an ``lm_head`` attribute, any 2-D parameter whose first dimension equals
+    the vocabulary size (the row count of the largest embedding table, the token
+    embedding) is taken to be the head: it maps hidden states to one logit per token.
+    """
+    head = getattr(model, HEAD_ATTRIBUTE, None)
+    if isinstance(head, nn.Module):
+        return [p for p in head.parameters() if p.dim() == 2]
+    tables = embedding_tensors(model)
+    if not tables:
+        return []
+    vocab_size = max(t.shape[0] for t in tables)
+    return [p for p in model.parameters() if p.dim() == 2 and p.shape[0] == vocab_size]
+
+
+def _named_trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
+    # named_parameters() yields a tensor shared by two modules (tied weights) once.
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _split_decay(
+    params: list[Tensor], embeddings: set[int], decay_embeddings: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """``(decayed, not decayed)`` by the rule in the module docstring."""
+    decay, no_decay = [], []
+    for p in params:
+        is_embedding = id(p) in embeddings
+        if p.dim() < 2 or (is_embedding and not decay_embeddings):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return decay, no_decay
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_embeddings: bool = False
+) -> list[dict[str, Any]]:
+    """Two param groups, ``decay`` (``weight_decay``) and ``no_decay`` (0), for any optimiser.
+
+    Rule (see the module docstring for why): tensors with fewer than 2 dimensions
+    (gains, biases) and embedding tables (unless ``decay_embeddings``) are not
+    decayed; all other trainable tensors are. Each tensor appears in exactly one
+    group, a tied embedding/head once. Empty groups are left out. Each group has a
+    ``name`` key for reading; torch optimisers ignore it.
+    """
+    embeddings = {id(t) for t in embedding_tensors(model)}
+    params = [p for _, p in _named_trainable(model)]
+    decay, no_decay = _split_decay(params, embeddings, decay_embeddings)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def hidden_matrices(model: nn.Module) -> list[Tensor]:
+    """The 2-D parameters Muon should own: not embeddings and not the output head.
+
+    Embeddings are lookups (a row is read, never multiplied by a dense input) and
+    the head produces logits; the Muon authors found both train better with AdamW.
+    """
+    skip = {id(t) for t in embedding_tensors(model)} | {id(t) for t in head_tensors(model)}
+    return [p for _, p in _named_trainable(model) if p.dim() == 2 and id(p) not in skip]
+
+
+# -- the one entry point -----------------------------------------------------------------
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 6e-4,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    decay_embeddings: bool = False,
+    muon_lr: float = 0.02,
+    muon_momentum: float = 0.95,
+    muon_weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """The optimiser ``name`` (one of ``OPTIMIZERS``) over ``model``'s trainable parameters.
+
+    ``adamw``: ``AdamW`` over ``param_groups(model, weight_decay, decay_embeddings)``.
+    ``muon``: ``Muon`` with the hidden matrices (``hidden_matrices``) at ``muon_lr`` /
+    ``muon_momentum`` / ``muon_weight_decay`` (0 by default, as published), and
+    everything else on AdamW at ``lr`` with the same decay rule as ``adamw``.
+
+    Every group records its peak rate as ``base_lr``; ``scale_lr`` uses it to apply
+    a schedule to groups with different rates.
+    """
+    if name not in OPTIMIZERS:
+        raise TinylmError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if name == "adamw":
+        groups = param_groups(model, weight_decay, decay_embeddings)
+        for group in groups:
+            group["base_lr"] = lr
+        return AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    hidden = hidden_matrices(model)
+    hidden_ids = {id(p) for p in hidden}
+    rest = [p for _, p in _named_trainable(model) if id(p) not in hidden_ids]
+    embeddings = {id(t) for t in embedding_tensors(model)}
+    decay, no_decay = _split_decay(rest, embeddings, decay_embeddings)
+    groups = [
+        {"name": "muon", "params": hidden, "use_muon": True, "lr": muon_lr,
+         "momentum": muon_momentum, "weight_decay": muon_weight_decay},
+        {"name": "adamw_decay", "params": decay, "use_muon": False, "lr": lr,
+         "weight_decay": weight_decay},
+        {"name": "adamw_no_decay", "params": no_decay, "use_muon": False, "lr": lr,
+         "weight_decay": 0.0},
+    ]  # fmt: skip
+    groups = [g for g in groups if g["params"]]
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return Muon(groups, lr=muon_lr, momentum=muon_momentum, adamw_lr=lr, betas=betas, eps=eps)
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set each group's ``lr`` to ``factor`` times its peak rate ``base_lr``.
+
+    A schedule gives one number per step, but Muon's groups run at different rates.
+    With ``factor = lr_at(step, ...) / max_lr`` every group follows the schedule's
+    shape at its own scale. A group without ``base_lr`` records its current ``lr``
+    as the peak the first time.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
+
+# -- argument checks --------------------------------------------------------------------
+
+
+def _check_adam_group(group: dict[str, Any]) -> None:
+    beta1, beta2 = group["betas"]
+    if group["lr"] < 0:
+        raise TinylmError(f"learning rate must be 0 or more, got {group['lr']}")
+    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+        raise TinylmError(f"betas must lie in [0, 1), got {group['betas']}; try (0.9, 0.95)")
+    if group["eps"] < 0:
+        raise TinylmError(f"eps must be 0 or more, got {group['eps']}; try 1e-8")
+    if group["weight_decay"] < 0:
+        raise TinylmError(f"weight_decay must be 0 or more, got {group['weight_decay']}")
+
+
+def _check_muon_group(group: dict[str, Any]) -> None:
+    if group["lr"] < 0:
+        raise TinylmError(f"learning rate must be 0 or more, got {group['lr']}")
+    if not 0.0 <= group["momentum"] < 1.0:
+        raise TinylmError(f"momentum must lie in [0, 1), got {group['momentum']}; try 0.95")
+    if int(group["ns_steps"]) != group["ns_steps"] or group["ns_steps"] < 1:
+        raise TinylmError(f"ns_steps must be a positive integer, got {group['ns_steps']}")
+    if group["weight_decay"] < 0:
+        raise TinylmError(f"weight_decay must be 0 or more, got {group['weight_decay']}")
+    for p in group["params"]:
+        if p.dim() != 2:
+            raise TinylmError(
+                f"Muon updates only 2-D weight matrices, got a tensor of shape "
+                f"{tuple(p.shape)}; put it in a param group with use_muon=False"
+            )
+
+
+def _check_dense(grad: Tensor) -> None:
+    if grad.is_sparse:
+        raise TinylmError("sparse gradients are not supported; use nn.Embedding(sparse=False)")
