@@ -107,8 +107,10 @@ class GPT(nn.Module):
                     f"targets shape {tuple(targets.shape)} does not match "
                     f"idx shape {tuple(idx.shape)}; pass one target per input token"
                 )
+            # At least float32: a log-softmax over a large vocabulary in bf16 is too coarse.
+            loss_dtype = torch.promote_types(logits.dtype, torch.float32)
             loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
+                logits.flatten(0, 1).to(loss_dtype), targets.flatten(), ignore_index=ignore_index
             )
         return logits, loss
 
