@@ -18,9 +18,17 @@ TINY = {
 
 
 @pytest.fixture(autouse=True)
-def _seed_torch():
-    """Every test starts from the same global RNG state, so results are repeatable."""
+def _seed_torch_single_thread():
+    """Same global RNG state in every test; one intra-op thread while it runs.
+
+    The tensors here are tiny, so a second thread only adds synchronisation, and on
+    a shared, busy machine that costs several times the work itself.
+    """
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
