@@ -1,0 +1,161 @@
+"""Drawing training batches so that resuming and data parallelism are exact.
+
+A training example is a window of ``block_size + 1`` consecutive tokens starting
+at a random offset: the first ``block_size`` are the input ``x``, the same window
+shifted by one is the target ``y`` (the next token at every position).
+
+All the offsets of one optimiser step are drawn in a single call from one
+``torch.Generator``: ``grad_accum * world_size * batch_size`` of them. Micro-step
+``m`` of rank ``r`` then takes its own slice. Three properties follow, and the
+tests rely on each:
+
+* The generator's state *is* the data position: saving it in a checkpoint and
+  restoring it makes a resumed run draw the very batches it would have drawn.
+* Every rank seeds the generator identically and draws the same offsets, then
+  keeps a disjoint slice, so one process with ``world_size`` times the batch sees
+  exactly the union of what the ranks see.
+* How a step's examples are split into micro-batches (gradient accumulation) or
+  across ranks does not change which examples the step contains.
+
+(``tinylm.train.data.get_batch`` draws one batch of independent windows the same
+way; this module adds the per-step, per-rank slicing that DDP needs.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tinylm.errors import TinylmError
+
+
+def num_windows(data: Sequence[int] | np.ndarray | Tensor, block_size: int) -> int:
+    """How many distinct start offsets a token array offers for ``block_size + 1`` windows."""
+    return len(data) - block_size
+
+
+def check_long_enough(
+    data: Sequence[int] | np.ndarray | Tensor, block_size: int, name: str
+) -> None:
+    """A split must hold at least one full window: ``block_size + 1`` tokens."""
+    if num_windows(data, block_size) < 1:
+        raise TinylmError(
+            f"the {name} split has {len(data)} tokens, fewer than block_size + 1 = "
+            f"{block_size + 1}; give more text or lower block_size (--set block_size=N)"
+        )
+
+
+def draw_offsets(n_windows: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` random window starts in ``[0, n_windows)``, one generator call."""
+    return torch.randint(n_windows, (count,), generator=generator)
+
+
+def gather_windows(
+    data: np.ndarray | Tensor, offsets: Tensor, block_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Inputs ``x`` and next-token targets ``y``, both ``(len(offsets), block_size)`` int64."""
+    if isinstance(data, Tensor):
+        rows = torch.stack([data[int(o) : int(o) + block_size + 1] for o in offsets])
+        windows = rows.to(torch.int64)
+    else:
+        rows = np.stack([data[int(o) : int(o) + block_size + 1] for o in offsets])
+        windows = torch.from_numpy(rows.astype(np.int64))
+    x, y = windows[:, :-1], windows[:, 1:]
+    if device.type == "cuda":
+        # Pinned host memory lets the copy overlap with the GPU still computing.
+        return (
+            x.pin_memory().to(device, non_blocking=True),
+            y.pin_memory().to(device, non_blocking=True),
+        )
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+class StepBatches:
+    """The micro-batches of each optimiser step, for one rank.
+
+    ``next_step()`` draws the whole step's offsets and returns this rank's
+    ``grad_accum`` micro-batches, each ``(batch_size, block_size)``.
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray | Tensor,
+        block_size: int,
+        batch_size: int,
+        grad_accum: int = 1,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        check_long_enough(data, block_size, "training")
+        self.data = data
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.grad_accum = grad_accum
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = generator
+        self.device = torch.device(device)
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens that one optimiser step trains on, over all ranks."""
+        return self.batch_size * self.grad_accum * self.world_size * self.block_size
+
+    def next_step(self) -> list[tuple[Tensor, Tensor]]:
+        per_micro = self.batch_size * self.world_size
+        offsets = draw_offsets(
+            num_windows(self.data, self.block_size), self.grad_accum * per_micro, self.generator
+        )
+        batches = []
+        for micro in range(self.grad_accum):
+            start = micro * per_micro + self.rank * self.batch_size
+            mine = offsets[start : start + self.batch_size]
+            batches.append(gather_windows(self.data, mine, self.block_size, self.device))
+        return batches
+
+
+def fixed_batches(
+    data: np.ndarray | Tensor,
+    block_size: int,
+    batch_size: int,
+    num_batches: int,
+    seed: int,
+    device: torch.device,
+) -> list[tuple[Tensor, Tensor]]:
+    """The same ``num_batches`` batches every time: evaluations compare like with like.
+
+    A private generator seeded with ``seed`` is used, so evaluating never moves the
+    training generator (which would break exact resume).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = num_windows(data, block_size)
+    return [
+        gather_windows(data, draw_offsets(n, batch_size, generator), block_size, device)
+        for _ in range(num_batches)
+    ]
+
+
+def sequential_batches(
+    data: np.ndarray | Tensor,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    max_batches: int | None = None,
+):
+    """Non-overlapping windows covering the data in order (for a full evaluation pass).
+
+    Yields ``(x, y)`` batches; every token but the first of each window is
+    predicted exactly once, so the mean loss is the loss on the whole split.
+    """
+    starts = list(range(0, len(data) - block_size, block_size))
+    if max_batches is not None:
+        starts = starts[: max_batches * batch_size]
+    for i in range(0, len(starts), batch_size):
+        offsets = torch.tensor(starts[i : i + batch_size])
+        yield gather_windows(data, offsets, block_size, device)

@@ -1,0 +1,94 @@
+"""Hooks into a training run, and the console progress display built on them.
+
+A callback is any object with some of the methods of :class:`Callback`; the
+trainer calls those it has. A notebook can plot live losses from ``on_step``,
+stop early by setting ``trainer.should_stop = True``, or save extra artefacts
+from ``on_checkpoint``. The records passed are the same dicts that go to
+``metrics.jsonl``.
+
+:class:`ConsoleReporter` is the default display: a tqdm bar with step, loss,
+learning rate, tokens/s and ETA, plus one line per evaluation and the samples.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tinylm.train.trainer import Trainer
+
+
+class Callback:
+    """No-op base class: override what you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_sample(self, trainer: Trainer, step: int, text: str) -> None: ...
+
+    def on_checkpoint(self, trainer: Trainer, path: Any) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+
+
+def call_all(callbacks: list[Any], event: str, *args: Any) -> None:
+    """Call ``event`` on every callback that defines it."""
+    for callback in callbacks:
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(*args)
+
+
+class ConsoleReporter(Callback):
+    """A progress bar on stderr; evaluations and samples printed above it."""
+
+    def __init__(self, file: Any = None) -> None:
+        self.file = file
+        self.bar: Any = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=trainer.config.steps,
+            initial=trainer.step,
+            unit="step",
+            dynamic_ncols=True,
+            file=self.file or sys.stderr,
+            mininterval=0.5,
+        )
+
+    def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(record["step"] - self.bar.n)
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            lr=f"{record['lr']:.2e}",
+            tok_s=f"{record['tokens_per_s']:,.0f}",
+            refresh=False,
+        )
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.file or sys.stderr)
+        else:
+            print(text, file=self.file or sys.stderr)
+
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._write(
+            f"step {record['step']}: val loss {record['val_loss']:.4f}, "
+            f"perplexity {record['val_ppl']:.2f}"
+        )
+
+    def on_sample(self, trainer: Trainer, step: int, text: str) -> None:
+        self._write(f"--- sample at step {step} ---\n{text}\n---")
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,218 @@
+"""Everything that decides how a model is trained, in one validated dataclass.
+
+Like ``ModelConfig``, a ``TrainConfig`` is frozen and checked once, when it is
+made, so ``TrainConfig(lr=-1)`` fails at once with a message that says what to
+change rather than at step 900. Change a field with ``dataclasses.replace``.
+
+It round-trips through JSON (``to_dict``/``from_dict``, stored in every
+checkpoint) and can be read from a TOML file, either flat or under a ``[train]``
+table::
+
+    [train]
+    steps = 2000
+    lr = 1e-3
+    betas = [0.9, 0.99]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import TinylmError
+
+SCHEDULES = ("constant", "linear", "cosine")
+OPTIMIZERS = ("adamw", "muon")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters of a training run (see each field's comment).
+
+    Batch sizes: one optimiser step sees ``batch_size * grad_accum * world_size``
+    sequences of ``block_size`` tokens; ``world_size`` is the number of
+    data-parallel processes (1 unless launched with torchrun).
+    """
+
+    steps: int = 1000  # optimiser steps in the whole run
+    batch_size: int = 16  # sequences per micro-batch, per process
+    grad_accum: int = 1  # micro-batches whose gradients are summed into one step
+    lr: float = 1e-3  # peak learning rate (AdamW; Muon's AdamW part)
+    min_lr: float | None = None  # floor of the decay; None -> lr / 10
+    schedule: str = "cosine"  # constant | linear | cosine (after warm-up)
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    optimizer: str = "adamw"  # adamw | muon
+    muon_lr: float = 0.02  # learning rate of Muon's hidden matrices
+    muon_momentum: float = 0.95
+    decay_embeddings: bool = False
+    eval_every: int = 250  # evaluate on validation every N steps (0: only at the end)
+    eval_batches: int = 20  # fixed validation batches per evaluation
+    sample_every: int | None = None  # print a sample every N steps; None -> at each eval; 0 off
+    sample_tokens: int = 200
+    sample_prompt: str = ""
+    checkpoint_every: int | None = None  # None -> at each eval; 0 -> only at the end
+    keep_last: int = 3  # checkpoints kept besides the best
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile (falls back to eager if it fails)
+    out_dir: str | None = "out"  # where checkpoints and metrics go; None: write nothing
+    progress: bool = True  # progress bar and printed evaluations/samples
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):  # JSON and TOML have no tuples
+            object.__setattr__(self, "betas", tuple(self.betas))
+        if isinstance(self.out_dir, os.PathLike):
+            object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
+        _validate(self)
+
+    # -- derived values ------------------------------------------------------------
+
+    @property
+    def final_lr(self) -> float:
+        """The floor the schedule decays to."""
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def sample_interval(self) -> int:
+        return self.eval_every if self.sample_every is None else self.sample_every
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.eval_every if self.checkpoint_every is None else self.checkpoint_every
+
+    # -- (de)serialisation -----------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; an unknown key is an error naming the valid ones."""
+        if not isinstance(data, dict):
+            raise TinylmError(f"train config must be a table/dict, got {type(data).__name__}")
+        valid = train_field_names()
+        for key in data:
+            if key not in valid:
+                raise TinylmError(
+                    f"unknown train config key {key!r}; valid keys are: {', '.join(valid)}"
+                )
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read the ``[train]`` table of a TOML file (or its top level if it has none)."""
+        data = read_toml(path)
+        return cls.from_dict(data.get("train", data))
+
+
+def train_field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a TOML file into a dict, with one-line errors."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise TinylmError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TinylmError(f"config {path} is not valid TOML: {exc}") from None
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _int_at_least(c: TrainConfig, name: str, low: int, allow_none: bool = False) -> None:
+    value = getattr(c, name)
+    if allow_none and value is None:
+        return
+    if not _is_int(value) or value < low:
+        raise TinylmError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _number_at_least(c: TrainConfig, name: str, low: float, strict: bool = False) -> None:
+    value = getattr(c, name)
+    if not _is_number(value) or value < low or (strict and value == low):
+        relation = ">" if strict else ">="
+        raise TinylmError(f"{name} must be a number {relation} {low}, got {value!r}")
+
+
+def _choice(c: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(c, name)
+    if value not in choices:
+        raise TinylmError(f"{name} {value!r} is not one of: {', '.join(choices)}")
+
+
+def _validate(c: TrainConfig) -> None:
+    for name in ("steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
+        _int_at_least(c, name, 1)
+    for name in ("warmup_steps", "eval_every", "sample_tokens"):
+        _int_at_least(c, name, 0)
+    _int_at_least(c, "sample_every", 0, allow_none=True)
+    _int_at_least(c, "checkpoint_every", 0, allow_none=True)
+    _int_at_least(c, "seed", 0)
+    _number_at_least(c, "lr", 0.0, strict=True)
+    _number_at_least(c, "muon_lr", 0.0, strict=True)
+    for name in ("weight_decay", "grad_clip", "eps"):
+        _number_at_least(c, name, 0.0)
+    if c.min_lr is not None:
+        _number_at_least(c, "min_lr", 0.0)
+        if c.min_lr > c.lr:
+            raise TinylmError(
+                f"min_lr {c.min_lr} is above lr {c.lr}; the floor must not exceed the peak"
+            )
+    if (
+        not isinstance(c.betas, tuple)
+        or len(c.betas) != 2
+        or not all(_is_number(b) and 0 <= b < 1 for b in c.betas)
+    ):
+        raise TinylmError(f"betas must be two numbers in [0, 1), got {c.betas!r}; try [0.9, 0.95]")
+    if not _is_number(c.muon_momentum) or not 0 <= c.muon_momentum < 1:
+        raise TinylmError(f"muon_momentum must be in [0, 1), got {c.muon_momentum!r}")
+    _choice(c, "schedule", SCHEDULES)
+    _choice(c, "optimizer", OPTIMIZERS)
+    _choice(c, "device", DEVICES)
+    _choice(c, "dtype", DTYPES)
+    if c.schedule != "constant" and c.warmup_steps > c.steps:
+        raise TinylmError(
+            f"warmup_steps {c.warmup_steps} exceeds steps {c.steps}; shorten the warm-up"
+        )
+    for name in ("compile", "progress", "decay_embeddings"):
+        if not isinstance(getattr(c, name), bool):
+            raise TinylmError(f"{name} must be true or false, got {getattr(c, name)!r}")
+    if not isinstance(c.sample_prompt, str):
+        raise TinylmError(f"sample_prompt must be a string, got {c.sample_prompt!r}")
+    if c.out_dir is not None and not isinstance(c.out_dir, str):
+        raise TinylmError(f"out_dir must be a path or None, got {c.out_dir!r}")

@@ -1,0 +1,479 @@
+"""The training loop: batches in, a better model (and checkpoints, metrics, samples) out.
+
+Read it top to bottom: :class:`Trainer` sets up (device, batches, optimiser,
+data parallelism), :meth:`Trainer.train_step` is one optimiser step,
+:meth:`Trainer.fit` repeats it with evaluation, sampling and checkpoints at
+intervals. Everything else lives in small modules beside this one:
+
+* ``config``: :class:`TrainConfig`, the validated hyperparameters;
+* ``batches``: how a step's examples are drawn (exact resume, exact DDP);
+* ``runtime``: device, bf16 autocast and ``torch.compile`` decisions;
+* ``distributed``: torchrun/DDP setup and all-reduces;
+* ``evaluation`` and ``sampling``: validation loss, perplexity, text;
+* ``metrics`` and ``callbacks``: ``metrics.jsonl``, the plot, the progress bar.
+
+A notebook can drive the pieces directly::
+
+    trainer = Trainer(model, data.train, data.val, tokenizer, TrainConfig(steps=500))
+    for _ in range(100):
+        trainer.train_step()
+    print(trainer.evaluate(), trainer.sample())
+    trainer.fit()  # the rest of the run
+
+Exactness. The state that decides what happens next is: the weights, the
+optimiser's moments, the step (which fixes the learning rate, a pure function of
+it), the batch generator's state (which fixes the data) and torch's global RNG
+(dropout). A checkpoint holds all five, so a resumed run repeats an
+uninterrupted one bit for bit on CPU. Evaluation and sampling use private,
+freshly seeded generators, so how often they run cannot change the training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_write
+from tinylm.train import distributed
+from tinylm.train.batches import StepBatches, check_long_enough, fixed_batches
+from tinylm.train.callbacks import ConsoleReporter, call_all
+from tinylm.train.config import TrainConfig
+from tinylm.train.distributed import DistInfo
+from tinylm.train.evaluation import estimate_loss
+from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
+from tinylm.train.optim import build_optimizer, scale_lr
+from tinylm.train.runtime import (
+    autocast,
+    configure_backends,
+    maybe_compile,
+    resolve_device,
+    resolve_dtype,
+)
+from tinylm.train.sampling import sample_text
+from tinylm.train.schedule import lr_at
+
+__all__ = ["Trainer", "TrainConfig"]
+
+RUN_FILE = "run.json"
+EVAL_SEED_OFFSET = 1  # the validation batches' seed is seed + this
+
+
+class Trainer:
+    """Trains ``model`` on token arrays ``train_data`` / ``val_data`` (1-D, memmap is fine).
+
+    ``tokenizer`` is used for samples and saved with checkpoints; ``callbacks``
+    receive every record (see :mod:`tinylm.train.callbacks`). ``run_info`` is
+    extra JSON written to ``run.json`` (the CLI records the data and tokenizer
+    spec there). ``dist`` defaults to what torchrun's environment says.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: np.ndarray | Tensor,
+        val_data: np.ndarray | Tensor,
+        tokenizer: Any = None,
+        config: TrainConfig | None = None,
+        callbacks: Iterable[Any] = (),
+        *,
+        run_info: dict[str, Any] | None = None,
+        dist: DistInfo | None = None,
+    ) -> None:
+        self.config = config = config if config is not None else TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TinylmError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.dist = dist if dist is not None else DistInfo.from_env()
+        self.device = distributed.process_device(self.dist, resolve_device(config.device))
+        configure_backends(self.device)
+        distributed.setup(self.dist, self.device)
+        self.amp_dtype = resolve_dtype(config.dtype, self.device)
+
+        self.model = model.to(self.device)  # the plain module: evaluation, sampling, saving
+        self.tokenizer = tokenizer
+        self.block_size = _block_size(model)
+        _check_vocab(model, tokenizer)
+        check_long_enough(val_data, self.block_size, "validation")
+
+        # One generator for the training batches: its state is the data position.
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.batches = StepBatches(
+            train_data,
+            self.block_size,
+            config.batch_size,
+            config.grad_accum,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            generator=self.batch_generator,
+            device=self.device,
+        )
+        self.val_batches = fixed_batches(
+            val_data,
+            self.block_size,
+            config.batch_size,
+            config.eval_batches,
+            config.seed + EVAL_SEED_OFFSET,
+            self.device,
+        )
+        self.optimizer = build_optimizer(
+            self.model,
+            config.optimizer,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            betas=config.betas,
+            eps=config.eps,
+            decay_embeddings=config.decay_embeddings,
+            muon_lr=config.muon_lr,
+            muon_momentum=config.muon_momentum,
+        )
+        self.ddp = _wrap_ddp(self.model, self.dist, self.device)
+        self.forward = maybe_compile(self.ddp or self.model, config.compile)
+
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.last_checkpoint: Path | None = None
+        self.should_stop = False  # a callback may set this to end fit() early
+        self.history: list[dict[str, Any]] = []  # every record of this session
+        self.run_info = dict(run_info or {})
+        self.run_dir = Path(config.out_dir) if config.out_dir and self.dist.is_main else None
+        self.callbacks = list(callbacks)
+        if config.progress and self.dist.is_main:
+            self.callbacks.append(ConsoleReporter())
+        self._metrics: MetricsLogger | None = None
+        self._checkpoints: Any = None
+
+    # -- one optimiser step ------------------------------------------------------------
+
+    def train_step(self) -> dict[str, Any]:
+        """Forward and backward over ``grad_accum`` micro-batches, clip, update.
+
+        Returns the step's record: ``step`` (steps done, counting this one),
+        ``loss`` (mean over the step's examples and all ranks), ``lr``,
+        ``grad_norm`` (before clipping), ``tokens_per_s``, ``ms_per_step``.
+        """
+        config = self.config
+        start = time.perf_counter()
+        lr = self._apply_lr_schedule()
+        self.model.train()
+        micro_batches = self.batches.next_step()
+        loss_sum = torch.zeros((), device=self.device)
+        for i, (x, y) in enumerate(micro_batches):
+            # Gradients are only averaged across ranks on the last micro-batch.
+            with self._gradient_sync(last=i == len(micro_batches) - 1):
+                with autocast(self.device, self.amp_dtype):
+                    _, loss = self.forward(x, y)
+                # Mean over micro-batches: the same gradient as one big batch.
+                (loss / config.grad_accum).backward()
+            loss_sum += loss.detach()
+        loss_value = float(distributed.all_reduce_mean(loss_sum / config.grad_accum, self.dist))
+        self._stop_if_not_finite("loss", loss_value, lr)
+        grad_norm = self._clip_gradients()
+        self._stop_if_not_finite("gradient norm", grad_norm, lr)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seconds = time.perf_counter() - start
+        return {
+            "step": self.step,
+            "loss": loss_value,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": self.batches.tokens_per_step / seconds,
+            "ms_per_step": 1000 * seconds,
+        }
+
+    def _apply_lr_schedule(self) -> float:
+        """Set every param group's rate for this step; returns the AdamW peak-scaled rate."""
+        c = self.config
+        lr = lr_at(self.step, c.schedule, c.lr, c.final_lr, c.warmup_steps, c.steps)
+        scale_lr(self.optimizer, lr / c.lr)
+        return lr
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DDP's ``no_sync`` for all but the last micro-batch: one all-reduce per step."""
+        if self.ddp is None or last:
+            return contextlib.nullcontext()
+        return self.ddp.no_sync()
+
+    def _clip_gradients(self) -> float:
+        """Scale all gradients down together if their global norm exceeds ``grad_clip``.
+
+        The norm is over every parameter at once (as if they were one vector), so
+        the update's direction is kept and only its length is capped. Returns the
+        norm before clipping (also when clipping is off, for the logs).
+        """
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        return float(norm)
+
+    def _stop_if_not_finite(self, what: str, value: float, lr: float) -> None:
+        """End the run before a NaN/inf can reach the weights; saved checkpoints stay good."""
+        if math.isfinite(value):
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        saved = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else ("no checkpoint was saved yet")
+        )
+        raise TinylmError(
+            f"{what} became {value} at step {self.step + 1}; stopped before updating the "
+            f"weights ({saved}); lower lr (it was {lr:.3g}) or keep grad_clip on"
+        )
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any]:
+        """``{"step", "val_loss", "val_ppl"}`` on the run's fixed validation batches."""
+        metrics = estimate_loss(
+            self.model,
+            self.val_batches,
+            lambda: autocast(self.device, self.amp_dtype),
+            self.dist,
+        )
+        return {"step": self.step, **metrics}
+
+    def sample(self, prompt: str | None = None, max_tokens: int | None = None, **kw: Any) -> str:
+        """Text the model writes now (seeded by the step, so reruns give the same text)."""
+        if self.tokenizer is None:
+            raise TinylmError("sampling needs a tokenizer; pass one to Trainer(...)")
+        kw.setdefault("seed", self.config.seed + self.step)
+        kw.setdefault("temperature", 0.8)
+        kw.setdefault("top_k", 200)
+        return sample_text(
+            self.model,
+            self.tokenizer,
+            self.config.sample_prompt if prompt is None else prompt,
+            self.config.sample_tokens if max_tokens is None else max_tokens,
+            **kw,
+        )
+
+    # -- the run -------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.steps`` (or until a callback sets ``should_stop``).
+
+        Evaluates, samples and checkpoints at the configured intervals and at the
+        end; returns a summary with the final and best validation loss.
+        """
+        self._open_run()
+        call_all(self.callbacks, "on_fit_start", self)
+        last_eval: dict[str, Any] | None = None
+        try:
+            while self.step < self.config.steps and not self.should_stop:
+                record = self.train_step()
+                self._record("on_step", record)
+                last_eval = self._after_step(last_eval)
+            summary = self._finish(last_eval)
+        finally:
+            call_all(self.callbacks, "on_fit_end", self, {"step": self.step})
+            if self._metrics is not None:
+                self._metrics.close()
+        return summary
+
+    def _after_step(self, last_eval: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Evaluate, sample and save when their intervals come round."""
+        c, step = self.config, self.step
+        final = step >= c.steps
+        if _due(step, c.eval_every) or final:
+            last_eval = self.evaluate()
+            self.best_val_loss = min(self.best_val_loss, last_eval["val_loss"])
+            self._record("on_eval", last_eval)
+        if (_due(step, c.sample_interval) or (final and c.sample_interval)) and self.tokenizer:
+            self._sample_and_report()
+        if _due(step, c.checkpoint_interval) or final:
+            val = last_eval["val_loss"] if last_eval and last_eval["step"] == step else None
+            self.save_checkpoint(val_loss=val)
+        return last_eval
+
+    def _finish(self, last_eval: dict[str, Any] | None) -> dict[str, Any]:
+        """After the loop (finished or stopped early): final numbers, checkpoint, plot."""
+        if last_eval is None or last_eval["step"] != self.step:
+            last_eval = self.evaluate()
+            self.best_val_loss = min(self.best_val_loss, last_eval["val_loss"])
+            self._record("on_eval", last_eval)
+        if self.last_checkpoint is None or _checkpoint_step(self.last_checkpoint) != self.step:
+            self.save_checkpoint(val_loss=last_eval["val_loss"])
+        plot = self.plot()
+        return {
+            "step": self.step,
+            "val_loss": last_eval["val_loss"],
+            "val_ppl": last_eval["val_ppl"],
+            "best_val_loss": self.best_val_loss,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "plot": str(plot) if plot else None,
+        }
+
+    def _sample_and_report(self) -> None:
+        if not self.dist.is_main:
+            return
+        text = self.sample()
+        self.history.append({"step": self.step, "sample": text})
+        if self._metrics is not None:
+            self._metrics.log({"step": self.step, "sample": text})
+        call_all(self.callbacks, "on_sample", self, self.step, text)
+
+    def _record(self, event: str, record: dict[str, Any]) -> None:
+        """One record to the history, the metrics file (rank 0) and the callbacks."""
+        self.history.append(record)
+        if self._metrics is not None:
+            self._metrics.log(record)
+        call_all(self.callbacks, event, self, record)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _open_run(self) -> None:
+        """Check the output folder is writable and describe the run in ``run.json``."""
+        if self.run_dir is None:
+            return
+        check_writable(self.run_dir)
+        self._metrics = MetricsLogger(self.run_dir)
+        self._metrics.truncate_after(self.step)  # drop what a resumed run will redo
+        info = {
+            **self.run_info,
+            "model": _model_config_dict(self.model),
+            "train": self.config.to_dict(),
+            "world_size": self.dist.world_size,
+        }
+        atomic_write(self.run_dir / RUN_FILE, json.dumps(info, indent=2) + "\n")
+
+    @property
+    def checkpoints(self) -> Any:
+        """The run's ``CheckpointManager`` (keeps the last ``keep_last`` and the best)."""
+        if self._checkpoints is None and self.run_dir is not None:
+            from tinylm.train.checkpoint import CheckpointManager
+
+            self._checkpoints = CheckpointManager(self.run_dir, keep_last=self.config.keep_last)
+        return self._checkpoints
+
+    def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
+        """Save everything a resume needs (rank 0 writes; all ranks wait for it)."""
+        path = None
+        if self.checkpoints is not None:
+            path = self.checkpoints.save(
+                self.step,
+                self.model,
+                self.optimizer,
+                val_loss=val_loss,
+                config=getattr(self.model, "config", None),
+                tokenizer=self.tokenizer,
+                train_config=self.config.to_dict(),
+                extra=self._checkpoint_extra(),
+                generators={"batches": self.batch_generator},
+            )
+            self.last_checkpoint = Path(path)
+            call_all(self.callbacks, "on_checkpoint", self, self.last_checkpoint)
+        distributed.barrier(self.dist)
+        return path
+
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return {
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "world_size": self.dist.world_size,
+        }
+
+    def resume(self, path: str | os.PathLike) -> int:
+        """Continue from a checkpoint: weights, optimiser, step, data position, RNG."""
+        from tinylm.train.checkpoint import load_checkpoint, read_checkpoint_meta
+
+        step = load_checkpoint(
+            path, self.model, self.optimizer, generators={"batches": self.batch_generator}
+        )
+        extra = read_checkpoint_meta(path).get("extra") or {}
+        saved_world = extra.get("world_size", self.dist.world_size)
+        if saved_world != self.dist.world_size:
+            raise TinylmError(
+                f"checkpoint {path} was trained with {saved_world} processes, this run has "
+                f"{self.dist.world_size}; resume with the same number of processes"
+            )
+        best = extra.get("best_val_loss")
+        self.best_val_loss = math.inf if best is None else float(best)
+        self.step = int(step)
+        self.last_checkpoint = Path(path)
+        return self.step
+
+    def plot(self) -> Path | None:
+        """Draw ``loss.png`` from the whole ``metrics.jsonl`` (earlier sessions included)."""
+        if self.run_dir is None or self._metrics is None:
+            return None
+        return plot_losses(read_metrics(self._metrics.path), self.run_dir / PLOT_FILE)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    digits = "".join(ch for ch in path.name if ch.isdigit())
+    return int(digits) if digits else None
+
+
+def _block_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    block_size = getattr(config, "block_size", None)
+    if not isinstance(block_size, int):
+        raise TinylmError("the model needs a config with block_size (a tinylm GPT)")
+    return block_size
+
+
+def _model_config_dict(model: nn.Module) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None
+
+
+def _check_vocab(model: nn.Module, tokenizer: Any) -> None:
+    """A tokenizer with more ids than the model has embeddings would index out of range."""
+    if tokenizer is None:
+        return
+    vocab_size = model.config.vocab_size
+    if tokenizer.vocab_size > vocab_size:
+        raise TinylmError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is "
+            f"{vocab_size}; build the model with vocab_size={tokenizer.vocab_size}"
+        )
+
+
+def _wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device) -> nn.Module | None:
+    """``DistributedDataParallel`` around the model when there is more than one process.
+
+    DDP broadcasts rank 0's weights at construction, so every rank starts equal,
+    and averages gradients during ``backward``.
+    """
+    if not dist.enabled:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, with one line, if ``folder`` cannot be created or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TinylmError(
+            f"cannot write to output folder {folder}: {exc.strerror or exc}; "
+            "choose another with --out"
+        ) from None
+
+
+def losses(history: Sequence[dict[str, Any]]) -> list[float]:
+    """The training losses of a history, in step order (handy in notebooks and tests)."""
+    return [r["loss"] for r in history if "loss" in r]
