@@ -1,0 +1,710 @@
+"""Prepared token data: ``tinylm prepare`` writes it, training reads it as memmaps.
+
+A prepared dataset is a directory::
+
+    meta.json        format, tokenizer fingerprint, dtype, token/document counts
+    tokenizer.json   the tokenizer that made the ids (so the data explains itself)
+    train.bin        flat token ids, uint16 when vocab_size <= 65536, else uint32
+    val.bin          the same for the validation split
+
+Every document is encoded with ``tokenizer.encode_document`` (``[BOS] + ids +
+[EOS]`` as the tokenizer defines them) and the documents are concatenated, so
+the model learns where texts start and end from the boundary tokens.
+
+**How train and val are split.** With many documents, whole documents go to val,
+spread evenly over the corpus: document ``i`` is a val document when the
+fractional part of ``i * 0.618...`` (the golden ratio) is below ``val_fraction``.
+This is deterministic, needs no look-ahead (so it streams), gives val very nearly
+``val_fraction`` of the documents at every prefix of the corpus, and does not
+take the *end* of the corpus, which matters for sorted lists such as names.txt,
+whose tail is all the rare names starting with z. When the corpus has fewer than
+:data:`MIN_SPLIT_DOCUMENTS` documents in either split (a single-document corpus
+such as Tiny Shakespeare), the split falls back to the token stream: val is its
+last ``val_fraction`` of tokens, and never less than one token. ``meta.json``
+records which method was used.
+
+**Streaming and workers.** Documents are read lazily and encoded in batches of
+about :data:`BATCH_CHARS` characters; each batch's tokens are appended to the
+split files at once, so memory holds a few batches, never the corpus. A corpus of
+more than one batch is encoded by a pool of processes (the platform's default
+start method; with spawn, as on macOS and Windows, call it under
+``if __name__ == "__main__":``); a smaller one is encoded in this process and
+pays nothing for a pool.
+
+**Atomicity.** The dataset is built in a hidden temporary directory beside the
+target and renamed into place at the end; a failure or Ctrl-C removes the
+temporary directory and leaves an existing dataset untouched.
+
+This module does not import torch at the top: ``tinylm prepare`` and its worker
+processes never need it. The batch functions import it when called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from tinylm.corpus import iter_documents
+from tinylm.errors import TinylmError
+from tinylm.tokenizers.base import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
+
+#: Identifies a tinylm prepared-data directory; bumped when the layout changes.
+FORMAT_NAME = "tinylm-data"
+FORMAT_VERSION = 1
+
+META_FILE = "meta.json"
+TOKENIZER_FILE = "tokenizer.json"
+SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
+
+#: Characters per encoding batch: large enough to amortise sending it to a worker,
+#: small enough that a few in flight per worker fit easily in memory.
+BATCH_CHARS = 1 << 20
+
+#: Both splits need this many documents for the document-level split; below it
+#: the split is taken from the token stream.
+MIN_SPLIT_DOCUMENTS = 10
+
+#: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).
+IGNORE_INDEX = -100
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_COPY_TOKENS = 1 << 22  # tokens per chunk when re-splitting a token stream
+
+
+# -- writing a directory atomically -----------------------------------------------
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder below ``root`` to disk before it is renamed into place."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    # A rename is only durable once the folder holding the entry is flushed.
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, marker: str, what: str) -> Iterator[Path]:
+    """Build a directory under a temporary name beside ``path``; swap it in on success.
+
+    ``marker`` is a file that every directory of this kind holds: an existing
+    ``path`` without it (and not empty) belongs to someone else and is never
+    replaced. An existing one of ours is renamed aside, the new one renamed into
+    place, and only then is the old one deleted, so a crash at any moment leaves
+    either the old or the new directory complete (after a crash between the two
+    renames the old one is at ``.NAME.old-*``).
+    """
+    path = Path(path)
+    refuse_foreign(path, marker, what)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        # Not tempfile.mkdtemp: its 0700 mode would stick to the published directory.
+        tmp = parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise TinylmError(
+            f"cannot write {path}: {exc.strerror or exc}; choose a writable location"
+        ) from None
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def refuse_foreign(path: Path, marker: str, what: str) -> None:
+    """Raise if ``path`` exists with contents that are not a ``what`` (no ``marker``)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise TinylmError(f"{path} exists and is not a directory; choose another output path")
+    if not (path / marker).exists() and any(path.iterdir()):
+        raise TinylmError(
+            f"{path} exists and is not a {what} (no {marker}); choose a new output "
+            "directory or remove it yourself"
+        )
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    aside = None
+    if path.exists():
+        aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(path, aside)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, path)
+        raise
+    _fsync_dir(path.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id: half the disk of uint32 when it fits."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def encode_batch(
+    tokenizer: Tokenizer, documents: list[str], dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode documents; return their concatenated ids and the length of each."""
+    encoded = [tokenizer.encode_document(doc) for doc in documents]
+    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+    tokens = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= tokenizer.vocab_size):
+        bad = int(tokens.max() if tokens.max() >= tokenizer.vocab_size else tokens.min())
+        raise TinylmError(
+            f"the tokenizer produced id {bad}, outside its vocabulary of "
+            f"{tokenizer.vocab_size}; the tokenizer file is inconsistent, retrain it"
+        )
+    return tokens.astype(dtype), lengths
+
+
+def _batches(documents: Iterable[str], max_chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for doc in documents:
+        batch.append(doc)
+        size += len(doc)
+        if size >= max_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: Tokenizer, dtype: str) -> None:
+    _worker_state["tokenizer"] = tokenizer
+    _worker_state["dtype"] = np.dtype(dtype)
+
+
+def _encode_in_worker(documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return encode_batch(_worker_state["tokenizer"], documents, _worker_state["dtype"])
+
+
+def _encode_parallel(
+    batches: Iterator[list[str]], tokenizer: Tokenizer, dtype: np.dtype, workers: int
+) -> Iterator[tuple[list[str], tuple[np.ndarray, np.ndarray]]]:
+    """Encode batches in worker processes, yielding results in corpus order.
+
+    At most two batches per worker are in flight, so a huge corpus streams
+    through instead of being queued in memory all at once.
+    """
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context(),
+        initializer=_init_worker,
+        initargs=(tokenizer, dtype.str),
+    )
+    pending: deque = deque()
+    try:
+        for batch in batches:
+            pending.append((batch, pool.submit(_encode_in_worker, batch)))
+            if len(pending) >= 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _encode_stream(
+    documents: Iterable[str], tokenizer: Tokenizer, dtype: np.dtype, workers: int
+) -> Iterator[tuple[list[str], tuple[np.ndarray, np.ndarray]]]:
+    """Encoded batches in order; a pool only when there is more than one batch."""
+    batches = _batches(documents, BATCH_CHARS)
+    first = next(batches, None)
+    if first is None:
+        return
+    second = next(batches, None)
+    if second is None or workers == 1:
+        for batch in chain([first], [] if second is None else [second], batches):
+            yield batch, encode_batch(tokenizer, batch, dtype)
+        return
+    yield from _encode_parallel(chain([first, second], batches), tokenizer, dtype, workers)
+
+
+def default_workers() -> int:
+    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+# -- splitting --------------------------------------------------------------------
+
+
+def is_val_document(index: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Which documents (by position in the corpus) belong to val: the golden-ratio rule."""
+    return np.modf(index.astype(np.float64) * _GOLDEN)[0] < val_fraction
+
+
+class _SplitWriter:
+    """Appends encoded batches to train.part / val.part, document by document.
+
+    Until both splits hold :data:`MIN_SPLIT_DOCUMENTS` documents the length of
+    every document is remembered, so that :meth:`finish` can fall back to a
+    token-stream split if the corpus turns out to be that small.
+    """
+
+    def __init__(self, folder: Path, val_fraction: float) -> None:
+        self.folder = folder
+        self.val_fraction = val_fraction
+        # Open for the writer's lifetime; prepare() closes them in a ``finally``.
+        self.files: dict[str, BinaryIO] = {
+            split: open(folder / f"{split}.part", "wb")  # noqa: SIM115
+            for split in SPLIT_FILES
+        }
+        self.tokens = {"train": 0, "val": 0}
+        self.documents = {"train": 0, "val": 0}
+        self.small_corpus_lengths: list[int] | None = []
+
+    @property
+    def total_documents(self) -> int:
+        return self.documents["train"] + self.documents["val"]
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        index = np.arange(self.total_documents, self.total_documents + len(lengths))
+        val_docs = is_val_document(index, self.val_fraction)
+        val_tokens = np.repeat(val_docs, lengths)
+        for split, mask in (("train", ~val_tokens), ("val", val_tokens)):
+            part = tokens[mask]
+            self.files[split].write(part.tobytes())
+            self.tokens[split] += len(part)
+        self.documents["val"] += int(val_docs.sum())
+        self.documents["train"] += int((~val_docs).sum())
+        if self.small_corpus_lengths is not None:
+            self.small_corpus_lengths.extend(lengths.tolist())
+            if min(self.documents.values()) >= MIN_SPLIT_DOCUMENTS:
+                self.small_corpus_lengths = None  # decided: split by documents
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+    def finish(self, dtype: np.dtype) -> dict[str, Any]:
+        """Close the parts and produce train.bin / val.bin; return the split record."""
+        self.close()
+        total = self.tokens["train"] + self.tokens["val"]
+        if total < 2:
+            raise TinylmError(
+                f"the corpus encodes to {total} token(s); train and val need at least one "
+                "each, give more text"
+            )
+        if self.small_corpus_lengths is None:
+            for split, name in SPLIT_FILES.items():
+                os.replace(self.folder / f"{split}.part", self.folder / name)
+            return {
+                "method": "documents",
+                "train_documents": self.documents["train"],
+                "val_documents": self.documents["val"],
+            }
+        n_val = min(total - 1, max(1, round(total * self.val_fraction)))
+        self._resplit_by_tokens(dtype, total - n_val)
+        self.tokens = {"train": total - n_val, "val": n_val}
+        return {"method": "tokens", "train_documents": None, "val_documents": None}
+
+    def _resplit_by_tokens(self, dtype: np.dtype, cut: int) -> None:
+        """Put the documents back in corpus order and cut the stream at token ``cut``."""
+        lengths = np.asarray(self.small_corpus_lengths, dtype=np.int64)
+        val_docs = is_val_document(np.arange(len(lengths)), self.val_fraction)
+        parts = {split: self._read_part(split, dtype) for split in SPLIT_FILES}
+        offsets = {"train": 0, "val": 0}
+        written = 0
+        with (
+            open(self.folder / SPLIT_FILES["train"], "wb") as train,
+            open(self.folder / SPLIT_FILES["val"], "wb") as val,
+        ):
+            for length, in_val in zip(lengths.tolist(), val_docs.tolist(), strict=True):
+                split = "val" if in_val else "train"
+                start = offsets[split]
+                offsets[split] += length
+                for lo in range(start, start + length, _COPY_TOKENS):
+                    chunk = np.asarray(parts[split][lo : min(start + length, lo + _COPY_TOKENS)])
+                    head = max(0, min(len(chunk), cut - written))
+                    train.write(chunk[:head].tobytes())
+                    val.write(chunk[head:].tobytes())
+                    written += len(chunk)
+        parts.clear()  # unmap before deleting
+        for split in SPLIT_FILES:
+            (self.folder / f"{split}.part").unlink()
+
+    def _read_part(self, split: str, dtype: np.dtype) -> np.ndarray:
+        count = self.tokens[split]
+        if count == 0:  # np.memmap cannot map an empty file
+            return np.empty(0, dtype=dtype)
+        return np.memmap(self.folder / f"{split}.part", dtype=dtype, mode="r", shape=(count,))
+
+
+# -- prepare ----------------------------------------------------------------------
+
+
+def describe_corpus(corpus: Any) -> str:
+    """A short human description of a corpus argument, recorded in meta.json."""
+    if isinstance(corpus, str):
+        return f"text ({len(corpus)} characters)"
+    if isinstance(corpus, os.PathLike):
+        return str(corpus)
+    if isinstance(corpus, (list, tuple)):
+        paths = [str(item) for item in corpus if isinstance(item, os.PathLike)]
+        if paths:
+            more = f" (+{len(paths) - 3} more files)" if len(paths) > 3 else ""
+            return ", ".join(paths[:3]) + more
+        return f"{len(corpus)} in-memory documents"
+    return type(corpus).__name__
+
+
+def _check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise TinylmError(
+            f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}; "
+            "e.g. 0.1 keeps 10% for validation"
+        )
+
+
+def prepare(
+    corpus: Any,
+    tokenizer: Tokenizer,
+    out_dir: str | os.PathLike,
+    *,
+    val_fraction: float = 0.1,
+    separator: str | None = "eot",
+    workers: int | None = None,
+    progress: bool = True,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Encode a corpus into ``out_dir`` (train.bin, val.bin, meta.json, tokenizer.json).
+
+    ``corpus`` is anything :func:`tinylm.corpus.iter_documents` accepts: text, a
+    ``Path``, or an iterable of texts and paths (e.g. a hub dataset's documents).
+    ``separator`` splits files into documents (eot, line, blank, file or a
+    literal string). Returns the metadata written to meta.json. See the module
+    docstring for how the split is made.
+    """
+    _check_val_fraction(val_fraction)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise TinylmError(f"workers must be at least 1, got {workers}")
+    dtype = token_dtype(tokenizer.vocab_size)
+    out_dir = Path(out_dir)
+    documents = iter_documents(corpus, separator)
+    with atomic_directory(out_dir, META_FILE, "tinylm dataset") as tmp:
+        writer = _SplitWriter(tmp, val_fraction)
+        try:
+            characters = _write_tokens(documents, tokenizer, dtype, workers, writer, progress)
+        finally:
+            writer.close()
+        if writer.total_documents == 0:
+            raise TinylmError("the corpus has no documents; give a non-empty text file or folder")
+        split = writer.finish(dtype)
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        meta = _build_meta(tokenizer, dtype, writer, split, characters, val_fraction)
+        meta["separator"] = separator
+        meta["corpus"] = description or describe_corpus(corpus)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return meta
+
+
+def _write_tokens(
+    documents: Iterable[str],
+    tokenizer: Tokenizer,
+    dtype: np.dtype,
+    workers: int,
+    writer: _SplitWriter,
+    progress: bool,
+) -> int:
+    """Encode and write every batch; return the number of characters read."""
+    from tqdm.auto import tqdm
+
+    characters = 0
+    with tqdm(
+        desc="prepare", unit=" docs", unit_scale=True, file=sys.stderr, disable=not progress
+    ) as bar:
+        for batch, (tokens, lengths) in _encode_stream(documents, tokenizer, dtype, workers):
+            writer.add(tokens, lengths)
+            characters += sum(len(doc) for doc in batch)
+            bar.update(len(batch))
+            bar.set_postfix(tokens=writer.tokens["train"] + writer.tokens["val"], refresh=False)
+    return characters
+
+
+def _build_meta(
+    tokenizer: Tokenizer,
+    dtype: np.dtype,
+    writer: _SplitWriter,
+    split: dict[str, Any],
+    characters: int,
+    val_fraction: float,
+) -> dict[str, Any]:
+    from tinylm import __version__
+
+    total = writer.tokens["train"] + writer.tokens["val"]
+    boundaries = len({tokenizer.bos_id, tokenizer.eos_id} - {None})
+    if tokenizer.bos_id is not None and tokenizer.bos_id == tokenizer.eos_id:
+        boundaries = 2  # one id, used to open and to close each document
+    content = total - boundaries * writer.total_documents
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created_by": f"tinylm {__version__}",
+        "tokenizer": {
+            "file": TOKENIZER_FILE,
+            "fingerprint": tokenizer.fingerprint(),
+            "kind": tokenizer.kind,
+        },
+        "vocab_size": tokenizer.vocab_size,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "pad_id": tokenizer.pad_id,
+        "dtype": dtype.name,
+        "split": {"method": split["method"], "val_fraction": val_fraction},
+        "train": {
+            "file": SPLIT_FILES["train"],
+            "tokens": writer.tokens["train"],
+            "documents": split["train_documents"],
+        },
+        "val": {
+            "file": SPLIT_FILES["val"],
+            "tokens": writer.tokens["val"],
+            "documents": split["val_documents"],
+        },
+        "documents": writer.total_documents,
+        "characters": characters,
+        "chars_per_token": round(characters / content, 4) if content > 0 else None,
+    }
+
+
+# -- loading ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared dataset, opened read-only: splits as memmaps, nothing loaded into RAM."""
+
+    path: Path
+    train: np.memmap
+    val: np.memmap
+    meta: dict[str, Any]
+    tokenizer_path: Path
+
+    @property
+    def pad_id(self) -> int:
+        """The id document batches pad with: PAD, else BOS, else EOS (masked out anyway)."""
+        for key in ("pad_id", "bos_id", "eos_id"):
+            if self.meta.get(key) is not None:
+                return int(self.meta[key])
+        return 0
+
+    def document_spans(self, split: str = "train") -> np.ndarray:
+        """``(n, 2)`` start/end offsets of the documents of a split (for document batches)."""
+        data = self.train if split == "train" else self.val
+        return document_spans(data, self.meta.get("bos_id"), self.meta.get("eos_id"))
+
+
+def _rerun_hint(path: Path) -> str:
+    return f"re-run `tinylm prepare CORPUS --tokenizer FILE --out {path}`"
+
+
+def load_prepared(path: str | os.PathLike) -> PreparedData:
+    """Open a directory written by :func:`prepare`, checking it is complete."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TinylmError(f"no prepared data at {path}; {_rerun_hint(path)}")
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise TinylmError(
+            f"{path} is not a tinylm dataset (missing {META_FILE}); {_rerun_hint(path)}"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TinylmError(f"{meta_path} is unreadable ({exc}); {_rerun_hint(path)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise TinylmError(f"{path} is not a tinylm dataset ({META_FILE} has another format)")
+    if meta.get("version") != FORMAT_VERSION:
+        raise TinylmError(
+            f"{path} is dataset format version {meta.get('version')}, this tinylm reads "
+            f"version {FORMAT_VERSION}; {_rerun_hint(path)}"
+        )
+    try:
+        dtype = np.dtype(meta["dtype"])
+        train, val = (_open_split(path, meta, split, dtype) for split in ("train", "val"))
+        tokenizer_path = path / meta["tokenizer"]["file"]
+    except TinylmError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TinylmError(
+            f"{meta_path} is incomplete ({type(exc).__name__}: {exc}); {_rerun_hint(path)}"
+        ) from None
+    return PreparedData(path, train, val, {**meta, "path": str(path)}, tokenizer_path)
+
+
+def _open_split(path: Path, meta: dict[str, Any], split: str, dtype: np.dtype) -> np.memmap:
+    file = path / meta[split]["file"]
+    count = int(meta[split]["tokens"])
+    if count < 1:
+        raise TinylmError(f"the {split} split of {path} is empty; {_rerun_hint(path)}")
+    expected = count * dtype.itemsize
+    actual = file.stat().st_size if file.is_file() else None
+    if actual != expected:
+        found = "is missing" if actual is None else f"has {actual} bytes"
+        raise TinylmError(
+            f"{file} {found}, but {META_FILE} says {count} {dtype.name} tokens ({expected} "
+            f"bytes); the dataset is truncated or corrupt, {_rerun_hint(path)}"
+        )
+    return np.memmap(file, dtype=dtype, mode="r", shape=(count,))
+
+
+def check_tokenizer(meta: dict[str, Any] | PreparedData, tokenizer: Tokenizer) -> None:
+    """Refuse to train on ids made by a different tokenizer: they would mean other text."""
+    if isinstance(meta, PreparedData):
+        meta = meta.meta
+    where = meta.get("path", "the prepared data")
+    theirs = meta.get("tokenizer", {}).get("fingerprint")
+    ours = tokenizer.fingerprint()
+    if theirs != ours:
+        raise TinylmError(
+            f"data in {where} was prepared with tokenizer {theirs}, but the run uses {ours}; "
+            f"re-run tinylm prepare with this tokenizer, or train with {where}/{TOKENIZER_FILE}"
+        )
+
+
+# -- batches ------------------------------------------------------------------------
+
+
+def _to_device(
+    x: torch.Tensor, y: torch.Tensor, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        # Pinned host memory lets the copy overlap with the GPU still computing.
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
+            device, non_blocking=True
+        )
+    return x.to(device), y.to(device)
+
+
+def get_batch(
+    data: np.ndarray,
+    batch_size: int,
+    block_size: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of ``block_size + 1`` tokens: inputs ``x`` and next-token targets ``y``.
+
+    Both are int64 ``(batch_size, block_size)``; ``y`` is ``x`` shifted left by one.
+    The start offsets come from ``generator`` (a CPU ``torch.Generator``; the
+    global torch RNG when ``None``), so saving and restoring its state continues
+    the exact same batch sequence.
+    """
+    import torch
+
+    n = len(data)
+    if n < block_size + 1:
+        raise TinylmError(
+            f"need at least block_size + 1 = {block_size + 1} tokens for a batch, the data "
+            f"has {n}; use more text or a smaller block_size"
+        )
+    starts = torch.randint(n - block_size, (batch_size,), generator=generator).tolist()
+    windows = np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64)
+    tokens = torch.from_numpy(windows)
+    return _to_device(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), device)
+
+
+def document_spans(data: np.ndarray, bos_id: int | None, eos_id: int | None) -> np.ndarray:
+    """``(n, 2)`` ``[start, end)`` offsets of the documents in a flat token stream.
+
+    A document ends after its EOS. When BOS and EOS are the same id (the char
+    tokenizer), a document ends where that id is directly followed by itself
+    (close, then open of the next). Without EOS, documents start at each BOS.
+    A split cut mid-document simply yields shorter first/last spans.
+    """
+    data = np.asarray(data)
+    if eos_id is not None and eos_id == bos_id:
+        ends = np.flatnonzero((data[:-1] == eos_id) & (data[1:] == eos_id)) + 1
+    elif eos_id is not None:
+        ends = np.flatnonzero(data == eos_id) + 1
+    elif bos_id is not None:
+        ends = np.flatnonzero(data == bos_id)
+    else:
+        raise TinylmError("the tokenizer has neither BOS nor EOS; documents cannot be found")
+    bounds = np.unique(np.concatenate([[0], ends, [len(data)]]))
+    spans = np.stack([bounds[:-1], bounds[1:]], axis=1)
+    return spans[spans[:, 1] - spans[:, 0] >= 2]  # one token has no next-token target
+
+
+def get_document_batch(
+    data: np.ndarray,
+    spans: np.ndarray,
+    batch_size: int,
+    block_size: int,
+    *,
+    pad_id: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole documents, one per row, padded: microgpt-style training on short texts.
+
+    Each row is a random document (from ``spans``, see :func:`document_spans`),
+    cut to ``block_size + 1`` tokens; rows are padded to the longest in the batch.
+    Inputs pad with ``pad_id``; targets at padded positions are ``-100``, the
+    index cross-entropy ignores, so padding never enters the loss.
+    """
+    import torch
+
+    if len(spans) == 0:
+        raise TinylmError("the data has no documents of two or more tokens to batch")
+    picks = torch.randint(len(spans), (batch_size,), generator=generator).tolist()
+    docs = [np.asarray(data[s : min(e, s + block_size + 1)], np.int64) for s, e in spans[picks]]
+    width = max(len(doc) for doc in docs) - 1
+    x = torch.full((batch_size, width), pad_id, dtype=torch.int64)
+    y = torch.full((batch_size, width), IGNORE_INDEX, dtype=torch.int64)
+    for row, doc in enumerate(docs):
+        ids = torch.from_numpy(doc)
+        x[row, : len(doc) - 1] = ids[:-1]
+        y[row, : len(doc) - 1] = ids[1:]
+    return _to_device(x, y, device)
