@@ -204,5 +204,6 @@ def _check_range(max_lr: float, min_lr: float) -> None:
         raise TinylmError(f"learning rates must be 0 or more, got max {max_lr}, min {min_lr}")
     if min_lr > max_lr:
         raise TinylmError(
-            f"min_lr ({min_lr}) is larger than max_lr ({max_lr}); the floor must not exceed the peak"
+            f"min_lr ({min_lr}) is larger than max_lr ({max_lr}); "
+            "the floor must not exceed the peak"
         )
