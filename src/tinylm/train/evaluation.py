@@ -39,8 +39,8 @@ def mean_loss(
 ) -> tuple[float, int]:
     """Token-weighted mean loss over ``batches`` and the number of tokens scored.
 
-    With data parallelism each rank scores the batches ``i`` with ``i % world_size
-    == rank`` and the sums are added up, so all ranks return the same value.
+    With data parallelism each rank scores its own batches (its slice of the
+    global ones) and the sums are added up, so all ranks return the same value.
     """
     dist = dist or DistInfo()
     was_training = model.training
@@ -48,9 +48,7 @@ def mean_loss(
     device = next(model.parameters()).device
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
     try:
-        for i, (x, y) in enumerate(batches):
-            if i % dist.world_size != dist.rank:
-                continue
+        for x, y in batches:
             context = autocast() if autocast is not None else contextlib.nullcontext()
             with context:
                 _, loss = model(x, y)

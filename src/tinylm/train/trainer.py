@@ -117,14 +117,7 @@ class Trainer:
             generator=self.batch_generator,
             device=self.device,
         )
-        self.val_batches = fixed_batches(
-            val_data,
-            self.block_size,
-            config.batch_size,
-            config.eval_batches,
-            config.seed + EVAL_SEED_OFFSET,
-            self.device,
-        )
+        self.val_batches = self._validation_batches(val_data)
         self.optimizer = build_optimizer(
             self.model,
             config.optimizer,
@@ -141,7 +134,8 @@ class Trainer:
 
         self.step = 0
         self.best_val_loss = math.inf
-        self.last_checkpoint: Path | None = None
+        self.last_checkpoint: Path | None = None  # on rank 0; None on the others
+        self.saved_step: int | None = None  # the same on every rank
         self.should_stop = False  # a callback may set this to end fit() early
         self.history: list[dict[str, Any]] = []  # every record of this session
         self.run_info = dict(run_info or {})
@@ -151,6 +145,26 @@ class Trainer:
             self.callbacks.append(ConsoleReporter())
         self._metrics: MetricsLogger | None = None
         self._checkpoints: Any = None
+
+    def _validation_batches(self, val_data: np.ndarray | Tensor) -> list[tuple[Tensor, Tensor]]:
+        """This rank's slice of fixed global validation batches (the same for any world size).
+
+        Each global batch has ``batch_size * world_size`` rows, like a training
+        micro-step, so one process with the larger batch scores the same windows.
+        """
+        c, rank, size = self.config, self.dist.rank, self.config.batch_size
+        batches = fixed_batches(
+            val_data,
+            self.block_size,
+            size * self.dist.world_size,
+            c.eval_batches,
+            c.seed + EVAL_SEED_OFFSET,
+            self.device,
+        )
+        return [
+            (x[rank * size : (rank + 1) * size], y[rank * size : (rank + 1) * size])
+            for x, y in batches
+        ]
 
     # -- one optimiser step ------------------------------------------------------------
 
@@ -302,7 +316,7 @@ class Trainer:
             last_eval = self.evaluate()
             self.best_val_loss = min(self.best_val_loss, last_eval["val_loss"])
             self._record("on_eval", last_eval)
-        if self.last_checkpoint is None or _checkpoint_step(self.last_checkpoint) != self.step:
+        if self.saved_step != self.step:
             self.save_checkpoint(val_loss=last_eval["val_loss"])
         plot = self.plot()
         return {
@@ -373,6 +387,7 @@ class Trainer:
             )
             self.last_checkpoint = Path(path)
             call_all(self.callbacks, "on_checkpoint", self, self.last_checkpoint)
+        self.saved_step = self.step
         distributed.barrier(self.dist)
         return path
 
@@ -398,7 +413,7 @@ class Trainer:
             )
         best = extra.get("best_val_loss")
         self.best_val_loss = math.inf if best is None else float(best)
-        self.step = int(step)
+        self.step = self.saved_step = int(step)
         self.last_checkpoint = Path(path)
         return self.step
 
@@ -414,11 +429,6 @@ class Trainer:
 
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    digits = "".join(ch for ch in path.name if ch.isdigit())
-    return int(digits) if digits else None
 
 
 def _block_size(model: nn.Module) -> int:
