@@ -1,0 +1,128 @@
+"""``tinylm prepare``: encode a corpus once into token files that training memmaps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.errors import TinylmError
+from tinylm.tokenizers.base import Tokenizer
+
+#: A corpus argument with this prefix names a Hugging Face dataset: hf:NAME[:SPLIT].
+HUB_PREFIX = "hf:"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    prep = subparsers.add_parser(
+        "prepare",
+        help="encode a corpus into train/val token files for training",
+        description="Encode documents with a tokenizer into DIR/train.bin and DIR/val.bin "
+        "(plus meta.json and tokenizer.json), written atomically.",
+    )
+    prep.add_argument(
+        "corpus",
+        nargs="*",
+        metavar="CORPUS",
+        help=f"text files, folders or globs (default: the built-in corpus, {BUILTIN_CORPUS!r}); "
+        f"or {HUB_PREFIX}NAME[:SPLIT] for a Hugging Face dataset (needs tinylm[datasets])",
+    )
+    prep.add_argument("--tokenizer", "-t", required=True, type=Path, metavar="FILE")
+    prep.add_argument("--out", "-o", required=True, type=Path, metavar="DIR")
+    prep.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="share held out for validation (default 0.1)",
+    )
+    prep.add_argument(
+        "--doc-sep",
+        default="eot",
+        metavar="SEP",
+        help="document separator in files: eot (<|endoftext|>), line, blank, file, or a string",
+    )
+    prep.add_argument(
+        "--text-field", default="text", help=f"column holding the text ({HUB_PREFIX} only)"
+    )
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    prep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    prep.set_defaults(run=run_prepare)
+
+
+def load_tokenizer_file(path: Path) -> Tokenizer:
+    """A tokenizer file, with one-line errors for a missing or corrupt file."""
+    if not path.is_file():
+        raise TinylmError(
+            f"tokenizer file {path} does not exist; train one with "
+            f"`tinylm tokenizer train CORPUS --out {path}`"
+        )
+    try:
+        from tinylm.tokenizers.formats import load_tokenizer
+
+        return load_tokenizer(path)
+    except TinylmError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TinylmError(
+            f"tokenizer file {path} is unreadable or corrupt ({exc}); retrain it"
+        ) from None
+
+
+def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
+    """The corpus to encode and how meta.json describes it."""
+    hub = [spec for spec in specs if spec.startswith(HUB_PREFIX)]
+    if not hub:
+        return corpus_from_specs(specs), ", ".join(specs) or BUILTIN_CORPUS
+    if len(specs) > 1:
+        raise TinylmError(f"give one {HUB_PREFIX}NAME corpus on its own, not mixed with files")
+    from tinylm.train.hub import load_hub_dataset
+
+    name, _, split = hub[0][len(HUB_PREFIX) :].partition(":")
+    if not name:
+        raise TinylmError(f"write {HUB_PREFIX}NAME or {HUB_PREFIX}NAME:SPLIT, e.g. hf:user/data")
+    return load_hub_dataset(name, split or "train", text_field=text_field), hub[0]
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from tinylm.train.data import prepare
+
+    tokenizer = load_tokenizer_file(args.tokenizer)
+    corpus, description = _corpus(args.corpus, args.text_field)
+    meta = prepare(
+        corpus,
+        tokenizer,
+        args.out,
+        val_fraction=args.val_fraction,
+        separator=args.doc_sep,
+        workers=args.workers,
+        progress=not args.quiet,
+        description=description,
+    )
+    print(summary(meta, args.out))
+    return 0
+
+
+def summary(meta: dict[str, Any], out: Path) -> str:
+    """What was written, in a few lines a person can check at a glance."""
+    train, val = meta["train"], meta["val"]
+    if meta["split"]["method"] == "documents":
+        split = f"by documents: {train['documents']:,} train / {val['documents']:,} val"
+    else:
+        split = "by tokens (too few documents to split whole ones): val is the last tokens"
+    lines = [
+        f"prepared {meta['corpus']} -> {out}",
+        f"  documents   {meta['documents']:,} (split {split})",
+        f"  tokens      {train['tokens']:,} train / {val['tokens']:,} val ({meta['dtype']})",
+        f"  tokenizer   {meta['tokenizer']['kind']}, {meta['vocab_size']:,} ids, "
+        f"fingerprint {meta['tokenizer']['fingerprint']}",
+    ]
+    if meta.get("chars_per_token") is not None:
+        lines.append(f"  chars/token {meta['chars_per_token']:.2f}")
+    if val["tokens"] < 1024:
+        lines.append(
+            f"  note: val has only {val['tokens']} tokens; evaluation needs more than "
+            "block_size of them, so use more text or a larger --val-fraction"
+        )
+    return "\n".join(lines)
