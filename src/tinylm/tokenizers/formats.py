@@ -1,0 +1,455 @@
+"""Tokenizer files: tinylm's own JSON, tiktoken ``.tiktoken`` ranks, GPT-2 vocab files.
+
+:func:`load_tokenizer` reads any of them, telling them apart by content (and, for
+GPT-2's pair of files, by name):
+
+**tinylm JSON** (written by ``Tokenizer.save``). A BPE tokenizer looks like::
+
+    {
+     "format": "tinylm-tokenizer",
+     "version": 1,
+     "type": "bpe",
+     "pattern": "'(?:[sdmt]|ll|ve|re)| ?\\\\p{L}++| ...",
+     "special_tokens": {"<|endoftext|>": 50256},
+     "vocab": {
+      "0": "!",
+      ...
+      "188": {"hex": "80"},
+      ...
+      "15496": "Hello",
+      ...
+     },
+     "merges": [
+      [" ", "t"],
+      ...
+     ]
+    }
+
+- ``pattern`` is the pre-tokenizer regex itself, not a name, so the file alone
+  decides the ids.
+- ``vocab`` maps every ordinary id (``0..n-1``, as decimal strings) to its
+  token; ``merges`` lists ``[left, right]`` in priority order (merge ``i`` makes
+  the token ``left + right``); ``special_tokens`` maps names to ids, which may
+  leave gaps (cl100k's do).
+- A token is written as a JSON string when its bytes are valid UTF-8, so a
+  person can read and grep the file, and as ``{"hex": "e280"}`` otherwise
+  (bytes that are only part of a character). The two forms cannot be confused,
+  so reading gives back exactly the bytes written.
+- One vocabulary entry or merge per line, so diffs and ``grep`` work.
+
+A char tokenizer has ``"type": "char"`` and is read by
+:meth:`tinylm.tokenizers.char.CharTokenizer.from_dict`.
+
+**tiktoken ranks** (``gpt2.tiktoken``, ``cl100k_base.tiktoken``, ...): one
+``<base64 token> <rank>`` per line, rank = id. Such files store neither the
+pre-tokenizer pattern nor the special tokens; both follow from the file name
+(gpt2 / r50k_base / p50k_base, cl100k_base, o200k_base, with tiktoken's own
+special tokens and ids), or the pattern is passed as ``pattern=``. The merge list
+is recovered from the ranks when needed.
+
+**GPT-2 files**: ``encoder.json`` (token -> id, tokens spelled with GPT-2's
+bytes-to-unicode alphabet, where ``Ġ`` is a space) plus ``vocab.bpe`` (merges,
+one ``left right`` per line, with or without the ``#version`` header). Either
+file may be given; the other is found beside it (``encoder.json``/``vocab.bpe``
+or ``<prefix>vocab.json``/``<prefix>merges.txt``). Entries of ``encoder.json``
+that are neither a byte nor a merge result (``<|endoftext|>``) become special
+tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import TinylmError
+from tinylm.tokenizers.base import FORMAT_NAME, FORMAT_VERSION, Tokenizer, check_envelope
+from tinylm.tokenizers.bpe import BPETokenizer
+
+#: tiktoken's special tokens for the public vocabularies, by pattern name.
+TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {
+    "gpt2": {"<|endoftext|>": 50256},
+    "cl100k": {
+        "<|endoftext|>": 100257,
+        "<|fim_prefix|>": 100258,
+        "<|fim_middle|>": 100259,
+        "<|fim_suffix|>": 100260,
+        "<|endofprompt|>": 100276,
+    },
+    "o200k": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+}
+
+_BASE64_CHARS = re.compile(r"[A-Za-z0-9+/]*=*")
+
+#: File names of GPT-2-style vocab pairs: (encoder suffix, merges suffix).
+_GPT2_PAIRS = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))
+
+_WHAT_TO_GIVE = (
+    "give a tinylm tokenizer .json, a .tiktoken file, or a GPT-2 encoder.json / vocab.bpe"
+)
+
+
+# -- loading any tokenizer file ----------------------------------------------------
+
+
+def load_tokenizer(path: str | os.PathLike, pattern: str | None = None) -> Tokenizer:
+    """Read a tokenizer from any supported file (see the module docstring).
+
+    ``pattern`` (a name such as ``"cl100k"`` or a regex) sets the pre-tokenizer
+    for files that do not store one: ``.tiktoken`` files whose name does not tell
+    it, and GPT-2 vocab files (default ``"gpt2"``). tinylm files store their own
+    pattern, and ``pattern`` is ignored for them.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if _gpt2_pair(path) is not None and not path.name.endswith(".json"):
+        return read_gpt2_files(path, pattern=pattern)
+    if text.lstrip().startswith(("{", "[")) or path.suffix == ".json":
+        return _load_json(path, text, pattern)
+    if _looks_like_tiktoken(text):
+        return read_tiktoken(path, pattern=pattern, text=text)
+    raise TinylmError(f"{path} is not a tokenizer file tinylm recognises; {_WHAT_TO_GIVE}")
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or a one-line error for missing, binary or empty files."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TinylmError(f"tokenizer file {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise TinylmError(f"{path} is a folder; give the tokenizer file inside it") from None
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TinylmError(
+            f"{path} holds binary data, not a tokenizer file; {_WHAT_TO_GIVE}"
+        ) from None
+    if not text.strip():
+        raise TinylmError(f"{path} is empty; the tokenizer file was not written completely")
+    return text
+
+
+def _load_json(path: Path, text: str, pattern: str | None) -> Tokenizer:
+    """Dispatch a JSON file: tinylm's format or a GPT-2 encoder.json."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TinylmError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the file is "
+            "damaged or truncated, write or download it again"
+        ) from None
+    # GPT-2's encoder.json first: it has tokens named "format" and "type" too.
+    if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
+        return read_gpt2_files(path, pattern=pattern, encoder=data)
+    if isinstance(data, dict) and ("format" in data or "type" in data):
+        kind = check_envelope(data, str(path))
+        try:
+            if kind == "char":
+                from tinylm.tokenizers.char import CharTokenizer
+
+                return CharTokenizer.from_dict(data)
+            return bpe_from_dict(data)
+        except TinylmError as exc:
+            raise TinylmError(f"{path}: {exc}") from None
+    if isinstance(data, dict) and "model" in data:
+        raise TinylmError(
+            f"{path} looks like a Hugging Face tokenizer.json, which tinylm does not read; "
+            "give its vocab.json + merges.txt pair instead"
+        )
+    raise TinylmError(f"{path} is JSON but not a tokenizer file tinylm knows; {_WHAT_TO_GIVE}")
+
+
+# -- tinylm's JSON format ----------------------------------------------------------
+
+
+def token_to_json(token: bytes) -> str | dict[str, str]:
+    """A token as written in tinylm files: text if valid UTF-8, else ``{"hex": ...}``."""
+    try:
+        return token.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": token.hex()}
+
+
+def token_from_json(value: Any) -> bytes:
+    """Inverse of :func:`token_to_json`."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"hex"} and isinstance(value["hex"], str):
+        try:
+            return bytes.fromhex(value["hex"])
+        except ValueError:
+            pass
+    raise TinylmError(f"token {value!r} is neither a string nor {{'hex': '<hex digits>'}}")
+
+
+def bpe_to_dict(tokenizer: BPETokenizer) -> dict[str, Any]:
+    """The fields of a BPE tokenizer file (the envelope is added by ``save``)."""
+    return {
+        "pattern": tokenizer.pattern,
+        "special_tokens": dict(tokenizer.special_tokens),
+        "vocab": {str(i): token_to_json(token) for i, token in tokenizer.vocab.items()},
+        "merges": [[token_to_json(a), token_to_json(b)] for a, b in tokenizer.merges],
+    }
+
+
+def bpe_to_json(tokenizer: BPETokenizer) -> str:
+    """The file text: ``json.dumps`` of envelope + fields, one token or merge per line.
+
+    ``json.dumps(indent=...)`` would spread every merge pair over four lines, so
+    the two long sections are laid out by hand; the parsed result is identical.
+    """
+    body: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "bpe"}
+    body.update(bpe_to_dict(tokenizer))
+
+    def dump(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    lines = ["{"]
+    for key, value in body.items():
+        if key == "vocab":
+            entries = [f"  {dump(i)}: {dump(token)}" for i, token in value.items()]
+            section = "{\n" + ",\n".join(entries) + "\n }" if entries else "{}"
+        elif key == "merges":
+            entries = [f"  {dump(pair)}" for pair in value]
+            section = "[\n" + ",\n".join(entries) + "\n ]" if entries else "[]"
+        else:
+            section = dump(value)
+        lines.append(f" {dump(key)}: {section},")
+    lines[-1] = lines[-1].rstrip(",")
+    return "\n".join(lines) + "\n}\n"
+
+
+def bpe_from_dict(data: Mapping[str, Any]) -> BPETokenizer:
+    """Build a :class:`BPETokenizer` from a parsed tinylm file, checking every field."""
+    pattern = data.get("pattern")
+    if not isinstance(pattern, str):
+        raise TinylmError("BPE tokenizer file lacks its 'pattern' string; the file is corrupt")
+    vocab_field = data.get("vocab")
+    if not isinstance(vocab_field, dict):
+        raise TinylmError("BPE tokenizer file lacks its 'vocab' object; the file is corrupt")
+    merges_field = data.get("merges")
+    if not isinstance(merges_field, list):
+        raise TinylmError("BPE tokenizer file lacks its 'merges' list; the file is corrupt")
+    specials = data.get("special_tokens", {})
+    if not isinstance(specials, dict):
+        raise TinylmError("'special_tokens' must be an object of name -> id")
+    vocab = {}
+    for key, value in vocab_field.items():
+        if not (key.isascii() and key.isdigit()):
+            raise TinylmError(f"vocab key {key!r} is not a decimal id")
+        vocab[int(key)] = token_from_json(value)
+    merges = []
+    for number, pair in enumerate(merges_field):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TinylmError(f"merge {number} is {pair!r}, not a [left, right] pair")
+        merges.append((token_from_json(pair[0]), token_from_json(pair[1])))
+    return BPETokenizer(vocab, merges, specials, pattern)
+
+
+# -- tiktoken rank files -----------------------------------------------------------
+
+
+def read_tiktoken_ranks(path: str | os.PathLike, text: str | None = None) -> dict[bytes, int]:
+    """Parse a ``.tiktoken`` file: ``<base64 token> <rank>`` per line."""
+    path = Path(path)
+    text = _read_text(path) if text is None else text
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            token = _b64decode(fields[0])
+            rank = int(fields[1])
+        except (ValueError, binascii.Error):
+            raise TinylmError(
+                f"{path} line {number} is not '<base64 token> <rank>': {line[:60]!r}; "
+                "the .tiktoken file is damaged, download it again"
+            ) from None
+        if token in ranks:
+            raise TinylmError(f"{path} line {number} repeats a token; the file is damaged")
+        ranks[token] = rank
+    return ranks
+
+
+def read_tiktoken(
+    path: str | os.PathLike, pattern: str | None = None, *, text: str | None = None
+) -> BPETokenizer:
+    """A tokenizer from a ``.tiktoken`` file, with tiktoken's specials for known names."""
+    path = Path(path)
+    family = _tiktoken_family(path.name)
+    if pattern is None and family is None:
+        raise TinylmError(
+            f"cannot tell the pre-tokenizer of {path.name} from its name; pass the pattern "
+            "(gpt2, cl100k, o200k or a regex), e.g. --pattern gpt2"
+        )
+    ranks = read_tiktoken_ranks(path, text)
+    specials = TIKTOKEN_SPECIALS.get(family or "", {})
+    try:
+        return BPETokenizer.from_ranks(ranks, specials, pattern or family or "")
+    except TinylmError as exc:
+        raise TinylmError(f"{path}: {exc}") from None
+
+
+def _tiktoken_family(name: str) -> str | None:
+    """``"gpt2"``, ``"cl100k"`` or ``"o200k"`` from a file name, else ``None``."""
+    stem = name.lower().split(".")[0]
+    for family in ("o200k", "cl100k"):
+        if family in stem:
+            return family
+    if stem in ("gpt2", "r50k", "r50k_base", "p50k", "p50k_base"):
+        return "gpt2"
+    return None
+
+
+def _looks_like_tiktoken(text: str) -> bool:
+    first = text.lstrip().split("\n", 1)[0].split()
+    if len(first) != 2 or not first[1].isdigit():
+        return False
+    try:
+        _b64decode(first[0])
+    except (ValueError, binascii.Error):
+        return False
+    return True
+
+
+def _b64decode(field: str) -> bytes:
+    """Strict about the alphabet, lenient about padding, as tiktoken's own reader.
+
+    Whisper's file spells an empty token as a lone ``=``, which strict decoding
+    rejects but tiktoken reads as ``b""``.
+    """
+    if not _BASE64_CHARS.fullmatch(field):
+        raise ValueError(f"not base64: {field!r}")
+    return base64.b64decode(field)
+
+
+# -- GPT-2 encoder.json + vocab.bpe ------------------------------------------------
+
+
+def gpt2_byte_alphabet() -> list[str]:
+    """GPT-2's bytes-to-unicode table: the printable character that spells each byte.
+
+    GPT-2's files store tokens as text, so every byte needs a visible character:
+    bytes that are printable Latin-1 (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``)
+    stand for themselves, and the other 68 take code points 256, 257, ... in byte
+    order (so a space, byte 32, is ``Ġ`` = U+0120).
+    """
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    alphabet = []
+    extra = 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet.append(chr(byte))
+        else:
+            alphabet.append(chr(256 + extra))
+            extra += 1
+    return alphabet
+
+
+def read_gpt2_files(
+    path: str | os.PathLike,
+    pattern: str | None = None,
+    *,
+    encoder: dict[str, int] | None = None,
+) -> BPETokenizer:
+    """A tokenizer from a GPT-2 ``encoder.json`` + ``vocab.bpe`` pair; give either file."""
+    path = Path(path)
+    pair = _gpt2_pair(path)
+    if pair is None:
+        raise TinylmError(
+            f"cannot find the other half of {path.name}: GPT-2 vocabularies come as "
+            "encoder.json + vocab.bpe or <name>vocab.json + <name>merges.txt side by side"
+        )
+    encoder_path, merges_path = pair
+    if encoder is None:
+        encoder = _read_encoder(encoder_path)
+    if not merges_path.exists():
+        raise TinylmError(
+            f"{encoder_path} needs its merges file {merges_path.name} beside it; copy it there"
+        )
+    decode_token = _gpt2_token_decoder()
+    merges = [
+        (decode_token(left, merges_path), decode_token(right, merges_path))
+        for left, right in _read_merge_lines(merges_path)
+    ]
+    results = {left + right for left, right in merges}
+    vocab: dict[int, bytes] = {}
+    specials: dict[str, int] = {}
+    for name, i in encoder.items():
+        token = decode_token(name, None)
+        if token is not None and (len(token) == 1 or token in results):
+            vocab[i] = token
+        else:
+            specials[name] = i
+    try:
+        return BPETokenizer(vocab, merges, specials, pattern or "gpt2")
+    except TinylmError as exc:
+        raise TinylmError(f"{encoder_path} + {merges_path.name}: {exc}") from None
+
+
+def _gpt2_pair(path: Path) -> tuple[Path, Path] | None:
+    """(encoder file, merges file) for either member of a GPT-2 pair, by name."""
+    for encoder_suffix, merges_suffix in _GPT2_PAIRS:
+        if path.name.endswith(encoder_suffix):
+            prefix = path.name[: -len(encoder_suffix)]
+            return path, path.with_name(prefix + merges_suffix)
+        if path.name.endswith(merges_suffix):
+            prefix = path.name[: -len(merges_suffix)]
+            return path.with_name(prefix + encoder_suffix), path
+    return None
+
+
+def _read_encoder(path: Path) -> dict[str, int]:
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TinylmError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); download it again"
+        ) from None
+    if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+        raise TinylmError(f"{path} is not a GPT-2 encoder.json (token -> id); check the file")
+    return data
+
+
+def _read_merge_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """``(left, right)`` per line of a vocab.bpe, skipping the ``#version`` header."""
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip() or (number == 1 and line.startswith("#version")):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise TinylmError(
+                f"{path} line {number} is not 'left right': {line[:60]!r}; "
+                "the merges file is damaged, download it again"
+            )
+        yield fields[0], fields[1]
+
+
+def _gpt2_token_decoder():
+    """A function: GPT-2 token spelling -> bytes (``None``, or an error, if not one)."""
+    byte_of = {char: byte for byte, char in enumerate(gpt2_byte_alphabet())}
+
+    def decode(spelling: str, source: Path | None) -> bytes | None:
+        try:
+            return bytes(byte_of[char] for char in spelling)
+        except KeyError:
+            if source is None:
+                return None
+            raise TinylmError(
+                f"{source} has token {spelling!r}, which is not in GPT-2's byte alphabet; "
+                "the file is not a GPT-2 merges file"
+            ) from None
+
+    return decode
