@@ -47,7 +47,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate (AdamW; Muon's AdamW part)
     min_lr: float | None = None  # floor of the decay; None -> lr / 10
     schedule: str = "cosine"  # constant | linear | cosine (after warm-up)
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None -> steps // 10, at most 100
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -83,6 +83,11 @@ class TrainConfig:
     def final_lr(self) -> float:
         """The floor the schedule decays to."""
         return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps: as set, or a tenth of the run up to 100 (enough for Adam's moments)."""
+        return min(100, self.steps // 10) if self.warmup_steps is None else self.warmup_steps
 
     @property
     def sample_interval(self) -> int:
@@ -178,8 +183,9 @@ def _choice(c: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
 def _validate(c: TrainConfig) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
         _int_at_least(c, name, 1)
-    for name in ("warmup_steps", "eval_every", "sample_tokens"):
+    for name in ("eval_every", "sample_tokens"):
         _int_at_least(c, name, 0)
+    _int_at_least(c, "warmup_steps", 0, allow_none=True)
     _int_at_least(c, "sample_every", 0, allow_none=True)
     _int_at_least(c, "checkpoint_every", 0, allow_none=True)
     _int_at_least(c, "seed", 0)
@@ -205,7 +211,7 @@ def _validate(c: TrainConfig) -> None:
     _choice(c, "optimizer", OPTIMIZERS)
     _choice(c, "device", DEVICES)
     _choice(c, "dtype", DTYPES)
-    if c.schedule != "constant" and c.warmup_steps > c.steps:
+    if c.schedule != "constant" and c.warmup > c.steps:
         raise TinylmError(
             f"warmup_steps {c.warmup_steps} exceeds steps {c.steps}; shorten the warm-up"
         )
