@@ -69,8 +69,12 @@ _IN_FLIGHT_PER_WORKER = 2
 
 Corpus = str | os.PathLike | Iterable[str | os.PathLike]
 
-_NEWLINE_CUT = regex.compile(rb"(?r)[!-~]\n(?=[0-9A-Za-z])")
-_SPACE_CUT = regex.compile(rb"(?r)[!-~](?= [!-~])")
+#: The cut rules 2 and 3 of the module docstring, searched right to left: the text
+#: around the cut, and where in it the cut falls.
+_CUT_RULES = (
+    (regex.compile(rb"(?r)[!-~]\n[0-9A-Za-z]"), 2),  # X\n|Y
+    (regex.compile(rb"(?r)[!-~] [!-~]"), 1),  # X| Y
+)
 
 
 class Chunk(NamedTuple):
@@ -325,14 +329,16 @@ def find_cut(buffer: bytes, specials: Sequence[bytes] = ()) -> int:
     at_special = max((buffer.rfind(s, low) for s in specials), default=-1)
     if at_special > 0:
         return at_special
-    # A special token may begin in the last few bytes and end in the next block.
+    # A special token may begin in the last few bytes and end in the next block; a
+    # cut at most `high` is either outside it or inside a complete, visible one.
     high = len(buffer) - max((len(s) for s in specials), default=0)
-    for rule in (_NEWLINE_CUT, _SPACE_CUT):  # both match the text just before the cut
-        end = high
+    for rule, offset in _CUT_RULES:
+        end = len(buffer)
         while (match := rule.search(buffer, low, end)) is not None:
-            if not _inside_special(buffer, match.end(), specials):
-                return match.end()
-            end = match.start()
+            cut = match.start() + offset
+            if cut <= high and not _inside_special(buffer, cut, specials):
+                return cut
+            end = match.end() - 1  # the next candidate to the left may overlap this one
     return -1
 
 
