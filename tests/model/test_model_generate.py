@@ -194,7 +194,7 @@ def test_generate_restores_training_mode_and_disables_dropout(tiny_config):
     assert a == b == greedy_reference(model.eval(), [1, 2], 8)
 
 
-def test_generation_records_no_gradients(lively):
+def test_no_grad_does_not_leak_out_of_the_iterator(lively):
     model = lively()
     it = model.generate([1], 2, temperature=0)
     next(it)
@@ -220,3 +220,19 @@ def test_bad_generation_arguments_fail_at_call_time(lively, kwargs, message):
     with pytest.raises(TinylmError) as excinfo:
         model.generate(**args)  # raised before any next()
     assert message in str(excinfo.value)
+
+
+def test_cache_works_under_bfloat16_autocast(lively):
+    """Under autocast the new keys are bfloat16 while the cache is float32."""
+    model = lively()
+    idx = torch.randint(0, 11, (1, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full, _ = model(idx)
+        cache = model.new_kv_cache()
+        first, _ = model(idx[:, :5], kv_cache=cache)
+        rest, _ = model(idx[:, 5:], kv_cache=cache)
+        tokens = list(model.generate([1, 2], 4, temperature=0))
+    torch.testing.assert_close(
+        torch.cat([first, rest], 1).float(), full.float(), atol=0.1, rtol=0.1
+    )
+    assert len(tokens) == 4

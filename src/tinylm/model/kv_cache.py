@@ -56,7 +56,11 @@ class KVCache:
             )
         self.keys[layer, :, :, self.length : end] = k
         self.values[layer, :, :, self.length : end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        # Hand back the caller's dtype: under autocast the new keys may be bfloat16
+        # while the cache is float32, and attention needs q, k, v to agree.
+        keys = self.keys[layer, :, :, :end].to(k.dtype)
+        values = self.values[layer, :, :, :end].to(v.dtype)
+        return keys, values
 
     def advance(self, n_tokens: int) -> None:
         """Mark ``n_tokens`` more tokens as stored, once every layer has written them."""
