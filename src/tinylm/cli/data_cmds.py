@@ -28,8 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"text files, folders or globs (default: the built-in corpus, {BUILTIN_CORPUS!r}); "
         f"or {HUB_PREFIX}NAME[:SPLIT] for a Hugging Face dataset (needs tinylm[datasets])",
     )
-    prep.add_argument("--tokenizer", "-t", required=True, type=Path, metavar="FILE")
-    prep.add_argument("--out", "-o", required=True, type=Path, metavar="DIR")
+    prep.add_argument(
+        "--tokenizer", "-t", required=True, type=Path, metavar="FILE", help="tokenizer file"
+    )
+    prep.add_argument(
+        "--out", "-o", required=True, type=Path, metavar="DIR", help="dataset folder to write"
+    )
     prep.add_argument(
         "--val-fraction",
         type=float,
@@ -44,9 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="document separator in files: eot (<|endoftext|>), line, blank, file, or a string",
     )
     prep.add_argument(
-        "--text-field", default="text", help=f"column holding the text ({HUB_PREFIX} only)"
+        "--text-field",
+        default="text",
+        metavar="FIELD",
+        help=f"column holding the text ({HUB_PREFIX} corpora only; default: text)",
     )
-    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    prep.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="processes (default: all cores)"
+    )
     prep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     prep.set_defaults(run=run_prepare)
 
@@ -107,13 +116,14 @@ def run_prepare(args: argparse.Namespace) -> int:
 def summary(meta: dict[str, Any], out: Path) -> str:
     """What was written, in a few lines a person can check at a glance."""
     train, val = meta["train"], meta["val"]
+    share = f"{meta['split']['val_fraction']:.0%}"
     if meta["split"]["method"] == "documents":
-        split = f"by documents: {train['documents']:,} train / {val['documents']:,} val"
+        split = f"{train['documents']:,} train / {val['documents']:,} val"
     else:
-        split = "by tokens (too few documents to split whole ones): val is the last tokens"
+        split = f"too few to split whole ones: val is the last {share} of the tokens"
     lines = [
         f"prepared {meta['corpus']} -> {out}",
-        f"  documents   {meta['documents']:,} (split {split})",
+        f"  documents   {meta['documents']:,} ({split})",
         f"  tokens      {train['tokens']:,} train / {val['tokens']:,} val ({meta['dtype']})",
         f"  tokenizer   {meta['tokenizer']['kind']}, {meta['vocab_size']:,} ids, "
         f"fingerprint {meta['tokenizer']['fingerprint']}",

@@ -125,6 +125,9 @@ def atomic_directory(path: str | os.PathLike, marker: str, what: str) -> Iterato
     path = Path(path)
     refuse_foreign(path, marker, what)
     parent = path.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise TinylmError(f"cannot write {path}: {blocker} is a file; choose another location")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         # Not tempfile.mkdtemp: its 0700 mode would stick to the published directory.
@@ -458,9 +461,7 @@ def _write_tokens(
     from tqdm.auto import tqdm
 
     characters = 0
-    with tqdm(
-        desc="prepare", unit=" docs", unit_scale=True, file=sys.stderr, disable=not progress
-    ) as bar:
+    with tqdm(desc="prepare", unit=" docs", file=sys.stderr, disable=not progress) as bar:
         for batch, (tokens, lengths) in _encode_stream(documents, tokenizer, dtype, workers):
             writer.add(tokens, lengths)
             characters += sum(len(doc) for doc in batch)

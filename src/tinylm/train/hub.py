@@ -69,7 +69,7 @@ def load_hub_dataset(
             **load_kwargs,
         )
     except (OSError, ValueError) as exc:  # FileNotFoundError, ConnectionError, bad split
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise TinylmError(
             f"cannot load dataset {name!r} split {split!r}: {detail}; check the name, split "
             "and data files, and that the Hub is reachable"
