@@ -19,6 +19,12 @@ import torch.nn.functional as F
 from tinylm.model import GPT, ModelConfig
 from tinylm.model.config import ACTIVATIONS, NORM_PLACEMENTS, NORMS, POSITIONS
 
+# The reference uses F.rms_norm (torch 2.4) and SDPA's enable_gqa (torch 2.5).
+pytestmark = pytest.mark.skipif(
+    not hasattr(F, "rms_norm") or tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5),
+    reason="the functional reference needs torch >= 2.5",
+)
+
 
 def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
     """(B, H, T, d): pairs as complex numbers times e^(i * t * theta^(-2j/d))."""

@@ -256,16 +256,17 @@ class GPT(nn.Module):
         def count(module: nn.Module | None) -> int:
             return 0 if module is None else sum(p.numel() for p in module.parameters())
 
+        total = sum(p.numel() for p in self.parameters())  # parameters() dedups a tied matrix
         token = self.tok_emb.weight.numel()
         position = count(self.pos_emb)
         norms = count(self.emb_norm) + count(self.final_norm)
         norms += sum(count(b.norm1) + count(b.norm2) for b in self.blocks)
         return {
-            "total": sum(p.numel() for p in self.parameters()),  # parameters() dedups ties
+            "total": total,
             "token_embedding": token,
             "position_embedding": position,
             "embedding": token + position,
-            "non_embedding": sum(p.numel() for p in self.parameters()) - token - position,
+            "non_embedding": total - token - position,
             "lm_head": 0 if c.tie_embeddings else self.lm_head.weight.numel(),
             "attention": sum(count(b.attn) for b in self.blocks),
             "feedforward": sum(count(b.ffn) for b in self.blocks),
