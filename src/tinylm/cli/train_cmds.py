@@ -349,9 +349,17 @@ def _training_data(args, out_dir: Path, base: dict | None, info) -> tuple[Any, A
     data_info = {
         "data": specs,
         "tokenizer": args.tokenizer or (None if base else DEFAULT_TOKENIZER),
-        "prepared": str(folder),
+        "prepared": str(_relative_to(folder, out_dir)),
     }
     return data, tokenizer, data_info
+
+
+def _relative_to(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root`` when inside it (so a run folder can be moved)."""
+    try:
+        return path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return path.resolve()
 
 
 def _data_tokenizer(data: Any) -> Any:
@@ -378,7 +386,7 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
     _check_same_run(args, run, model_settings, out_dir)
     stored = {**run.get("train", {}), **train_settings, "out_dir": str(out_dir)}
     train_config = TrainConfig.from_dict({**stored, "progress": not args.quiet})
-    data = load_prepared(run["prepared"])
+    data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
     tokenizer = load_tokenizer_file(latest / "tokenizer.json")
     check_tokenizer(data, tokenizer)
     torch.manual_seed(train_config.seed)
@@ -396,9 +404,10 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
 
 def _check_same_run(args, run: dict, model_settings: dict, out_dir: Path) -> None:
     """With --resume, flags that choose data, tokenizer or model must match the run's."""
-    if model_settings:
-        key = next(iter(model_settings))
-        raise TinylmError(f"cannot change model field {key!r} when resuming {out_dir}")
+    stored_model = run.get("model") or {}
+    for key, value in model_settings.items():
+        if stored_model.get(key) != value:
+            raise TinylmError(f"cannot change model field {key!r} when resuming {out_dir}")
     checks = (
         ("--data", args.data, run.get("data")),
         ("--tokenizer", args.tokenizer, run.get("tokenizer")),

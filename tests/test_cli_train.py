@@ -1,0 +1,304 @@
+"""`tinylm train`, `tinylm sample` and `tinylm eval`, run the way a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm.cli.main import main
+from tinylm.tokenizers.char import CharTokenizer
+
+CORPUS = (
+    "Beautiful is better than ugly. Explicit is better than implicit. Simple is better "
+    "than complex. Complex is better than complicated. Flat is better than nested. "
+    "Sparse is better than dense. Readability counts.\n"
+) * 12
+
+TINY = [
+    "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2", "--set", "block_size=32",
+    "--set", "batch_size=4", "--set", "eval_batches=2", "--set", "sample_tokens=20",
+    "--set", "eval_every=5", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` and a hash of its bytes: to prove nothing changed."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def fails_with(capsys, argv: list[str], message: str) -> str:
+    """Run the CLI in-process; assert exit 2 and one ``tinylm: error:`` line naming ``message``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinylm: error:"), err
+    assert message in err[0], err[0]
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "zen.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus) -> Path:
+    """A 5-step run of a tiny model, trained once for the module."""
+    out = tmp_path_factory.mktemp("runs") / "zen"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["train", "--data", str(corpus), "--steps", "5", "--out", str(out), *TINY])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    """A private copy of the trained run, for tests that break or extend it."""
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+# -- the happy paths --------------------------------------------------------------------
+
+
+def test_train_writes_checkpoint_metrics_plot_and_cached_data(trained):
+    out = trained
+    assert (out / "ckpt-000005" / "model.safetensors").is_file()
+    assert (out / "best" / "state.json").is_file()
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
+    assert any("val_loss" in r for r in records)
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["n_layer"] == 1 and info["train"]["steps"] == 5
+    assert info["tokenizer"] == "char" and Path(info["prepared"]).parent == Path("data")
+    assert (out / info["prepared"] / "meta.json").is_file()
+
+
+def test_train_prints_a_summary_and_samples(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--steps", "2", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "trained 2 steps: val loss" in printed
+    assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed
+
+
+def test_sample_streams_reproducible_text_after_the_prompt(trained, capsys):
+    out = trained
+    argv = ["sample", str(out), "--prompt", "Simple", "--num", "2", "--max-tokens", "15"]
+    assert main([*argv, "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main([*argv, "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+    pieces = first.split("\n---\n")
+    assert len(pieces) == 2 and all(p.startswith("Simple") for p in pieces)
+    assert main(["sample", str(out / "best"), "--temperature", "0", "--max-tokens", "5"]) == 0
+
+
+def test_eval_reports_loss_and_perplexity_on_text_and_on_prepared_data(trained, corpus, capsys):
+    out = trained
+    assert main(["eval", str(out), "--data", str(corpus)]) == 0
+    text_line = capsys.readouterr().out
+    assert "loss" in text_line and "perplexity" in text_line and "step 5" in text_line
+    prepared = out / json.loads((out / "run.json").read_text())["prepared"]
+    assert main(["eval", str(out), "--data", str(prepared), "--split", "val"]) == 0
+    val_line = capsys.readouterr().out
+    # The run's last evaluation and a full pass over the same split agree roughly.
+    loss = float(val_line.split("loss ")[1].split(",")[0])
+    assert 0 < loss < 10
+
+
+def test_resume_continues_the_run_to_more_steps(run_copy, capsys):
+    assert main(["train", "--resume", "--out", str(run_copy), "--steps", "7", *TINY]) == 0
+    assert "trained 7 steps" in capsys.readouterr().out
+    steps = [
+        json.loads(line)["step"]
+        for line in (run_copy / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
+    assert steps == [1, 2, 3, 4, 5, 6, 7]
+    assert (run_copy / "ckpt-000007").is_dir()
+
+
+def test_init_from_fine_tunes_with_the_same_tokenizer(trained, tmp_path, capsys):
+    out = trained
+    new_text = tmp_path / "more.txt"
+    new_text.write_text("Readability counts. Flat is better than dense. " * 30, encoding="utf-8")
+    ft = tmp_path / "ft"
+    argv = ["train", "--init-from", str(out), "--data", str(new_text), "--out", str(ft)]
+    assert main([*argv, "--steps", "3", "--quiet", "--set", "batch_size=4"]) == 0
+    capsys.readouterr()
+    info = json.loads((ft / "run.json").read_text())
+    assert info["init_from"].endswith("ckpt-000005") and info["model"]["n_embd"] == 16
+    assert (ft / "ckpt-000003" / "tokenizer.json").read_bytes() == (
+        out / "ckpt-000005" / "tokenizer.json"
+    ).read_bytes()
+
+
+def test_prepared_data_is_cached_and_reused(tmp_path, corpus, monkeypatch):
+    from tinylm.train import data as data_module
+    from tinylm.train.runs import prepare_cached
+
+    first = prepare_cached([str(corpus)], "char", tmp_path, progress=False)
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("prepare() ran although the cache had the data")
+
+    monkeypatch.setattr(data_module, "prepare", no_prepare)
+    assert prepare_cached([str(corpus)], "char", tmp_path, progress=False) == first
+    with pytest.raises(AssertionError):  # another tokenizer spec is another entry
+        prepare_cached([str(corpus)], "bpe:300", tmp_path, progress=False)
+
+
+def test_toml_config_and_set_layers(tmp_path, corpus):
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nn_embd = 24\n[train]\nsteps = 3\nlr = 0.002\n")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--config", str(config), "--out", str(out), *TINY]
+    assert main([*argv, "--set", "n_embd=32", "--set", "n_head=4"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["n_embd"] == 32  # --set wins over the file
+    assert info["train"]["steps"] == 3 and info["train"]["lr"] == 0.002
+
+
+# -- bad input: one line, exit 2, nothing overwritten ----------------------------------
+
+
+def test_empty_corpus(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    out = tmp_path / "run"
+    fails_with(capsys, ["train", "--data", str(empty), "--out", str(out), *TINY], "empty")
+    assert not (out / "run.json").exists()
+
+
+def test_corpus_shorter_than_one_block(tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("Now is better than never.", encoding="utf-8")
+    out = tmp_path / "run"
+    fails_with(
+        capsys, ["train", "--data", str(short), "--out", str(out), *TINY], "block_size + 1 = 33"
+    )
+    assert not (out / "run.json").exists()
+
+
+def test_tokenizer_that_does_not_match_the_prepared_data(trained, tmp_path, capsys):
+    out = trained
+    prepared = out / json.loads((out / "run.json").read_text())["prepared"]
+    other = tmp_path / "other.json"
+    CharTokenizer.train("completely different characters: 0123456789").save(other)
+    before = digest(prepared)
+    argv = [
+        "train",
+        "--data",
+        str(prepared),
+        "--tokenizer",
+        str(other),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    fails_with(capsys, [*argv, *TINY], "was prepared with tokenizer")
+    assert digest(prepared) == before
+
+    from tinylm.train.data import prepare
+
+    foreign = tmp_path / "foreign"
+    prepare("0123456789 " * 50, _tok(other), foreign, progress=False)
+    fails_with(capsys, ["eval", str(out), "--data", str(foreign)], "was prepared with tokenizer")
+
+
+def _tok(path: Path) -> CharTokenizer:
+    from tinylm.train.runs import load_tokenizer_file
+
+    return load_tokenizer_file(path)
+
+
+def test_unwritable_output_folder(tmp_path, corpus, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    argv = ["train", "--data", str(corpus), "--out", str(blocker / "run"), *TINY]
+    fails_with(capsys, argv, "cannot write to output folder")
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_truncated_checkpoint(run_copy, capsys):
+    weights = run_copy / "ckpt-000005" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = digest(run_copy)
+    fails_with(capsys, ["sample", str(run_copy)], "truncated or corrupt")
+    fails_with(capsys, ["eval", str(run_copy / "ckpt-000005"), "--data", "x"], "corrupt")
+    argv = ["train", "--resume", "--out", str(run_copy), "--steps", "9", *TINY]
+    fails_with(capsys, argv, "truncated or corrupt")
+    assert digest(run_copy) == before
+
+
+def test_foreign_checkpoint(tmp_path, capsys):
+    foreign = tmp_path / "ckpt"
+    foreign.mkdir()
+    (foreign / "model.safetensors").write_bytes(b"\x00" * 64)
+    (foreign / "state.json").write_text('{"format": "something-else"}', encoding="utf-8")
+    before = digest(foreign)
+    fails_with(capsys, ["sample", str(foreign)], "not a tinylm checkpoint")
+    fails_with(capsys, ["train", "--init-from", str(foreign), *TINY], "not a tinylm checkpoint")
+    assert digest(foreign) == before
+
+
+def test_unknown_set_key_lists_the_valid_keys(tmp_path, corpus, capsys):
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "r"), "--set", "layers=2"]
+    line = fails_with(capsys, argv, "unknown --set key 'layers'")
+    assert "n_layer" in line and "lr" in line
+    fails_with(capsys, [*argv[:-1], "lr=fast"], "lr must be a number")
+    fails_with(capsys, [*argv[:-1], "lr"], "--set wants KEY=VALUE")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_is_not_clobbered_without_resume(run_copy, corpus, capsys):
+    before = digest(run_copy)
+    argv = ["train", "--data", str(corpus), "--out", str(run_copy), "--steps", "2", *TINY]
+    fails_with(capsys, argv, "already holds a run; pass --resume")
+    fails_with(capsys, ["train", "--resume", "--out", str(run_copy), *TINY], "already finished")
+    fails_with(
+        capsys,
+        ["train", "--resume", "--out", str(run_copy), "--set", "n_layer=3"],
+        "cannot change model field 'n_layer'",
+    )
+    assert digest(run_copy) == before
+
+
+def test_resume_without_a_run(tmp_path, capsys):
+    fails_with(capsys, ["train", "--resume", "--out", str(tmp_path / "none")], "nothing to resume")
+
+
+def test_errors_in_a_real_process_have_no_traceback(run_copy):
+    weights = run_copy / "ckpt-000005" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for args in (["train", "--set", "nope=1"], ["sample", str(run_copy)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "tinylm.cli.main", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), result.stderr
