@@ -324,6 +324,8 @@ def save_checkpoint(
         if isinstance(tokenizer, Tokenizer):
             tokenizer.save(tmp / TOKENIZER_FILE)
         elif tokenizer is not None:
+            if not Path(tokenizer).is_file():
+                raise TinylmError(f"tokenizer file {tokenizer} does not exist; pass a Tokenizer")
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
         _write_json(tmp / STATE_FILE, _state_record(step, metrics, extra))
     return path
