@@ -1,1 +1,1 @@
-"""Tests of tinylm.model (a package, so this folder's conftest does not shadow tests/conftest.py)."""
+"""Tests of tinylm.model: a package, so its conftest does not shadow tests/conftest.py."""
