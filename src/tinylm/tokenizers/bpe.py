@@ -166,7 +166,9 @@ class BPETokenizer(Tokenizer):
             token ``left + right``, which must be in ``vocab``.
         special_tokens: name -> id, or a list of names given the ids after the
             vocabulary in order. Ids may leave gaps (tiktoken's cl100k does) but
-            must not collide with ordinary ids or with each other.
+            must not collide with ordinary ids or with each other. A ``vocab``
+            entry holding a special token's own id and UTF-8 name (as
+            ``train_bpe`` returns it) is taken as that special token.
         pattern: pre-tokenizer regex or a name from
             :data:`tinylm.tokenizers.pretokenize.PATTERNS` (``"gpt2"``, ``"cl100k"``,
             ``"o200k"``).
@@ -184,7 +186,7 @@ class BPETokenizer(Tokenizer):
         special_tokens: Mapping[str, int] | Sequence[str] | None = None,
         pattern: str = "gpt2",
     ) -> None:
-        vocab = _check_vocab(vocab)
+        vocab = _check_vocab(_without_specials(vocab, special_tokens))
         merges = [(bytes(a), bytes(b)) for a, b in merges]
         encoder = _encoder_of(vocab)
         ranks: dict[bytes, int] = {}
@@ -573,6 +575,20 @@ def _check_vocab(vocab: Mapping[int, bytes]) -> dict[int, bytes]:
             "vocabulary needs all 256 bytes so that any text can be encoded"
         )
     return dict(sorted(checked.items()))
+
+
+def _without_specials(
+    vocab: Mapping[int, bytes], specials: Mapping[str, int] | Sequence[str] | None
+) -> Mapping[int, bytes]:
+    """``vocab`` minus the entries that merely repeat a special token (id and name)."""
+    if not isinstance(specials, Mapping):
+        return vocab
+    own = {i: name for name, i in specials.items() if isinstance(name, str)}
+    return {
+        i: token
+        for i, token in vocab.items()
+        if not (i in own and isinstance(token, bytes) and token == own[i].encode("utf-8"))
+    }
 
 
 def _encoder_of(vocab: dict[int, bytes]) -> dict[bytes, int]:
