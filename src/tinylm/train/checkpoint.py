@@ -45,8 +45,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_directory
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.train.data import atomic_directory
 
 FORMAT_NAME = "tinylm-checkpoint"
 FORMAT_VERSION = 1
