@@ -287,13 +287,13 @@ def read_tiktoken(
 ) -> BPETokenizer:
     """A tokenizer from a ``.tiktoken`` file, with tiktoken's specials for known names."""
     path = Path(path)
+    ranks = read_tiktoken_ranks(path, text)
     family = _tiktoken_family(path.name)
     if pattern is None and family is None:
         raise TinylmError(
             f"cannot tell the pre-tokenizer of {path.name} from its name; pass the pattern "
             "(gpt2, cl100k, o200k or a regex), e.g. --pattern gpt2"
         )
-    ranks = read_tiktoken_ranks(path, text)
     specials = TIKTOKEN_SPECIALS.get(family or "", {})
     try:
         return BPETokenizer.from_ranks(ranks, specials, pattern or family or "")
