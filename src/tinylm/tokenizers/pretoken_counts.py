@@ -54,13 +54,15 @@ from tqdm import tqdm
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.pretokenize import compile_pattern, split_on_specials
 
-#: Target size of one unit of work. Big enough that per-chunk costs (pickling the
-#: counts back, merging them) stay small next to the regex; small enough to stream
+#: Target size of one unit of work. Big enough that per-chunk costs (sending it to a
+#: worker, finding a cut) are negligible next to the regex; small enough to stream
 #: and to spread the work evenly over the workers.
 CHUNK_BYTES = 1 << 20
 
-#: Below this many bytes the corpus is counted in-process: a process pool costs
-#: tens of milliseconds to start, more than pre-tokenizing a few hundred KB.
+#: Below this many bytes the corpus is counted in-process. Starting workers and
+#: sending their counts back costs ~50 ms; measured on 2 cores, two workers first
+#: beat one process at 3-4 MB of English text (2 MB: 0.27 s vs 0.23 s; 4 MB: 0.26 s
+#: vs 0.39 s).
 PARALLEL_MIN_BYTES = 3 << 20
 
 #: Chunks queued for the workers but not yet taken, per worker: enough to keep
@@ -192,9 +194,12 @@ def _count_in_workers(
         return total
     finally:
         for process in processes:
-            process.kill()
+            if process.is_alive():  # only after an error: normally all have finished
+                process.kill()
             process.join()
-        tasks.cancel_join_thread()
+        tasks.cancel_join_thread()  # don't wait to flush tasks nobody will read
+        tasks.close()
+        results.close()
 
 
 def _worker(tasks, results, pattern: str, specials: tuple[str, ...]) -> None:
