@@ -239,6 +239,8 @@ def test_find_cut_prefers_specials_then_newlines_then_spaces():
     special = b"<|aaaaaaaaaa b|>"
     assert find_cut(b"z" * 45 + special + b"z" * 39, [special]) == -1
     assert find_cut(b"z" * 45 + special + b"z" * 39, []) == 57
+    # nor before a special token that overlaps another occurrence ("aa" in "aaa")
+    assert find_cut(b"zzzzzzzzz zz<|aaa", [b"aa"]) == 9
     # nor where a special token may be starting at the end of the block
     assert find_cut(b"z" * 20 + b"a <|aaaa", [special]) == -1
 

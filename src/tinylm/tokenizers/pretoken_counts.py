@@ -15,9 +15,9 @@ Where a chunk may be cut
 Cutting a document in two must not change its pre-tokens, or counting chunks
 would differ from counting the whole. In order of preference, a file is cut:
 
-1. just before a special token. Pre-tokens never span special tokens, so this
-   is exact for every pattern. (Special tokens that overlap one another, such
-   as ``"<a>"`` and ``"a>b"``, are not supported by this rule.)
+1. just before a special token (unless another occurrence overlaps it, as in
+   ``"aaa"`` for a special ``"aa"``). Pre-tokens never span special tokens, so
+   this is exact for every pattern.
 2. after a newline between two ASCII characters, ``X\\nY`` (``X`` printable,
    ``Y`` a letter or digit), or failing that
 3. between a printable ASCII character and a space followed by one, ``X| Y``.
@@ -332,7 +332,7 @@ def find_cut(buffer: bytes, specials: Sequence[bytes] = ()) -> int:
     """
     low = len(buffer) // 2
     at_special = max((buffer.rfind(s, low) for s in specials), default=-1)
-    if at_special > 0:
+    if at_special > 0 and not _inside_special(buffer, at_special, specials):
         return at_special
     # A special token may begin in the last few bytes and end in the next block; a
     # cut at most `high` is either outside it or inside a complete, visible one.
