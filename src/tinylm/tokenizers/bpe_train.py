@@ -12,7 +12,8 @@ pair of adjacent tokens into a new token, until the vocabulary is full:
    byte strings: the lexicographically greater pair** ``(left_bytes, right_bytes)``
    wins, i.e. the maximum of ``(count, (left_bytes, right_bytes))``. Comparing
    bytes rather than ids makes the result independent of id order, and so of
-   anything but the corpus, the vocabulary size and the pattern.
+   anything but the corpus, the vocabulary size and the pattern. (Should two
+   merges ever build tokens with equal bytes, equal byte pairs go by lower ids.)
 3. After a merge only the pre-tokens that contain the merged pair are updated,
    and with them only the counts of the pairs next to the merge sites. An index
    pair -> pre-tokens finds those pre-tokens, and a heap with lazy invalidation
@@ -26,9 +27,9 @@ more (every pre-token is a single token); the vocabulary is then smaller than
 Why the pre-tokens are strings of one character per token: a pre-token ``[104,
 101, 108]`` is kept as ``"\\x68\\x65\\x6c"`` (``chr(id)`` per token). Then "does it
 contain the pair" is ``pair in word``, applying a merge is ``word.split(pair)`` /
-``new.join(...)``, and a pair is a two-character string -- all done in C, which
-is several times faster than lists of ints in pure Python. Ids go up to
-``0x10FFFF``, far above any useful vocabulary.
+``new.join(...)``, and a pair is a two-character string: all of it runs in C
+rather than as Python loops over lists of ids. Ids go up to ``0x10FFFF``, far
+above any useful vocabulary.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def train_bpe(
 
     ``corpus`` is text (a ``str`` is always text, never a path), a file path
     (``os.PathLike``), or an iterable of texts and paths. Each text or file is a
-    document: nothing is merged across documents, nor across occurrences of the
-    ``special_tokens`` inside them (those are cut out and not counted). Files are
-    read in chunks and must be UTF-8.
+    document, or several separated by special tokens: nothing is merged across
+    documents, nor across occurrences of the ``special_tokens`` inside them (those
+    are cut out and not counted). Files are streamed in chunks and must be UTF-8.
 
     ``vocab`` maps ids to bytes: ids 0-255 are the single bytes, merge ``i``
     creates id ``256 + i`` (its left and right bytes joined), and the special
