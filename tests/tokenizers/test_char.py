@@ -31,7 +31,7 @@ def test_document_is_wrapped_in_bos_on_both_sides():
     assert tok.decode(ids) == "emma"
 
 
-@given(st.text(alphabet="abcdeilmosv", max_size=50))
+@given(st.text(alphabet="abeilmosv", max_size=50))
 def test_round_trip(text):
     tok = CharTokenizer.train(NAMES)
     assert tok.decode(tok.encode(text)) == text
