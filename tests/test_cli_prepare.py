@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -55,10 +56,17 @@ def test_val_fraction_and_separator_reach_the_library(tmp_path, corpus, tokenize
     assert "val is the last 50% of the tokens" in capsys.readouterr().out
 
 
-def test_progress_bar_is_on_stderr_without_quiet(tmp_path, corpus, tokenizer, capsys):
+def test_progress_bar_is_on_stderr_without_quiet(tmp_path, corpus, tokenizer, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on terminals only
     args = [str(corpus), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "d")]
     assert main(["prepare", *args, "--doc-sep", "line", "--workers", "1"]) == 0
     assert "prepare" in capsys.readouterr().err
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(tmp_path, corpus, tokenizer, capsys):
+    args = [str(corpus), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "d")]
+    assert main(["prepare", *args, "--doc-sep", "line", "--workers", "1"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def one_error_line(capsys) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,8 @@ def test_worker_errors_reach_the_caller_as_tinylm_errors(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_progress_goes_to_stderr_and_can_be_silenced(tmp_path, capsys):
+def test_progress_goes_to_stderr_and_can_be_silenced(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on terminals only
     tok = char_tokenizer()
     prepare(NAMES, tok, tmp_path / "a", progress=False)
     assert capsys.readouterr().err == ""

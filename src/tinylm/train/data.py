@@ -45,7 +45,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +58,7 @@ import numpy as np
 from tinylm.corpus import iter_documents
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
+from tinylm.progress import progress_bar
 from tinylm.tokenizers.base import Tokenizer
 
 if TYPE_CHECKING:
@@ -370,10 +370,9 @@ def _write_tokens(
     progress: bool,
 ) -> int:
     """Encode and write every batch; return the number of characters read."""
-    from tqdm.auto import tqdm
 
     characters = 0
-    with tqdm(desc="prepare", unit=" docs", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(progress, desc="prepare", unit=" docs") as bar:
         for batch, (tokens, lengths) in _encode_stream(documents, tokenizer, dtype, workers):
             writer.add(tokens, lengths)
             characters += sum(len(doc) for doc in batch)
