@@ -391,6 +391,15 @@ def test_bad_arguments_are_reported(corpus, kwargs, message):
         train(corpus, vocab_size, **kwargs)
 
 
+def test_any_iterable_of_texts_and_paths_is_a_corpus(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("low lower lowest", encoding="utf-8")
+    docs = ["newer wider", "low lower lowest", "new"]
+    expected = train(docs, 300)
+    assert train(iter(docs), 300) == expected  # a generator is read once, streamed
+    assert train((d if i != 1 else path for i, d in enumerate(docs)), 300) == expected
+
+
 def test_a_plain_str_is_text_never_a_path(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("zzzz zzzz zzzz")
@@ -415,7 +424,7 @@ def test_learn_merges_on_counts_directly():
     assert merges == [(b"u", b"g"), (b"u", b"n"), (b"h", b"ug")]
 
 
-def test_shared_corpus_trains_quickly_and_matches_reference_prefix(shared_data):
+def test_shared_corpus_matches_the_reference(shared_data):
     path: Path = shared_data("corpora/tinyshakespeare.txt")
     text = path.read_text(encoding="utf-8")[:20_000]
     _, merges, _ = train(text, 256 + 40)
