@@ -39,9 +39,8 @@ import os
 from collections.abc import Mapping, Sequence
 from operator import add
 
-from tqdm import tqdm
-
 from tinylm.errors import TinylmError
+from tinylm.progress import progress_bar
 from tinylm.tokenizers.pretoken_counts import Corpus, count_pretokens
 from tinylm.tokenizers.pretokenize import resolve_pattern
 
@@ -75,7 +74,7 @@ def train_bpe(
     ``pattern`` is a pre-tokenizer name (``gpt2``, ``cl100k``, ``o200k``...) or a
     regex. ``workers`` processes pre-tokenize large corpora (default: all CPUs;
     small corpora are always done in-process). ``progress`` shows progress bars on
-    stderr; ``False`` keeps training silent.
+    stderr when it is a terminal (``tinylm.progress``); ``False`` keeps training silent.
     """
     specials = _check_special_tokens(special_tokens)
     num_merges = _check_vocab_size(vocab_size, len(specials))
@@ -105,7 +104,7 @@ def learn_merges(
     """The first ``num_merges`` merges for pre-tokens counted as ``word_counts``."""
     table = PairTable(word_counts)
     merges: list[tuple[bytes, bytes]] = []
-    with tqdm(total=num_merges, desc="merging", unit="merge", disable=not progress) as bar:
+    with progress_bar(progress, total=num_merges, desc="merging", unit="merge") as bar:
         for _ in range(num_merges):
             pair = table.pop_best()
             if pair is None:  # no pair occurs any more: stop early

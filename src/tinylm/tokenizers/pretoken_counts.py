@@ -52,6 +52,7 @@ import regex
 from tqdm import tqdm
 
 from tinylm.errors import TinylmError
+from tinylm.progress import progress_bar
 from tinylm.tokenizers.pretokenize import compile_pattern, split_on_specials
 
 #: Target size of one unit of work. Big enough that per-chunk costs (sending it to a
@@ -112,12 +113,8 @@ def count_pretokens(
         if seen >= PARALLEL_MIN_BYTES:
             break
     work = chain(head, chunks)
-    with tqdm(
-        total=_known_size(corpus),
-        desc="pre-tokenizing",
-        unit="B",
-        unit_scale=True,
-        disable=not progress,
+    with progress_bar(
+        progress, total=_known_size(corpus), desc="pre-tokenizing", unit="B", unit_scale=True
     ) as bar:
         done = _Progress(bar)
         if workers > 1 and seen >= PARALLEL_MIN_BYTES:
