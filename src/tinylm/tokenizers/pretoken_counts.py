@@ -104,6 +104,9 @@ def count_pretokens(
     cut out first and not counted. The result does not depend on ``workers``.
     """
     specials = tuple(special_tokens)
+    size = _known_size(corpus)
+    if size is not None:  # no more workers than chunks
+        workers = min(workers, -(-size // CHUNK_BYTES))
     chunks = iter_chunks(corpus, specials, CHUNK_BYTES)
     head: list[Chunk] = []
     seen = 0
@@ -114,7 +117,7 @@ def count_pretokens(
             break
     work = chain(head, chunks)
     with progress_bar(
-        progress, total=_known_size(corpus), desc="pre-tokenizing", unit="B", unit_scale=True
+        progress, total=size, desc="pre-tokenizing", unit="B", unit_scale=True
     ) as bar:
         done = _Progress(bar)
         if workers > 1 and seen >= PARALLEL_MIN_BYTES:
