@@ -13,6 +13,7 @@ import pickle
 import unicodedata
 
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,6 +198,44 @@ def test_lone_surrogates_are_replaced_as_tiktoken_does(gpt2):
         assert ours.encode_ordinary(text) == reference.encode_ordinary(text)
 
 
+# -- the pre-tokenizer's faster engine ---------------------------------------------
+
+BUILT_IN = [GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN]
+
+
+@pytest.mark.parametrize("pattern", BUILT_IN, ids=["gpt2", "cl100k", "o200k"])
+def test_re_translation_equals_regex_on_every_bmp_character(pattern):
+    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000]
+    contexts = ["a{c}b {c}{c} ", "1{c}'s {c}\n", "'{c}L{c}l\r\n", "Ab{c}'RE  {c}/{c}123"]
+    text = "".join(context.format(c=c) for c in chars for context in contexts)
+    assert bpe._re_translation(pattern).findall(text) == regex.findall(pattern, text)
+
+
+_ASTRAL_BITS = st.sampled_from(
+    ["😀", "👍🏽", "\U0003255a", "𝐀𝐁", "𝟎𝟏", "𐍈", "\U000e0041", " ", "  ", "\t", "\n", "a",
+     "'s", "1", "!", "é", " x", "\u3000", "\x1c", "\u2028"]
+)  # fmt: skip
+
+
+@SLOW
+@given(st.lists(st.one_of(_ASTRAL_BITS, st.characters(codec="utf-8")), max_size=40))
+def test_astral_text_is_pre_tokenized_as_regex_does(parts):
+    text = "".join(parts)
+    for pattern in BUILT_IN:
+        assert bpe._pretokenizer(pattern)(text) == regex.findall(pattern, text)
+
+
+def test_str_isspace_covers_the_patterns_whitespace():
+    # _astral_windows cuts only after characters that are not str.isspace()
+    spaces = regex.findall(r"\s", "".join(map(chr, range(0x110000))))
+    assert all(c.isspace() for c in spaces)
+
+
+def test_custom_patterns_keep_the_regex_engine():
+    assert bpe._pretokenizer(r"\p{L}+|\s+|.")("abc déf") == ["abc", " ", "déf"]
+    assert bpe._re_translation(r"\w+|\s") is None  # \w is not translated
+
+
 # -- round trips --------------------------------------------------------------------
 
 
@@ -343,13 +382,24 @@ def test_gpt2_boundaries(gpt2):
 # -- batches and streams ------------------------------------------------------------
 
 
-def test_encode_batch_equals_encode(gpt2):
+def test_encode_batch_equals_encode(gpt2, monkeypatch):
+    pools = []
+
+    class CountedPool(bpe.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(bpe, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(bpe, "_MIN_JOB_CHARS", 50_000)  # several worker jobs
     ours, reference = gpt2
     docs = gutenberg_slice().split("\n\n")
-    assert sum(map(len, docs)) > bpe._PARALLEL_MIN_CHARS  # takes the threaded path
-    expected = reference.encode_ordinary_batch(docs)
-    assert ours.encode_batch(docs, workers=2) == expected
-    assert ours.encode_batch(docs, workers=1) == expected
+    docs[3] += "<|endoftext|>"
+    expected = reference.encode_batch(docs, allowed_special="all")
+    assert ours.encode_batch(docs, allowed_special="all", workers=2) == expected
+    assert len(pools) == (1 if bpe._can_fork() else 0)
+    assert ours.encode_batch(docs, allowed_special="all", workers=1) == expected
+    assert len(pools) <= 1
     assert ours.encode_batch([]) == []
 
 
@@ -357,7 +407,7 @@ def test_small_batch_starts_no_pool(gpt2, monkeypatch):
     def no_pool(*args, **kwargs):
         raise AssertionError("a tiny batch must not start a pool")
 
-    monkeypatch.setattr(bpe, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(bpe, "ProcessPoolExecutor", no_pool)
     texts = ["hello", "world<|endoftext|>"]
     ids = gpt2[0].encode_batch(texts, allowed_special="all", workers=4)
     assert ids == [gpt2[0].encode(t, allowed_special="all") for t in texts]
