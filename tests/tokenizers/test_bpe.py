@@ -293,10 +293,20 @@ def test_decode_replaces_partial_characters(gpt2):
     assert ours.decode([half, half]) == reference.decode([half, half]) == "\ufffd\ufffd"
 
 
-@pytest.mark.parametrize("bad", [50257, -1, 10**9, "7", None])
+@pytest.mark.parametrize("bad", [50257, -1, 10**9, "7", None, 2.5])
 def test_decode_unknown_id_names_it(gpt2, bad):
     with pytest.raises(TinylmError, match=f"token id {bad!r} is not in this tokenizer"):
         gpt2[0].decode([15496, bad])
+
+
+def test_decode_accepts_arrays_and_rejects_non_integers(gpt2):
+    np = pytest.importorskip("numpy")
+    tok = gpt2[0]
+    assert tok.decode(np.array([15496, 995])) == "Hello world"
+    with pytest.raises(TinylmError, match="iterable of integers"):
+        tok.decode(15496)
+    with pytest.raises(TinylmError, match="iterable of integers"):
+        tok.decode([[15496]])
 
 
 def test_ids_in_gaps_are_unknown():
@@ -525,6 +535,14 @@ def test_constructor_validates(vocab_extra, merges, specials, message):
     vocab = {**_bytes_vocab(), **vocab_extra}
     with pytest.raises(TinylmError, match=message):
         BPETokenizer(vocab, merges, specials)
+
+
+def test_from_ranks_validates():
+    ranks = {bytes([i]): i for i in range(256)}
+    with pytest.raises(TinylmError, match="share a rank"):
+        BPETokenizer.from_ranks({**ranks, b"ab": 255})
+    with pytest.raises(TinylmError, match="without gaps"):
+        BPETokenizer.from_ranks({**ranks, b"ab": 300})
 
 
 def test_every_byte_must_be_a_token():
