@@ -523,7 +523,7 @@ def _bytes_vocab() -> dict[int, bytes]:
     [
         ({256: b"ab"}, [(b"a", b"c")], None, "makes b'ac'"),
         ({256: b"ab"}, [(b"xy", b"z")], None, "uses b'xy'"),
-        ({300: b"ab"}, [(b"a", b"b")], None, "without gaps"),
+        ({-1: b"ab"}, [(b"a", b"b")], None, "not a non-negative integer"),
         ({}, [], {"<|x|>": 5}, "ordinary token already uses"),
         ({}, [], {"<|x|>": 300, "<|y|>": 300}, "share id 300"),
         ({}, [], ["<|x|>", "<|x|>"], "repeat"),
@@ -541,8 +541,19 @@ def test_from_ranks_validates():
     ranks = {bytes([i]): i for i in range(256)}
     with pytest.raises(TinylmError, match="share a rank"):
         BPETokenizer.from_ranks({**ranks, b"ab": 255})
-    with pytest.raises(TinylmError, match="without gaps"):
-        BPETokenizer.from_ranks({**ranks, b"ab": 300})
+    with pytest.raises(TinylmError, match="ordinary token already uses"):
+        BPETokenizer.from_ranks({**ranks, b"ab": 300}, {"<|endoftext|>": 300})
+
+
+def test_ids_may_leave_gaps():
+    # like tiktoken's p50k_base, which skips 50256 (its <|endoftext|>)
+    ranks = {bytes([i]): i for i in range(256)}
+    tok = BPETokenizer.from_ranks({**ranks, b"ab": 300}, ["<|endoftext|>"])
+    assert tok.vocab_size == 302 and tok.special_tokens == {"<|endoftext|>": 301}
+    assert tok.encode("xab") == [ord("x"), 300]
+    assert tok.merges == [(b"a", b"b")]
+    with pytest.raises(TinylmError, match="token id 299"):
+        tok.decode([299])
 
 
 def test_every_byte_must_be_a_token():

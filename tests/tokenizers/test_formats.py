@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from base64 import b64encode
 
 import pytest
 
@@ -157,6 +158,43 @@ def test_unknown_tiktoken_file_needs_a_pattern(tmp_path):
     assert load_tokenizer(copy, pattern="gpt2").encode("Hello world") == [15496, 995]
 
 
+def test_truncated_tiktoken_download(tmp_path):
+    lines = data_path("vocab/gpt2.tiktoken").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "gpt2.tiktoken"
+    path.write_text("\n".join(lines[:30000]) + "\n", encoding="utf-8")
+    with pytest.raises(TinylmError, match="holds 30000 tokens but tiktoken's gpt2 has 50256"):
+        load_tokenizer(path)
+
+
+def test_p50k_style_rank_gap_equals_tiktoken(tmp_path):
+    # p50k_base keeps 50256 free for <|endoftext|> and goes on at 50257
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    tiktoken = pytest.importorskip("tiktoken")
+    source = data_path("vocab/gpt2.tiktoken").read_text(encoding="utf-8")
+    extra = [" " * n for n in range(40, 64)]
+    path = tmp_path / "p50k_base.tiktoken"
+    path.write_text(
+        source
+        + "".join(f"{b64encode(t.encode()).decode()} {50257 + k}\n" for k, t in enumerate(extra)),
+        encoding="utf-8",
+    )
+    tok = load_tokenizer(path)
+    reference = tiktoken.Encoding(
+        name="p50k_like",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=tiktoken_load.load_tiktoken_bpe(str(path)),
+        special_tokens={"<|endoftext|>": 50256},
+    )
+    text = "def f():\n" + " " * 45 + "return 1<|endoftext|>" + " " * 100 + "x"
+    assert tok.vocab_size == reference.n_vocab == 50281
+    assert tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+    again = tmp_path / "again.json"
+    tok.save(again)
+    assert load_tokenizer(again).encode(text, allowed_special="all") == tok.encode(
+        text, allowed_special="all"
+    )
+
+
 def test_pattern_overrides_the_name(tmp_path):
     tok = load_tokenizer(data_path("vocab/gpt2.tiktoken"), pattern="cl100k")
     assert tok.pattern == CL100K_PATTERN
@@ -222,7 +260,7 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\
         ("hf.json", lambda t: '{"version": "1.0", "model": {"type": "BPE"}}', "Hugging Face"),
         ("badmerge.json", lambda t: t.replace('["\\"", "\\n"]', '["\\"", "zz"]'), "merge 1"),
         ("badhex.json", lambda t: t.replace('{"hex": "e6"}', '{"hex": "xyz"}', 1), "hex"),
-        ("gap.json", lambda t: t.replace('"65": "A"', '"6500": "A"'), "without gaps"),
+        ("nobyte.json", lambda t: t.replace('  "65": "A",\n', ""), "lacks the single byte"),
         ("badkey.json", lambda t: t.replace('"65": "A"', '"x": "A"'), "decimal id"),
         ("nomerges.json", lambda t: t.replace('"merges"', '"merged"'), "'merges' list"),
         ("picture.json", PNG, "binary data"),

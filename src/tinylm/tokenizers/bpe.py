@@ -177,8 +177,9 @@ class BPETokenizer(Tokenizer):
     """A byte-level BPE tokenizer (pre-tokenizer -> BPE model -> byte decoder).
 
     Args:
-        vocab: id -> token bytes for the ordinary tokens. Ids must be ``0..n-1``
-            and every single byte must be a token (so nothing is unencodable).
+        vocab: id -> token bytes for the ordinary tokens. Every single byte must
+            be a token (so nothing is unencodable); ids are non-negative and may
+            leave gaps where the source vocabulary has them.
         merges: ``(left, right)`` byte pairs in priority order; merge ``i`` makes
             token ``left + right``, which must be in ``vocab``.
         special_tokens: name -> id, or a list of names given the ids after the
@@ -584,19 +585,18 @@ class BPETokenizer(Tokenizer):
 
 
 def _check_vocab(vocab: Mapping[int, bytes]) -> dict[int, bytes]:
-    """Ids ``0..n-1``, bytes values, and every single byte present."""
+    """Non-negative integer ids, bytes values, and every single byte present.
+
+    Ids may leave gaps: tiktoken's p50k_base skips 50256, the id of its
+    ``<|endoftext|>``. A gap id is simply never produced and cannot be decoded.
+    """
     checked: dict[int, bytes] = {}
     for i, token in vocab.items():
-        if not isinstance(i, int) or isinstance(i, bool):
-            raise TinylmError(f"vocabulary id {i!r} is not an integer")
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+            raise TinylmError(f"vocabulary id {i!r} is not a non-negative integer")
         if not isinstance(token, (bytes, bytearray)):
             raise TinylmError(f"vocabulary entry {i} is {type(token).__name__}, not bytes")
         checked[i] = bytes(token)
-    n = len(checked)
-    if n and (min(checked) != 0 or max(checked) != n - 1):
-        raise TinylmError(
-            f"vocabulary ids must be 0..{n - 1} without gaps, got {min(checked)}..{max(checked)}"
-        )
     present = {token[0] for token in checked.values() if len(token) == 1}
     if len(present) < 256:
         missing = min(set(range(256)) - present)
@@ -640,7 +640,8 @@ def _check_specials(
         names = list(specials)
         if len(set(names)) != len(names):
             raise TinylmError(f"special token names repeat: {names}")
-        specials = {name: len(vocab) + k for k, name in enumerate(names)}
+        first = max(vocab, default=-1) + 1
+        specials = {name: first + k for k, name in enumerate(names)}
     checked: dict[str, int] = {}
     owner: dict[int, str] = {}
     for name, i in specials.items():
@@ -651,7 +652,7 @@ def _check_specials(
         if i in vocab:
             raise TinylmError(
                 f"special token {name!r} has id {i}, which an ordinary token already uses; "
-                f"give special tokens ids from {len(vocab)} up"
+                f"give special tokens ids from {max(vocab) + 1} up"
             )
         if i in owner:
             raise TinylmError(f"special tokens {owner[i]!r} and {name!r} share id {i}")

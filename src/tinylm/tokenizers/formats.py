@@ -27,10 +27,10 @@ GPT-2's pair of files, by name):
 
 - ``pattern`` is the pre-tokenizer regex itself, not a name, so the file alone
   decides the ids.
-- ``vocab`` maps every ordinary id (``0..n-1``, as decimal strings) to its
-  token; ``merges`` lists ``[left, right]`` in priority order (merge ``i`` makes
-  the token ``left + right``); ``special_tokens`` maps names to ids, which may
-  leave gaps (cl100k's do).
+- ``vocab`` maps every ordinary id (as a decimal string) to its token;
+  ``merges`` lists ``[left, right]`` in priority order (merge ``i`` makes the
+  token ``left + right``); ``special_tokens`` maps names to ids. Ids may leave
+  gaps where the source vocabulary does (cl100k, o200k, p50k).
 - A token is written as a JSON string when its bytes are valid UTF-8, so a
   person can read and grep the file, and as ``{"hex": "e280"}`` otherwise
   (bytes that are only part of a character). The two forms cannot be confused,
@@ -44,8 +44,8 @@ A char tokenizer has ``"type": "char"`` and is read by
 ``<base64 token> <rank>`` per line, rank = id. Such files store neither the
 pre-tokenizer pattern nor the special tokens; both follow from the file name
 (gpt2 / r50k_base / p50k_base, cl100k_base, o200k_base, with tiktoken's own
-special tokens and ids), or the pattern is passed as ``pattern=``. The merge list
-is recovered from the ranks when needed.
+special tokens and ids, and the token count checked), or the pattern is passed
+as ``pattern=``. The merge list is recovered from the ranks when needed.
 
 **GPT-2 files**: ``encoder.json`` (token -> id, tokens spelled with GPT-2's
 bytes-to-unicode alphabet, where ``Ġ`` is a space) plus ``vocab.bpe`` (merges,
@@ -71,7 +71,7 @@ from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import FORMAT_NAME, FORMAT_VERSION, Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 
-#: tiktoken's special tokens for the public vocabularies, by pattern name.
+#: tiktoken's special tokens for its public vocabularies, by pattern name.
 TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {
     "gpt2": {"<|endoftext|>": 50256},
     "cl100k": {
@@ -82,6 +82,16 @@ TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {
         "<|endofprompt|>": 100276,
     },
     "o200k": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+}
+
+#: tiktoken's public rank files, by file stem: (pattern name, number of ranks).
+#: The count catches a truncated download, which would otherwise load silently.
+TIKTOKEN_FILES: dict[str, tuple[str, int]] = {
+    "gpt2": ("gpt2", 50256),
+    "r50k_base": ("gpt2", 50256),
+    "p50k_base": ("gpt2", 50280),
+    "cl100k_base": ("cl100k", 100256),
+    "o200k_base": ("o200k", 199998),
 }
 
 _BASE64_CHARS = re.compile(r"[A-Za-z0-9+/]*=*")
@@ -288,28 +298,23 @@ def read_tiktoken(
     """A tokenizer from a ``.tiktoken`` file, with tiktoken's specials for known names."""
     path = Path(path)
     ranks = read_tiktoken_ranks(path, text)
-    family = _tiktoken_family(path.name)
+    stem = path.name.split(".")[0].lower()
+    family, expected = TIKTOKEN_FILES.get(stem, (None, None))
+    if expected is not None and len(ranks) != expected:
+        raise TinylmError(
+            f"{path} holds {len(ranks)} tokens but tiktoken's {stem} has {expected}; the file "
+            "is incomplete or renamed, download it again"
+        )
     if pattern is None and family is None:
         raise TinylmError(
             f"cannot tell the pre-tokenizer of {path.name} from its name; pass the pattern "
             "(gpt2, cl100k, o200k or a regex), e.g. --pattern gpt2"
         )
-    specials = TIKTOKEN_SPECIALS.get(family or "", {})
+    specials = TIKTOKEN_SPECIALS[family] if family else {}
     try:
         return BPETokenizer.from_ranks(ranks, specials, pattern or family or "")
     except TinylmError as exc:
         raise TinylmError(f"{path}: {exc}") from None
-
-
-def _tiktoken_family(name: str) -> str | None:
-    """``"gpt2"``, ``"cl100k"`` or ``"o200k"`` from a file name, else ``None``."""
-    stem = name.lower().split(".")[0]
-    for family in ("o200k", "cl100k"):
-        if family in stem:
-            return family
-    if stem in ("gpt2", "r50k", "r50k_base", "p50k", "p50k_base"):
-        return "gpt2"
-    return None
 
 
 def _looks_like_tiktoken(text: str) -> bool:
