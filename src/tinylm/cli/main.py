@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from tinylm import __version__
 from tinylm.errors import TinylmError
 
-# Modules that each define ``register(subparsers)``; imported lazily at parse time so
-# ``tinylm tokenize`` does not pay for importing torch.
-COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds",)
-OPTIONAL_COMMAND_MODULES = ("tinylm.cli.train_cmds",)
+# Modules that each define ``register(subparsers)``. They import torch only inside
+# their ``run`` functions, so ``tinylm tokenize`` never pays for it.
+COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.cli.train_cmds")
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,14 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         import_module(name).register(subparsers)
-    for name in OPTIONAL_COMMAND_MODULES:
-        try:
-            module = import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(subparsers)
     return parser
 
 
