@@ -612,3 +612,15 @@ def test_train_round_trips():
     ids = tok.encode(text, allowed_special="all")
     assert tok.decode(ids) == text
     assert len(ids) < len(text.encode()) // 2  # merges actually compress
+
+
+def test_document_text_cannot_fake_a_boundary():
+    from tinylm.tokenizers.bpe import BPETokenizer
+
+    vocab = {i: bytes([i]) for i in range(256)}
+    tok = BPETokenizer(vocab, [], special_tokens=["<|endoftext|>"])
+    eot = tok.special_tokens["<|endoftext|>"]
+    ids = tok.encode_document("a<|endoftext|>b")
+    assert ids[0] == ids[-1] == eot
+    assert eot not in ids[1:-1]
+    assert tok.decode(ids[1:-1]) == "a<|endoftext|>b"

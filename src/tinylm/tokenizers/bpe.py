@@ -367,6 +367,16 @@ class BPETokenizer(Tokenizer):
             text = _replace_surrogates(text)
             return list(chain.from_iterable(map(self._lookup, self._findall(text))))
 
+    def encode_document(self, text: str) -> list[int]:
+        """``[BOS] + ids + [EOS]``; special-token text inside a document is ordinary text.
+
+        The boundaries come from the tokens added here, never from the text, so a
+        document that happens to contain ``<|endoftext|>`` cannot fake one.
+        """
+        head = [] if self.bos_id is None else [self.bos_id]
+        tail = [] if self.eos_id is None else [self.eos_id]
+        return head + self.encode_ordinary(text) + tail
+
     def _encode(self, text: str, allowed: frozenset[str]) -> list[int]:
         """Pre-tokenizer stage 1: cut out allowed special tokens, encode the rest."""
         if not allowed:
