@@ -142,10 +142,15 @@ def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
     return load_tokenizer(spec, pattern=pattern)
 
 
+def _label(spec: str) -> str:
+    """A short column name: the file name for files, the spec itself otherwise."""
+    return Path(spec).name if Path(spec).is_file() else spec
+
+
 def run_tokenize(args: argparse.Namespace) -> int:
     corpus = corpus_from_specs(args.corpus or [])
     specs = args.tokenizer or ["char", "bpe:1024"]
-    tokenizers = {spec: _load_spec(spec, corpus, args.pattern) for spec in specs}
+    tokenizers = {_label(spec): _load_spec(spec, corpus, args.pattern) for spec in specs}
     texts = args.text or list(SEED_EXAMPLES)
     color = _use_color(args.color)
     for name, tokenizer in tokenizers.items():
