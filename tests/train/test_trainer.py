@@ -335,3 +335,17 @@ def test_defaults_follow_the_eval_interval():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TrainConfig(sample_every=0, checkpoint_every=0)
+
+
+def test_samples_stop_at_end_of_document_but_not_before_any_text(tokenizer):
+    from tinylm.train.sampling import sample_text
+
+    a, b = tokenizer.encode("ab")
+    eos = tokenizer.eos_id
+
+    class Scripted:
+        def generate(self, prompt, max_new_tokens, **kwargs):
+            assert prompt == [tokenizer.bos_id] and "stop_ids" not in kwargs
+            return iter([eos, a, b, eos, a])
+
+    assert sample_text(Scripted(), tokenizer) == "ab"

@@ -34,13 +34,20 @@ def stream_text(
     """Yield pieces of generated text (the prompt not included) as tokens arrive.
 
     ``sampling`` is passed to ``model.generate`` (temperature, top_k, top_p,
-    seed). Generation stops at the end-of-document token.
+    seed). Generation stops at the end-of-document token, except before any
+    token was produced: documents are stored as ``... [EOS] [BOS] ...``, and
+    when the two are one id (the char tokenizer) a model that has just seen it
+    rightly predicts it again half the time, which would end every other sample
+    before it began. There it is kept as context instead.
     """
-    stop = () if tokenizer.eos_id is None else (tokenizer.eos_id,)
+    stops = set() if tokenizer.eos_id is None else {tokenizer.eos_id}
     ids: list[int] = []
     emitted = 0
-    start = prompt_ids(tokenizer, prompt)
-    for token in model.generate(start, max_tokens, stop_ids=stop, **sampling):
+    for token in model.generate(prompt_ids(tokenizer, prompt), max_tokens, **sampling):
+        if token in stops:
+            if ids:
+                break
+            continue
         ids.append(token)
         text = tokenizer.decode(ids)
         if text.endswith("\ufffd"):
