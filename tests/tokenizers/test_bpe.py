@@ -13,7 +13,6 @@ import pickle
 import unicodedata
 
 import pytest
-import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -196,44 +195,6 @@ def test_lone_surrogates_are_replaced_as_tiktoken_does(gpt2):
     for text in ["\ud800", "a\udc00b", "x\ud83d\ude00y", "\ud83d", "ok \udfff!"]:
         assert ours.encode(text) == reference.encode(text)
         assert ours.encode_ordinary(text) == reference.encode_ordinary(text)
-
-
-# -- the pre-tokenizer's faster engine ---------------------------------------------
-
-BUILT_IN = [GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN]
-
-
-@pytest.mark.parametrize("pattern", BUILT_IN, ids=["gpt2", "cl100k", "o200k"])
-def test_re_translation_equals_regex_on_every_bmp_character(pattern):
-    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000]
-    contexts = ["a{c}b {c}{c} ", "1{c}'s {c}\n", "'{c}L{c}l\r\n", "Ab{c}'RE  {c}/{c}123"]
-    text = "".join(context.format(c=c) for c in chars for context in contexts)
-    assert bpe._re_translation(pattern).findall(text) == regex.findall(pattern, text)
-
-
-_ASTRAL_BITS = st.sampled_from(
-    ["😀", "👍🏽", "\U0003255a", "𝐀𝐁", "𝟎𝟏", "𐍈", "\U000e0041", " ", "  ", "\t", "\n", "a",
-     "'s", "1", "!", "é", " x", "\u3000", "\x1c", "\u2028"]
-)  # fmt: skip
-
-
-@SLOW
-@given(st.lists(st.one_of(_ASTRAL_BITS, st.characters(codec="utf-8")), max_size=40))
-def test_astral_text_is_pre_tokenized_as_regex_does(parts):
-    text = "".join(parts)
-    for pattern in BUILT_IN:
-        assert bpe._pretokenizer(pattern)(text) == regex.findall(pattern, text)
-
-
-def test_str_isspace_covers_the_patterns_whitespace():
-    # _astral_windows cuts only after characters that are not str.isspace()
-    spaces = regex.findall(r"\s", "".join(map(chr, range(0x110000))))
-    assert all(c.isspace() for c in spaces)
-
-
-def test_custom_patterns_keep_the_regex_engine():
-    assert bpe._pretokenizer(r"\p{L}+|\s+|.")("abc déf") == ["abc", " ", "déf"]
-    assert bpe._re_translation(r"\w+|\s") is None  # \w is not translated
 
 
 # -- round trips --------------------------------------------------------------------

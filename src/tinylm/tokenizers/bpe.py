@@ -43,9 +43,9 @@ BPE), and the common case -- a pre-token that is itself one token -- skips BPE
 with one dict lookup. With the cache the whole encode loop runs inside C
 (``findall``, ``map`` over the cache, ``itertools.chain``). The remaining big
 cost, the pre-tokenizer regex, runs on the standard library's ``re`` (about
-twice as fast as ``regex``) after translating the built-in patterns' Unicode
-classes; see :func:`_pretokenizer`. ``bench/bench_encode.py`` compares with
-tiktoken.
+twice as fast as ``regex``) for the built-in patterns; see
+:func:`tinylm.tokenizers.pretokenize.pretokenizer`. ``bench/bench_encode.py``
+compares with tiktoken.
 """
 
 from __future__ import annotations
@@ -53,26 +53,17 @@ from __future__ import annotations
 import heapq
 import multiprocessing
 import os
-import re
 import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from functools import lru_cache
 from itertools import chain, repeat
 from typing import Any, Literal
 
-from regex import findall as regex_findall
-
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.tokenizers.pretokenize import (
-    compile_pattern,
-    pattern_name,
-    resolve_pattern,
-    split_on_specials,
-)
+from tinylm.tokenizers.pretokenize import pretokenizer, resolve_pattern, split_on_specials
 
 #: Special-token names that mark document boundaries and padding, in preference order.
 BOS_NAMES = ("<|bos|>", "<|startoftext|>", "<s>", "<|endoftext|>")
@@ -293,7 +284,7 @@ class BPETokenizer(Tokenizer):
 
     def _reset_runtime(self) -> None:
         """(Re)build what is derived and not pickled: compiled regex and the cache."""
-        self._findall = _pretokenizer(self.pattern)
+        self._findall = pretokenizer(self.pattern)
         self._cache = _PieceCache(_piece_encoder(self._encoder, self._ranks), CACHE_SIZE)
         self._lookup = self._cache.__getitem__
 
@@ -763,160 +754,6 @@ def _recover_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
     return merges
-
-
-# -- a faster engine for the pre-tokenizer regex ---------------------------------
-
-
-def _pretokenizer(pattern: str) -> Callable[[str], list[str]]:
-    """``findall`` for ``pattern``, using the standard library's ``re`` when it can.
-
-    ``re`` scans the built-in patterns about twice as fast as the ``regex``
-    module, and the scan is the largest cost of encoding. ``re`` lacks
-    ``\\p{...}`` classes, but :func:`_re_translation` spells them out for the
-    Basic Multilingual Plane. Astral characters (emoji, ...) are left to
-    ``regex``: only a short stretch of text around each, cut where the text can
-    be cut without changing any pre-token (see :func:`_astral_windows`).
-    Custom patterns always use ``regex``.
-    """
-    slow = compile_pattern(pattern).findall
-    fast = _re_translation(pattern) if pattern_name(pattern) else None
-    if fast is None:
-        return slow
-    fast_findall = fast.findall
-    has_astral = _ASTRAL.search
-
-    def findall(text: str) -> list[str]:
-        if text.isascii() or not has_astral(text):
-            return fast_findall(text)
-        pieces: list[str] = []
-        done = 0
-        for start, end in _astral_windows(text):
-            pieces += fast_findall(text[done:start])
-            pieces += slow(text[start:end])
-            done = end
-        pieces += fast_findall(text[done:])
-        return pieces
-
-    return findall
-
-
-def _astral_windows(text: str) -> list[tuple[int, int]]:
-    """Stretches of ``text`` that hold all its astral characters, cut at safe places.
-
-    A safe place is a space that follows a non-space character. In the built-in
-    patterns no pre-token holds a non-space followed by a space, nothing looks
-    behind, and a scan that reaches such a space stops there exactly as it
-    would at the end of the text; so pre-tokenizing the two sides separately
-    gives the same pre-tokens as the whole. ``str.isspace`` is used for "space",
-    which is a superset of the patterns' ``\\s``, so a cut it allows is safe.
-    """
-    windows: list[tuple[int, int]] = []
-    for match in _ASTRAL.finditer(text):
-        at = match.start()
-        if windows and at < windows[-1][1]:
-            continue
-        start = text.rfind(" ", 0, at)
-        while start > 0 and text[start - 1].isspace():
-            start = text.rfind(" ", 0, start)
-        end = text.find(" ", at + 1)
-        while end > 0 and text[end - 1].isspace():
-            end = text.find(" ", end + 1)
-        start = max(start, 0)
-        end = len(text) if end < 0 else end
-        if windows and start <= windows[-1][1]:
-            start = windows.pop()[0]
-        windows.append((start, end))
-    return windows
-
-
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
-
-
-@lru_cache(maxsize=16)
-def _re_translation(pattern: str) -> re.Pattern | None:
-    """``pattern`` rewritten for ``re``, exact on text without astral characters.
-
-    Each ``\\p{...}``, ``\\s`` and ``\\S`` becomes an explicit set of ranges of the
-    Basic Multilingual Plane, computed by asking the ``regex`` module itself which
-    characters match, so both engines agree on every such character whatever
-    their Unicode versions. ``re`` compiles BMP-only sets into a lookup table;
-    sets with astral ranges it would check range by range, far slower, hence the
-    restriction. The rest of the syntax the built-in patterns use (alternation,
-    possessive quantifiers, ``(?i:...)``, lookahead, ``$``) means the same in both
-    engines. Anything else, or a Python without possessive quantifiers (< 3.11),
-    gives ``None`` and the caller keeps ``regex``.
-    """
-    out: list[str] = []
-    groups: list[bool] = []  # for each open group: is it case-insensitive?
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            escape = pattern[i + 1 : i + 2]
-            if escape in ("p", "s", "S"):
-                if any(groups):  # case folding could widen an explicit set
-                    return None
-                if escape == "p":
-                    end = pattern.find("}", i)
-                    if pattern[i + 2 : i + 3] != "{" or end < 0:
-                        return None
-                    ranges, i = _bmp_ranges(pattern[i : end + 1]), end + 1
-                elif escape == "S" and in_class:
-                    return None
-                else:
-                    ranges, i = _bmp_ranges("\\s"), i + 2
-                negate = "^" if escape == "S" else ""
-                out.append(ranges if in_class else f"[{negate}{ranges}]")
-                continue
-            if escape.isalnum() and escape not in "rnt":
-                return None  # \d, \w, \b, \x.., \N{...}: not translated
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if char == "[" or pattern[i - 1 : i + 1] in ("[]", "^]"):
-                return None  # nested sets, POSIX classes, a literal ] first
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            if pattern.startswith("(?", i) and pattern[i + 2 : i + 3].isalpha():
-                if not pattern.startswith("(?i:", i):
-                    return None  # other inline flags
-                groups.append(True)
-            else:
-                groups.append(False)
-        elif char == ")" and groups:
-            groups.pop()
-        out.append(char)
-        i += 1
-    try:
-        return re.compile("".join(out))
-    except re.error:
-        return None
-
-
-@lru_cache(maxsize=32)
-def _bmp_ranges(item: str) -> str:
-    """The BMP characters that ``regex`` matches with ``item``, as set ranges."""
-    codes = [ord(c) for c in regex_findall(item, _bmp_chars())]
-    ranges = []
-    start = 0
-    while start < len(codes):
-        end = start
-        while end + 1 < len(codes) and codes[end + 1] == codes[end] + 1:
-            end += 1
-        first, last = codes[start], codes[end]
-        ranges.append(f"\\u{first:04x}" + (f"-\\u{last:04x}" if last > first else ""))
-        start = end + 1
-    return "".join(ranges)
-
-
-@lru_cache(maxsize=1)
-def _bmp_chars() -> str:
-    return "".join(map(chr, range(0x10000)))
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from tinylm.errors import TinylmError
 from tinylm.progress import progress_bar
-from tinylm.tokenizers.pretokenize import compile_pattern, split_on_specials
+from tinylm.tokenizers.pretokenize import pretokenizer, split_on_specials
 
 #: Target size of one unit of work. Big enough that per-chunk costs (sending it to a
 #: worker, finding a cut) are negligible next to the regex; small enough to stream
@@ -147,7 +147,7 @@ def count_chunk(
 ) -> None:
     """Pre-tokenize one chunk and add its pre-tokens to ``counts``."""
     texts = chunk.texts if chunk.texts is not None else [_decode(chunk)]
-    findall = compile_pattern(pattern).findall
+    findall = pretokenizer(pattern)
     for text in texts:
         for piece, is_special in split_on_specials(text, specials):
             if not is_special:
