@@ -209,7 +209,7 @@ class Trainer:
     def _apply_lr_schedule(self) -> float:
         """Set every param group's rate for this step; returns the AdamW peak-scaled rate."""
         c = self.config
-        lr = lr_at(self.step, c.schedule, c.lr, c.final_lr, c.warmup, c.steps)
+        lr = lr_at(self.step, c.schedule, c.lr, c.min_lr, c.warmup, c.steps)
         scale_lr(self.optimizer, lr / c.lr)
         return lr
 
