@@ -68,6 +68,7 @@ BABY_MODEL = {
     "dropout": 0.0,
 }
 BABY_TRAIN = {
+    "optimizer": "adamw",
     "steps": 2000,
     "batch_size": 12,
     "lr": 1e-3,

@@ -5,10 +5,11 @@ Only features that help on the chosen device are switched on:
 * device ``auto`` picks CUDA, then Apple's MPS, then the CPU.
 * dtype ``auto`` trains in bfloat16 autocast on a GPU that supports it (the
   matrix multiplies run in bf16, the weights and optimiser stay float32) and in
-  plain float32 elsewhere. On CPU, torch does support bf16 autocast, but on CPUs
-  without native bf16 instructions (most laptops, and the machine this was tuned
-  on) it measured slower than float32, and it adds rounding noise; so ``auto``
-  means float32 there. Ask for ``bfloat16`` explicitly to try it.
+  plain float32 elsewhere. On CPU, torch does support bf16 autocast, but even on
+  a CPU with AVX512-BF16 it measured no faster for the baby model and slower for
+  the ``small`` preset (docs/training.md): at these sizes the casts cost what the
+  narrower matmuls save, and bf16 adds rounding noise. So ``auto`` means float32
+  there; ask for ``bfloat16`` explicitly to try it.
 * ``compile`` runs ``torch.compile``; compilation happens lazily at the first
   forward pass, so :class:`CompiledOrEager` catches a failure there (no C++
   compiler, unsupported platform) and falls back to the plain model with a
