@@ -57,6 +57,36 @@ HEAD_ATTRIBUTE = "lm_head"
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
+# -- the step both optimisers share ------------------------------------------------------
+
+
+class _ParamwiseOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose ``step()`` updates each parameter on its own.
+
+    ``step()`` is written once, here: it skips parameters without a gradient and
+    rejects sparse ones. A subclass says in ``_update(p, group)`` how one parameter
+    ``p`` of param group ``group`` moves, given its gradient ``p.grad``.
+    """
+
+    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter that has a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue  # unused in this forward pass: leave it and its state alone
+                _check_dense(p.grad)
+                self._update(p, group)
+        return loss
+
+
 # -- AdamW ------------------------------------------------------------------------------
 
 
@@ -109,7 +139,12 @@ def adamw_update(
     p.addcdiv_(m, denom, value=-lr / bias_correction1)
 
 
-class AdamW(torch.optim.Optimizer):
+def _adamw_update_in_group(p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    """``adamw_update`` with the hyperparameters of ``p``'s param group."""
+    adamw_update(p, p.grad, state, group["lr"], group["betas"], group["eps"], group["weight_decay"])
+
+
+class AdamW(_ParamwiseOptimizer):
     """Adam with decoupled weight decay, written out; ``weight_decay=0`` is plain Adam.
 
     Per-parameter state: ``step`` (an int), ``m`` (first moment) and ``v`` (second
@@ -132,28 +167,8 @@ class AdamW(torch.optim.Optimizer):
         super().add_param_group(param_group)
         _check_adam_group(self.param_groups[-1])
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Update every parameter that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue  # unused in this forward pass: leave it and its state alone
-                _check_dense(p.grad)
-                adamw_update(
-                    p,
-                    p.grad,
-                    self.state[p],
-                    group["lr"],
-                    group["betas"],
-                    group["eps"],
-                    group["weight_decay"],
-                )
-        return loss
+    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
+        _adamw_update_in_group(p, self.state[p], group)
 
 
 # -- Muon -------------------------------------------------------------------------------
@@ -234,7 +249,7 @@ def muon_update(
     p.add_(update, alpha=-lr)
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(_ParamwiseOptimizer):
     """Muon for hidden weight matrices and AdamW for the rest, in one optimiser.
 
     Each param group carries ``use_muon``. ``use_muon=True`` groups (the default)
@@ -284,40 +299,20 @@ class Muon(torch.optim.Optimizer):
         else:
             _check_adam_group(group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Update every parameter that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                _check_dense(p.grad)
-                if group["use_muon"]:
-                    muon_update(
-                        p,
-                        p.grad,
-                        self.state[p],
-                        group["lr"],
-                        group["momentum"],
-                        group["nesterov"],
-                        group["ns_steps"],
-                        group["weight_decay"],
-                    )
-                else:
-                    adamw_update(
-                        p,
-                        p.grad,
-                        self.state[p],
-                        group["lr"],
-                        group["betas"],
-                        group["eps"],
-                        group["weight_decay"],
-                    )
-        return loss
+    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
+        if group["use_muon"]:
+            muon_update(
+                p,
+                p.grad,
+                self.state[p],
+                group["lr"],
+                group["momentum"],
+                group["nesterov"],
+                group["ns_steps"],
+                group["weight_decay"],
+            )
+        else:
+            _adamw_update_in_group(p, self.state[p], group)
 
 
 # -- which parameter is what -----------------------------------------------------------
