@@ -169,8 +169,8 @@ def test_prepared_data_is_cached_and_reused(tmp_path, corpus, monkeypatch):
 
     monkeypatch.setattr(data_module, "prepare", no_prepare)
     assert prepare_cached([str(corpus)], "char", tmp_path, progress=False) == first
-    with pytest.raises(AssertionError):  # another tokenizer spec is another entry
-        prepare_cached([str(corpus)], "bpe:300", tmp_path, progress=False)
+    with pytest.raises(AssertionError):  # another separator (or tokenizer) is another entry
+        prepare_cached([str(corpus)], "char", tmp_path, separator="line", progress=False)
 
 
 def test_toml_config_and_set_layers(tmp_path, corpus):
