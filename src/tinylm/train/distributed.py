@@ -108,12 +108,3 @@ def barrier(info: DistInfo) -> None:
     """Wait for every process (e.g. until rank 0 has finished writing a checkpoint)."""
     if info.enabled and dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision, shared with all ranks (so they stop together)."""
-    if not info.enabled:
-        return flag
-    tensor = torch.tensor([int(flag)])
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())

@@ -45,21 +45,23 @@ def mean_loss(
     dist = dist or DistInfo()
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
+    loss_sum, tokens = 0.0, 0  # Python floats: exact enough, and MPS has no float64
     try:
         for x, y in batches:
             context = autocast() if autocast is not None else contextlib.nullcontext()
             with context:
                 _, loss = model(x, y)
-            count = (y != -100).sum()
-            total[0] += loss.double() * count
-            total[1] += count
+            count = int((y != -100).sum())
+            loss_sum += float(loss) * count
+            tokens += count
     finally:
         model.train(was_training)
-    total = all_reduce_sum(total, dist)
-    tokens = int(total[1].item())
-    return (float(total[0] / total[1]) if tokens else math.nan), tokens
+    if dist.enabled:
+        device = next(model.parameters()).device
+        total = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=device)
+        loss_sum, tokens = (float(v) for v in all_reduce_sum(total, dist).tolist())
+        tokens = int(tokens)
+    return (loss_sum / tokens if tokens else math.nan), tokens
 
 
 def estimate_loss(

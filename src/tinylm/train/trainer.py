@@ -303,7 +303,9 @@ class Trainer:
             last_eval = self.evaluate()
             self.best_val_loss = min(self.best_val_loss, last_eval["val_loss"])
             self._record("on_eval", last_eval)
-        if (_due(step, c.sample_interval) or (final and c.sample_interval)) and self.tokenizer:
+        if (
+            _due(step, c.sample_interval) or (final and c.sample_interval)
+        ) and self.tokenizer is not None:
             self._sample_and_report()
         if _due(step, c.checkpoint_interval) or final:
             val = last_eval["val_loss"] if last_eval and last_eval["step"] == step else None
