@@ -302,3 +302,13 @@ def test_errors_in_a_real_process_have_no_traceback(run_copy):
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), result.stderr
+
+
+def test_a_start_that_failed_before_any_checkpoint_can_be_retried(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--steps", "3", *TINY]
+    fails_with(capsys, [*argv, "--set", "lr=1e9", "--set", "grad_clip=0"], "at step")
+    assert (out / "run.json").is_file() and not list(out.glob("ckpt-*"))
+    assert main(argv) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:3] == [1, 2, 3]

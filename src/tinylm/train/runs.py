@@ -192,8 +192,13 @@ def run_has_checkpoints(run_dir: Path) -> bool:
 
 
 def is_existing_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` already holds a training run (not just a data cache)."""
-    return (run_dir / "run.json").is_file() or (run_dir.is_dir() and run_has_checkpoints(run_dir))
+    """Whether ``run_dir`` holds a run worth keeping: one with a checkpoint.
+
+    A folder with only the data cache, or the ``run.json`` and metrics of a start
+    that failed before its first checkpoint, can be trained into again (the stale
+    metrics are dropped then).
+    """
+    return run_dir.is_dir() and run_has_checkpoints(run_dir)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
