@@ -130,7 +130,7 @@ class Trainer:
             muon_momentum=config.muon_momentum,
         )
         self.ddp = _wrap_ddp(self.model, self.dist, self.device)
-        self.forward = maybe_compile(self.ddp or self.model, config.compile)
+        self.forward = maybe_compile(self.model if self.ddp is None else self.ddp, config.compile)
 
         self.step = 0
         self.best_val_loss = math.inf
