@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tinylm.progress import progress_bar
+
 if TYPE_CHECKING:
     from tinylm.train.trainer import Trainer
 
@@ -44,20 +46,17 @@ def call_all(callbacks: list[Any], event: str, *args: Any) -> None:
 
 
 class ConsoleReporter(Callback):
-    """A progress bar on stderr; evaluations and samples printed above it."""
+    """A progress bar on stderr (terminals only); evaluations and samples printed above it."""
 
     def __init__(self, file: Any = None) -> None:
         self.file = file
         self.bar: Any = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=trainer.config.steps,
             initial=trainer.step,
             unit="step",
-            dynamic_ncols=True,
             file=self.file or sys.stderr,
             mininterval=0.5,
         )
