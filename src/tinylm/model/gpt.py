@@ -178,7 +178,8 @@ class GPT(nn.Module):
             )
         if idx.numel() == 0:
             raise TinylmError("idx has no tokens; pass at least one token id")
-        if idx.device.type != "meta":
+        # Reading values back is a graph break under torch.compile: check in eager mode only.
+        if idx.device.type != "meta" and not torch.compiler.is_compiling():
             low, high = int(idx.min()), int(idx.max())
             if low < 0 or high >= self.config.vocab_size:
                 bad = low if low < 0 else high
