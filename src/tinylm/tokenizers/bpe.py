@@ -127,14 +127,10 @@ def _piece_encoder(
     """The model stage for one pre-token: str -> ids, as a closure over the tables.
 
     This runs once per *distinct* pre-token (about 120k times for 34 MB of books),
-    so it is written for speed: tables bound to locals, the byte split and the
-    first pair ranks done by ``map`` in C, and the merge loop of :func:`_merge`
-    inlined. A pre-token that is itself a token returns after one lookup.
+    so it is written for speed: tables bound to locals, and a pre-token that is
+    itself a token returns after one lookup; the merging is :func:`_merge`'s.
     """
     find = encoder.get
-    rank_of = ranks.get
-    byte = _SINGLE_BYTES.__getitem__
-    concat = bytes.__add__
     token_of = encoder.__getitem__
 
     def encode_piece(piece: str) -> tuple[int, ...]:
@@ -144,22 +140,7 @@ def _piece_encoder(
             return (token,)
         if len(data) > _LONG_PIECE_BYTES:
             return tuple(map(token_of, _merge_long(data, ranks)))
-        parts = list(map(byte, data))
-        pair_ranks = list(map(rank_of, map(concat, parts, parts[1:]), repeat(_NO_RANK)))
-        while pair_ranks:
-            best = min(pair_ranks)
-            if best == _NO_RANK:
-                break
-            i = pair_ranks.index(best)
-            merged = parts[i] + parts[i + 1]
-            parts[i] = merged
-            del parts[i + 1]
-            del pair_ranks[i]
-            if i:
-                pair_ranks[i - 1] = rank_of(parts[i - 1] + merged, _NO_RANK)
-            if i < len(pair_ranks):
-                pair_ranks[i] = rank_of(merged + parts[i + 1], _NO_RANK)
-        return tuple(map(token_of, parts))
+        return tuple(map(token_of, _merge(data, ranks)))
 
     return encode_piece
 
@@ -665,34 +646,32 @@ def _check_specials(
 # -- the BPE merge loops ---------------------------------------------------------
 
 
-def _merge(data: bytes, ranks: Mapping[bytes, int], max_rank: int) -> list[bytes]:
+def _merge(data: bytes, ranks: Mapping[bytes, int], max_rank: int = _NO_RANK) -> list[bytes]:
     """Merge ``data``'s bytes, lowest rank first, using only ranks below ``max_rank``.
 
     The straightforward loop: keep the rank of every adjacent pair, merge the
-    minimum (leftmost on ties, as tiktoken), refresh the two neighbouring pairs.
-    Quadratic, but pre-tokens are short and ``min``/``index`` run in C.
+    minimum (leftmost on ties, as tiktoken), refresh the two neighbouring pairs;
+    stop when the lowest rank left is ``max_rank`` or more (a pair that is not a
+    token has rank ``_NO_RANK``). Quadratic, but pre-tokens are short, and the
+    byte split, the first pair ranks, ``min`` and ``index`` all run in C: the
+    encoder calls this once per distinct pre-token.
     """
-    parts = [data[i : i + 1] for i in range(len(data))]
-    get = ranks.get
-
-    def rank_of(pair: bytes) -> int:
-        rank = get(pair, _NO_RANK)
-        return rank if rank < max_rank else _NO_RANK
-
-    pair_ranks = [rank_of(parts[i] + parts[i + 1]) for i in range(len(parts) - 1)]
+    rank_of = ranks.get
+    parts = list(map(_SINGLE_BYTES.__getitem__, data))
+    pair_ranks = list(map(rank_of, map(bytes.__add__, parts, parts[1:]), repeat(_NO_RANK)))
     while pair_ranks:
         best = min(pair_ranks)
-        if best == _NO_RANK:
+        if best >= max_rank:
             break
         i = pair_ranks.index(best)
         merged = parts[i] + parts[i + 1]
         parts[i] = merged
         del parts[i + 1]
         del pair_ranks[i]
-        if i > 0:
-            pair_ranks[i - 1] = rank_of(parts[i - 1] + merged)
+        if i:
+            pair_ranks[i - 1] = rank_of(parts[i - 1] + merged, _NO_RANK)
         if i < len(pair_ranks):
-            pair_ranks[i] = rank_of(merged + parts[i + 1])
+            pair_ranks[i] = rank_of(merged + parts[i + 1], _NO_RANK)
     return parts
 
 
