@@ -126,6 +126,18 @@ def _descending_key(token: bytes) -> str:
     return "".join(chr(255 - b) for b in token) + "\u0100"
 
 
+def _add_pair(
+    counts: dict[str, int], where: dict[str, list[int]], pair: str, index: int, freq: int
+) -> None:
+    """Count ``freq`` more of ``pair``, found in word ``index``; list that word once."""
+    counts[pair] = counts.get(pair, 0) + freq
+    indices = where.get(pair)
+    if indices is None:
+        where[pair] = [index]
+    elif indices[-1] != index:  # words are visited in order, so a repeat is the last
+        indices.append(index)
+
+
 class PairTable:
     """The distinct pre-tokens as token strings, their pair counts, index and heap."""
 
@@ -153,12 +165,7 @@ class PairTable:
         counts, where = self.counts, self.where
         for index, (word, freq) in enumerate(zip(self.words, self.freqs, strict=True)):
             for pair in map(add, word, word[1:]):
-                counts[pair] = counts.get(pair, 0) + freq
-                indices = where.get(pair)
-                if indices is None:
-                    where[pair] = [index]
-                elif indices[-1] != index:
-                    indices.append(index)
+                _add_pair(counts, where, pair, index, freq)
 
     def _key(self, pair: str) -> str:
         return self.keys[ord(pair[0])] + self.keys[ord(pair[1])]
@@ -194,14 +201,6 @@ class PairTable:
         gained: dict[str, int] = {}
         gained_where: dict[str, list[int]] = {}
 
-        def gain(new_pair: str, index: int, freq: int) -> None:
-            gained[new_pair] = gained.get(new_pair, 0) + freq
-            indices = gained_where.get(new_pair)
-            if indices is None:
-                gained_where[new_pair] = [index]
-            elif indices[-1] != index:
-                indices.append(index)
-
         ba = b + a
         for index in self.where.pop(pair):
             word = words[index]
@@ -213,13 +212,13 @@ class PairTable:
                 before, after = parts[site], parts[site + 1]
                 if before:
                     counts[before[-1] + a] -= freq
-                    gain(before[-1] + new, index, freq)
+                    _add_pair(gained, gained_where, before[-1] + new, index, freq)
                 elif site:  # touches the previous site: "b a" becomes "c c"
                     counts[ba] -= freq
-                    gain(new + new, index, freq)
+                    _add_pair(gained, gained_where, new + new, index, freq)
                 if after:
                     counts[b + after[0]] -= freq
-                    gain(new + after[0], index, freq)
+                    _add_pair(gained, gained_where, new + after[0], index, freq)
             words[index] = new.join(parts)
 
         del counts[pair]
