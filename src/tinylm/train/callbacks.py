@@ -53,6 +53,7 @@ class ConsoleReporter(Callback):
         self.bar: Any = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self._write(describe_run(trainer))
         self.bar = progress_bar(
             total=trainer.config.steps,
             initial=trainer.step,
@@ -91,3 +92,16 @@ class ConsoleReporter(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def describe_run(trainer: Trainer) -> str:
+    """One line saying what is about to be trained, on what, for how long."""
+    config = trainer.config
+    params = sum(p.numel() for p in trainer.model.parameters())
+    start = f" from step {trainer.step}" if trainer.step else ""
+    return (
+        f"training {params / 1e6:.2f}M parameters on {len(trainer.batches.data):,} tokens: "
+        f"{config.steps} steps{start} of "
+        f"{trainer.batches.tokens_per_step:,} tokens, {config.optimizer}, "
+        f"{trainer.device.type}"
+    )
