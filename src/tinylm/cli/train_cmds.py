@@ -439,19 +439,29 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
 # -- sample -------------------------------------------------------------------------------
 
 
-def run_sample(args: argparse.Namespace) -> int:
+def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, tokenizer and metadata of ``args.run_path`` (latest or ``--best``)."""
     from tinylm.train.runs import load_model
     from tinylm.train.runtime import resolve_device
-    from tinylm.train.sampling import stream_text
 
-    if args.num < 1:
-        raise TinylmError(f"--num must be at least 1, got {args.num}")
     device = resolve_device(args.device)
     model, tokenizer, meta = load_model(
         args.run_path, str(device), "best" if args.best else "latest"
     )
     if tokenizer is None:
-        raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json; cannot write text")
+        raise TinylmError(
+            f"checkpoint {meta['path']} has no tokenizer.json, so text cannot be encoded or "
+            "written; point at a checkpoint saved with its tokenizer"
+        )
+    return model, tokenizer, meta
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from tinylm.train.sampling import stream_text
+
+    if args.num < 1:
+        raise TinylmError(f"--num must be at least 1, got {args.num}")
+    model, tokenizer, _ = _load_run(args)
     for i in range(args.num):
         if i:
             sys.stdout.write("\n---\n")
@@ -479,20 +489,14 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from tinylm.train.batches import check_long_enough, sequential_batches
     from tinylm.train.evaluation import full_pass_loss
-    from tinylm.train.runs import load_model
-    from tinylm.train.runtime import resolve_device
 
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = resolve_device(args.device)
-    model, tokenizer, meta = load_model(
-        args.run_path, str(device), "best" if args.best else "latest"
-    )
-    if tokenizer is None:
-        raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to encode text with")
+    model, tokenizer, meta = _load_run(args)
     tokens, what = _eval_tokens(args, tokenizer)
     block_size = model.config.block_size
     check_long_enough(tokens, block_size, what)
+    device = next(model.parameters()).device
     batches = sequential_batches(tokens, block_size, args.batch_size, device, args.max_batches)
     result = full_pass_loss(model, batches)
     print(

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_write
+from tinylm.fileio import atomic_write, check_format
 
 #: Identifies tinylm's own tokenizer files; bumped when the layout changes.
 FORMAT_NAME = "tinylm-tokenizer"
@@ -92,17 +92,15 @@ class Tokenizer(ABC):
 
 def check_envelope(data: Any, source: str) -> str:
     """Validate a parsed tinylm tokenizer file and return its ``type``."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise TinylmError(
-            f"{source} is not a tinylm tokenizer file; give a file written by "
-            "`tinylm tokenizer train`, a .tiktoken file, or a GPT-2 encoder.json"
-        )
-    version = data.get("version")
-    if version != FORMAT_VERSION:
-        raise TinylmError(
-            f"{source} is tokenizer format version {version}, this tinylm reads "
-            f"version {FORMAT_VERSION}; upgrade tinylm or retrain the tokenizer"
-        )
+    check_format(
+        data,
+        FORMAT_NAME,
+        FORMAT_VERSION,
+        source,
+        "tinylm tokenizer file",
+        "give a file written by `tinylm tokenizer train`, a .tiktoken file, or a GPT-2 "
+        "encoder.json (a newer format needs a newer tinylm)",
+    )
     kind = data.get("type")
     if kind not in ("char", "bpe"):
         raise TinylmError(f"{source} has unknown tokenizer type {kind!r}; expected char or bpe")

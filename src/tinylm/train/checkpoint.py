@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_directory
+from tinylm.fileio import atomic_directory, check_format
 from tinylm.tokenizers.base import Tokenizer
 
 FORMAT_NAME = "tinylm-checkpoint"
@@ -362,14 +362,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def _read_state(folder: Path) -> dict[str, Any]:
     state = _read_json(folder / STATE_FILE)
-    if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
-        raise TinylmError(f"{folder} is not a tinylm checkpoint ({STATE_FILE} is foreign); {_HINT}")
-    if state.get("version") != FORMAT_VERSION:
-        raise TinylmError(
-            f"{folder} is checkpoint format version {state.get('version')}, this tinylm reads "
-            f"version {FORMAT_VERSION}; use the tinylm version that wrote it"
-        )
-    return state
+    what = f"tinylm checkpoint ({STATE_FILE} is foreign or from another version)"
+    return check_format(state, FORMAT_NAME, FORMAT_VERSION, folder, what, _HINT)
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -57,7 +57,7 @@ import numpy as np
 
 from tinylm.corpus import iter_documents
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_directory
+from tinylm.fileio import atomic_directory, check_format
 from tinylm.progress import progress_bar
 from tinylm.tokenizers.base import Tokenizer
 
@@ -472,13 +472,7 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TinylmError(f"{meta_path} is unreadable ({exc}); {_rerun_hint(path)}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise TinylmError(f"{path} is not a tinylm dataset ({META_FILE} has another format)")
-    if meta.get("version") != FORMAT_VERSION:
-        raise TinylmError(
-            f"{path} is dataset format version {meta.get('version')}, this tinylm reads "
-            f"version {FORMAT_VERSION}; {_rerun_hint(path)}"
-        )
+    check_format(meta, FORMAT_NAME, FORMAT_VERSION, path, "tinylm dataset", _rerun_hint(path))
     try:
         dtype = np.dtype(meta["dtype"])
         train, val = (_open_split(path, meta, split, dtype) for split in ("train", "val"))
