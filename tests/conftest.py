@@ -7,7 +7,10 @@ user's checkout may not, so tests that need it skip with a reason that says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,28 @@ def data_path(relative: str) -> Path:
 @pytest.fixture
 def shared_data():
     return data_path
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread (a no-op when torch is not imported).
+
+    The tests use tiny tensors, so a second thread only adds synchronisation, and on
+    a shared, busy machine that costs many times the work itself.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from conftest import one_torch_thread
 from tinylm.cli.main import main
 from tinylm.tokenizers.char import CharTokenizer
 
@@ -26,14 +26,6 @@ TINY = [
     "--set", "batch_size=4", "--set", "eval_batches=2", "--set", "sample_tokens=20",
     "--set", "eval_every=5", "--quiet",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -65,12 +57,8 @@ def corpus(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, corpus) -> Path:
     """A 5-step run of a tiny model, trained once for the module."""
     out = tmp_path_factory.mktemp("runs") / "zen"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():  # module scope: the per-test fixture is not active yet
         code = main(["train", "--data", str(corpus), "--steps", "5", "--out", str(out), *TINY])
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0
     return out
 

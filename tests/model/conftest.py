@@ -18,17 +18,9 @@ TINY = {
 
 
 @pytest.fixture(autouse=True)
-def _seed_torch_single_thread():
-    """Same global RNG state in every test; one intra-op thread while it runs.
-
-    The tensors here are tiny, so a second thread only adds synchronisation, and on
-    a shared, busy machine that costs several times the work itself.
-    """
+def _seed_torch():
+    """The same global RNG state in every test (the root conftest sets one thread)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

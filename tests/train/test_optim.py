@@ -24,16 +24,6 @@ from tinylm.train.optim import (
 VOCAB, DIM, SEQ = 20, 8, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared, busy CPU extra threads
-    wait on each other: one thread runs these tests ~30x faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyLM(nn.Module):
     """Embedding, a hidden matrix with bias, a norm-like gain, an output head."""
 

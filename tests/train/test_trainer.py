@@ -30,15 +30,6 @@ TEXT = (
 ) * 8
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: a second thread only adds synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer() -> CharTokenizer:
     return CharTokenizer.train(TEXT)
