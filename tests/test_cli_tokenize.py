@@ -59,3 +59,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), result.stderr
     assert message in lines[0]
     assert not (tmp_path / "t.json").exists()
+
+
+def test_out_that_is_a_folder_fails_before_training_and_leaves_it_alone(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine", encoding="utf-8")
+    result = run_cli("tokenizer", "train", "--vocab-size", "300", "--out", str(folder), "--quiet")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), result.stderr
+    assert "is a folder" in lines[0]
+    assert "trained" not in result.stdout  # it failed before training, not after
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left behind
+
+
+def test_failed_training_leaves_an_existing_out_file_intact(tmp_path):
+    out = tmp_path / "tok.json"
+    out.write_text("previous tokenizer", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    result = run_cli("tokenizer", "train", str(tmp_path / "empty.txt"), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert out.read_text(encoding="utf-8") == "previous tokenizer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "tok.json"]

@@ -17,7 +17,7 @@ from tinylm.inspect.tokens import (
     render_tokens,
     token_pieces,
 )
-from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.base import Tokenizer, check_save_path
 
 DEFAULT_SPECIALS = ("<|endoftext|>",)
 
@@ -87,6 +87,7 @@ def _use_color(choice: str) -> bool:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    check_save_path(args.out)  # before training, not after it
     corpus = corpus_from_specs(args.corpus)
     specials = () if args.no_specials else tuple(args.special or DEFAULT_SPECIALS)
     start = time.perf_counter()

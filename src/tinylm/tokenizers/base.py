@@ -17,6 +17,20 @@ from typing import Any
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write, check_format
 
+
+def check_save_path(path: str | os.PathLike) -> None:
+    """Raise a one-line error if ``path`` cannot be a tokenizer file: it is a folder.
+
+    Callers that work long before saving (training) check first, so a wrong
+    ``--out`` fails at once instead of after the work.
+    """
+    if os.path.isdir(path):
+        raise TinylmError(
+            f"{path} is a folder; give a file name for the tokenizer, "
+            f"e.g. {os.path.join(path, 'tokenizer.json')}"
+        )
+
+
 #: Identifies tinylm's own tokenizer files; bumped when the layout changes.
 FORMAT_NAME = "tinylm-tokenizer"
 FORMAT_VERSION = 1
@@ -79,6 +93,7 @@ class Tokenizer(ABC):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as human-readable JSON, atomically."""
+        check_save_path(path)
         atomic_write(path, self.to_json())
 
     def fingerprint(self) -> str:
