@@ -48,11 +48,15 @@ def test_tokenize_colour_marks_boundaries_with_ansi(capsys):
         (["tokenize", "-t", "{tmp}/bad.json", "hi"], "bad.json"),
         (["tokenize", "-t", "bpe:x", "hi"], "bpe:N"),
         (["tokenizer", "train", "{tmp}/empty.txt", "--out", "{tmp}/t.json"], "empty"),
+        (["tokenizer", "train", "--pattern", "(\\w+", "--out", "{tmp}/t.json"], "valid regex"),
+        (["tokenizer", "train", "--pattern", "gpt5", "--out", "{tmp}/t.json"], "unknown pattern"),
+        (["tokenizer", "train", "{tmp}/bad.bin", "--out", "{tmp}/t.json"], "UTF-8"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     (tmp_path / "bad.json").write_text('{"format": "tinylm-tokenizer", "vers', encoding="utf-8")
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "bad.bin").write_bytes(bytes(range(256)) * 4)
     result = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

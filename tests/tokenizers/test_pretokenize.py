@@ -13,14 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import data_path
+from tinylm.errors import TinylmError
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.pretokenize import (
     CL100K_PATTERN,
     GPT2_PATTERN,
     O200K_PATTERN,
-    compile_pattern,
     pretokenize,
     pretokenizer,
+    resolve_pattern,
 )
 from tinylm.tokenizers.pretokenize_fast import re_translation
 
@@ -68,9 +69,41 @@ def test_corpora_are_pre_tokenized_as_regex_does(pattern):
 
 def test_custom_patterns_keep_the_regex_engine():
     custom = r"\p{L}+|\s+|."
-    assert pretokenizer(custom) == compile_pattern(custom).findall
     assert pretokenizer(custom)("abc déf") == ["abc", " ", "déf"]
     assert re_translation(r"\w+|\s") is None  # \w is not translated
+
+
+# Custom patterns that leave gaps, have groups, or match in pieces. Hugging Face's
+# Split(behavior="isolated") is the independent reference: matches and the text
+# between them are pieces of their own.
+GAPPY = [r"[a-z]+", r"(\w+)|\s+", r"\d{2}", r"[aeiou]", r"(a)(b)?", r"\s"]
+
+
+@pytest.mark.parametrize("pattern", GAPPY)
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet="abXY 12345,.é\n", max_size=40))
+def test_custom_patterns_lose_no_text_and_split_as_hugging_face_does(pattern, text):
+    hf = pytest.importorskip("tokenizers")
+    splitter = hf.pre_tokenizers.Split(hf.Regex(pattern), behavior="isolated")
+    expected = [piece for piece, _ in splitter.pre_tokenize_str(text)]
+    pieces = pretokenizer(pattern)(text)
+    assert "".join(pieces) == text
+    assert pieces == expected
+
+
+@pytest.mark.parametrize("pattern", [*GAPPY, r"\b", r"(?=o)"])
+@settings(deadline=None)
+@given(text=st.text(max_size=60))
+def test_custom_patterns_round_trip_any_text(pattern, text):
+    tokenizer = BPETokenizer.train(["hello world, hello you 12 34"], 270, pattern=pattern)
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@pytest.mark.parametrize("name", ["gpt5", "o200k-base", "llama3", "cl100k.base"])
+def test_a_bare_word_is_an_unknown_pattern_name_not_a_regex(name):
+    with pytest.raises(TinylmError, match=f"unknown pattern name '{regex.escape(name)}'"):
+        resolve_pattern(name)
+    assert resolve_pattern(f"(?:{name})") == f"(?:{name})"  # the way to mean the literal
 
 
 def test_one_splitter_per_pattern_serves_every_caller():

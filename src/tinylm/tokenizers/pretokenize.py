@@ -8,7 +8,8 @@ inside each one. Special tokens (``<|endoftext|>`` ...) are cut out before that,
 so no merge ever spans a special token either.
 
 The named patterns are the exact strings tiktoken uses, so that tinylm's ids equal
-tiktoken's on the same vocabulary.
+tiktoken's on the same vocabulary. A custom regex need not match every character:
+text between its matches becomes pre-tokens of its own, so nothing is ever lost.
 
 Speed. The regex scan is the largest cost of both encoding and counting a training
 corpus, so every caller splits through :func:`pretokenizer`, which runs the
@@ -48,7 +49,7 @@ O200K_PATTERN = "|".join(
 )
 
 #: Pattern names accepted wherever a pattern is asked for. Anything else is taken
-#: as a custom regex.
+#: as a custom regex, except a bare word (a mistyped name, refused).
 PATTERNS: dict[str, str] = {
     "gpt2": GPT2_PATTERN,
     "r50k": GPT2_PATTERN,
@@ -62,6 +63,9 @@ PATTERNS: dict[str, str] = {
 }
 
 
+_LOOKS_LIKE_A_NAME = regex.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
 def resolve_pattern(pattern: str) -> str:
     """Return the regex for a pattern name, or check and return a custom regex."""
     if pattern in PATTERNS:
@@ -69,6 +73,12 @@ def resolve_pattern(pattern: str) -> str:
     if not pattern:
         raise TinylmError(
             f"empty pre-tokenization pattern; use one of {sorted(set(PATTERNS))} or a regex"
+        )
+    if _LOOKS_LIKE_A_NAME.fullmatch(pattern):
+        # As a regex it would match only that literal word: surely a mistyped name.
+        raise TinylmError(
+            f"unknown pattern name {pattern!r}; use one of {', '.join(sorted(PATTERNS))}, "
+            f"or a regex (to split on that literal text, write (?:{pattern}))"
         )
     try:
         compile_pattern(pattern)
@@ -106,8 +116,40 @@ def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
     """
     fast = re_findall(pattern) if pattern_name(pattern) else None
     if fast is None:
-        return compile_pattern(pattern).findall
+        if pattern_name(pattern):
+            return compile_pattern(pattern).findall
+        return _covering_splitter(compile_pattern(pattern))
     return fast
+
+
+def _covering_splitter(compiled: regex.Pattern) -> Callable[[str], list[str]]:
+    """Split on a custom regex without losing text: its matches *and* the gaps between.
+
+    The built-in patterns match every character, so ``findall`` loses nothing with
+    them; a custom regex may not (``[a-z]+`` skips spaces, a capturing group makes
+    ``findall`` return only the group). Here each whole match is a pre-token and so
+    is each stretch of text between matches (as Hugging Face's ``Split`` with
+    ``behavior="isolated"`` does), and empty matches are dropped, so the pieces
+    always join back into the text and ``decode(encode(s)) == s`` holds for any
+    pattern.
+    """
+
+    def split(text: str) -> list[str]:
+        pieces: list[str] = []
+        done = 0
+        for match in compiled.finditer(text):
+            start, end = match.span()
+            if start == end:
+                continue
+            if start > done:
+                pieces.append(text[done:start])
+            pieces.append(text[start:end])
+            done = end
+        if done < len(text):
+            pieces.append(text[done:])
+        return pieces
+
+    return split
 
 
 def pretokenize(text: str, pattern: str) -> list[str]:
