@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import data_path
 from tinylm.cli.main import main
 
 
@@ -87,3 +88,35 @@ def test_failed_training_leaves_an_existing_out_file_intact(tmp_path):
     assert result.returncode == 2, result.stderr
     assert out.read_text(encoding="utf-8") == "previous tokenizer"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "tok.json"]
+
+
+def test_tokenize_real_vocabularies_side_by_side_print_tiktokens_ids(capsys):
+    tiktoken = pytest.importorskip("tiktoken")
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    from tinylm.tokenizers.pretokenize import CL100K_PATTERN, GPT2_PATTERN
+
+    files = {
+        "gpt2.tiktoken": (GPT2_PATTERN, {"<|endoftext|>": 50256}),
+        "cl100k_base.tiktoken": (CL100K_PATTERN, {"<|endoftext|>": 100257}),
+    }
+    text = "Hello <|endoftext|> naïve 🤖 strawberry"
+    paths = [str(data_path(f"vocab/{name}")) for name in files]
+    pair = str(data_path("vocab/gpt2_vocab.json"))  # encoder.json + vocab.bpe style
+    assert main(["tokenize", *(a for p in [*paths, pair] for a in ("-t", p)), text]) == 0
+    printed = capsys.readouterr().out
+    for path, (name, (pattern, specials)) in zip(paths, files.items(), strict=True):
+        reference = tiktoken.Encoding(
+            name=f"ref_{name}",
+            pat_str=pattern,
+            mergeable_ranks=tiktoken_load.load_tiktoken_bpe(path),
+            special_tokens=specials,
+        )
+        # A special token typed into the text is shown as that token, as tiktoken
+        # encodes it with allowed_special="all".
+        ids = reference.encode(text, allowed_special="all")
+        assert f"== {name} " in printed
+        assert f"ids {ids}  ({len(ids)} tokens" in printed
+        if name == "gpt2.tiktoken":
+            assert printed.count(f"ids {ids}  ") == 2  # the GPT-2 pair gives the same ids
+    assert "[<|endoftext|>]" in printed
+    assert "| gpt2.tiktoken | cl100k_base.tiktoken | gpt2_vocab.json |" in printed

@@ -14,6 +14,7 @@ from tinylm.inspect.tokens import (
     SEED_EXAMPLES,
     chars_per_token,
     compare_table,
+    encode_shown,
     render_tokens,
     token_pieces,
 )
@@ -114,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"saved to {args.out}")
     sample = next(iter(iter_documents(corpus, args.doc_sep)))[:240]
     print("\nhow it tokenizes the start of the corpus:")
-    ids = tokenizer.encode(sample)
+    ids = encode_shown(tokenizer, sample)
     print(render_tokens(token_pieces(tokenizer, ids), color=_use_color("auto")))
     print(f"{len(sample)} characters -> {len(ids)} tokens")
     return 0
@@ -157,7 +158,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     for name, tokenizer in tokenizers.items():
         print(f"== {name} ({tokenizer.vocab_size} ids)")
         for text in texts:
-            ids = tokenizer.encode(text)
+            ids = encode_shown(tokenizer, text)
             print(f"  {render_tokens(token_pieces(tokenizer, ids), color)}")
             print(f"  ids {ids}  ({len(ids)} tokens, {len(text)} characters)")
     if len(tokenizers) > 1 or len(texts) > 1:

@@ -19,6 +19,18 @@ _COLOURS = (43, 46, 45, 42, 44, 41)
 _VISIBLE = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
+def encode_shown(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Encode text as it is shown to a user: special tokens written in it are special.
+
+    Library ``encode`` refuses special-token text unless told (as tiktoken does), which
+    protects training data; someone looking at how text tokenizes wants to see
+    ``<|endoftext|>`` become its one id instead.
+    """
+    if getattr(tokenizer, "special_tokens", None):
+        return tokenizer.encode(text, allowed_special="all")  # type: ignore[call-arg]
+    return tokenizer.encode(text)
+
+
 def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """The text of each token on its own (bytes that are not whole characters become U+FFFD)."""
     decode_bytes = getattr(tokenizer, "decode_bytes", None)
@@ -47,7 +59,7 @@ def chars_per_token(tokenizer: Tokenizer, documents: Iterable[str]) -> float:
     chars = tokens = 0
     for doc in documents:
         chars += len(doc)
-        tokens += len(tokenizer.encode(doc))
+        tokens += len(encode_shown(tokenizer, doc))
     return chars / tokens if tokens else float("nan")
 
 
@@ -58,6 +70,6 @@ def compare_table(tokenizers: Mapping[str, Tokenizer], texts: Sequence[str]) -> 
     rule = "|---|" + "---:|" * len(names)
     rows = [header, rule]
     for text in texts:
-        counts = [str(len(tokenizers[name].encode(text))) for name in names]
+        counts = [str(len(encode_shown(tokenizers[name], text))) for name in names]
         rows.append(f"| {_visible(text)!s} | " + " | ".join(counts) + " |")
     return "\n".join(rows)
