@@ -120,3 +120,19 @@ def test_tokenize_real_vocabularies_side_by_side_print_tiktokens_ids(capsys):
             assert printed.count(f"ids {ids}  ") == 2  # the GPT-2 pair gives the same ids
     assert "[<|endoftext|>]" in printed
     assert "| gpt2.tiktoken | cl100k_base.tiktoken | gpt2_vocab.json |" in printed
+
+
+def test_char_tokenizer_from_other_text_still_shows_the_texts(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("emma\nava\nolivia\n", encoding="utf-8")
+    out = tmp_path / "char.json"
+    args = ["tokenizer", "train", str(names), "--kind", "char", "--doc-sep", "line"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    # The built-in corpus has capitals this tokenizer never saw: the corpus statistic
+    # says so, but the command still shows the user's text and succeeds.
+    assert main(["tokenize", "-t", str(out), "-t", "char", "--color", "never", "emma"]) == 0
+    printed = capsys.readouterr().out
+    assert "[e][m][m][a]" in printed
+    assert "char.json: n/a, it cannot encode the corpus: character" in printed
+    assert "  char: 1.00" in printed

@@ -167,5 +167,10 @@ def run_tokenize(args: argparse.Namespace) -> int:
     print("\ncharacters per token on the corpus:")
     documents = list(iter_documents(corpus))
     for name, tokenizer in tokenizers.items():
-        print(f"  {name}: {chars_per_token(tokenizer, documents):.2f}")
+        try:
+            print(f"  {name}: {chars_per_token(tokenizer, documents):.2f}")
+        except TinylmError as exc:
+            # A char tokenizer trained on other text cannot encode this corpus; that
+            # is no reason to fail after the user's own texts were shown.
+            print(f"  {name}: n/a, it cannot encode the corpus: {exc}")
     return 0
