@@ -136,3 +136,18 @@ def test_char_tokenizer_from_other_text_still_shows_the_texts(tmp_path, capsys):
     assert "[e][m][m][a]" in printed
     assert "char.json: n/a, it cannot encode the corpus: character" in printed
     assert "  char: 1.00" in printed
+
+
+def test_char_viewer_shows_unseen_characters_as_unk(capsys):
+    assert main(["tokenize", "-t", "char", "--color", "never", "a\u263a"]) == 0
+    assert "[a][<UNK>]" in capsys.readouterr().out
+
+
+def test_char_tokenizer_train_can_reserve_unknown(tmp_path):
+    from tinylm.tokenizers.formats import load_tokenizer
+
+    out = tmp_path / "c.json"
+    args = ["tokenizer", "train", "--kind", "char", "--unknown", "reserve", "--out", str(out)]
+    assert main(args) == 0
+    tok = load_tokenizer(out)
+    assert tok.decode(tok.encode("a\u263a")) == "a\ufffd"

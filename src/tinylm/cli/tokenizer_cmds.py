@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"text files, folders or globs (default: the built-in corpus, {BUILTIN_CORPUS!r})",
     )
     train.add_argument("--kind", choices=("bpe", "char"), default="bpe")
+    train.add_argument(
+        "--unknown",
+        choices=("error", "reserve"),
+        default="error",
+        help="char tokenizer: an unseen character is an error (default) or a reserved UNK id",
+    )
     train.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size")
     train.add_argument(
         "--special",
@@ -96,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.kind == "char":
         from tinylm.tokenizers.char import CharTokenizer
 
-        tokenizer = CharTokenizer.train(corpus, separator=args.doc_sep)
+        tokenizer = CharTokenizer.train(corpus, unknown=args.unknown, separator=args.doc_sep)
     else:
         from tinylm.tokenizers.bpe import BPETokenizer
 
@@ -126,7 +132,8 @@ def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
     if spec == "char":
         from tinylm.tokenizers.char import CharTokenizer
 
-        return CharTokenizer.train(corpus)
+        # A viewer should show every character: unseen ones appear as <UNK>.
+        return CharTokenizer.train(corpus, unknown="reserve")
     if spec.startswith("bpe:"):
         from tinylm.tokenizers.bpe import BPETokenizer
 
