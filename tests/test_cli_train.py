@@ -300,3 +300,17 @@ def test_a_start_that_failed_before_any_checkpoint_can_be_retried(tmp_path, corp
     assert main(argv) == 0
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[:3] == [1, 2, 3]
+
+
+def test_an_unencodable_prompt_fails_before_any_output(trained, capsys):
+    assert main(["sample", str(trained), "--prompt", "Simple \u20ac"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even the prompt
+    assert captured.err.startswith("tinylm: error:") and "U+20AC" in captured.err
+
+
+def test_eval_on_too_little_text_does_not_suggest_changing_the_model(trained, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("Flat is better.", encoding="utf-8")
+    line = fails_with(capsys, ["eval", str(trained), "--data", str(short)], "block_size + 1")
+    assert "--set" not in line and "give more text" in line

@@ -457,11 +457,12 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from tinylm.train.sampling import stream_text
+    from tinylm.train.sampling import prompt_ids, stream_text
 
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
     model, tokenizer, _ = _load_run(args)
+    prompt_ids(tokenizer, args.prompt)  # an unencodable prompt fails before any output
     for i in range(args.num):
         if i:
             sys.stdout.write("\n---\n")
@@ -495,7 +496,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model, tokenizer, meta = _load_run(args)
     tokens, what = _eval_tokens(args, tokenizer)
     block_size = model.config.block_size
-    check_long_enough(tokens, block_size, what)
+    check_long_enough(tokens, block_size, what, hint="give more text to evaluate on")
     device = next(model.parameters()).device
     batches = sequential_batches(tokens, block_size, args.batch_size, device, args.max_batches)
     result = full_pass_loss(model, batches)

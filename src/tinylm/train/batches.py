@@ -38,13 +38,16 @@ def num_windows(data: Sequence[int] | np.ndarray | Tensor, block_size: int) -> i
 
 
 def check_long_enough(
-    data: Sequence[int] | np.ndarray | Tensor, block_size: int, name: str
+    data: Sequence[int] | np.ndarray | Tensor,
+    block_size: int,
+    name: str,
+    hint: str = "give more text or lower block_size (--set block_size=N)",
 ) -> None:
     """A split must hold at least one full window: ``block_size + 1`` tokens."""
     if num_windows(data, block_size) < 1:
         raise TinylmError(
             f"the {name} split has {len(data)} tokens, fewer than block_size + 1 = "
-            f"{block_size + 1}; give more text or lower block_size (--set block_size=N)"
+            f"{block_size + 1}; {hint}"
         )
 
 
