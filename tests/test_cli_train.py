@@ -314,3 +314,22 @@ def test_eval_on_too_little_text_does_not_suggest_changing_the_model(trained, tm
     short.write_text("Flat is better.", encoding="utf-8")
     line = fails_with(capsys, ["eval", str(trained), "--data", str(short)], "block_size + 1")
     assert "--set" not in line and "give more text" in line
+
+
+def test_resume_accepts_the_init_from_it_was_started_with(trained, tmp_path, capsys):
+    new_text = tmp_path / "more.txt"
+    new_text.write_text("Readability counts. Flat is better than dense. " * 30, encoding="utf-8")
+    ft = tmp_path / "ft"
+    argv = ["train", "--init-from", str(trained), "--data", str(new_text), "--out", str(ft)]
+    # the command that trained the base, model settings included, is fine (same values)
+    assert main([*argv, "--steps", "2", *TINY]) == 0
+    assert main([*argv, "--steps", "3", *TINY, "--resume"]) == 0  # same command + --resume
+    assert (ft / "ckpt-000003").is_dir()
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    fails_with(capsys, [*argv[:2], str(other), *argv[3:], "--resume"], "differs from the run's")
+
+
+def test_init_from_refuses_a_different_shape_and_names_the_models_value(trained, capsys):
+    argv = ["train", "--init-from", str(trained), *TINY, "--set", "n_layer=2"]
+    fails_with(capsys, argv, "only dropout can be set, not n_layer (the model has n_layer=1)")

@@ -295,13 +295,18 @@ def _init_from(path: str, model_settings: dict[str, Any]) -> dict[str, Any]:
     from tinylm.train.runs import load_tokenizer_file
 
     meta = read_checkpoint_meta(path)
-    changed = sorted(set(model_settings) - {"dropout"})
-    if changed:
-        raise TinylmError(
-            f"--init-from keeps the model's shape; only dropout can be set, not {changed[0]}"
-        )
     if not isinstance(meta.get("config"), dict):
         raise TinylmError(f"checkpoint {meta['path']} has no model config to rebuild from")
+    changed = sorted(
+        key
+        for key, value in model_settings.items()
+        if key != "dropout" and meta["config"].get(key) != value
+    )  # restating the model's own value (a copied command line) is fine
+    if changed:
+        raise TinylmError(
+            f"--init-from keeps the model's shape; only dropout can be set, not {changed[0]} "
+            f"(the model has {changed[0]}={meta['config'].get(changed[0])!r})"
+        )
     if meta.get("tokenizer") is None:
         raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
     return {
@@ -415,11 +420,19 @@ def _check_same_run(args, run: dict, model_settings: dict, out_dir: Path) -> Non
         ("--init-from", args.init_from, run.get("init_from")),
     )
     for flag, given, stored in checks:
+        if flag == "--init-from" and given and stored and _same_checkpoint(given, stored):
+            continue
         if given is not None and given != stored:
             raise TinylmError(
                 f"{flag} {given} differs from the run's ({stored}); resume without it, "
                 "or start a new run with --out DIR"
             )
+
+
+def _same_checkpoint(given: str, stored: str) -> bool:
+    """Whether ``--init-from given`` names the checkpoint the run recorded (or its run)."""
+    given_path, stored_path = Path(given).resolve(), Path(stored).resolve()
+    return given_path == stored_path or given_path == stored_path.parent
 
 
 def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None:
