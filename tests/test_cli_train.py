@@ -333,3 +333,34 @@ def test_resume_accepts_the_init_from_it_was_started_with(trained, tmp_path, cap
 def test_init_from_refuses_a_different_shape_and_names_the_models_value(trained, capsys):
     argv = ["train", "--init-from", str(trained), *TINY, "--set", "n_layer=2"]
     fails_with(capsys, argv, "only dropout can be set, not n_layer (the model has n_layer=1)")
+
+
+@pytest.mark.parametrize("source", ["set", "toml"])
+def test_out_dir_from_set_or_toml_is_the_whole_run_folder(tmp_path, corpus, capsys, source):
+    out = tmp_path / "elsewhere"
+    argv = ["train", "--data", str(corpus), "--steps", "2", *TINY]
+    if source == "set":
+        argv += ["--set", f"out_dir={out}"]
+    else:
+        config = tmp_path / "run.toml"
+        config.write_text(f'[train]\nout_dir = "{out.as_posix()}"\n', encoding="utf-8")
+        argv += ["--config", str(config)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert main(argv) == 0
+    assert f"run folder: {out}" in capsys.readouterr().out
+    assert (out / "run.json").is_file() and (out / "ckpt-000002").is_dir()
+    assert (out / "data").is_dir() and not (tmp_path / "runs").exists()
+    # --out is the dedicated flag: it wins over out_dir
+    flag = tmp_path / "flag"
+    assert main([*argv[:-2], "--set", f"out_dir={out}-x", "--out", str(flag)]) == 0
+    assert (flag / "ckpt-000002").is_dir() and not Path(f"{out}-x").exists()
+
+
+def test_set_progress_false_is_honoured(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--steps", "2"]
+    argv += [a for a in TINY if a != "--quiet"] + ["--set", "progress=false"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads((out / "run.json").read_text())["train"]["progress"] is False

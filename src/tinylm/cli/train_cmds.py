@@ -219,9 +219,19 @@ def collect_settings(args: argparse.Namespace) -> tuple[str, dict, dict]:
 # -- train ------------------------------------------------------------------------------
 
 
-def _default_out(args: argparse.Namespace, preset: str) -> Path:
+def _default_out(args: argparse.Namespace, preset: str, train_settings: dict) -> Path:
+    """``--out``, else ``out_dir`` from ``--set`` or the TOML file, else ``runs/<name>``.
+
+    Pops ``out_dir`` from ``train_settings``: the caller puts the resolved folder
+    back, so the data cache, checkpoints and summary all use the same one.
+    """
+    from_settings = train_settings.pop("out_dir", None)
     if args.out is not None:
         return args.out
+    if from_settings is not None:
+        if not isinstance(from_settings, str) or not from_settings:
+            raise TinylmError(f"out_dir must be a folder name, got {from_settings!r}")
+        return Path(from_settings)
     if args.init_from:
         return Path("runs") / f"{Path(args.init_from).name or 'model'}-finetune"
     return Path("runs") / preset
@@ -232,7 +242,9 @@ def run_train(args: argparse.Namespace) -> int:
     from tinylm.train.runtime import resolve_device
 
     preset, model_settings, train_settings = collect_settings(args)
-    out_dir = _default_out(args, preset)
+    out_dir = _default_out(args, preset, train_settings)
+    if args.quiet:  # --quiet wins; otherwise --set progress=false is honoured
+        train_settings["progress"] = False
     info = distributed.DistInfo.from_env()
     if info.enabled:  # rank 0 prepares the data while the others wait, so join first
         device = resolve_device(str(train_settings.get("device", "auto")))
@@ -265,9 +277,7 @@ def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
             f"{out_dir} already holds a run; pass --resume to continue it, "
             "or --out DIR for a new run"
         )
-    train_config = TrainConfig.from_dict(
-        {"out_dir": str(out_dir), **train_settings, "progress": not args.quiet}
-    )
+    train_config = TrainConfig.from_dict({**train_settings, "out_dir": str(out_dir)})
     if info.is_main:
         check_writable(out_dir)
     base = _init_from(args.init_from, model_settings) if args.init_from else None
@@ -389,8 +399,8 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
         raise TinylmError(f"nothing to resume in {out_dir}: it has no checkpoint; drop --resume")
     run = read_run_info(out_dir)
     _check_same_run(args, run, model_settings, out_dir)
-    stored = {**run.get("train", {}), **train_settings, "out_dir": str(out_dir)}
-    train_config = TrainConfig.from_dict({**stored, "progress": not args.quiet})
+    stored = {**run.get("train", {}), "progress": True, **train_settings}
+    train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
     tokenizer = load_tokenizer_file(latest / "tokenizer.json")
     check_tokenizer(data, tokenizer)
