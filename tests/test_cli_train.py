@@ -364,3 +364,47 @@ def test_set_progress_false_is_honoured(tmp_path, corpus, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().err == ""
     assert json.loads((out / "run.json").read_text())["train"]["progress"] is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "toml", "message"),
+    [
+        (["--set", "n_layer=two"], None, "n_layer must be a positive integer, got 'two'"),
+        (["--set", "dropout=2"], None, "dropout must be in [0, 1)"),
+        (["--steps", "-5"], None, "steps must be an integer >= 1, got -5"),
+        (["--preset", "nope"], None, "unknown model preset 'nope'"),
+        (["--set", "n_embd=100", "--set", "n_head=3"], None, "not divisible by n_head 3"),
+        ([], "[model\nn_layer = 1\n", "is not valid TOML"),
+        ([], '[train]\nlr = "fast"\n', "lr must be a number"),
+        ([], "[train]\nfoo = 1\n", "[train] key 'foo'"),
+        ([], "model = 3\n", "must be a [model] table"),
+    ],
+)
+def test_bad_settings_fail_before_any_data_is_prepared(
+    tmp_path, corpus, capsys, monkeypatch, extra, toml, message
+):
+    from tinylm.train import data as data_module
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("the data was prepared before the settings were checked")
+
+    monkeypatch.setattr(data_module, "prepare", no_prepare)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), *TINY, *extra]
+    if toml is not None:
+        config = tmp_path / "bad.toml"
+        config.write_text(toml, encoding="utf-8")
+        argv += ["--config", str(config)]
+    fails_with(capsys, argv, message)
+    assert not out.exists()  # not even an empty run folder is left behind
+
+
+def test_a_failed_start_removes_only_the_folder_it_created(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for out in (tmp_path / "new", mine):
+        fails_with(capsys, ["train", "--data", str(empty), "--out", str(out), *TINY], "empty")
+    assert not (tmp_path / "new").exists()  # created by the run, empty: removed
+    assert mine.is_dir()  # the user's own folder stays

@@ -14,6 +14,7 @@ names, so ``--set`` needs no prefix.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,7 @@ def run_train(args: argparse.Namespace) -> int:
     if info.enabled:  # rank 0 prepares the data while the others wait, so join first
         device = resolve_device(str(train_settings.get("device", "auto")))
         distributed.setup(info, distributed.process_device(info, device))
+    created = not out_dir.exists()
     try:
         if args.resume:
             trainer = _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
@@ -257,9 +259,18 @@ def run_train(args: argparse.Namespace) -> int:
         summary = trainer.fit()
         if info.is_main:
             _print_summary(trainer, summary, out_dir)
+    except TinylmError:
+        if created and info.is_main:
+            _remove_if_empty(out_dir)  # a failed start leaves no empty run folder behind
+        raise
     finally:
         distributed.teardown()
     return 0
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only succeeds when empty
 
 
 def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
@@ -278,9 +289,11 @@ def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
             "or --out DIR for a new run"
         )
     train_config = TrainConfig.from_dict({**train_settings, "out_dir": str(out_dir)})
+    base = _init_from(args.init_from, model_settings) if args.init_from else None
+    if base is None:  # fail on a bad preset or model setting before preparing any data
+        ModelConfig.from_preset(preset, **model_settings)
     if info.is_main:
         check_writable(out_dir)
-    base = _init_from(args.init_from, model_settings) if args.init_from else None
     data, tokenizer, data_info = _training_data(args, out_dir, base, info)
     if base is not None:
         config = ModelConfig.from_dict({**base["config"], **model_settings})
