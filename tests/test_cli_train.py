@@ -408,3 +408,51 @@ def test_a_failed_start_removes_only_the_folder_it_created(tmp_path, capsys):
         fails_with(capsys, ["train", "--data", str(empty), "--out", str(out), *TINY], "empty")
     assert not (tmp_path / "new").exists()  # created by the run, empty: removed
     assert mine.is_dir()  # the user's own folder stays
+
+
+def _interrupt_at(monkeypatch, step: int) -> None:
+    """Make the trainer raise KeyboardInterrupt (what Ctrl-C does) before step ``step + 1``."""
+    from tinylm.train.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def train_step(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def _losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+
+def test_ctrl_c_says_where_it_stopped_and_resume_repeats_the_run_exactly(
+    tmp_path, corpus, capsys, monkeypatch
+):
+    common = ["--data", str(corpus), "--steps", "8", "--set", "checkpoint_every=3", *TINY]
+    whole = tmp_path / "whole"
+    assert main(["train", *common, "--out", str(whole)]) == 0
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _interrupt_at(mp, 5)
+        capsys.readouterr()
+        assert main(["train", *common, "--out", str(run)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "tinylm: interrupted"
+    assert "stopped at step 5 of 8" in err[0] and "ckpt-000003 (step 3)" in err[0]
+    assert f"tinylm train --out {run} --resume" in err[0]
+
+    assert main(["train", *common, "--out", str(run), "--resume"]) == 0
+    assert _losses(run) == _losses(whole)  # bit for bit on CPU, steps 4-5 redone
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so(tmp_path, corpus, capsys, monkeypatch):
+    _interrupt_at(monkeypatch, 1)
+    argv = ["train", "--data", str(corpus), "--steps", "8", "--out", str(tmp_path / "r"), *TINY]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "stopped at step 1 of 8; no checkpoint was saved yet" in err

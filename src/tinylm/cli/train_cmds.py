@@ -256,7 +256,12 @@ def run_train(args: argparse.Namespace) -> int:
             trainer = _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
         else:
             trainer = _new_trainer(args, out_dir, preset, model_settings, train_settings, info)
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        except KeyboardInterrupt:
+            if info.is_main:
+                _report_interrupt(trainer, out_dir)
+            raise
         if info.is_main:
             _print_summary(trainer, summary, out_dir)
     except TinylmError:
@@ -271,6 +276,19 @@ def run_train(args: argparse.Namespace) -> int:
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()  # only succeeds when empty
+
+
+def _report_interrupt(trainer: Any, out_dir: Path) -> None:
+    """After Ctrl-C: where the run stopped, what was saved, and how to continue."""
+    step, total = trainer.step, trainer.config.steps
+    if trainer.last_checkpoint is None:
+        saved = "no checkpoint was saved yet, so run the same command again to start over"
+    else:
+        saved = (
+            f"the last checkpoint is {trainer.last_checkpoint} (step {trainer.saved_step}); "
+            f"continue with: tinylm train --out {out_dir} --resume"
+        )
+    print(f"tinylm: training stopped at step {step} of {total}; {saved}", file=sys.stderr)
 
 
 def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
