@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -389,3 +390,16 @@ def test_manager_picks_up_an_existing_run(tmp_path):
     with pytest.raises(TinylmError, match="keep_last"):
         CheckpointManager(tmp_path / "run", keep_last=0)
     assert CheckpointManager(Path(tmp_path / "none")).latest() is None
+
+
+def test_checkpoint_files_get_the_permissions_a_plain_open_gives(tmp_path):
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "ckpt", model, optimizer, step=1)
+    reference = tmp_path / "plain"
+    reference.write_bytes(b"")  # what open() gives under this process's umask
+    expected = stat.S_IMODE(reference.stat().st_mode)
+    for file in Path(path).iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == expected, file.name

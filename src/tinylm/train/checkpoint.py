@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_directory, check_format
+from tinylm.fileio import _umask, atomic_directory, check_format
 from tinylm.tokenizers.base import Tokenizer
 
 FORMAT_NAME = "tinylm-checkpoint"
@@ -105,7 +105,17 @@ def _dedupe(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, st
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     unique, aliases = _dedupe(tensors)
-    save_file(unique, str(path), metadata={**metadata, "aliases": json.dumps(aliases)})
+    _save_file(unique, path, {**metadata, "aliases": json.dumps(aliases)})
+
+
+def _save_file(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors`` ``save_file`` with the permissions a plain ``open()`` would give.
+
+    safetensors creates its files 0600, so without this the weights of a run were
+    private while the JSON files beside them were readable like any other file.
+    """
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -317,7 +327,7 @@ def save_checkpoint(
         if optimizer is not None:
             _save_optimizer(tmp, optimizer)
         rng_tensors, rng_metadata = _capture_rng(generators)
-        save_file(rng_tensors, str(tmp / RNG_FILE), metadata=rng_metadata)
+        _save_file(rng_tensors, tmp / RNG_FILE, rng_metadata)
         _write_json(
             tmp / CONFIG_FILE, {"model": _config_dict(config, model), "train": train_config}
         )
