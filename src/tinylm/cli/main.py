@@ -9,6 +9,7 @@ stderr and exit status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.run(args)
     except TinylmError as exc:
-        print(f"tinylm: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once, not per process
+            print(f"tinylm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinylm: interrupted", file=sys.stderr)
