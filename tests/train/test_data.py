@@ -351,7 +351,8 @@ def test_a_different_tokenizer_is_refused_with_both_fingerprints(tmp_path):
         check_tokenizer(prepared.meta, other)
     message = str(info.value)
     assert tok.fingerprint() in message and other.fingerprint() in message
-    assert str(tmp_path / "d") in message and "re-run tinylm prepare" in message
+    assert str(tmp_path / "d") in message and "tinylm prepare" in message
+    assert str(tmp_path / "d" / "tokenizer.json") in message
 
 
 # -- batches ----------------------------------------------------------------------------

@@ -90,8 +90,8 @@ class CharTokenizer(Tokenizer):
             else:
                 raise TinylmError(
                     f"character {_describe(ch)} at position {position} was not in the "
-                    "training text; retrain the tokenizer on text that has it, or use "
-                    "unknown='reserve'"
+                    "training text; retrain the tokenizer on text that has it, or reserve an "
+                    "unknown id (unknown='reserve', or --unknown reserve on the command line)"
                 )
         return ids
 

@@ -512,7 +512,8 @@ def check_tokenizer(meta: dict[str, Any] | PreparedData, tokenizer: Tokenizer) -
     if theirs != ours:
         raise TinylmError(
             f"data in {where} was prepared with tokenizer {theirs}, but the run uses {ours}; "
-            f"re-run tinylm prepare with this tokenizer, or train with {where}/{TOKENIZER_FILE}"
+            "prepare the text again with this tokenizer (tinylm prepare ... --tokenizer FILE), "
+            f"or use the tokenizer it was made with ({where}/{TOKENIZER_FILE})"
         )
 
 
