@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tinylm.cli.options import add_doc_sep
 from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
@@ -41,12 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="share held out for validation (default 0.1)",
     )
-    prep.add_argument(
-        "--doc-sep",
-        default="eot",
-        metavar="SEP",
-        help="document separator in files: eot (<|endoftext|>), line, blank, file, or a string",
-    )
+    add_doc_sep(prep)
     prep.add_argument(
         "--text-field",
         default="text",

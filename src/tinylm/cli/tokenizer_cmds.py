@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from tinylm.cli.options import add_doc_sep
 from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
 from tinylm.errors import TinylmError
 from tinylm.inspect.tokens import (
@@ -54,11 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--pattern", default="gpt2", help="pre-tokenizer: gpt2, cl100k, o200k or a regex"
     )
-    train.add_argument(
-        "--doc-sep",
-        default="eot",
-        help="document separator in files: eot (<|endoftext|>), line, blank, file, or a string",
-    )
+    add_doc_sep(train)
     train.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     train.add_argument("--out", required=True, type=Path, help="where to write the tokenizer")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tinylm.cli.options import add_doc_sep
 from tinylm.corpus import BUILTIN_CORPUS
 from tinylm.errors import TinylmError
 
@@ -68,11 +69,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", metavar="RUN", help="start from a trained run or checkpoint (fine-tune)"
     )
-    p.add_argument(
-        "--doc-sep",
-        default="eot",
-        help="document separator in text files: eot, line, blank, file, or a string",
-    )
+    add_doc_sep(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or periodic output")
     p.set_defaults(run=run_train)
 
@@ -107,7 +104,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
-    p.add_argument("--doc-sep", default="eot", help="document separator in text files")
+    add_doc_sep(p)
     p.add_argument("--best", action="store_true", help="use the best checkpoint, not the latest")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.set_defaults(run=run_eval)
