@@ -151,3 +151,13 @@ def test_char_tokenizer_train_can_reserve_unknown(tmp_path):
     assert main(args) == 0
     tok = load_tokenizer(out)
     assert tok.decode(tok.encode("a\u263a")) == "a\ufffd"
+
+
+def test_partial_characters_show_their_bytes(capsys):
+    from tinylm.inspect.tokens import token_pieces
+    from tinylm.tokenizers.bpe import BPETokenizer
+
+    bytes_only = BPETokenizer({i: bytes([i]) for i in range(256)}, [])
+    ids = bytes_only.encode("é")  # two bytes, two tokens, neither a whole character
+    assert token_pieces(bytes_only, ids) == ["\\xc3", "\\xa9"]
+    assert token_pieces(bytes_only, bytes_only.encode("ab")) == ["a", "b"]

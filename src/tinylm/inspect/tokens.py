@@ -32,10 +32,15 @@ def encode_shown(tokenizer: Tokenizer, text: str) -> list[int]:
 
 
 def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
-    """The text of each token on its own (bytes that are not whole characters become U+FFFD)."""
+    """The text of each token on its own.
+
+    A byte-level token may hold only part of a character (an emoji is four bytes,
+    often split over several tokens); such bytes are shown as ``\\xNN`` escapes, so a
+    reader sees exactly which bytes each token holds instead of a row of U+FFFD.
+    """
     decode_bytes = getattr(tokenizer, "decode_bytes", None)
     if decode_bytes is not None:
-        return [decode_bytes([i]).decode("utf-8", errors="replace") for i in ids]
+        return [decode_bytes([i]).decode("utf-8", errors="backslashreplace") for i in ids]
     show = getattr(tokenizer, "token_text", None)
     return [show(i) if show else tokenizer.decode([i]) for i in ids]
 
