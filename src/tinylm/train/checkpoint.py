@@ -130,7 +130,8 @@ def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
         raise TinylmError(
-            f"{path} is truncated or corrupt ({exc}); use another checkpoint of the run"
+            f"{path} is truncated or corrupt ({exc}); point at an earlier ckpt-* folder of the "
+            f"run, or move {path.parent.name} out of the run folder to resume from the one before"
         ) from None
     for alias, name in json.loads(metadata.get("aliases", "{}")).items():
         tensors[alias] = tensors[name]
