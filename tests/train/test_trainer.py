@@ -281,6 +281,18 @@ def test_quiet_runs_print_nothing(capsys, tokenizer, splits):
     assert captured.out == "" and captured.err == ""
 
 
+def test_progress_without_a_terminal_is_a_plain_line_per_tenth_of_the_run(
+    capsys, tokenizer, splits
+):
+    config = make_config(steps=20, eval_every=0, sample_every=0, progress=True)
+    make_trainer(tokenizer, splits, config).fit()
+    err = capsys.readouterr().err  # captured: not a terminal, so no bar is drawn
+    lines = [line for line in err.splitlines() if line.startswith("step ") and "/20" in line]
+    assert [line.split()[1] for line in lines] == [f"{s}/20" for s in range(2, 21, 2)]
+    assert all("loss" in line and "tokens/s" in line and "ETA" in line for line in lines)
+    assert "\r" not in err  # no bar redraws in a log
+
+
 # -- TrainConfig -------------------------------------------------------------------------
 
 

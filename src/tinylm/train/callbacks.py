@@ -13,6 +13,7 @@ learning rate, tokens/s and ETA, plus one line per evaluation and the samples.
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from tinylm.progress import progress_bar
@@ -46,14 +47,24 @@ def call_all(callbacks: list[Any], event: str, *args: Any) -> None:
 
 
 class ConsoleReporter(Callback):
-    """A progress bar on stderr (terminals only); evaluations and samples printed above it."""
+    """Progress on stderr, evaluations and samples printed above it.
+
+    In a terminal that is a live bar (step, loss, lr, tokens/s, ETA); when stderr is a
+    log file or a pipe, where a bar would be noise, a plain line every tenth of the run.
+    """
+
+    #: Plain progress lines per run when no bar is drawn.
+    LINES_PER_RUN = 10
 
     def __init__(self, file: Any = None) -> None:
         self.file = file
         self.bar: Any = None
+        self.started = 0.0
+        self.first_step = 0
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self._write(describe_run(trainer))
+        self.started, self.first_step = time.perf_counter(), trainer.step
         self.bar = progress_bar(
             total=trainer.config.steps,
             initial=trainer.step,
@@ -65,12 +76,26 @@ class ConsoleReporter(Callback):
     def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.bar is None:
             return
+        if self.bar.disable:
+            self._plain_progress(trainer.config.steps, record)
+            return
         self.bar.update(record["step"] - self.bar.n)
         self.bar.set_postfix(
             loss=f"{record['loss']:.4f}",
             lr=f"{record['lr']:.2e}",
             tok_s=f"{record['tokens_per_s']:,.0f}",
             refresh=False,
+        )
+
+    def _plain_progress(self, total: int, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if step % max(1, total // self.LINES_PER_RUN) and step != total:
+            return
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / max(1, step - self.first_step) * (total - step)
+        self._write(
+            f"step {step}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+            f"{record['tokens_per_s']:,.0f} tokens/s  ETA {eta:.0f} s"
         )
 
     def _write(self, text: str) -> None:
