@@ -161,3 +161,14 @@ def test_partial_characters_show_their_bytes(capsys):
     ids = bytes_only.encode("é")  # two bytes, two tokens, neither a whole character
     assert token_pieces(bytes_only, ids) == ["\\xc3", "\\xa9"]
     assert token_pieces(bytes_only, bytes_only.encode("ab")) == ["a", "b"]
+
+
+def test_bpe_options_with_a_char_tokenizer_are_refused(tmp_path):
+    out = tmp_path / "c.json"
+    args = ["tokenizer", "train", "--kind", "char", "--vocab-size", "500", "--pattern", "o200k"]
+    result = run_cli(*args, "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "tinylm: error: --vocab-size, --pattern only apply to BPE; drop them or use --kind bpe"
+    )
+    assert not out.exists()

@@ -22,6 +22,9 @@ from tinylm.inspect.tokens import (
 from tinylm.tokenizers.base import Tokenizer, check_save_path
 
 DEFAULT_SPECIALS = ("<|endoftext|>",)
+BPE_VOCAB = 1024
+#: Options that only mean something for BPE; giving one with --kind char is a mistake.
+BPE_ONLY = {"vocab_size": "--vocab-size", "pattern": "--pattern", "special": "--special"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="error",
         help="char tokenizer: an unseen character is an error (default) or a reserved UNK id",
     )
-    train.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size")
+    train.add_argument(
+        "--vocab-size", type=int, default=None, help=f"BPE vocabulary size (default {BPE_VOCAB})"
+    )
     train.add_argument(
         "--special",
         action="append",
@@ -53,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--no-specials", action="store_true", help="train without special tokens")
     train.add_argument(
-        "--pattern", default="gpt2", help="pre-tokenizer: gpt2, cl100k, o200k or a regex"
+        "--pattern", default=None, help="pre-tokenizer: gpt2 (default), cl100k, o200k or a regex"
     )
     add_doc_sep(train)
     train.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -91,6 +96,10 @@ def _use_color(choice: str) -> bool:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.kind == "char":
+        given = [flag for key, flag in BPE_ONLY.items() if getattr(args, key) is not None]
+        if given:
+            raise TinylmError(f"{', '.join(given)} only apply to BPE; drop them or use --kind bpe")
     check_save_path(args.out)  # before training, not after it
     corpus = corpus_from_specs(args.corpus)
     specials = () if args.no_specials else tuple(args.special or DEFAULT_SPECIALS)
@@ -106,9 +115,9 @@ def run_train(args: argparse.Namespace) -> int:
         documents = corpus if args.doc_sep == "eot" else iter_documents(corpus, args.doc_sep)
         tokenizer = BPETokenizer.train(
             documents,
-            args.vocab_size,
+            BPE_VOCAB if args.vocab_size is None else args.vocab_size,
             special_tokens=specials,
-            pattern=args.pattern,
+            pattern="gpt2" if args.pattern is None else args.pattern,
             workers=args.workers,
             progress=not args.quiet,
         )
