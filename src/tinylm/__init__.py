@@ -7,8 +7,7 @@ Names are imported lazily, so ``from tinylm import BPETokenizer`` never imports 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from tinylm.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,7 +23,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tinylm' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ reads and writes tinylm's files and the GPT-2 / tiktoken vocabularies.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from tinylm.lazy import lazy_exports
 
 _EXPORTS = {
     "Tokenizer": "tinylm.tokenizers.base",
@@ -23,8 +22,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, so that importing one tokenizer does not import them all.
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tinylm.tokenizers' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

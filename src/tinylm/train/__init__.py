@@ -7,8 +7,7 @@ is missing or broken only fails the names that come from it.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from tinylm.lazy import lazy_exports
 
 _EXPORTS = {
     "AdamW": "tinylm.train.optim",
@@ -29,7 +28,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tinylm.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
