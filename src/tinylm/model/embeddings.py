@@ -22,19 +22,27 @@ and key vectors are rotated inside attention instead.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
 
 
 class TokenEmbedding(nn.Module):
-    """A ``(vocab_size, n_embd)`` matrix; the embedding of token ``i`` is row ``i``."""
+    """A ``(vocab_size, n_embd)`` matrix; the embedding of token ``i`` is row ``i``.
 
-    def __init__(self, vocab_size: int, n_embd: int) -> None:
+    ``fused`` reads the rows with ``F.embedding``, whose backward adds each row's
+    gradient with one kernel instead of the general indexing backward.
+    """
+
+    def __init__(self, vocab_size: int, n_embd: int, fused: bool = False) -> None:
         super().__init__()
+        self.fused = fused
         self.weight = nn.Parameter(torch.empty(vocab_size, n_embd))
 
     def forward(self, idx: Tensor) -> Tensor:
+        if self.fused:
+            return F.embedding(idx, self.weight)
         return self.weight[idx]  # (B, T) ids -> (B, T, n_embd) rows
 
 

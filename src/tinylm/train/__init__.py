@@ -17,6 +17,7 @@ _EXPORTS = {
     "scale_lr": "tinylm.train.optim",
     "SCHEDULES": "tinylm.train.schedule",
     "lr_at": "tinylm.train.schedule",
+    "Schedule": "tinylm.train.schedule",
     "cosine_schedule": "tinylm.train.schedule",
     "get_batch": "tinylm.train.data",
     "save_checkpoint": "tinylm.train.checkpoint",
