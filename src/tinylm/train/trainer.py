@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.model.gpt import GPT
 from tinylm.train import distributed
-from tinylm.train.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.train.callbacks import ConsoleReporter, call_all
 from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
@@ -109,7 +109,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.block_size = model.config.block_size
         _check_vocab(model, tokenizer)
-        check_long_enough(val_data, self.block_size, "validation")
+        check_long_enough(val_data, self.block_size, "validation split")
         # Token ids are checked once, here where the data enters, not in every forward.
         model.check_token_ids(train_data)
         model.check_token_ids(val_data)
