@@ -31,19 +31,20 @@ from tinylm.model.config import ModelConfig
 class TokenEmbedding(nn.Module):
     """A ``(vocab_size, n_embd)`` matrix; the embedding of token ``i`` is row ``i``.
 
-    ``fused`` reads the rows with ``F.embedding``, whose backward adds each row's
-    gradient with one kernel instead of the general indexing backward.
+    The rows are read with ``F.embedding`` (``weight[idx]``, as a lookup), not by
+    indexing the tensor: both give the same rows, but the backward of plain indexing
+    (``index_put_`` with accumulation) adds the gradients of a repeated token in an
+    order that varies from run to run when torch uses several threads, so two
+    identical runs would differ in the last bits. ``F.embedding``'s backward adds
+    them in a fixed order.
     """
 
-    def __init__(self, vocab_size: int, n_embd: int, fused: bool = False) -> None:
+    def __init__(self, vocab_size: int, n_embd: int) -> None:
         super().__init__()
-        self.fused = fused
         self.weight = nn.Parameter(torch.empty(vocab_size, n_embd))
 
     def forward(self, idx: Tensor) -> Tensor:
-        if self.fused:
-            return F.embedding(idx, self.weight)
-        return self.weight[idx]  # (B, T) ids -> (B, T, n_embd) rows
+        return F.embedding(idx, self.weight)  # (B, T) ids -> (B, T, n_embd) rows
 
 
 class LearnedPositionEmbedding(nn.Module):

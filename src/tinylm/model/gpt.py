@@ -70,9 +70,7 @@ class GPT(nn.Module):
                 "build one with ModelConfig(...) or ModelConfig.from_preset(name)"
             )
         self.config = config
-        self.tok_emb = TokenEmbedding(
-            config.vocab_size, config.n_embd, fused=config.kernels == "fused"
-        )
+        self.tok_emb = TokenEmbedding(config.vocab_size, config.n_embd)
         self.pos_emb = build_position_embedding(config)  # None for rope and none
         self.emb_norm = build_norm(config) if config.embedding_norm else None
         self.emb_dropout = nn.Dropout(config.dropout)

@@ -39,8 +39,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if gain else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused:
-            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        if self.fused:  # the gain applied outside: see _affine
+            return _affine(F.rms_norm(x, x.shape[-1:], None, self.eps), self.weight, None)
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         xf = x.to(compute_dtype)
         rms_inv = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
@@ -68,8 +68,10 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused:
-            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        if self.fused:  # the gain and bias applied outside: see _affine
+            return _affine(
+                F.layer_norm(x, x.shape[-1:], None, None, self.eps), self.weight, self.bias
+            )
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         xf = x.to(compute_dtype)
         mean = xf.mean(dim=-1, keepdim=True)
@@ -80,6 +82,22 @@ class LayerNorm(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """``y * weight + bias`` as separate operations, for reproducible runs.
+
+    torch's CPU kernels compute the gradient of a fused norm's own gain by summing
+    per-thread partial sums, so its last bits depend on the number of threads; the
+    broadcast product's gradient is a reduction whose order does not. Applying the
+    gain outside keeps a run bit-identical whatever ``threads`` chooses (the tests
+    check this), for one cheap element-wise operation.
+    """
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
 
 
 def build_norm(config: ModelConfig) -> nn.Module:
