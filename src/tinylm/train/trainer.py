@@ -55,6 +55,8 @@ from tinylm.train.evaluation import estimate_loss
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
 from tinylm.train.runtime import (
+    CompileAuto,
+    ThreadTuner,
     autocast,
     configure_backends,
     maybe_compile,
@@ -142,9 +144,8 @@ class Trainer:
             muon_momentum=config.muon_momentum,
         )
         self.ddp = _wrap_ddp(self.model, self.dist, self.device)
-        self.forward = maybe_compile(
-            self.model if self.ddp is None else self.ddp, config.compile is True
-        )
+        self.threads = ThreadTuner(config.threads, self.device)
+        self.forward, self.compile_auto = self._forward_path()
 
         self.step = 0
         self.best_val_loss = math.inf
@@ -159,6 +160,23 @@ class Trainer:
             self.callbacks.append(ConsoleReporter())
         self._metrics: MetricsLogger | None = None
         self._checkpoints: Any = None
+
+    def _forward_path(self) -> tuple[Any, CompileAuto | None]:
+        """What ``train_step`` calls: the model, compiled, or compiled when it pays."""
+        module = self.model if self.ddp is None else self.ddp
+        if self.config.compile != "auto":
+            return maybe_compile(module, self.config.compile), None
+        c = self.config
+        key = "|".join(
+            [
+                self.model.config.to_json(indent=None),
+                f"batch {c.batch_size}",
+                f"torch {torch.__version__}",
+                f"{self.device.type} {self.amp_dtype}",
+            ]
+        )
+        auto = CompileAuto(module, key, c.steps, self.device)
+        return auto, auto
 
     def _validation_batches(self, val_data: np.ndarray | Tensor) -> list[tuple[Tensor, Tensor]]:
         """This rank's slice of fixed global validation batches (the same for any world size).
@@ -190,6 +208,7 @@ class Trainer:
         ``grad_norm`` (before clipping), ``tokens_per_s``, ``ms_per_step``.
         """
         config = self.config
+        self.threads.before_step()
         start = time.perf_counter()
         lr = self._apply_lr_schedule()
         if not self.model.training:  # evaluation and sampling switch it off; once back
@@ -212,6 +231,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - start
+        threads = self.threads.threads  # the count this step ran with
+        self.threads.after_step(seconds)
+        if self.compile_auto is not None:
+            self.compile_auto.after_step(self.step, seconds)
         return {
             "step": self.step,
             "loss": loss_value,
@@ -219,6 +242,7 @@ class Trainer:
             "grad_norm": grad_norm,
             "tokens_per_s": self.batches.tokens_per_step / seconds,
             "ms_per_step": 1000 * seconds,
+            "threads": threads,
         }
 
     def _apply_lr_schedule(self) -> float:
