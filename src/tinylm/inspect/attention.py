@@ -78,7 +78,7 @@ def plot_attention(maps: AttentionMaps):
     """One heatmap per layer (rows) and head (columns), tokens on both axes."""
     n_rows, n_cols = len(maps.layers), len(maps.heads)
     T = len(maps.ids)
-    panel = min(8.0, max(2.6, 0.2 * T + 1.2))
+    panel = min(7.0, max(2.4, 0.14 * T + 1.4))
     fig = new_figure(panel * n_cols + 1.2, panel * n_rows + 0.9)
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True)
     labels = token_labels(maps.pieces)
@@ -86,6 +86,11 @@ def plot_attention(maps: AttentionMaps):
     ticks = list(range(0, T, step))
     # Above the diagonal is masked (causal), not zero attention: draw it in grey.
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    # The axes are shared: ticks set on one panel apply to all (and setting them on
+    # each would redo every panel each time).
+    font = 8 if T <= 32 else 6
+    axes[0][0].set_xticks(ticks, [labels[t] for t in ticks])
+    axes[0][0].set_yticks(ticks, [labels[t] for t in ticks])
     image = None
     for r, layer in enumerate(maps.layers):
         for c, head in enumerate(maps.heads):
@@ -93,9 +98,8 @@ def plot_attention(maps: AttentionMaps):
             shown = np.ma.masked_array(maps.weights[r, c], mask=future)
             image = ax.imshow(shown, cmap=_colour_map(), vmin=0.0, vmax=1.0, aspect="equal")
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
-            ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=90, fontsize=7)
-            ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=7)
-            ax.tick_params(length=2)
+            ax.tick_params(length=2, labelsize=font)
+            ax.tick_params(axis="x", labelrotation=90)
             if r == n_rows - 1:
                 ax.set_xlabel("key: token attended to")
             if c == 0:
@@ -112,6 +116,4 @@ def plot_attention(maps: AttentionMaps):
 def _colour_map():
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#d9d9d9")
-    return cmap
+    return colormaps["viridis"].with_extremes(bad="#d9d9d9")

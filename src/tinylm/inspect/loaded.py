@@ -133,9 +133,10 @@ class LoadedModel:
         text = token.replace("\u2423", " ")
         try:
             ids = self.tokenizer.encode(text)
-        except TinylmError as exc:
+        except TinylmError:
             raise TinylmError(
-                f"token '{visible(token, spaces=True)}' is not in the vocabulary ({exc})"
+                f"token '{visible(token, spaces=True)}' is not in this model's vocabulary; "
+                "give a token its tokenizer knows"
             ) from None
         if len(ids) != 1:
             shown = " ".join(f"[{visible(p, spaces=True)}]" for p in self.pieces(ids))
