@@ -79,7 +79,8 @@ def plot_attention(maps: AttentionMaps):
     n_rows, n_cols = len(maps.layers), len(maps.heads)
     T = len(maps.ids)
     panel = min(7.0, max(2.4, 0.14 * T + 1.4))
-    fig = new_figure(panel * n_cols + 1.2, panel * n_rows + 0.9)
+    # Room beyond the panels for the titles, the token labels and the colour bar.
+    fig = new_figure(panel * n_cols + 1.8, panel * n_rows + 1.9)
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True)
     labels = token_labels(maps.pieces)
     step = max(1, -(-T // MAX_TICKS))
@@ -89,6 +90,7 @@ def plot_attention(maps: AttentionMaps):
     # The axes are shared: ticks set on one panel apply to all (and setting them on
     # each would redo every panel each time).
     font = 8 if T <= 32 else 6
+    rotation = 90 if max(len(label) for label in labels) > 2 else 0  # short labels stay upright
     axes[0][0].set_xticks(ticks, [labels[t] for t in ticks])
     axes[0][0].set_yticks(ticks, [labels[t] for t in ticks])
     image = None
@@ -99,7 +101,7 @@ def plot_attention(maps: AttentionMaps):
             image = ax.imshow(shown, cmap=_colour_map(), vmin=0.0, vmax=1.0, aspect="equal")
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
             ax.tick_params(length=2, labelsize=font)
-            ax.tick_params(axis="x", labelrotation=90)
+            ax.tick_params(axis="x", labelrotation=rotation)
             if r == n_rows - 1:
                 ax.set_xlabel("key: token attended to")
             if c == 0:
