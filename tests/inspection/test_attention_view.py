@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tinylm.errors import TinylmError
-from tinylm.inspect import LoadedModel, attention_maps, plot_attention, save_attention_arrays
+from tinylm.inspect.attention import attention_maps, plot_attention, save_attention_arrays
+from tinylm.inspect.loaded import LoadedModel
 
 TEXT = "a cat sat"
 
@@ -92,7 +93,7 @@ def test_layer_or_head_out_of_range(loaded, layer, head, message):
 
 
 def test_arrays_and_plot_are_written(loaded, tmp_path, assert_png):
-    from tinylm.inspect import save_png
+    from tinylm.inspect.figures import save_png
 
     maps = attention_maps(loaded, TEXT, head=1)
     npy = save_attention_arrays(maps, tmp_path / "a.npy")

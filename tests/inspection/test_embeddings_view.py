@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from tinylm.errors import TinylmError
-from tinylm.inspect import (
-    LoadedModel,
+from tinylm.inspect.embeddings import (
     analogy,
     format_neighbours,
+    frequent_tokens,
     nearest_neighbours,
+    pca_2d,
     plot_embeddings,
     project_embeddings,
-    save_png,
 )
-from tinylm.inspect.embeddings import frequent_tokens, pca_2d
+from tinylm.inspect.figures import save_png
+from tinylm.inspect.loaded import LoadedModel
 
 
 def brute_force_ranking(matrix: np.ndarray, vector: np.ndarray, exclude: set[int]) -> list:

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from tinylm.errors import TinylmError
-from tinylm.inspect import LoadedModel, format_lens_table, logit_lens, plot_logit_lens, save_png
+from tinylm.inspect.figures import save_png
+from tinylm.inspect.lens import format_lens_table, logit_lens, plot_logit_lens
+from tinylm.inspect.loaded import LoadedModel
 
 TEXT = "the dog sat"
 

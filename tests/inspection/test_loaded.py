@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tinylm.errors import TinylmError
-from tinylm.inspect import LoadedModel, next_token_distribution, plot_next_token
+from tinylm.inspect.loaded import LoadedModel
+from tinylm.inspect.next_token import next_token_distribution, plot_next_token
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.bpe import BPETokenizer
 

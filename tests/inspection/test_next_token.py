@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tinylm.errors import TinylmError
-from tinylm.inspect import (
+from tinylm.inspect.figures import save_png
+from tinylm.inspect.next_token import (
     format_next_token_table,
     next_token_distribution,
     plot_next_token,
-    save_png,
     softmax_with_temperature,
 )
 

@@ -5,7 +5,8 @@ Every view (``next_token``, ``attention``, ``embeddings``, ``lens``) takes a
 takes far longer than any single view, so a notebook or a web inspector loads a
 run once and calls the views as often as it likes::
 
-    from tinylm.inspect import LoadedModel, next_token_distribution
+    from tinylm.inspect.loaded import LoadedModel
+    from tinylm.inspect.next_token import next_token_distribution
     loaded = LoadedModel.from_run("runs/small")
     dist = next_token_distribution(loaded, "The with statement", temperature=0.8)
 
@@ -190,7 +191,7 @@ def _count_training_tokens(
 ) -> np.ndarray | None:
     import json
 
-    from tinylm.train.data import check_tokenizer, load_prepared
+    from tinylm.data.prepared import check_tokenizer, load_prepared
 
     try:
         info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
