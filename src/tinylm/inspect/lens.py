@@ -148,12 +148,12 @@ def plot_logit_lens(lens: LogitLens, last: int | None = 16):
                 token_label(lens.top_pieces[s][t][0]),
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=10,
                 fontfamily="monospace",
                 color="white" if grid[s, c] > 0.6 else "black",
             )
-    ax.set_xticks(range(C), token_labels([lens.pieces[t] for t in columns]), fontsize=8)
-    ax.set_yticks(range(S), lens.stages, fontsize=8)
+    ax.set_xticks(range(C), token_labels([lens.pieces[t] for t in columns]), fontsize=9)
+    ax.set_yticks(range(S), lens.stages, fontsize=9)
     ax.set_xlabel("input token (each column guesses the token after it)")
     ax.set_ylabel("read out after")
     fig.colorbar(image, ax=ax, label="probability of the top guess")
