@@ -54,6 +54,7 @@ def test_configurations_without_an_equivalent_are_refused_by_name(overrides, blo
     assert str(info.value).startswith(blocking)
 
 
+@pytest.mark.slow
 def test_cli_export_import_sample_eval(bpe, tmp_path, capsys):
     model = make_run(tmp_path / "run", bpe, **VARIANTS["llama-gqa-tied"])
     assert (
