@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinylm.corpus import corpus_from_specs
+from tinylm.data.corpus import corpus_from_specs
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.bpe import BPETokenizer
 

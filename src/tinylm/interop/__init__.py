@@ -10,23 +10,23 @@ needs the ``gguf`` package (``pip install 'tinylm[interop]'``).
 
 from __future__ import annotations
 
-from tinylm.lazy import lazy_exports
+from tinylm.interop.export import export_model
+from tinylm.interop.hf_config import from_hf_config, hf_architecture, to_hf_config
+from tinylm.interop.hf_import import import_hf, read_hf_checkpoint
+from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json, to_hf_tokenizer_json
+from tinylm.interop.hf_weights import from_hf_state_dict, to_hf_state_dict
+from tinylm.interop.tiktoken_export import tiktoken_files
 
-_EXPORTS = {
-    "export_model": "tinylm.interop.export",
-    "import_hf": "tinylm.interop.hf_import",
-    "read_hf_checkpoint": "tinylm.interop.hf_import",
-    "hf_architecture": "tinylm.interop.hf_config",
-    "to_hf_config": "tinylm.interop.hf_config",
-    "from_hf_config": "tinylm.interop.hf_config",
-    "to_hf_state_dict": "tinylm.interop.hf_weights",
-    "from_hf_state_dict": "tinylm.interop.hf_weights",
-    "to_hf_tokenizer_json": "tinylm.interop.hf_tokenizer",
-    "from_hf_tokenizer_json": "tinylm.interop.hf_tokenizer",
-    "tiktoken_files": "tinylm.interop.tiktoken_export",
-    "write_gguf": "tinylm.interop.gguf_export",
-}
-
-__all__ = list(_EXPORTS)
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "export_model",
+    "from_hf_config",
+    "from_hf_state_dict",
+    "from_hf_tokenizer_json",
+    "hf_architecture",
+    "import_hf",
+    "read_hf_checkpoint",
+    "tiktoken_files",
+    "to_hf_config",
+    "to_hf_state_dict",
+    "to_hf_tokenizer_json",
+]
