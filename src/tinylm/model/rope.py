@@ -90,8 +90,15 @@ class Rotary(nn.Module):
         self.register_buffer("rotations", rotations, persistent=False)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """``x`` rotated for ``positions``, like ``apply_rope(x, positions, theta)``."""
+        """``x`` rotated for ``positions``, like ``apply_rope(x, positions, theta)``.
+
+        ``positions`` is ``(T,)``, or ``(B, T)`` (each row its own positions) for
+        ``x`` of shape ``(B, heads, T, head_dim)``.
+        """
+        rotations = self.rotations[positions]
+        if positions.dim() == 2:
+            rotations = rotations[:, None]  # the same rotations for every head
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         pairs = torch.view_as_complex(x.to(compute_dtype).unflatten(-1, (-1, 2)).contiguous())
-        rotated = torch.view_as_real(pairs * self.rotations[positions]).flatten(-2)
+        rotated = torch.view_as_real(pairs * rotations).flatten(-2)
         return rotated.to(x.dtype)
