@@ -133,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
+def load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
     """A tokenizer from a CLI spec: a file, 'char', or 'bpe:N'."""
     if spec == "char":
         from tinylm.tokenizers.char import CharTokenizer
@@ -157,7 +157,7 @@ def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
     return load_tokenizer(spec, pattern=pattern)
 
 
-def _label(spec: str) -> str:
+def spec_label(spec: str) -> str:
     """A short column name: the file name for files, the spec itself otherwise."""
     return Path(spec).name if Path(spec).is_file() else spec
 
@@ -165,7 +165,7 @@ def _label(spec: str) -> str:
 def run_tokenize(args: argparse.Namespace) -> int:
     corpus = corpus_from_specs(args.corpus or [])
     specs = args.tokenizer or ["char", "bpe:1024"]
-    tokenizers = {_label(spec): _load_spec(spec, corpus, args.pattern) for spec in specs}
+    tokenizers = {spec_label(spec): load_spec(spec, corpus, args.pattern) for spec in specs}
     texts = args.text or list(SEED_EXAMPLES)
     color = _use_color(args.color)
     for name, tokenizer in tokenizers.items():
