@@ -119,6 +119,7 @@ async function refreshNext() {
   if (!answer) return;
   const bars = $("#bars");
   bars.replaceChildren();
+  bars.dataset.temperature = answer.temperature;
   const top = Math.max(...answer.top.map((t) => Math.max(t.prob, t.prob_t1)), 1e-9);
   for (const token of answer.top) {
     const t1 = el("div", { className: "bar-t1" });
@@ -295,6 +296,7 @@ async function generate() {
   const output = $("#gen-output");
   output.replaceChildren(el("span", { className: "gen-prompt" }, promptText()));
   $("#gen-status").textContent = "generating…";
+  delete $("#gen-status").dataset.done;
   const body = {
     run: runName(), text: promptText(), max_tokens: Number($("#gen-max").value),
     temperature: Number($("#gen-temperature").value), top_k: optionalNumber("#gen-top-k"),
@@ -456,8 +458,9 @@ function drawLossChart(runs, curves) {
       chart.append(svg("polyline", { points: line(curve.val), fill: "none", stroke: colour,
         "stroke-width": 2, "stroke-dasharray": "5 3", class: "val-curve", "data-run": curve.run }));
       for (const p of curve.val) {
-        chart.append(svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: colour },
-          undefined)).append(svg("title", {}, `${curve.run} step ${p[0]}: val ${p[1].toFixed(4)}`));
+        const dot = svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: colour });
+        dot.append(svg("title", {}, `${curve.run} step ${p[0]}: val ${p[1].toFixed(4)}`));
+        chart.append(dot);
       }
     }
     const legend = svg("text", { x: W - pad.right + 10, y: legendY }, curve.run);
