@@ -132,7 +132,7 @@ def test_attention_row_of_a_clicked_token_is_the_models_attention(page, api, scr
     assert shown_row() == pytest.approx(expected, abs=1e-5)
     page.click('#attn-grid canvas[data-layer="1"][data-head="1"]')
     assert shown_row() == pytest.approx(maps[1][0, 1, query].tolist(), abs=1e-5)
-    assert page.locator("#layer").input_value() == "1" and page.locator("#head").input_value() == "1"
+    assert page.locator("#layer").input_value() == page.locator("#head").input_value() == "1"
     page.locator("body").screenshot(path=screenshots / "attention.png")
 
     type_prompt(page, "ZZ")  # not in this tokenizer's vocabulary: the error is shown

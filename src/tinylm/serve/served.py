@@ -108,12 +108,13 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def unique_names(paths: Sequence[Path]) -> list[str]:
     """Short names for the page: the folder name, with its parent's where two collide."""
-    names = [p.name or str(p) for p in paths]
-    for i, path in enumerate(paths):
-        if names.count(names[i]) > 1:
-            names[i] = f"{path.parent.name}/{path.name}"
+    base = [p.name or str(p) for p in paths]
+    names = [
+        f"{p.parent.name}/{p.name}" if base.count(b) > 1 else b
+        for p, b in zip(paths, base, strict=True)
+    ]
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):  # still equal (same folder twice): number them
+    for i, name in enumerate(names):  # still equal (one folder given twice): number them
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             names[i] = f"{name}-{seen[name]}"
