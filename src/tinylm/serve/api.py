@@ -17,6 +17,7 @@ the library's own message.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.train.metrics import METRICS_FILE, read_metrics
+from tinylm.train.sampling import prompt_ids
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,6 @@ class Api:
             "seed": fields.integer("seed", None, 0, 2**63 - 1),
         }
         max_tokens = fields.integer("max_tokens", 100, 1, limits.max_new_tokens)
-        from tinylm.train.sampling import prompt_ids
-
         with _user_errors():
             ids = prompt_ids(run.tokenizer, text)[-run.loaded.config.block_size :]
             tokens = run.loaded.model.generate(ids, max_tokens, **sampling)
@@ -295,12 +295,7 @@ def _curve(records: list[dict[str, Any]], key: str) -> list[list[float]]:
 
 
 def _finite(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and value == value
-        and abs(value) != float("inf")
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _thin(points: list[list[float]], limit: int) -> list[list[float]]:
