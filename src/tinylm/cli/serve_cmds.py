@@ -49,7 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tinylm.cli.tokenizer_cmds import load_spec, spec_label
-    from tinylm.corpus import corpus_from_specs
+    from tinylm.data.corpus import corpus_from_specs
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
