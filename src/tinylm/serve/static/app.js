@@ -64,9 +64,11 @@ const runName = () => $("#run").value;
 const promptText = () => $("#prompt").value;
 const currentRun = () => state.info.runs.find((r) => r.name === runName());
 
-// Make whitespace in a token visible without changing what it is.
-function shown(text) {
-  return text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+// Make whitespace in a token visible without changing what it is; a token standing
+// alone (a bar's label) shows a space as ␣, or " the" and "the" would look alike.
+function shown(text, spaces = false) {
+  const out = text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+  return spaces ? out.replace(/ /g, "\u2423") : out;
 }
 
 function tokenTitle(token) {
@@ -101,9 +103,11 @@ async function refreshTokens() {
         shown(token.text)));
     }
     const perToken = (answer.chars / Math.max(row.tokens.length, 1)).toFixed(2);
+    const facts = row.error
+      ? row.error
+      : `${row.tokens.length} tokens · ${perToken} characters per token · vocabulary ${row.vocab_size.toLocaleString()}`;
     const heading = el("h4", {}, [`${row.name} `,
-      el("span", { className: "muted tok-count" },
-        `${row.tokens.length} tokens · ${perToken} characters per token · vocabulary ${row.vocab_size.toLocaleString()}`)]);
+      el("span", { className: row.error ? "row-error" : "muted tok-count" }, facts)]);
     rows.append(el("div", { className: "tok-row", dataset: { name: row.name } }, [heading, line]));
   }
 }
@@ -128,9 +132,9 @@ async function refreshNext() {
     fill.style.width = `${(100 * token.prob) / top}%`;
     const row = el("div", {
       className: "bar-row", title: `${tokenTitle(token)} · p at temperature 1: ${token.prob_t1.toFixed(4)}`,
-      dataset: { id: token.id, prob: token.prob, probT1: token.prob_t1 },
+      dataset: { id: token.id, text: token.text, prob: token.prob, probT1: token.prob_t1 },
     }, [
-      el("span", { className: "bar-label" }, shown(token.text)),
+      el("span", { className: "bar-label" }, shown(token.text, true)),
       el("div", { className: "bar-track" }, [t1, fill]),
       el("span", { className: "bar-value" }, token.prob.toFixed(4)),
     ]);
@@ -520,7 +524,16 @@ function showView(view) {
   refresh();
 }
 
+const NEEDS_TEXT = new Set(["tokens", "next", "attention"]);
+
 function refresh() {
+  if (NEEDS_TEXT.has(state.view) && !promptText()) {
+    state.requests[state.view] = (state.requests[state.view] || 0) + 1; // drop answers in flight
+    for (const id of ["#token-rows", "#bars", "#attn-tokens", "#attn-grid"]) $(id).replaceChildren();
+    state.attention = null;
+    showError("");
+    return;
+  }
   return VIEWS[state.view]();
 }
 
