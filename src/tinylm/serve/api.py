@@ -24,12 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.inspect.attention import attention_maps
+from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
-from tinylm.serve._interim import (
-    attention_maps,
-    next_token_distribution,
-    softmax_with_temperature,
-)
 from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer

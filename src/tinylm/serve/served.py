@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.serve._interim import LoadedModel
+from tinylm.inspect.loaded import LoadedModel
 from tinylm.tokenizers.base import Tokenizer
 
 #: Where ``tinylm train`` puts runs; served when no run is named.
