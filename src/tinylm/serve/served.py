@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.inspect.loaded import LoadedModel
+from tinylm.inspect.loaded import LoadedModel, run_folder
 from tinylm.tokenizers.base import Tokenizer
 
 #: Where ``tinylm train`` puts runs; served when no run is named.
@@ -131,7 +131,7 @@ def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") 
             f"run {path} has no tokenizer in its checkpoint; the inspector needs one to "
             "turn text into ids"
         )
-    run_dir = path.parent if is_checkpoint(path) and not (path / "run.json").exists() else path
+    run_dir = run_folder(path, Path(meta["path"]))
     try:
         info = read_run_info(run_dir)
     except TinylmError:
