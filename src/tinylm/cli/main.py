@@ -20,6 +20,7 @@ from tinylm.errors import TinylmError
 # their ``run`` functions, so ``tinylm tokenize`` never pays for it.
 COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.cli.train_cmds")
 COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
+COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
 
 
