@@ -19,8 +19,8 @@ _EXPORTS = {
     "lr_at": "tinylm.train.schedule",
     "cosine_schedule": "tinylm.train.schedule",
     "get_batch": "tinylm.train.data",
-    "save_checkpoint": "tinylm.train.checkpoint",
-    "load_checkpoint": "tinylm.train.checkpoint",
+    "save_checkpoint": "tinylm.checkpoint",
+    "load_checkpoint": "tinylm.checkpoint",
     "Trainer": "tinylm.train.trainer",
     "TrainConfig": "tinylm.train.trainer",
 }

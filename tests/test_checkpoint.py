@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from tinylm.errors import TinylmError
-from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.checkpoint import (
+from tinylm.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     read_checkpoint_meta,
     resolve_checkpoint,
     save_checkpoint,
 )
+from tinylm.errors import TinylmError
+from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.data import get_batch
 
 VOCAB = 16
