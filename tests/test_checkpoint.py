@@ -20,9 +20,9 @@ from tinylm.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from tinylm.data.batches import get_batch
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.data import get_batch
 
 VOCAB = 16
 

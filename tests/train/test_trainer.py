@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tinylm.checkpoint import load_checkpoint
+from tinylm.data.batches import StepBatches
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.batches import StepBatches
 from tinylm.train.callbacks import Callback
 from tinylm.train.config import TrainConfig
 from tinylm.train.trainer import Trainer, losses

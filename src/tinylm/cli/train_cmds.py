@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.errors import TinylmError
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
 
@@ -145,7 +145,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tinylm.run import resume_run, start_run
+    from tinylm.run.start import resume_run, start_run
     from tinylm.train import distributed
 
     given = {
@@ -255,7 +255,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinylm.train.batches import check_long_enough, sequential_batches
+    from tinylm.data.batches import check_long_enough, sequential_batches
     from tinylm.train.evaluation import full_pass_loss
 
     if args.batch_size < 1:
@@ -278,9 +278,9 @@ def _eval_tokens(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, str]:
     """The token ids to score: a prepared split, or raw text encoded with the run's tokenizer."""
     import numpy as np
 
-    from tinylm.corpus import corpus_from_specs, iter_documents
+    from tinylm.data.corpus import corpus_from_specs, iter_documents
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.run.data_cache import is_prepared_dir
-    from tinylm.train.data import check_tokenizer, load_prepared
 
     if len(args.data) == 1 and is_prepared_dir(args.data[0]):
         data = load_prepared(args.data[0])

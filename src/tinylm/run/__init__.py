@@ -10,23 +10,7 @@ rules, cached data and errors:
 * :mod:`~tinylm.run.data_cache`: raw text prepared once per tokenizer and cached;
 * :mod:`~tinylm.run.start`: :func:`start_run`, :func:`resume_run`, :func:`init_from`.
 
-The names are exported lazily: the CLI imports ``tinylm.run.settings`` when it
-starts, and that must not import torch (``tinylm tokenize`` never needs it).
+The package itself imports nothing, so the CLI can read ``tinylm.run.settings``'s
+defaults without importing torch; import names from the module that defines
+them, or from the top-level package (``from tinylm import start_run``).
 """
-
-from __future__ import annotations
-
-from tinylm.lazy import lazy_exports
-
-_EXPORTS = {
-    "start_run": "tinylm.run.start",
-    "resume_run": "tinylm.run.start",
-    "init_from": "tinylm.run.start",
-    "layer_settings": "tinylm.run.settings",
-    "RunSettings": "tinylm.run.settings",
-}
-
-__all__ = list(_EXPORTS)
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.data.prepared import META_FILE
 from tinylm.errors import SettingError
 from tinylm.run.folder import DATA_CACHE, relative_to
 from tinylm.run.settings import DEFAULT_TOKENIZER
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.spec import load_tokenizer_file, parse_tokenizer_spec, tokenizer_from_spec
-from tinylm.train.data import META_FILE
 
 # -- cache keys -----------------------------------------------------------------------
 
@@ -81,7 +81,7 @@ def prepare_cached(
     Either ``tokenizer_spec`` names the tokenizer to train/load, or a ready
     ``tokenizer`` is given (fine-tuning keeps the model's tokenizer).
     """
-    from tinylm.train import data
+    from tinylm.data import prepare as preparing  # a module attribute: tests can replace it
 
     spec = tokenizer_spec or DEFAULT_TOKENIZER
     if tokenizer is not None:
@@ -95,7 +95,7 @@ def prepare_cached(
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(spec, corpus, separator=separator, progress=progress)
     description = ", ".join(data_specs) if data_specs else BUILTIN_CORPUS
-    data.prepare(
+    preparing.prepare(
         corpus,
         tokenizer,
         folder,
@@ -130,8 +130,8 @@ def training_data(
     ``base_tokenizer`` is the tokenizer of the model being fine-tuned, which the
     data must use; ``tokenizer_spec`` must then be unset.
     """
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.train import distributed
-    from tinylm.train.data import check_tokenizer, load_prepared
 
     dist = dist or distributed.DistInfo()
     specs = list(data_specs)

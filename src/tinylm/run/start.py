@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tinylm.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
@@ -264,9 +264,9 @@ def _resumed_trainer(
     import torch
 
     from tinylm.checkpoint import TOKENIZER_FILE
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.model import GPT, ModelConfig
     from tinylm.train.config import TrainConfig
-    from tinylm.train.data import check_tokenizer, load_prepared
 
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)

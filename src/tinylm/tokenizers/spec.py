@@ -92,7 +92,7 @@ def tokenizer_from_spec(
 ) -> Tokenizer:
     """The tokenizer a spec names: trained on ``corpus`` (char, bpe:N) or read (a file).
 
-    ``corpus`` is what :func:`tinylm.corpus.corpus_from_specs` returns (paths or
+    ``corpus`` is what :func:`tinylm.data.corpus.corpus_from_specs` returns (paths or
     documents); ``separator`` cuts it into documents. ``unknown`` is the char
     tokenizer's policy for unseen characters (``"reserve"`` suits a viewer that
     must show any text); ``pattern`` the pre-tokenizer of a file that lacks one.
@@ -106,7 +106,7 @@ def tokenizer_from_spec(
         from tinylm.tokenizers.char import CharTokenizer
 
         return CharTokenizer.train(corpus, unknown=unknown, separator=separator)
-    from tinylm.corpus import iter_documents
+    from tinylm.data.corpus import iter_documents
     from tinylm.tokenizers.bpe import BPETokenizer
 
     documents: Iterable[Any] = corpus if separator == "eot" else iter_documents(corpus, separator)
