@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinylm.checkpoint import CheckpointManager
 from tinylm.model import GPT, ModelConfig
 from tinylm.serve.api import Api, Limits
 from tinylm.serve.served import load_runs
 from tinylm.serve.server import InspectorServer
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.checkpoint import CheckpointManager
 
 TEXT = "The with statement. the quick brown fox jumps over the lazy dog, 0123456789!\n"
 LIMITS = Limits(max_prompt_chars=200, max_new_tokens=40, max_attention_values=20_000)
@@ -42,6 +42,7 @@ def make_run(folder: Path, n_layer: int, seed: int, losses: list[float]) -> Path
     model = GPT(config)
     CheckpointManager(folder).save(len(losses) * 10, model, None, tokenizer=tokenizer)
     info = {"preset": None, "model": config.to_dict(), "train": {"lr": 1e-3 * (seed + 1)}}
+    info["prepared"] = "data/0123"  # where tinylm train would have cached its data
     (folder / "run.json").write_text(json.dumps(info), encoding="utf-8")
     lines = []
     for n, loss in enumerate(losses):

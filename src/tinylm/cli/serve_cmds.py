@@ -48,11 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tinylm.cli.tokenizer_cmds import load_spec, spec_label
+    from tinylm.cli.tokenizer_cmds import spec_label
     from tinylm.data.corpus import corpus_from_specs
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
+    from tinylm.tokenizers.spec import tokenizer_from_spec
     from tinylm.train.runtime import resolve_device
 
     if not 0 <= args.port <= 65535:
@@ -68,7 +69,10 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     specs = args.tokenizer or list(DEFAULT_COMPARE)
     corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus
-    tokenizers = {spec_label(spec): load_spec(spec, corpus, None) for spec in specs}
+    # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
+    tokenizers = {
+        spec_label(spec): tokenizer_from_spec(spec, corpus, unknown="reserve") for spec in specs
+    }
     if len(runs) > 1:
         tokenizers.update({f"{name} (run)": run.tokenizer for name, run in runs.items()})
     limits = replace(Limits(), max_new_tokens=args.max_new_tokens)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.inference.sampling import prompt_ids
 from tinylm.inspect.attention import attention_maps
 from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
@@ -31,7 +32,6 @@ from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.train.metrics import METRICS_FILE, read_metrics
-from tinylm.train.sampling import prompt_ids
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class Api:
         gave it (at temperature 1: how sure the model itself was, whatever the
         sampling settings). As in ``tinylm sample``, an end-of-document token
         ends the stream, except as the very first token, where it is kept as
-        context (see ``tinylm.train.sampling.stream_text``).
+        context (see ``tinylm.inference.sampling.stream_text``).
         """
         run, limits = request.run, self.limits
         tokenizer = run.tokenizer

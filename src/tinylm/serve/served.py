@@ -67,9 +67,9 @@ def is_checkpoint(path: Path) -> bool:
 
 def is_run(path: Path) -> bool:
     """A run folder with at least one checkpoint, or a checkpoint folder itself."""
-    from tinylm.train.runs import run_has_checkpoints
+    from tinylm.run.folder import has_checkpoints
 
-    return is_checkpoint(path) or (path.is_dir() and run_has_checkpoints(path))
+    return is_checkpoint(path) or (path.is_dir() and has_checkpoints(path))
 
 
 def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -123,7 +123,8 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
     """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
-    from tinylm.train.runs import load_model, read_run_info
+    from tinylm.inference.loading import load_model
+    from tinylm.run.folder import read_run_info
 
     model, tokenizer, meta = load_model(path, device=device, which=which)
     if tokenizer is None:
