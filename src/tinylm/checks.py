@@ -37,6 +37,34 @@ def check_int(name: str, value: object, low: int, allow_none: bool = False) -> N
         raise TinylmError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+#: The most ids a vocabulary may have: 64 times the largest in real use (~262K).
+#: Anything bigger is a damaged file or a typo, and would fail later in an
+#: allocation of embeddings or a token file that cannot hold its ids.
+MAX_VOCAB_SIZE = 1 << 24
+
+
+def check_vocab_size(name: str, value: int) -> None:
+    """``value`` is a vocabulary size at most :data:`MAX_VOCAB_SIZE`."""
+    check_int(name, value, 1)
+    if value > MAX_VOCAB_SIZE:
+        raise TinylmError(
+            f"{name} {value:,} is larger than any real vocabulary; the most tinylm accepts is "
+            f"{MAX_VOCAB_SIZE:,} (is a token id or the size mistyped?)"
+        )
+
+
+#: The largest seed a ``torch.Generator`` takes (it holds 64 bits).
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(name: str, value: object, allow_none: bool = False) -> None:
+    """``value`` is an integer seed in ``[0, 2**64 - 1]``, what a ``torch.Generator`` holds."""
+    if allow_none and value is None:
+        return
+    if not is_int(value) or not 0 <= value <= MAX_SEED:
+        raise TinylmError(f"{name} must be an integer from 0 to 2**64 - 1, got {value!r}")
+
+
 def check_number(name: str, value: object, low: float = 0.0, strict: bool = False) -> None:
     """``value`` is a finite number ``>= low`` (``> low`` when ``strict``)."""
     if not is_number(value) or value < low or (strict and value == low):

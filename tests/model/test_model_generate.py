@@ -212,6 +212,13 @@ def test_no_grad_does_not_leak_out_of_the_iterator(lively):
         ({"top_p": 0.0}, "top_p must be in (0, 1]"),
         ({"top_p": 1.5}, "top_p must be in (0, 1]"),
         ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+        # issue 13, defect 8: nan and inf were a traceback and uniform noise; a seed
+        # too big for a torch.Generator a ValueError traceback
+        ({"temperature": float("nan")}, "temperature must be >= 0 and finite"),
+        ({"temperature": float("inf")}, "temperature must be >= 0 and finite"),
+        ({"seed": 999999999999999999999999}, "seed must be an integer from 0 to 2**64 - 1"),
+        ({"seed": -1}, "seed must be an integer from 0 to 2**64 - 1"),
+        ({"top_p": float("nan")}, "top_p must be in (0, 1]"),
     ],
 )
 def test_bad_generation_arguments_fail_at_call_time(lively, kwargs, message):

@@ -29,6 +29,8 @@ FLAGS = {
     "text_field": "--text-field",
     "pattern": "--pattern",
     "unknown": "--unknown reserve",
+    "separator": "--doc-sep SEP",
+    "max_batches": "--max-batches N",
 }
 
 
@@ -40,6 +42,15 @@ def _flag(setting: str) -> str:
 _REWORDED: dict[str, Callable[[dict[str, Any], str], str]] = {
     "run_exists": lambda d, _: (
         f"{d['path']} already holds a run; pass --resume to continue it, or --out DIR for a new run"
+    ),
+    "run_locked": lambda d, _: (
+        f"another training{d['holder']} is writing to {d['path']}; wait for it to finish, "
+        "or pass --out DIR for a new run"
+    ),
+    "resume_changes_optimizer": lambda d, _: (
+        f"the run in {d['path']} was trained with optimizer {d['stored']!r}, whose saved state "
+        f"cannot continue under {d['given']!r}; drop --set optimizer=..., or start a new run "
+        "with --out DIR"
     ),
     "nothing_to_resume": lambda d, _: (
         f"nothing to resume in {d['path']}: it has no checkpoint; drop --resume"

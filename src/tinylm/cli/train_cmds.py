@@ -198,7 +198,10 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
     if trainer.tokenizer is None:
         return
     for i in range(FINAL_SAMPLES):
-        text = trainer.sample(max_tokens=max(trainer.config.sample_tokens, 300), seed=i)
+        try:  # the run is saved; a sample that fails must not turn it into a failure
+            text = trainer.sample(max_tokens=max(trainer.config.sample_tokens, 300), seed=i)
+        except (TinylmError, RuntimeError) as exc:
+            text = f"<no sample: {exc}>"
         print(f"\n--- sample {i + 1} ---\n{text}")
     print(f"\nmore: tinylm sample {out_dir} --prompt '...'")
 
@@ -258,6 +261,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_batches is not None and args.max_batches < 1:
+        raise TinylmError(f"--max-batches must be at least 1, got {args.max_batches}")
     model, tokenizer, meta = _load_run(args)
     tokens, what = _eval_tokens(args, tokenizer)
     block_size = model.config.block_size

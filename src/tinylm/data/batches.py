@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.errors import TinylmError
+from tinylm.checks import is_int
+from tinylm.errors import SettingError, TinylmError
 
 #: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).
 IGNORE_INDEX = -100
@@ -192,7 +193,23 @@ def sequential_batches(
 
     Yields ``(x, y)`` batches; every token but the first of each window is
     predicted exactly once, so the mean loss is the loss on the whole split.
+    ``max_batches`` (``None``: all) must be at least 1: zero batches score nothing.
     """
+    if max_batches is not None and (not is_int(max_batches) or max_batches < 1):
+        raise SettingError(
+            f"max_batches must be a positive integer or unset (all), got {max_batches!r}",
+            setting="max_batches",
+        )
+    return _windows_in_order(data, block_size, batch_size, device, max_batches)
+
+
+def _windows_in_order(
+    data: np.ndarray | Tensor,
+    block_size: int,
+    batch_size: int,
+    device: str | torch.device,
+    max_batches: int | None,
+) -> Iterator[tuple[Tensor, Tensor]]:
     starts = list(range(0, len(data) - block_size, block_size))
     if max_batches is not None:
         starts = starts[: max_batches * batch_size]

@@ -17,7 +17,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
+from tinylm.filekinds import describe
 
 #: Name that selects the built-in corpus wherever a corpus is asked for.
 BUILTIN_CORPUS = "pydocs"
@@ -41,36 +42,63 @@ def builtin_documents() -> list[str]:
 
 
 def expand_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Turn files, folders (all non-hidden files below) and globs into a file list."""
+    """Turn files, folders (all non-hidden files below) and globs into a file list.
+
+    A file reached twice (a glob through a symlink loop, ``loopdir/self -> .``, or
+    the same file named twice) is listed once: read twice, it would land in both
+    the training and the validation split.
+    """
     paths: list[Path] = []
     for spec in specs:
-        text = str(spec)
-        if any(ch in text for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
-            files = [p for p in matches if p.is_file()]
-            if not files:
-                raise TinylmError(f"no files match {text!r}; check the pattern")
-            paths.extend(files)
-        elif Path(text).is_dir():
-            files = sorted(
-                p
-                for p in Path(text).rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.parts)
-            )
-            if not files:
-                raise TinylmError(f"folder {text} holds no files; give a folder of text files")
-            paths.extend(files)
-        elif Path(text).is_file():
-            paths.append(Path(text))
-        else:
-            raise TinylmError(f"corpus {text} does not exist; give a text file, folder or glob")
-    return paths
+        paths.extend(_expand_one(str(spec)))
+    return _unique_files(paths)
+
+
+def _expand_one(text: str) -> list[Path]:
+    if any(ch in text for ch in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise TinylmError(f"no files match {text!r}; check the pattern")
+        return files
+    if Path(text).is_dir():
+        files = sorted(
+            p
+            for p in Path(text).rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.parts)
+        )
+        if not files:
+            raise TinylmError(f"folder {text} holds no files; give a folder of text files")
+        return files
+    kind = describe(text)
+    if kind == "missing":
+        raise TinylmError(f"corpus {text} does not exist; give a text file, folder or glob")
+    if kind is not None:  # a FIFO would block the read forever; a loop is no file at all
+        raise TinylmError(f"corpus {text} is {kind}; give a text file, folder or glob")
+    return [Path(text)]
+
+
+def _unique_files(paths: list[Path]) -> list[Path]:
+    """``paths`` without the ones that resolve to a file already listed (first kept)."""
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 def resolve_separator(separator: str | None) -> str | None:
-    """A separator name (eot, line, blank, file) or a literal string."""
+    """A separator name (eot, line, blank, file) or a literal string (never empty)."""
     if separator is None:
         return None
+    if separator == "":
+        raise SettingError(
+            "the document separator is empty; use eot, line, blank, file or a non-empty string",
+            setting="separator",
+        )
     return SEPARATORS.get(separator, separator)
 
 

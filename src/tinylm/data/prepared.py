@@ -42,6 +42,11 @@ SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned dtype that holds every id: half the disk of uint32 when it fits."""
+    if vocab_size > 1 << 32:  # uint32 would wrap id 2**32 + 7 to 7, silently
+        raise TinylmError(
+            f"token ids up to {vocab_size - 1:,} do not fit the 32-bit token files; use a "
+            "tokenizer whose ids are below 2**32"
+        )
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 

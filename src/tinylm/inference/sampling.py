@@ -28,6 +28,19 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str = "") -> list[int]:
     return ids
 
 
+def sampleable_ids(model, tokenizer: Tokenizer) -> list[int] | None:
+    """The ids the tokenizer can decode, when the model could sample others (else ``None``).
+
+    Others are the gaps of the tokenizer's vocabulary, and the ids of a model whose
+    ``vocab_size`` is larger than the tokenizer's (padded for speed): sampled, they
+    would fail to decode, so generation never picks them.
+    """
+    defined = tokenizer.defined_ids()
+    if defined is None and tokenizer.vocab_size >= model.config.vocab_size:
+        return None
+    return list(range(tokenizer.vocab_size)) if defined is None else defined
+
+
 def stream_text(
     model, tokenizer: Tokenizer, prompt: str = "", max_tokens: int = 200, **sampling
 ) -> Iterator[str]:
@@ -43,6 +56,7 @@ def stream_text(
     stops = set() if tokenizer.eos_id is None else {tokenizer.eos_id}
     ids: list[int] = []
     emitted = 0
+    sampling.setdefault("allowed_ids", sampleable_ids(model, tokenizer))
     for token in model.generate(prompt_ids(tokenizer, prompt), max_tokens, **sampling):
         if token in stops:
             if ids:
@@ -80,6 +94,7 @@ def sample_texts(
     from tinylm.model.generate import generate_batch
 
     start = prompt_ids(tokenizer, prompt)
+    sampling.setdefault("allowed_ids", sampleable_ids(model, tokenizer))
     rows = generate_batch(model, [start] * num, max_tokens, **sampling)
     return [tokenizer.decode(_until_end(row, tokenizer.eos_id)) for row in rows]
 

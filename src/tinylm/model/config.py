@@ -19,7 +19,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import check_bool, check_choice, check_fraction, check_int, check_number
+from tinylm.checks import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_number,
+    check_vocab_size,
+)
 from tinylm.errors import TinylmError
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
@@ -148,6 +155,7 @@ def field_names() -> list[str]:
 def _validate(c: ModelConfig) -> None:
     for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "multiple_of"):
         check_int(name, getattr(c, name), 1)
+    check_vocab_size("vocab_size", c.vocab_size)
     check_int("n_kv_head", c.n_kv_head, 1, allow_none=True)
     check_int("d_ff", c.d_ff, 1, allow_none=True)
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from tinylm.checks import check_seed, is_number
 from tinylm.errors import TinylmError
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ def sample_next_token(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    banned: Tensor | None = None,
 ) -> int:
     """Pick one token id from the logits ``(vocab_size,)`` of the last position."""
-    return int(sample_next_tokens(logits, temperature, top_k, top_p, generator))
+    return int(sample_next_tokens(logits, temperature, top_k, top_p, generator, banned))
 
 
 def sample_next_tokens(
@@ -76,8 +78,20 @@ def sample_next_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    banned: Tensor | None = None,
 ) -> Tensor:
-    """One token id per row of ``logits`` (``(..., vocab_size)`` -> ``(...)``)."""
+    """One token id per row of ``logits`` (``(..., vocab_size)`` -> ``(...)``).
+
+    ``banned``: a ``(vocab_size,)`` bool mask of ids never to pick, whatever their
+    logits (ids the tokenizer does not define: the model may still rate them).
+    """
+    if torch.isnan(logits).any():  # multinomial would fail with an internal message
+        raise TinylmError(
+            "the model's output is NaN, so nothing can be sampled; its weights are damaged "
+            "or diverged: use an earlier checkpoint"
+        )
+    if banned is not None:
+        logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
         return torch.argmax(logits, dim=-1)
     logits = logits.float() / temperature
@@ -100,6 +114,7 @@ def generate(
     stop_ids: Iterable[int] = (),
     seed: int | None = None,
     use_cache: bool = True,
+    allowed_ids: Iterable[int] | None = None,
 ) -> Iterator[int]:
     """An iterator over up to ``max_new_tokens`` new token ids, yielded as produced.
 
@@ -113,14 +128,17 @@ def generate(
       so output is reproducible and the global RNG is left untouched. With None
       it draws from torch's global RNG (so ``torch.manual_seed`` applies).
     * ``use_cache``: keep a KV cache (see the module docstring for the window).
+    * ``allowed_ids``: only these ids are produced (``None``: any); a tokenizer's
+      defined ids, so the gaps of its vocabulary never come out.
 
     The arguments are checked when ``generate`` is called; the model runs lazily,
     one step per ``next()``, in eval mode and without gradients (the model's
     train/eval mode is restored before each token is handed back).
     """
     tokens = _check_prompt(model, prompt_ids)
-    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    _check_sampling(max_new_tokens, temperature, top_k, top_p, seed)
     stops = {int(s) for s in stop_ids}
+    banned = _banned_mask(model, allowed_ids)
     block_size = model.config.block_size
     if len(tokens) > block_size:
         warnings.warn(
@@ -133,7 +151,13 @@ def generate(
     if seed is not None:
         generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     return _generate_tokens(
-        model, tokens, max_new_tokens, temperature, top_k, top_p, stops, generator, use_cache
+        model,
+        tokens,
+        max_new_tokens,
+        (temperature, top_k, top_p, banned),
+        stops,
+        generator,
+        use_cache,
     )
 
 
@@ -142,13 +166,12 @@ def _generate_tokens(
     model: GPT,
     tokens: list[int],
     max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    sampling: tuple[float, int | None, float | None, Tensor | None],
     stops: set[int],
     generator: torch.Generator | None,
     use_cache: bool,
 ) -> Iterator[int]:
+    temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
     device = model.lm_head.weight.device
     cache = model.new_kv_cache(batch_size=1) if use_cache else None
@@ -165,7 +188,7 @@ def _generate_tokens(
                 new = tokens[start + cache.length :]  # only what the cache lacks
             idx = torch.tensor([new], dtype=torch.long, device=device)
             logits = model.next_token_logits(idx, cache)[0]
-        token = sample_next_token(logits, temperature, top_k, top_p, generator)
+        token = sample_next_token(logits, temperature, top_k, top_p, generator, banned)
         if token in stops:
             return
         tokens.append(token)
@@ -181,6 +204,7 @@ def generate_batch(
     top_p: float | None = None,
     stop_ids: Iterable[int] | Sequence[Iterable[int]] = (),
     seed: int | None = None,
+    allowed_ids: Iterable[int] | None = None,
 ) -> list[list[int]]:
     """Continue several prompts of different lengths at once; one list of new ids per prompt.
 
@@ -199,18 +223,20 @@ def generate_batch(
       ``block_size``, every step re-reads each row's last ``block_size`` tokens.
     * Sampling draws all rows from one generator seeded with ``seed``, so a row's
       sampled text differs from what ``generate`` draws alone (greedy does not).
+    * ``allowed_ids``: only these ids are produced, as in ``generate``.
     """
     if isinstance(prompts, Tensor) or not prompts:
         raise TinylmError("prompts must be a non-empty list of token id sequences")
     rows = [_check_prompt(model, prompt) for prompt in prompts]
-    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    _check_sampling(max_new_tokens, temperature, top_k, top_p, seed)
     stops = _stops_per_row(stop_ids, len(rows))
+    banned = _banned_mask(model, allowed_ids)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     with _eval_mode(model):
         return _generate_rows(
-            model, rows, max_new_tokens, temperature, top_k, top_p, stops, generator
+            model, rows, max_new_tokens, (temperature, top_k, top_p, banned), stops, generator
         )
 
 
@@ -233,12 +259,11 @@ def _generate_rows(
     model: GPT,
     rows: list[list[int]],
     max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    sampling: tuple[float, int | None, float | None, Tensor | None],
     stops: list[set],
     generator: torch.Generator | None,
 ) -> list[list[int]]:
+    temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
     device = model.lm_head.weight.device
     cache = model.new_kv_cache(batch_size=len(rows))
@@ -259,7 +284,8 @@ def _generate_rows(
             mask = valid[:, None, None, :]
             next_pos = next_pos + 1
         logits = model.next_token_logits(idx, cache, positions=positions, attn_mask=mask)
-        tokens = sample_next_tokens(logits, temperature, top_k, top_p, generator).tolist()
+        tokens = sample_next_tokens(logits, temperature, top_k, top_p, generator, banned)
+        tokens = tokens.tolist()
         for b, token in enumerate(tokens):
             rows[b].append(token)  # a stopped row keeps a column, its output is final
             if running[b]:
@@ -328,16 +354,36 @@ def _check_prompt(model: GPT, prompt_ids: Sequence[int] | Tensor) -> list[int]:
     return tokens
 
 
+def _banned_mask(model: GPT, allowed_ids: Iterable[int] | None) -> Tensor | None:
+    """A ``(vocab_size,)`` bool mask of the ids outside ``allowed_ids`` (``None``: none are)."""
+    if allowed_ids is None:
+        return None
+    vocab_size = model.config.vocab_size
+    allowed = [i for i in {int(i) for i in allowed_ids} if 0 <= i < vocab_size]
+    if not allowed:
+        raise TinylmError("allowed_ids holds no id of this model; nothing could be sampled")
+    if len(allowed) == vocab_size:
+        return None
+    mask = torch.ones(vocab_size, dtype=torch.bool, device=model.lm_head.weight.device)
+    mask[allowed] = False
+    return mask
+
+
 def _check_sampling(
-    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None = None,
 ) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
         raise TinylmError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise TinylmError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise TinylmError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
+    if not is_number(temperature) or temperature < 0:  # nan and inf too: inf is uniform noise
+        raise TinylmError(f"temperature must be >= 0 and finite (0 is greedy), got {temperature!r}")
+    check_seed("seed", seed, allow_none=True)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise TinylmError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise TinylmError(f"top_p must be in (0, 1] or None, got {top_p!r}")

@@ -267,6 +267,7 @@ class GPT(nn.Module):
         stop_ids: Iterable[int] = (),
         seed: int | None = None,
         use_cache: bool = True,
+        allowed_ids: Iterable[int] | None = None,
     ) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` token ids continuing ``prompt_ids``, one at a time.
 
@@ -284,6 +285,7 @@ class GPT(nn.Module):
             stop_ids=stop_ids,
             seed=seed,
             use_cache=use_cache,
+            allowed_ids=allowed_ids,
         )
 
     # -- parameter counts --------------------------------------------------------------

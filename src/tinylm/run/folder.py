@@ -179,6 +179,29 @@ def check_same_run(
         )
 
 
+def check_same_optimizer(
+    run: dict[str, Any], out_dir: Path, train_settings: dict[str, Any]
+) -> None:
+    """A resume keeps the run's optimiser: its saved state (moments, step counts) is that one's.
+
+    Loading Muon's state into AdamW, or back, cannot continue the run exactly; it
+    is refused before anything is written, so the run stays resumable as it was.
+    """
+    stored = run["train"].get("optimizer")
+    wanted = train_settings.get("optimizer", stored)
+    if stored is not None and wanted != stored:
+        raise SettingError(
+            f"the run in {out_dir} was trained with optimizer {stored!r}, whose saved state "
+            f"cannot continue under {wanted!r}; resume without changing optimizer, or start a "
+            "new run in another out_dir",
+            setting="optimizer",
+            reason="resume_changes_optimizer",
+            path=out_dir,
+            stored=stored,
+            given=wanted,
+        )
+
+
 def _same_checkpoint(given: str, stored: str) -> bool:
     """Whether ``given`` names the checkpoint the run recorded (or the run it came from)."""
     given_path, stored_path = Path(given).resolve(), Path(stored).resolve()

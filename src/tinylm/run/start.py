@@ -29,6 +29,7 @@ from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
+from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
 from tinylm.run.settings import RunSettings, layer_settings
 from tinylm.tokenizers.spec import load_tokenizer_file
 from tinylm.train import distributed
@@ -63,10 +64,12 @@ def start_run(
     settings = _settings(preset, config_file, overrides, progress)
     folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
     dist = _join_processes(settings)
-    with _removed_if_failed(folder, dist):
-        return _new_trainer(
+    with _locked(folder, dist) as lock:
+        trainer = _new_trainer(
             settings, folder, _data_specs(data), tokenizer, init_from, separator, progress, dist
         )
+    trainer.run_lock = lock
+    return trainer
 
 
 def init_from(
@@ -121,8 +124,10 @@ def resume_run(
         "preset": preset,
         "init_from": None if init_from is None else os.fspath(init_from),
     }
-    with _removed_if_failed(folder, dist):
-        return _resumed_trainer(settings, folder, given, dist)
+    with _locked(folder, dist) as lock:
+        trainer = _resumed_trainer(settings, folder, given, dist)
+    trainer.run_lock = lock
+    return trainer
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -161,14 +166,23 @@ def _join_processes(settings: RunSettings) -> distributed.DistInfo:
 
 
 @contextmanager
-def _removed_if_failed(folder: Path, dist: distributed.DistInfo) -> Iterator[None]:
-    """A start that fails leaves no empty run folder behind (only one it created)."""
+def _locked(folder: Path, dist: distributed.DistInfo) -> Iterator[RunLock | None]:
+    """The run folder's lock for the set-up (the trainer keeps it until ``fit`` ends).
+
+    Taken before anything is written, so a second training on the same folder is
+    refused before it can touch it. Under torchrun rank 0 holds it for all ranks.
+    A start that fails leaves no empty run folder behind (only one it created).
+    """
     created = not folder.exists()
+    lock = lock_run_folder(folder) if dist.is_main else None
     try:
-        yield
-    except TinylmError:
-        if created and dist.is_main:
-            rules.remove_if_empty(folder)
+        yield lock
+    except BaseException as exc:
+        if lock is not None:
+            lock.release()
+            if created and isinstance(exc, TinylmError):
+                remove_lock_file(folder)
+                rules.remove_if_empty(folder)
         raise
 
 
@@ -194,7 +208,8 @@ def _new_trainer(
     train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
     base = _base_model(init_from, settings.model) if init_from is not None else None
     if base is None:  # fail on a bad preset or model setting before preparing any data
-        ModelConfig.from_preset(settings.preset, **settings.model)
+        guess = ModelConfig.from_preset(settings.preset, **settings.model)
+        _check_fits(guess, train_config, dist)
     if dist.is_main:
         check_writable(out_dir)
     spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
@@ -212,6 +227,7 @@ def _new_trainer(
     else:
         vocab = {"vocab_size": found.tokenizer.vocab_size}
         config = ModelConfig.from_preset(settings.preset, **{**vocab, **settings.model})
+    _check_fits(config, train_config, dist)
     torch.manual_seed(train_config.seed)
     model = GPT(config)
     if base is not None:
@@ -225,6 +241,15 @@ def _new_trainer(
     return Trainer(
         model, data.train, data.val, found.tokenizer, train_config, run_info=run_info, dist=dist
     )
+
+
+def _check_fits(config: Any, train_config: Any, dist: distributed.DistInfo) -> None:
+    """Refuse, before allocating, a model or batch this process's device cannot hold."""
+    from tinylm.train.memory import check_fits
+    from tinylm.train.runtime import resolve_device
+
+    device = distributed.process_device(dist, resolve_device(train_config.device))
+    check_fits(config, train_config.batch_size, device)
 
 
 def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any]:
@@ -271,13 +296,16 @@ def _resumed_trainer(
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)
     rules.check_same_run(run, out_dir, settings.model, given)
+    rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
     tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
+    config = ModelConfig.from_dict(run["model"])
+    _check_fits(config, train_config, dist)
     torch.manual_seed(train_config.seed)
-    model = GPT(ModelConfig.from_dict(run["model"]))
+    model = GPT(config)
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
     trainer = Trainer(
         model, data.train, data.val, tokenizer, train_config, run_info=run_info, dist=dist

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.inference.sampling import prompt_ids
+from tinylm.inference.sampling import prompt_ids, sampleable_ids
 from tinylm.inspect.attention import attention_maps
 from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
@@ -176,7 +176,8 @@ class Api:
         max_tokens = fields.integer("max_tokens", 100, 1, limits.max_new_tokens)
         with _user_errors():
             ids = prompt_ids(run.tokenizer, text)[-run.loaded.config.block_size :]
-            tokens = run.loaded.model.generate(ids, max_tokens, **sampling)
+            allowed = sampleable_ids(run.loaded.model, run.tokenizer)  # never a gap id
+            tokens = run.loaded.model.generate(ids, max_tokens, allowed_ids=allowed, **sampling)
         return GenerateRequest(run, ids, max_tokens, tokens)
 
     def generate(self, request: GenerateRequest) -> Iterator[dict[str, Any]]:

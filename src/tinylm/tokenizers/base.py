@@ -63,6 +63,15 @@ class Tokenizer(ABC):
     def eos_id(self) -> int | None:
         """Id that closes a document (``None`` when the tokenizer has none)."""
 
+    def defined_ids(self) -> list[int] | None:
+        """The ids that name a token, when some below ``vocab_size`` do not (else ``None``).
+
+        A vocabulary can have holes: cl100k has a few, and a special token placed at
+        65536 over 300 learned tokens leaves 65,236. Decoding one is an error, so a
+        model must never be let to sample one.
+        """
+        return None
+
     @property
     def pad_id(self) -> int | None:
         """Id used to pad batches; its positions are left out of the loss."""

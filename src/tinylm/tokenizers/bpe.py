@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any
 
+from tinylm.checks import check_vocab_size
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import FORMAT_NAME, FORMAT_VERSION, Tokenizer
 from tinylm.tokenizers.bpe_cache import PieceCache
@@ -269,6 +270,7 @@ class BPETokenizer(Tokenizer):
             self._decoder[i] = name.encode("utf-8")
         self._special_names = frozenset(self.special_tokens)
         self._vocab_size = max(self._decoder) + 1
+        check_vocab_size("this tokenizer's vocab_size (largest id + 1)", self._vocab_size)
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
@@ -293,6 +295,10 @@ class BPETokenizer(Tokenizer):
     def vocab_size(self) -> int:
         """One more than the largest id; ids in gaps (cl100k has some) are unused."""
         return self._vocab_size
+
+    def defined_ids(self) -> list[int] | None:
+        """The ids in use when the id range has gaps (see the base class)."""
+        return None if len(self._decoder) >= self._vocab_size else sorted(self._decoder)
 
     @property
     def merges(self) -> list[tuple[bytes, bytes]]:

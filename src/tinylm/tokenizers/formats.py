@@ -69,6 +69,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinylm.errors import TinylmError
+from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
@@ -130,6 +131,8 @@ def load_tokenizer(path: str | os.PathLike, pattern: str | None = None) -> Token
 
 def _read_text(path: Path) -> str:
     """The file's text, or a one-line error for missing, binary or empty files."""
+    if describe(path) not in (None, "missing"):  # a FIFO would block the read forever
+        check_readable_file(path, "tokenizer file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer
 
 #: The special token BPE specs are trained with: it marks document boundaries.
@@ -56,6 +57,9 @@ def parse_tokenizer_spec(spec: str | os.PathLike) -> TokenizerSpec:
             raise TinylmError(f"bad tokenizer spec {text!r}; write bpe:N, e.g. bpe:1024")
         return TokenizerSpec("bpe", vocab_size=size)
     path = Path(text)
+    kind = describe(path)
+    if kind not in (None, "missing"):  # a FIFO, a loop: say what it is, never open it
+        check_readable_file(path, "tokenizer file")
     if not path.is_file():
         raise TinylmError(
             f"tokenizer {text!r} is not a file, 'char' or 'bpe:N'; give a tokenizer file"

@@ -20,7 +20,6 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tinylm.checks import (
@@ -29,9 +28,11 @@ from tinylm.checks import (
     check_fraction,
     check_int,
     check_number,
+    check_seed,
     is_number,
 )
 from tinylm.errors import TinylmError
+from tinylm.filekinds import check_readable_file
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
 
@@ -141,12 +142,16 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    path = Path(path)
+    path = check_readable_file(path, "config")  # a FIFO would block the read forever
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except OSError as exc:
         raise TinylmError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes as UTF-8 first
+        raise TinylmError(
+            f"config {path} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise TinylmError(f"config {path} is not valid TOML: {exc}") from None
 
@@ -157,6 +162,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
 def _validate(c: TrainConfig) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
         check_int(name, getattr(c, name), 1)
+    check_seed("seed", c.seed)
     for name in ("eval_every", "sample_tokens", "seed"):
         check_int(name, getattr(c, name), 0)
     for name in ("warmup_steps", "sample_every", "checkpoint_every"):

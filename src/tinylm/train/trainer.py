@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tinylm.checks import MAX_SEED
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
@@ -96,6 +97,9 @@ class Trainer:
         self.config = config = config if config is not None else TrainConfig()
         if not isinstance(config, TrainConfig):
             raise TinylmError(f"config must be a TrainConfig, got {type(config).__name__}")
+        #: The run folder's lock (``tinylm.run.lock``) when a run was set up for us;
+        #: released when ``fit`` ends, so the folder can be resumed in this process.
+        self.run_lock: Any = None
         self.dist = dist if dist is not None else DistInfo.from_env()
         self.device = distributed.process_device(self.dist, resolve_device(config.device))
         configure_backends(self.device)
@@ -299,7 +303,7 @@ class Trainer:
         """Text the model writes now (seeded by the step, so reruns give the same text)."""
         if self.tokenizer is None:
             raise TinylmError("sampling needs a tokenizer; pass one to Trainer(...)")
-        kw.setdefault("seed", self.config.seed + self.step)
+        kw.setdefault("seed", (self.config.seed + self.step) % (MAX_SEED + 1))
         kw.setdefault("temperature", 0.8)
         kw.setdefault("top_k", 200)
         return sample_text(
@@ -331,6 +335,8 @@ class Trainer:
             call_all(self.callbacks, "on_fit_end", self, {"step": self.step})
             if self._metrics is not None:
                 self._metrics.close()
+            if self.run_lock is not None:
+                self.run_lock.release()
         return summary
 
     def _after_step(self, last_eval: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -369,9 +375,13 @@ class Trainer:
         }
 
     def _sample_and_report(self) -> None:
+        """A sample for the log. It is only for display: a failure is logged, never fatal."""
         if not self.dist.is_main:
             return
-        text = self.sample()
+        try:
+            text = self.sample()
+        except (TinylmError, RuntimeError) as exc:  # the run's checkpoints matter more
+            text = f"<no sample: {exc}>"
         self.history.append({"step": self.step, "sample": text})
         if self._metrics is not None:
             self._metrics.log({"step": self.step, "sample": text})
@@ -505,9 +515,10 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise TinylmError(
-            f"cannot write to output folder {folder}: {exc.strerror or exc}; "
-            "choose another with --out"
+        raise SettingError(
+            f"cannot write to output folder {folder}: {exc.strerror or exc}; choose another "
+            "out_dir",
+            setting="out_dir",
         ) from None
 
 
