@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tinylm.data.corpus import builtin_documents, corpus_from_specs, expand_paths, iter_documents
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 
 
 def test_builtin_corpus_is_pydoc_topics():
@@ -52,3 +54,33 @@ def test_missing_and_non_utf8_inputs_are_user_errors(tmp_path):
     bad.write_bytes(b"ok\xff\xfe")
     with pytest.raises(TinylmError, match="not UTF-8"):
         list(iter_documents(bad))
+
+
+def test_a_glob_through_a_symlink_loop_lists_each_file_once(tmp_path):
+    # issue 13, defect 16: 'loopdir/**/*.txt' over loopdir/self -> . found a.txt 41 times
+    loop = tmp_path / "loopdir"
+    loop.mkdir()
+    (loop / "a.txt").write_text("alpha", encoding="utf-8")
+    (loop / "b.txt").write_text("beta", encoding="utf-8")
+    (loop / "self").symlink_to(".")
+    files = expand_paths([str(loop / "**" / "*.txt")])
+    assert sorted(p.resolve() for p in files) == [loop / "a.txt", loop / "b.txt"]
+    assert expand_paths([str(loop / "a.txt"), str(loop / "self" / "a.txt")]) == [loop / "a.txt"]
+
+
+def test_pipes_and_symlink_loops_are_named_not_called_missing(tmp_path):
+    # issue 13, defect 13: both were "does not exist", and a FIFO read would hang
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(TinylmError, match="named pipe"):
+        expand_paths([str(tmp_path / "pipe")])
+    with pytest.raises(TinylmError, match="symlink loop"):
+        expand_paths([str(tmp_path / "loop")])
+    with pytest.raises(TinylmError, match="does not exist"):
+        expand_paths([str(tmp_path / "nothing.txt")])
+
+
+def test_an_empty_separator_is_a_setting_error():
+    with pytest.raises(SettingError, match="separator is empty") as info:
+        list(iter_documents(["some text"], ""))
+    assert info.value.setting == "separator"

@@ -9,6 +9,7 @@ from typing import Any
 from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
+from tinylm.filekinds import describe
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.spec import load_tokenizer_file
 
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _tokenizer(path: Path) -> Tokenizer:
     """The ``--tokenizer`` file; a missing one gets the command that makes it."""
-    if not path.is_file():
+    if describe(path) == "missing":
         raise TinylmError(
             f"tokenizer file {path} does not exist; train one with "
             f"`tinylm tokenizer train CORPUS --out {path}`"

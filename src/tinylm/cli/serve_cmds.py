@@ -53,13 +53,16 @@ def run_serve(args: argparse.Namespace) -> int:
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
-    from tinylm.tokenizers.spec import tokenizer_from_spec
+    from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
     from tinylm.train.runtime import resolve_device
 
     if not 0 <= args.port <= 65535:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_new_tokens < 1:
         raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    specs = args.tokenizer or list(DEFAULT_COMPARE)
+    for spec in specs:  # a bad tokenizer fails in a moment, not after the runs load
+        parse_tokenizer_spec(spec)
     device = str(resolve_device(args.device))
     runs = load_runs(
         args.runs,
@@ -67,7 +70,6 @@ def run_serve(args: argparse.Namespace) -> int:
         which="best" if args.best else "latest",
         on_load=lambda name, path: print(f"loading {name} from {path}", file=sys.stderr),
     )
-    specs = args.tokenizer or list(DEFAULT_COMPARE)
     corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus
     # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
     tokenizers = {
