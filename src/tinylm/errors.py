@@ -8,8 +8,8 @@ can catch it with the exception they would expect for bad input.
 The library speaks the library's language: a message names a *setting*
 (``out_dir``, ``block_size``, ``prompt``), never a command-line flag. When the fix
 is to change one setting, the error is a :class:`SettingError` that carries the
-setting's name, so a front end can add its own spelling of it (the CLI writes
-``--out DIR`` for ``out_dir``; see ``tinylm.cli.errors``).
+setting's name, so a front end can add its own spelling of it (the CLI adds the
+flag that sets it; see ``tinylm.cli.errors``).
 """
 
 from __future__ import annotations

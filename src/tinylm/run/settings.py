@@ -22,7 +22,7 @@ from tinylm.errors import SettingError, TinylmError
 
 DEFAULT_PRESET = "small"
 DEFAULT_TOKENIZER = "char"  # a spec: see tinylm.tokenizers.spec
-#: How the error for an unknown key names the last layer (the CLI names it ``--set``).
+#: How the error for an unknown key names the last layer (the CLI names its flag).
 OVERRIDES = "overrides"
 
 
