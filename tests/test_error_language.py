@@ -92,3 +92,12 @@ def test_a_library_error_names_the_setting_and_the_cli_the_flag(tmp_path):
     assert caught.value.setting == "out_dir" and "out_dir" in str(caught.value)
     assert "--" not in str(caught.value)
     assert cli_message(caught.value).endswith("choose another out_dir (--out DIR)")
+
+
+def test_a_setting_error_survives_pickling_from_a_worker_process():
+    import pickle
+
+    error = SettingError("m", setting="unknown", reason="r", value="reserve")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is SettingError and str(copy) == "m"
+    assert (copy.setting, copy.reason, copy.details) == ("unknown", "r", {"value": "reserve"})

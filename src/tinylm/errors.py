@@ -36,3 +36,14 @@ class SettingError(TinylmError):
         self.setting = setting
         self.reason = reason
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors raised in worker processes are pickled back to the caller; the
+        # default would call SettingError(message) and lose (or fail on) the rest.
+        return (_rebuild, (type(self), str(self), self.setting, self.reason, self.details))
+
+
+def _rebuild(
+    cls: type[SettingError], message: str, setting: str, reason: str | None, details: dict
+) -> SettingError:
+    return cls(message, setting, reason, **details)
