@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.corpus import BUILTIN_CORPUS
+from tinylm.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
 
 DEFAULT_PRESET = "small"
 DEFAULT_TOKENIZER = "char"
 FINAL_SAMPLES = 2
+ENGINES = ("pytorch", "scratch")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +70,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", metavar="RUN", help="start from a trained run or checkpoint (fine-tune)"
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="pytorch",
+        help="pytorch (default), or scratch: the microgpt preset in pure Python scalars, one "
+        f"document per step (default data: {BUILTIN_WORDS!r}, one document per line)",
+    )
     add_doc_sep(p)
+    p.set_defaults(doc_sep=None)  # eot, or line for the scratch engine (see run_train)
     p.add_argument("--quiet", action="store_true", help="no progress bar or periodic output")
     p.set_defaults(run=run_train)
 
@@ -239,6 +248,9 @@ def run_train(args: argparse.Namespace) -> int:
     from tinylm.train import distributed
     from tinylm.train.runtime import resolve_device
 
+    if _uses_scratch_engine(args):
+        return _run_scratch(args)
+    args.doc_sep = args.doc_sep or "eot"
     preset, model_settings, train_settings = collect_settings(args)
     out_dir = _default_out(args, preset, train_settings)
     if args.quiet:  # --quiet wins; otherwise --set progress=false is honoured
@@ -268,6 +280,100 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         distributed.teardown()
     return 0
+
+
+def _uses_scratch_engine(args: argparse.Namespace) -> bool:
+    """``--engine scratch``, or ``--resume`` of a run the scratch engine started."""
+    if args.engine == "scratch":
+        return True
+    if not args.resume:
+        return False
+    from tinylm.train.runs import read_run_info
+    from tinylm.train.scratch_trainer import is_scratch_run
+
+    _, _, train_settings = collect_settings(args)
+    out_dir = _default_out(args, args.preset or "small", train_settings)
+    return (out_dir / "run.json").is_file() and is_scratch_run(read_run_info(out_dir))
+
+
+def _run_scratch(args: argparse.Namespace) -> int:
+    """``tinylm train --engine scratch``: the run set up here, the loop in the library."""
+    from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
+
+    args.doc_sep = args.doc_sep or "line"
+    args.data = args.data or [BUILTIN_WORDS]
+    preset, model_settings, train_settings = collect_settings(args)
+    preset = args.preset or (None if preset == DEFAULT_PRESET else preset) or SCRATCH_PRESET
+    out_dir = _default_out(args, preset, train_settings)
+    if args.quiet:
+        train_settings["progress"] = False
+    created = not out_dir.exists()
+    try:
+        if args.resume:
+            trainer = _resume_scratch(args, out_dir, model_settings, train_settings)
+        else:
+            trainer = _new_scratch(args, out_dir, preset, model_settings, train_settings)
+        try:
+            summary = trainer.fit()
+        except KeyboardInterrupt:
+            _report_interrupt(trainer, out_dir)
+            raise
+        _print_summary(trainer, summary, out_dir)
+    except TinylmError:
+        if created:
+            _remove_if_empty(out_dir)
+        raise
+    return 0
+
+
+def _new_scratch(args, out_dir, preset, model_settings, train_settings):
+    from tinylm.train.distributed import DistInfo
+    from tinylm.train.runs import is_existing_run
+    from tinylm.train.scratch_trainer import new_scratch_trainer, scratch_train_config
+    from tinylm.train.scratch_trainer import scratch_model_config as check_model
+    from tinylm.train.trainer import check_writable
+
+    if is_existing_run(out_dir):
+        raise TinylmError(
+            f"{out_dir} already holds a run; pass --resume to continue it, "
+            "or --out DIR for a new run"
+        )
+    scratch_train_config(train_settings)  # a bad setting fails before any data is prepared
+    base = _init_from(args.init_from, model_settings) if args.init_from else None
+    if base is None:
+        check_model(preset, model_settings, vocab_size=model_settings.get("vocab_size", 27))
+    check_writable(out_dir)
+    data, tokenizer, data_info = _training_data(args, out_dir, base, DistInfo.from_env())
+    run_info = {
+        "preset": None if base else preset,
+        "init_from": str(base["path"]) if base else None,
+        **data_info,
+        "doc_sep": args.doc_sep,
+    }
+    return new_scratch_trainer(
+        out_dir,
+        data,
+        tokenizer,
+        model_settings,
+        train_settings,
+        preset=preset,
+        base=base,
+        run_info=run_info,
+    )
+
+
+def _resume_scratch(args, out_dir, model_settings, train_settings):
+    from tinylm.train.checkpoint import CheckpointManager
+    from tinylm.train.runs import load_tokenizer_file, read_run_info
+    from tinylm.train.scratch_trainer import resume_scratch_trainer
+
+    latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
+    if latest is None:
+        raise TinylmError(f"nothing to resume in {out_dir}: it has no checkpoint; drop --resume")
+    run = read_run_info(out_dir)
+    _check_same_run(args, run, model_settings, out_dir)
+    tokenizer = load_tokenizer_file(latest / "tokenizer.json")
+    return resume_scratch_trainer(out_dir, run, latest, tokenizer, train_settings)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
+from tinylm.corpus import BUILTIN_CORPUS, BUILTIN_WORDS, corpus_from_specs, iter_documents
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 
@@ -112,8 +112,8 @@ def corpus_fingerprint(specs: Sequence[str]) -> str:
     size and modification time change whenever a file is edited.
     """
     digest = hashlib.sha256()
-    if not specs or list(specs) == [BUILTIN_CORPUS]:
-        for doc in corpus_from_specs([]):
+    if not specs or list(specs) in ([BUILTIN_CORPUS], [BUILTIN_WORDS]):
+        for doc in corpus_from_specs(list(specs)):
             digest.update(doc.encode("utf-8"))
             digest.update(b"\0")
     else:
