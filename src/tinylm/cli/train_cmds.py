@@ -301,7 +301,8 @@ def _run_scratch(args: argparse.Namespace) -> int:
     from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
 
     args.doc_sep = args.doc_sep or "line"
-    args.data = args.data or [BUILTIN_WORDS]
+    if not args.resume:
+        args.data = args.data or [BUILTIN_WORDS]
     preset, model_settings, train_settings = collect_settings(args)
     preset = args.preset or (None if preset == DEFAULT_PRESET else preset) or SCRATCH_PRESET
     out_dir = _default_out(args, preset, train_settings)
