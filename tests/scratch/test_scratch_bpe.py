@@ -15,7 +15,7 @@ import unicodedata
 import pytest
 import regex
 
-from tinylm.corpus import builtin_documents
+from tinylm.data.corpus import builtin_documents
 from tinylm.scratch.bpe import BPE, WHITESPACE, gpt2_pattern, unicode_class
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.pretokenize import GPT2_PATTERN

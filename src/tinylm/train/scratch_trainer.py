@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.data.prepared import PreparedData, check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.model import ModelConfig
@@ -43,7 +44,6 @@ from tinylm.scratch.value import no_cycle_collector
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.train.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
 from tinylm.train.config import TrainConfig
-from tinylm.train.data import PreparedData, check_tokenizer, load_prepared
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.schedule import lr_at
 from tinylm.train.scratch_convert import (
