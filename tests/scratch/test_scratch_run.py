@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from tinylm.cli.main import main
+from tinylm.data.corpus import BUILTIN_WORDS, builtin_words, corpus_from_specs
 from tinylm.model import GPT, ModelConfig
 from tinylm.scratch.model import Config, MicroGPT
 from tinylm.scratch.train import Adam
+from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.checkpoint import load_checkpoint
 from tinylm.train.scratch_convert import (
     adam_from_adamw,
@@ -150,3 +152,12 @@ def test_settings_the_scalar_loop_cannot_honour_are_refused(tmp_path, names, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert not out.exists()
+
+
+def test_builtin_words_fit_the_microgpt_preset():
+    words = builtin_words()
+    assert len(words) > 2000 and words == sorted(set(words))
+    assert all(w.isascii() and w.isalpha() and w.islower() and len(w) > 1 for w in words)
+    tokenizer = CharTokenizer.train(words)
+    assert tokenizer.vocab_size == ModelConfig.from_preset("microgpt").vocab_size == 27
+    assert corpus_from_specs([BUILTIN_WORDS]) == words
