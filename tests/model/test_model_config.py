@@ -24,7 +24,10 @@ from tinylm.model.config import ACTIVATIONS, NORMS, POSITIONS, field_names
         ({"block_size": 12.0}, "block_size must be a positive integer, got 12.0"),
         ({"d_ff": -1}, "d_ff must be a positive integer, got -1"),
         ({"position": "rotary"}, "position 'rotary' is not one of: learned, sinusoidal, rope"),
-        ({"activation": "tanh"}, "activation 'tanh' is not one of: relu, gelu, silu, swiglu"),
+        (
+            {"activation": "tanh"},
+            "activation 'tanh' is not one of: relu, gelu, gelu_tanh, silu, swiglu",
+        ),
         ({"norm": "batchnorm"}, "norm 'batchnorm' is not one of: rmsnorm, layernorm"),
         ({"norm_placement": "middle"}, "norm_placement 'middle' is not one of: pre, post"),
         ({"attention": "flash"}, "attention 'flash' is not one of: explicit, fused"),

@@ -108,11 +108,15 @@ class CausalSelfAttention(nn.Module):
         positions: Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x`` is ``(B, T, n_embd)`` for tokens at ``positions`` (``(T,)``, absolute).
 
         Returns the layer output ``(B, T, n_embd)`` and, if ``need_weights`` (which
         forces the explicit path), the weights ``(B, n_head, T, T_k)``, else None.
+        ``attn_mask`` (boolean, ``(B, 1, T, T_k)``, True = may attend) replaces the
+        causal mask when rows differ, as in a batch of left-padded prompts; then
+        ``positions`` is ``(B, T)``.
         """
         B, T, _ = x.shape
         q = self._split_heads(self.w_q(x), self.n_head)  # (B, n_head, T, head_dim)
@@ -126,7 +130,7 @@ class CausalSelfAttention(nn.Module):
 
         n_rep = self.n_head // self.kv_heads
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        out, weights = self._attend(q, k, v, need_weights)
+        out, weights = self._attend(q, k, v, need_weights, attn_mask)
 
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # concat heads
         return self.resid_dropout(self.w_o(out)), weights
@@ -136,18 +140,22 @@ class CausalSelfAttention(nn.Module):
         return x.view(B, T, n_heads, self.head_dim).transpose(1, 2)
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool
+        self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool, attn_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         q_len, k_len = q.shape[-2], k.shape[-2]
         dropout_p = self.dropout_p if self.training else 0.0
         if self.fused and not need_weights:
-            if q_len == k_len:  # no cache offset: torch's own causal masking applies
+            if attn_mask is not None:
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, dropout_p=dropout_p
+                )
+            elif q_len == k_len:  # no cache offset: torch's own causal masking applies
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
             else:  # is_causal assumes aligned starts, so pass the offset mask instead
                 # (one new query may see every cached key: no mask needed at all)
                 mask = None if q_len == 1 else causal_mask(q_len, k_len, q.device)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             return out, None
-        mask = causal_mask(q_len, k_len, q.device)
+        mask = causal_mask(q_len, k_len, q.device) if attn_mask is None else attn_mask
         out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
         return out, (weights if need_weights else None)

@@ -22,7 +22,7 @@ from typing import Any
 from tinylm.errors import TinylmError
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
-ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 NORMS = ("rmsnorm", "layernorm")
 NORM_PLACEMENTS = ("pre", "post")
 ATTENTION_IMPLS = ("explicit", "fused")
@@ -41,8 +41,8 @@ class ModelConfig:
     * ``kv_heads``: ``n_kv_head`` or, when it is ``None``, ``n_head``. Equal to
       ``n_head`` is multi-head attention (MHA), a divisor of it is grouped-query
       attention (GQA), 1 is multi-query attention (MQA).
-    * ``ffn_hidden``: ``d_ff`` when given. Otherwise ``4 * n_embd`` for relu, gelu
-      and silu. For swiglu, which has three weight matrices instead of two, the
+    * ``ffn_hidden``: ``d_ff`` when given. Otherwise ``4 * n_embd`` for relu, gelu,
+      gelu_tanh and silu. For swiglu, which has three weight matrices instead of two, the
       width is scaled by 2/3 to keep the parameter count of a 4x MLP, then rounded
       up to a multiple of ``multiple_of`` (LLaMA's rule):
       ``multiple_of * ceil(int(2 * 4 * n_embd / 3) / multiple_of)``.
@@ -59,7 +59,7 @@ class ModelConfig:
     multiple_of: int = 64  # swiglu hidden width is rounded up to a multiple of this
     position: str = "learned"  # learned | sinusoidal | rope | none
     rope_theta: float = 10000.0
-    activation: str = "gelu"  # relu | gelu | silu | swiglu
+    activation: str = "gelu"  # relu | gelu | gelu_tanh | silu | swiglu
     norm: str = "layernorm"  # rmsnorm | layernorm
     norm_placement: str = "pre"  # pre | post
     norm_gain: bool = True  # False: norms only normalise, no learnable gain (microgpt)

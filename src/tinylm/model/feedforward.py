@@ -28,10 +28,21 @@ def relu(x: Tensor) -> Tensor:
 def gelu(x: Tensor) -> Tensor:
     """x * Phi(x), Phi the standard normal CDF (Hendrycks & Gimpel): a smooth ReLU.
 
-    This is the exact erf form. GPT-2 used a tanh approximation of it; the two
-    differ by less than 1e-3.
+    This is the exact erf form. GPT-2 used a tanh approximation of it
+    (``gelu_tanh``); the two differ by less than 1e-3.
     """
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    """GELU with Phi approximated by ``0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``.
+
+    The form GPT-2 was trained with (Hugging Face calls it ``gelu_new``). A model
+    imported from GPT-2 needs exactly this one: the erf form would move its logits
+    by far more than float32 rounding.
+    """
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))
+    return 0.5 * x * (1.0 + torch.tanh(inner))
 
 
 def silu(x: Tensor) -> Tensor:
@@ -42,12 +53,13 @@ def silu(x: Tensor) -> Tensor:
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": relu,
     "gelu": gelu,
+    "gelu_tanh": gelu_tanh,
     "silu": silu,
 }
 
 
 class FeedForward(nn.Module):
-    """``W2 act(x W1 + b1) + b2`` with a fixed activation (relu, gelu or silu)."""
+    """``W2 act(x W1 + b1) + b2`` with a fixed activation (relu, gelu, gelu_tanh or silu)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -128,12 +128,23 @@ class GPT(nn.Module):
         return weights
 
     def _trunk(
-        self, idx: Tensor, kv_cache: KVCache | None, need_weights: bool
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None,
+        need_weights: bool,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
-        """Everything before ``lm_head``: the final hidden states and attention weights."""
+        """Everything before ``lm_head``: the final hidden states and attention weights.
+
+        ``positions`` (``(B, T)``) and ``attn_mask`` (``(B, 1, T, T_k)``) are given
+        together when rows differ (left-padded prompts); otherwise every row sits at
+        ``kv_cache.length .. + T`` under the causal mask.
+        """
         T = idx.shape[1]
-        offset = kv_cache.length if kv_cache is not None else 0
-        positions = torch.arange(offset, offset + T, device=idx.device)
+        if positions is None:
+            offset = kv_cache.length if kv_cache is not None else 0
+            positions = torch.arange(offset, offset + T, device=idx.device)
 
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
@@ -144,7 +155,7 @@ class GPT(nn.Module):
 
         all_weights = []
         for block in self.blocks:
-            x, weights = block(x, positions, kv_cache, need_weights)
+            x, weights = block(x, positions, kv_cache, need_weights, attn_mask)
             if weights is not None:
                 all_weights.append(weights)
         if kv_cache is not None:
@@ -153,14 +164,24 @@ class GPT(nn.Module):
             x = self.final_norm(x)
         return x, all_weights
 
-    def next_token_logits(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+    def next_token_logits(
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None = None,
+        *,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
         """Logits ``(B, vocab_size)`` at the last position only.
 
         What generation needs: it skips the output projection for every other
-        position, which for a large vocabulary is most of the prefill cost.
+        position, which for a large vocabulary is most of the prefill cost. A batch
+        of prompts of different lengths passes per-row ``positions`` ``(B, T)`` and
+        an ``attn_mask`` ``(B, 1, T, T_k)`` that hides the padding (see
+        ``tinylm.model.generate.generate_batch``).
         """
         self._check_input(idx, kv_cache)
-        x, _ = self._trunk(idx, kv_cache, need_weights=False)
+        x, _ = self._trunk(idx, kv_cache, False, positions, attn_mask)
         return self.lm_head(x[:, -1])
 
     def _check_input(self, idx: Tensor, kv_cache: KVCache | None) -> None:

@@ -40,17 +40,22 @@ def apply_rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
     """Rotate ``x`` (shape ``(..., T, head_dim)``) for tokens at ``positions`` (shape ``(T,)``).
 
     ``positions`` is a 1-D integer tensor of absolute token positions, usually
-    ``arange(offset, offset + T)``. Returns a tensor of the same shape and dtype.
+    ``arange(offset, offset + T)``, or ``(B, T)`` for ``x`` of shape ``(B, heads, T,
+    head_dim)`` when each row has its own positions (a batch of left-padded prompts).
+    Returns a tensor of the same shape and dtype.
     """
     head_dim = x.shape[-1]
     if head_dim % 2 != 0:
         raise TinylmError(f"apply_rope needs an even last dimension, got {head_dim}")
-    if positions.dim() != 1 or positions.shape[0] != x.shape[-2]:
+    per_row = positions.dim() == 2 and x.dim() == 4 and positions.shape[0] == x.shape[0]
+    if not (positions.dim() == 1 or per_row) or positions.shape[-1] != x.shape[-2]:
         raise TinylmError(
             f"apply_rope needs one position per token: x has {x.shape[-2]} tokens, "
             f"positions has shape {tuple(positions.shape)}"
         )
-    angles = rope_angles(positions, head_dim, theta)
+    angles = rope_angles(positions.flatten(), head_dim, theta).unflatten(0, positions.shape)
+    if per_row:
+        angles = angles[:, None]  # (B, 1, T, head_dim // 2): the same angles for every head
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
     cos = angles.cos().to(compute_dtype)
     sin = angles.sin().to(compute_dtype)
