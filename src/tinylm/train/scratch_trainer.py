@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
 from tinylm.data.prepared import PreparedData, check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
@@ -42,8 +43,8 @@ from tinylm.scratch.train import Adam, mean_loss, sample
 from tinylm.scratch.train import train as train_loop
 from tinylm.scratch.value import no_cycle_collector
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.train.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
 from tinylm.train.config import TrainConfig
+from tinylm.train.distributed import DistInfo
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.schedule import lr_at
 from tinylm.train.scratch_convert import (
@@ -139,6 +140,7 @@ class ScratchTrainer:
             eps=config.eps,
             weight_decay=config.weight_decay,
         )
+        self.dist = DistInfo()  # one process: the scalar loop is not distributed
         self.step = self.saved_step = 0
         self.best_val_loss = math.inf
         self.last_checkpoint: Path | None = None
