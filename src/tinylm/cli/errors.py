@@ -30,6 +30,7 @@ FLAGS = {
     "pattern": "--pattern",
     "unknown": "--unknown",
     "format": "--format",
+    "engine": "--engine",
 }
 #: What to show as the value when an error gives none.
 PLACEHOLDERS = {"out_dir": "DIR", "steps": "N", "text_field": "FIELD"}
