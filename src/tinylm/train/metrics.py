@@ -41,6 +41,7 @@ class MetricsLogger:
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self._writer = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
+        self._handle: Any = None  # opened at the first record, line-buffered
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record; ``step`` is required so every line can be placed on a curve."""
@@ -48,8 +49,11 @@ class MetricsLogger:
             raise ValueError("a metrics record needs a 'step'")
         line = json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False)
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+            # One handle for the run; line buffering hands each record to the OS as it
+            # is written (a crash loses at most a torn last line, which readers skip).
+            if self._handle is None:
+                self._handle = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._handle.write(line + "\n")
         except OSError as exc:
             raise TinylmError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self._writer is not None:
@@ -59,15 +63,22 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop records with ``step > step``: the part of an interrupted run being redone."""
+        self._close_file()  # the file is replaced below
         records = read_metrics(self.path)
         kept = [r for r in records if r.get("step", 0) <= step]
         if len(kept) != len(records):
             atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
+        self._close_file()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def _close_file(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def _tensorboard_writer(log_dir: Path) -> Any:
