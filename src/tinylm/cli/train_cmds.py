@@ -415,11 +415,10 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
     import torch
 
-    from tinylm.model import GPT, ModelConfig
     from tinylm.train.checkpoint import CheckpointManager
     from tinylm.train.config import TrainConfig
     from tinylm.train.data import check_tokenizer, load_prepared
-    from tinylm.train.runs import load_tokenizer_file, read_run_info
+    from tinylm.train.runs import load_tokenizer_file, model_for_checkpoint, read_run_info
     from tinylm.train.trainer import Trainer
 
     latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
@@ -433,7 +432,7 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
     tokenizer = load_tokenizer_file(latest / "tokenizer.json")
     check_tokenizer(data, tokenizer)
     torch.manual_seed(train_config.seed)
-    model = GPT(ModelConfig.from_dict(run["model"]))
+    model = model_for_checkpoint(latest, run["model"])  # refused before allocating if unfit
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
     trainer = Trainer(model, data.train, data.val, tokenizer, train_config, run_info=run_info)
     step = trainer.resume(latest)

@@ -202,15 +202,22 @@ def is_existing_run(run_dir: Path) -> bool:
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json, with every field a resume uses checked (one line for a damaged file)."""
+    from tinylm.validate import Record, read_json
+
     path = run_dir / "run.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TinylmError(f"{run_dir} has no run.json; it is not a tinylm run") from None
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{path} is unreadable or corrupt ({exc})") from None
-    if not isinstance(info, dict):
-        raise TinylmError(f"{path} is not a tinylm run description")
+    hint = "it was damaged or edited; restore it, or start a new run with another folder"
+    info = read_json(path, hint, missing=f"{run_dir} has no run.json; it is not a tinylm run")
+    record = Record(info, str(path), hint)
+    record.dict("model")
+    record.dict("train", {})
+    record.str("prepared")
+    for key in ("tokenizer", "preset", "init_from"):
+        if record.has(key) and info[key] is not None:
+            record.str(key)
+    data = record.list("data", [])
+    if not all(isinstance(spec, str) for spec in data):
+        raise record.error("data", "a list of paths", data)
     return info
 
 
@@ -219,26 +226,50 @@ def resolve_model_checkpoint(path: str | os.PathLike, which: str = "latest") -> 
     from tinylm.train.checkpoint import CheckpointManager, resolve_checkpoint
 
     path = Path(path)
-    if which == "best" and path.is_dir():
-        best = CheckpointManager(path).best()
-        if best is not None:
-            return best
-    return resolve_checkpoint(path)
+    if which != "best" or (path / "model.safetensors").is_file():
+        return resolve_checkpoint(path)  # a checkpoint folder is its own best
+    resolve_checkpoint(path)  # a missing or foreign folder gets its usual message
+    best = CheckpointManager(path).best()  # a lost best/ is an error, never the latest
+    if best is None:
+        raise TinylmError(
+            f"{path} has no best checkpoint: no evaluation was saved yet; use its latest "
+            "checkpoint instead"
+        )
+    return best
 
 
 def load_model(
     path: str | os.PathLike, device: str = "cpu", which: str = "latest"
 ) -> tuple[Any, Tokenizer | None, dict[str, Any]]:
     """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode."""
-    from tinylm.model import GPT, ModelConfig
     from tinylm.train.checkpoint import load_checkpoint, read_checkpoint_meta
 
     folder = resolve_model_checkpoint(path, which)
     meta = read_checkpoint_meta(folder)
     if not isinstance(meta.get("config"), dict):
         raise TinylmError(f"checkpoint {folder} has no model config; it cannot be rebuilt")
-    model = GPT(ModelConfig.from_dict(meta["config"]))
+    model = model_for_checkpoint(folder, meta["config"])
     load_checkpoint(folder, model)
     model.to(device).eval()
     tokenizer = load_tokenizer_file(meta["tokenizer"]) if meta.get("tokenizer") else None
     return model, tokenizer, meta
+
+
+def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> Any:
+    """A fresh GPT built from ``config``, once the checkpoint's weights are known to fit it.
+
+    The model is first built on torch's ``meta`` device (shapes, no memory) and
+    compared with the weights' header, so a config edited to ask for a huge
+    vocabulary, or one that does not match the weights, is refused before
+    anything is allocated.
+    """
+    import torch
+
+    from tinylm.model import GPT, ModelConfig
+    from tinylm.train.checkpoint import check_fits
+
+    model_config = ModelConfig.from_dict(config)
+    with torch.device("meta"):
+        skeleton = GPT(model_config)
+    check_fits(folder, skeleton)
+    return GPT(model_config)

@@ -240,9 +240,12 @@ class Trainer:
             if self.last_checkpoint
             else ("no checkpoint was saved yet")
         )
+        advice = f"lower lr (it was {lr:.3g})" + (
+            "" if self.config.grad_clip > 0 else " or turn gradient clipping on (grad_clip=1.0)"
+        )
         raise TinylmError(
             f"{what} became {value} at step {self.step + 1}; stopped before updating the "
-            f"weights ({saved}); lower lr (it was {lr:.3g}) or keep grad_clip on"
+            f"weights ({saved}); {advice}"
         )
 
     # -- measuring -----------------------------------------------------------------------
@@ -353,6 +356,7 @@ class Trainer:
         if self.run_dir is None:
             return
         check_writable(self.run_dir)
+        self.checkpoints.recover()  # leftovers of a killed run; best/ restored if lost
         self._metrics = MetricsLogger(self.run_dir)
         self._metrics.truncate_after(self.step)  # drop what a resumed run will redo
         info = {
