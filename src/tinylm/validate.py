@@ -186,6 +186,22 @@ class Record:
             raise self.error(key, "a string", value)
         return value
 
+    def file_name(self, key: str, default: Any = _REQUIRED) -> Any:
+        """The name of a file beside this one: no folders, no ``..``, no control characters
+        (a sidecar naming ``../../etc/passwd`` must not be followed)."""
+        expected = "a plain file name"
+        value = self.str(key, default)
+        if value is default and key not in self.data:
+            return value
+        if (
+            not value
+            or value in (".", "..")
+            or any(sep in value for sep in ("/", "\\"))
+            or not value.isprintable()
+        ):
+            raise self.error(key, expected, value)
+        return value
+
     def bool(self, key: str, default: Any = _REQUIRED) -> Any:
         value = self._get(key, default, "true or false")
         if value is default and key not in self.data:

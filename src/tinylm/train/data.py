@@ -60,6 +60,7 @@ from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory, check_format
 from tinylm.progress import progress_bar
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.validate import Record
 
 if TYPE_CHECKING:
     import torch
@@ -476,7 +477,9 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
     try:
         dtype = np.dtype(meta["dtype"])
         train, val = (_open_split(path, meta, split, dtype) for split in ("train", "val"))
-        tokenizer_path = path / meta["tokenizer"]["file"]
+        tokenizer_path = path / Record(meta, str(meta_path), _rerun_hint(path)).record(
+            "tokenizer"
+        ).file_name("file")
     except TinylmError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -487,8 +490,9 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
 
 
 def _open_split(path: Path, meta: dict[str, Any], split: str, dtype: np.dtype) -> np.memmap:
-    file = path / meta[split]["file"]
-    count = int(meta[split]["tokens"])
+    record = Record(meta, str(path / META_FILE), _rerun_hint(path)).record(split)
+    file = path / record.file_name("file")
+    count = record.int("tokens")
     if count < 1:
         raise TinylmError(f"the {split} split of {path} is empty; {_rerun_hint(path)}")
     expected = count * dtype.itemsize
