@@ -150,7 +150,10 @@ def test_sigkill_at_any_moment_then_resume_equals_the_uninterrupted_run(tmp_path
     for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
         ours, theirs = load_file(run / final / name), load_file(whole / final / name)
         assert ours.keys() == theirs.keys()
-        assert all(torch.equal(ours[key], theirs[key]) for key in ours), name
+        # numpy's and python's global RNGs are seeded by each process from the OS and
+        # never drawn from by training, so two processes legitimately differ there.
+        same = [torch.equal(ours[k], theirs[k]) for k in ours if k not in ("numpy", "python")]
+        assert all(same), name
     best, best_whole = read_checkpoint_meta(run / "best"), read_checkpoint_meta(whole / "best")
     assert (best["step"], best["metrics"]) == (best_whole["step"], best_whole["metrics"])
     leftovers = [p.name for p in run.rglob(".*")]
