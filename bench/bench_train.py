@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinylm.data.batches import fixed_batches
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.batches import fixed_batches
 from tinylm.train.config import TrainConfig
 from tinylm.train.evaluation import mean_loss
 from tinylm.train.runtime import autocast

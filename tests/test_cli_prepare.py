@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from tinylm.cli.main import main
+from tinylm.data.prepared import load_prepared
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.data import load_prepared
 
 NAMES = "\n".join(
     f"{a}{b}" for a in ("em", "ol", "av", "is", "mi") for b in ("ma", "ia", "a", "la")

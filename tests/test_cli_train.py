@@ -147,7 +147,7 @@ def test_init_from_fine_tunes_with_the_same_tokenizer(trained, tmp_path, capsys)
 
 
 def test_prepared_data_is_cached_and_reused(tmp_path, corpus, monkeypatch):
-    from tinylm.train import data as data_module
+    from tinylm.data import prepare as data_module
     from tinylm.train.runs import prepare_cached
 
     first = prepare_cached([str(corpus)], "char", tmp_path, progress=False)
@@ -211,7 +211,7 @@ def test_tokenizer_that_does_not_match_the_prepared_data(trained, tmp_path, caps
     fails_with(capsys, [*argv, *TINY], "was prepared with tokenizer")
     assert digest(prepared) == before
 
-    from tinylm.train.data import prepare
+    from tinylm.data.prepare import prepare
 
     foreign = tmp_path / "foreign"
     prepare("0123456789 " * 50, _tok(other), foreign, progress=False)
@@ -383,7 +383,7 @@ def test_set_progress_false_is_honoured(tmp_path, corpus, capsys):
 def test_bad_settings_fail_before_any_data_is_prepared(
     tmp_path, corpus, capsys, monkeypatch, extra, toml, message
 ):
-    from tinylm.train import data as data_module
+    from tinylm.data import prepare as data_module
 
     def no_prepare(*args, **kwargs):
         raise AssertionError("the data was prepared before the settings were checked")

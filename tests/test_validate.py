@@ -23,13 +23,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tinylm.data.prepare import prepare
+from tinylm.data.prepared import load_prepared
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.train.checkpoint import load_checkpoint, save_checkpoint
-from tinylm.train.data import load_prepared, prepare
 from tinylm.train.runs import load_model, read_run_info
 from tinylm.validate import Record, safetensors_header
 

@@ -3,11 +3,13 @@
 Tokenizers (``CharTokenizer``, ``BPETokenizer``, ``load_tokenizer``) need only the
 standard library and ``regex``; the model (``ModelConfig``, ``GPT``) needs PyTorch.
 Names are imported lazily, so ``from tinylm import BPETokenizer`` never imports torch.
+This is the one lazy package; every other package imports its names plainly.
 """
 
 from __future__ import annotations
 
-from tinylm.lazy import lazy_exports
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,8 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use (PEP 562)."""
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from tinylm.data.batches import get_batch
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.checkpoint import (
@@ -22,7 +23,6 @@ from tinylm.train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from tinylm.train.data import get_batch
 
 VOCAB = 16
 

@@ -1,7 +1,7 @@
 """Data parallelism: two CPU processes under torchrun train like one with twice the batch.
 
 Both ranks draw the same offsets from the same seeded generator and keep disjoint
-halves (see ``tinylm.train.batches``), so the two-process run sees exactly the
+halves (see ``tinylm.data.batches``), so the two-process run sees exactly the
 examples of the one-process run with ``batch_size`` doubled. DDP averages the two
 half-batch gradients, which equals the full-batch gradient up to float rounding;
 the tolerance below (relative 1e-5 on losses, 1e-5 absolute on weights) is that

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from tinylm.data.batches import StepBatches
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.batches import StepBatches
 from tinylm.train.callbacks import Callback
 from tinylm.train.checkpoint import load_checkpoint
 from tinylm.train.config import TrainConfig

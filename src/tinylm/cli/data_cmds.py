@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 
@@ -82,7 +82,7 @@ def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
         return corpus_from_specs(specs), ", ".join(specs) or BUILTIN_CORPUS
     if len(specs) > 1:
         raise TinylmError(f"give one {HUB_PREFIX}NAME corpus on its own, not mixed with files")
-    from tinylm.train.hub import load_hub_dataset
+    from tinylm.data.hub import load_hub_dataset
 
     name, _, split = hub[0][len(HUB_PREFIX) :].partition(":")
     if not name:
@@ -91,7 +91,7 @@ def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from tinylm.train.data import prepare
+    from tinylm.data.prepare import prepare
 
     tokenizer = load_tokenizer_file(args.tokenizer)
     corpus, description = _corpus(args.corpus, args.text_field)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
+from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
 from tinylm.errors import TinylmError
 from tinylm.inspect.tokens import (
     SEED_EXAMPLES,

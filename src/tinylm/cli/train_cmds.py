@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.errors import TinylmError
 
 DEFAULT_PRESET = "small"
@@ -356,8 +356,8 @@ def _init_from(path: str, model_settings: dict[str, Any]) -> dict[str, Any]:
 
 def _training_data(args, out_dir: Path, base: dict | None, info) -> tuple[Any, Any, dict]:
     """``(PreparedData, tokenizer, run info)``: a prepared folder, or raw text prepared now."""
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.train import distributed
-    from tinylm.train.data import check_tokenizer, load_prepared
     from tinylm.train.runs import DATA_CACHE, is_prepared_dir, prepare_cached
 
     specs = list(args.data or [BUILTIN_CORPUS])
@@ -415,9 +415,9 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
     import torch
 
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.train.checkpoint import CheckpointManager
     from tinylm.train.config import TrainConfig
-    from tinylm.train.data import check_tokenizer, load_prepared
     from tinylm.train.runs import load_tokenizer_file, model_for_checkpoint, read_run_info
     from tinylm.train.trainer import Trainer
 
@@ -538,7 +538,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinylm.train.batches import check_long_enough, sequential_batches
+    from tinylm.data.batches import check_long_enough, sequential_batches
     from tinylm.train.evaluation import full_pass_loss
 
     if args.batch_size < 1:
@@ -561,8 +561,8 @@ def _eval_tokens(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, str]:
     """The token ids to score: a prepared split, or raw text encoded with the run's tokenizer."""
     import numpy as np
 
-    from tinylm.corpus import corpus_from_specs, iter_documents
-    from tinylm.train.data import check_tokenizer, load_prepared
+    from tinylm.data.corpus import corpus_from_specs, iter_documents
+    from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.train.runs import is_prepared_dir
 
     if len(args.data) == 1 and is_prepared_dir(args.data[0]):

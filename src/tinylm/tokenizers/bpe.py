@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import heapq
 import multiprocessing
-import os
 import sys
 import threading
 from array import array
@@ -64,6 +63,7 @@ from typing import Any, Literal
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.pretokenize import pretokenizer, resolve_pattern, split_on_specials
+from tinylm.workers import resolve_workers
 
 #: Special-token names that mark document boundaries and padding, in preference order.
 BOS_NAMES = ("<|bos|>", "<|startoftext|>", "<s>", "<|endoftext|>")
@@ -381,9 +381,7 @@ class BPETokenizer(Tokenizer):
         instead. ``workers`` defaults to the number of CPUs this process may use.
         """
         texts = list(texts)
-        workers = _default_workers() if workers is None else workers
-        if not isinstance(workers, int) or workers < 1:
-            raise TinylmError(f"workers must be a positive integer, got {workers!r}")
+        workers = resolve_workers(workers)
         allowed = [
             self._check_specials_in_text(text, allowed_special, disallowed_special)
             for text in texts
@@ -788,10 +786,3 @@ def _encode_job(job: list[tuple[str, frozenset[str]]]) -> list[array]:
     """Encode one job in a worker; packed arrays pickle far faster than lists of ints."""
     assert _WORKER_TOKENIZER is not None
     return [array(_ID_TYPECODE, _WORKER_TOKENIZER._encode(text, allowed)) for text, allowed in job]
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)

@@ -35,7 +35,6 @@ above any useful vocabulary.
 from __future__ import annotations
 
 import heapq
-import os
 from collections.abc import Mapping, Sequence
 from operator import add
 
@@ -43,6 +42,7 @@ from tinylm.errors import TinylmError
 from tinylm.progress import progress_bar
 from tinylm.tokenizers.pretoken_counts import Corpus, count_pretokens
 from tinylm.tokenizers.pretokenize import resolve_pattern
+from tinylm.workers import resolve_workers
 
 #: The largest vocabulary the one-character-per-token representation allows.
 MAX_VOCAB_SIZE = 0x110000
@@ -72,13 +72,13 @@ def train_bpe(
     than ``vocab_size`` allows are returned when no pair is left to merge.
 
     ``pattern`` is a pre-tokenizer name (``gpt2``, ``cl100k``, ``o200k``...) or a
-    regex. ``workers`` processes pre-tokenize large corpora (default: all CPUs;
-    small corpora are always done in-process). ``progress`` shows progress bars on
+    regex. ``workers`` processes pre-tokenize large corpora (default: the CPUs this
+    process may use; small corpora are always done in-process). ``progress`` shows progress bars on
     stderr when it is a terminal (``tinylm.progress``); ``False`` keeps training silent.
     """
     specials = _check_special_tokens(special_tokens)
     num_merges = _check_vocab_size(vocab_size, len(specials))
-    workers = _check_workers(workers)
+    workers = resolve_workers(workers)
     regex_pattern = resolve_pattern(pattern)
 
     word_counts, nbytes = count_pretokens(
@@ -267,11 +267,3 @@ def _check_vocab_size(vocab_size: int, num_specials: int) -> int:
     if vocab_size - num_specials > MAX_VOCAB_SIZE:
         raise TinylmError(f"vocab_size {vocab_size} is too large; the maximum is {MAX_VOCAB_SIZE}")
     return vocab_size - minimum
-
-
-def _check_workers(workers: int | None) -> int:
-    if workers is None:
-        return os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise TinylmError(f"workers must be a positive integer or None, got {workers!r}")
-    return workers

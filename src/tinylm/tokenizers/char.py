@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tinylm.corpus import iter_documents
+from tinylm.data.corpus import iter_documents
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 

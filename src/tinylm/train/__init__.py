@@ -1,31 +1,29 @@
-"""Training: optimisers, learning-rate schedules, batches, checkpoints and the loop.
+"""Training: optimisers, learning-rate schedules, checkpoints and the loop.
 
-Names are imported lazily from the module that defines them (the table below), so
-``from tinylm.train import lr_at`` imports only ``schedule.py``, and a module that
-is missing or broken only fails the names that come from it.
+Batches come from :mod:`tinylm.data.batches`; ``get_batch`` is handed out here
+too, because a training loop in a notebook wants it beside the optimiser.
 """
 
 from __future__ import annotations
 
-from tinylm.lazy import lazy_exports
+from tinylm.data.batches import get_batch
+from tinylm.train.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.train.optim import AdamW, Muon, build_optimizer, param_groups, scale_lr
+from tinylm.train.schedule import SCHEDULES, cosine_schedule, lr_at
+from tinylm.train.trainer import TrainConfig, Trainer
 
-_EXPORTS = {
-    "AdamW": "tinylm.train.optim",
-    "Muon": "tinylm.train.optim",
-    "build_optimizer": "tinylm.train.optim",
-    "param_groups": "tinylm.train.optim",
-    "scale_lr": "tinylm.train.optim",
-    "SCHEDULES": "tinylm.train.schedule",
-    "lr_at": "tinylm.train.schedule",
-    "cosine_schedule": "tinylm.train.schedule",
-    "get_batch": "tinylm.train.data",
-    "save_checkpoint": "tinylm.train.checkpoint",
-    "load_checkpoint": "tinylm.train.checkpoint",
-    "Trainer": "tinylm.train.trainer",
-    "TrainConfig": "tinylm.train.trainer",
-}
-
-__all__ = list(_EXPORTS)
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "SCHEDULES",
+    "AdamW",
+    "Muon",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "cosine_schedule",
+    "get_batch",
+    "load_checkpoint",
+    "lr_at",
+    "param_groups",
+    "save_checkpoint",
+    "scale_lr",
+]

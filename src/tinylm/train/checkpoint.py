@@ -20,7 +20,7 @@ for any ``torch.optim.Optimizer``.
 **Exact resume.** A run continues bit for bit when, besides weights and optimizer
 state, every source of randomness is restored: the global torch RNG (dropout),
 CUDA RNGs, numpy's and python's global RNGs, and the ``torch.Generator`` that
-draws batches (its state *is* the data position, see ``tinylm.train.data``).
+draws batches (its state *is* the data position, see ``tinylm.data.batches``).
 
 **Atomicity.** The directory is built under a temporary name beside the target,
 every file fsynced, then renamed into place; an existing checkpoint of the same

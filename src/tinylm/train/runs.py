@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tinylm.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
+from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
+from tinylm.data.prepared import META_FILE
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 
 DATA_CACHE = "data"
-META_FILE = "meta.json"
 
 
 # -- tokenizers -----------------------------------------------------------------------
@@ -158,7 +158,7 @@ def prepare_cached(
     Either ``tokenizer_spec`` names the tokenizer to train/load, or a ready
     ``tokenizer`` is given (fine-tuning keeps the model's tokenizer).
     """
-    from tinylm.train.data import prepare
+    from tinylm.data.prepare import prepare
 
     if tokenizer is not None:
         key = cache_key(data_specs, f"fingerprint:{tokenizer.fingerprint()}", separator)

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.train import distributed
-from tinylm.train.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.train.callbacks import ConsoleReporter, call_all
 from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
@@ -103,7 +103,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.block_size = _block_size(model)
         _check_vocab(model, tokenizer)
-        check_long_enough(val_data, self.block_size, "validation")
+        check_long_enough(val_data, self.block_size, "validation split")
 
         # One generator for the training batches: its state is the data position.
         self.batch_generator = torch.Generator().manual_seed(config.seed)

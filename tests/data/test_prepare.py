@@ -1,4 +1,4 @@
-"""Prepared data: split, dtype, streaming, workers, atomic writes, loading, batches."""
+"""Prepared data: split, dtype, streaming, workers, atomic writes, loading, and batches of it."""
 
 from __future__ import annotations
 
@@ -13,21 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tinylm.train.data as data_mod
+import tinylm.data.prepare as data_mod
+from tinylm.data.batches import IGNORE_INDEX, get_batch, get_document_batch
+from tinylm.data.prepare import MIN_SPLIT_DOCUMENTS, is_val_document, prepare
+from tinylm.data.prepared import check_tokenizer, document_spans, load_prepared
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.data import (
-    IGNORE_INDEX,
-    MIN_SPLIT_DOCUMENTS,
-    check_tokenizer,
-    document_spans,
-    get_batch,
-    get_document_batch,
-    is_val_document,
-    load_prepared,
-    prepare,
-)
 
 # 112 made-up names of 2 to 9 letters: enough documents for a document-level split
 NAMES = [
@@ -355,34 +347,7 @@ def test_a_different_tokenizer_is_refused_with_both_fingerprints(tmp_path):
     assert str(tmp_path / "d" / "tokenizer.json") in message
 
 
-# -- batches ----------------------------------------------------------------------------
-
-
-def test_batches_are_shifted_windows_of_the_data():
-    data = np.arange(100, dtype=np.uint16)
-    x, y = get_batch(data, 4, 8, generator=torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (4, 8) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(y, x + 1)  # consecutive ids: each window is a slice of the data
-    assert int(x.min()) >= 0 and int(y.max()) <= 99
-
-
-def test_batches_are_reproducible_and_resume_from_the_generator_state():
-    data = np.random.default_rng(0).integers(0, 50, 500).astype(np.uint16)
-    gen = torch.Generator().manual_seed(7)
-    first = [get_batch(data, 2, 16, generator=gen)[0] for _ in range(3)]
-    state = gen.get_state()
-    later = get_batch(data, 2, 16, generator=gen)[0]
-    again = torch.Generator().manual_seed(7)
-    assert all(torch.equal(a, get_batch(data, 2, 16, generator=again)[0]) for a in first)
-    resumed = torch.Generator()
-    resumed.set_state(state)
-    assert torch.equal(later, get_batch(data, 2, 16, generator=resumed)[0])
-
-
-def test_every_window_start_is_reachable_including_the_last():
-    data = np.arange(10, dtype=np.uint16)
-    x, _ = get_batch(data, 500, 8, generator=torch.Generator().manual_seed(0))
-    assert set(x[:, 0].tolist()) == {0, 1}
+# -- batches from prepared data ---------------------------------------------------------
 
 
 def test_batches_from_a_memmap(tmp_path):
@@ -390,11 +355,6 @@ def test_batches_from_a_memmap(tmp_path):
     prepared = load_prepared(tmp_path / "d")
     x, y = get_batch(prepared.train, 3, 5, generator=torch.Generator().manual_seed(1))
     assert torch.equal(x[:, 1:], y[:, :-1])
-
-
-def test_too_little_data_says_how_much_is_needed():
-    with pytest.raises(TinylmError, match=r"block_size \+ 1 = 9 tokens.*has 8"):
-        get_batch(np.arange(8), 2, 8)
 
 
 # -- document batches --------------------------------------------------------------------
@@ -431,12 +391,6 @@ def test_document_batches_pad_inputs_and_mask_padded_targets(tmp_path):
         assert all(t == prepared.pad_id for t in row_x[length:])
         assert tuple(row_x[:1] + row_y[:length]) in docs
     assert (y == IGNORE_INDEX).any()  # names differ in length, so some row is padded
-
-
-def test_document_batches_cut_long_documents_to_the_block():
-    data = np.array([9, 1, 2, 3, 4, 5, 6, 9], dtype=np.uint16)
-    x, y = get_document_batch(data, np.array([[0, 8]]), 2, 4, pad_id=0)
-    assert x.tolist() == [[9, 1, 2, 3]] * 2 and y.tolist() == [[1, 2, 3, 4]] * 2
 
 
 def test_prepared_directory_paths_are_strings_in_meta(tmp_path):

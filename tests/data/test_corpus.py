@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinylm.corpus import builtin_documents, corpus_from_specs, expand_paths, iter_documents
+from tinylm.data.corpus import builtin_documents, corpus_from_specs, expand_paths, iter_documents
 from tinylm.errors import TinylmError
 
 
@@ -18,7 +18,7 @@ def test_builtin_corpus_is_pydoc_topics():
 
 
 def test_documents_split_on_separator_streaming(tmp_path, monkeypatch):
-    import tinylm.corpus as corpus
+    import tinylm.data.corpus as corpus
 
     monkeypatch.setattr(corpus, "_READ_CHUNK", 3)  # separators straddle chunk edges
     path = tmp_path / "a.txt"

@@ -1,13 +1,15 @@
-"""Drawing training batches so that resuming and data parallelism are exact.
+"""Batches: token arrays to ``(x, y)`` tensors, drawn so that resume and DDP are exact.
 
 A training example is a window of ``block_size + 1`` consecutive tokens starting
 at a random offset: the first ``block_size`` are the input ``x``, the same window
-shifted by one is the target ``y`` (the next token at every position).
+shifted by one is the target ``y`` (the next token at every position). Every
+sampler below is a way of choosing offsets; :func:`gather_windows` cuts the
+windows and :func:`to_device` moves them, once for all of them.
 
 All the offsets of one optimiser step are drawn in a single call from one
 ``torch.Generator``: ``grad_accum * world_size * batch_size`` of them. Micro-step
-``m`` of rank ``r`` then takes its own slice. Three properties follow, and the
-tests rely on each:
+``m`` of rank ``r`` then takes its own slice (:class:`StepBatches`). Three
+properties follow, and the tests rely on each:
 
 * The generator's state *is* the data position: saving it in a checkpoint and
   restoring it makes a resumed run draw the very batches it would have drawn.
@@ -17,13 +19,15 @@ tests rely on each:
 * How a step's examples are split into micro-batches (gradient accumulation) or
   across ranks does not change which examples the step contains.
 
-(``tinylm.train.data.get_batch`` draws one batch of independent windows the same
-way; this module adds the per-step, per-rank slicing that DDP needs.)
+:func:`get_batch` is the one-batch form for notebooks; :func:`fixed_batches`
+serves evaluation (the same batches every time), :func:`sequential_batches` a
+full pass over a split, and :func:`get_document_batch` microgpt-style training on
+whole short documents, padded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,33 +35,54 @@ from torch import Tensor
 
 from tinylm.errors import TinylmError
 
+#: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).
+IGNORE_INDEX = -100
 
-def num_windows(data: Sequence[int] | np.ndarray | Tensor, block_size: int) -> int:
+TokenArray = Sequence[int] | np.ndarray | Tensor
+
+
+def num_windows(data: TokenArray, block_size: int) -> int:
     """How many distinct start offsets a token array offers for ``block_size + 1`` windows."""
     return len(data) - block_size
 
 
 def check_long_enough(
-    data: Sequence[int] | np.ndarray | Tensor,
+    data: TokenArray,
     block_size: int,
     name: str,
-    hint: str = "give more text or lower block_size (--set block_size=N)",
+    hint: str = "give more text or a smaller block_size",
 ) -> None:
-    """A split must hold at least one full window: ``block_size + 1`` tokens."""
+    """The data (``name`` says which, e.g. "validation split") must hold one full window."""
     if num_windows(data, block_size) < 1:
         raise TinylmError(
-            f"the {name} split has {len(data)} tokens, fewer than block_size + 1 = "
-            f"{block_size + 1}; {hint}"
+            f"need at least block_size + 1 = {block_size + 1} tokens for a batch, the {name} "
+            f"has {len(data)} tokens; {hint}"
         )
 
 
-def draw_offsets(n_windows: int, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` random window starts in ``[0, n_windows)``, one generator call."""
+def draw_offsets(n_windows: int, count: int, generator: torch.Generator | None) -> Tensor:
+    """``count`` random window starts in ``[0, n_windows)``, one generator call.
+
+    ``generator=None`` draws from torch's global generator.
+    """
     return torch.randint(n_windows, (count,), generator=generator)
 
 
+def to_device(x: Tensor, y: Tensor, device: str | torch.device) -> tuple[Tensor, Tensor]:
+    """Move a batch to ``device``: the one place a batch leaves host memory."""
+    device = torch.device(device)
+    x, y = x.contiguous(), y.contiguous()
+    if device.type == "cuda":
+        # Pinned host memory lets the copy overlap with the GPU still computing.
+        return (
+            x.pin_memory().to(device, non_blocking=True),
+            y.pin_memory().to(device, non_blocking=True),
+        )
+    return x.to(device), y.to(device)
+
+
 def gather_windows(
-    data: np.ndarray | Tensor, offsets: Tensor, block_size: int, device: torch.device
+    data: np.ndarray | Tensor, offsets: Tensor, block_size: int, device: str | torch.device
 ) -> tuple[Tensor, Tensor]:
     """Inputs ``x`` and next-token targets ``y``, both ``(len(offsets), block_size)`` int64."""
     if isinstance(data, Tensor):
@@ -66,14 +91,26 @@ def gather_windows(
     else:
         rows = np.stack([data[int(o) : int(o) + block_size + 1] for o in offsets])
         windows = torch.from_numpy(rows.astype(np.int64))
-    x, y = windows[:, :-1], windows[:, 1:]
-    if device.type == "cuda":
-        # Pinned host memory lets the copy overlap with the GPU still computing.
-        return (
-            x.pin_memory().to(device, non_blocking=True),
-            y.pin_memory().to(device, non_blocking=True),
-        )
-    return x.contiguous().to(device), y.contiguous().to(device)
+    return to_device(windows[:, :-1], windows[:, 1:], device)
+
+
+def get_batch(
+    data: np.ndarray | Tensor,
+    batch_size: int,
+    block_size: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Random windows of ``block_size + 1`` tokens: inputs ``x`` and next-token targets ``y``.
+
+    Both are int64 ``(batch_size, block_size)``; ``y`` is ``x`` shifted left by one.
+    The start offsets come from ``generator`` (a CPU ``torch.Generator``; the
+    global torch RNG when ``None``), so saving and restoring its state continues
+    the exact same batch sequence.
+    """
+    check_long_enough(data, block_size, "data", hint="use more text or a smaller block_size")
+    offsets = draw_offsets(num_windows(data, block_size), batch_size, generator)
+    return gather_windows(data, offsets, block_size, device)
 
 
 class StepBatches:
@@ -95,7 +132,7 @@ class StepBatches:
         generator: torch.Generator,
         device: torch.device | str = "cpu",
     ) -> None:
-        check_long_enough(data, block_size, "training")
+        check_long_enough(data, block_size, "training split")
         self.data = data
         self.block_size = block_size
         self.batch_size = batch_size
@@ -129,7 +166,7 @@ def fixed_batches(
     batch_size: int,
     num_batches: int,
     seed: int,
-    device: torch.device,
+    device: str | torch.device,
 ) -> list[tuple[Tensor, Tensor]]:
     """The same ``num_batches`` batches every time: evaluations compare like with like.
 
@@ -148,9 +185,9 @@ def sequential_batches(
     data: np.ndarray | Tensor,
     block_size: int,
     batch_size: int,
-    device: torch.device,
+    device: str | torch.device,
     max_batches: int | None = None,
-):
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Non-overlapping windows covering the data in order (for a full evaluation pass).
 
     Yields ``(x, y)`` batches; every token but the first of each window is
@@ -162,3 +199,35 @@ def sequential_batches(
     for i in range(0, len(starts), batch_size):
         offsets = torch.tensor(starts[i : i + batch_size])
         yield gather_windows(data, offsets, block_size, device)
+
+
+def get_document_batch(
+    data: np.ndarray,
+    spans: np.ndarray,
+    batch_size: int,
+    block_size: int,
+    *,
+    pad_id: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Whole documents, one per row, padded: microgpt-style training on short texts.
+
+    Each row is a random document (from ``spans``, see
+    :func:`tinylm.data.prepared.document_spans`), cut to ``block_size + 1`` tokens;
+    rows are padded to the longest in the batch. Inputs pad with ``pad_id``;
+    targets at padded positions are :data:`IGNORE_INDEX`, which cross-entropy
+    ignores, so padding never enters the loss.
+    """
+    if len(spans) == 0:
+        raise TinylmError("the data has no documents of two or more tokens to batch")
+    picks = draw_offsets(len(spans), batch_size, generator).tolist()
+    docs = [np.asarray(data[s : min(e, s + block_size + 1)], np.int64) for s, e in spans[picks]]
+    width = max(len(doc) for doc in docs) - 1
+    x = torch.full((batch_size, width), pad_id, dtype=torch.int64)
+    y = torch.full((batch_size, width), IGNORE_INDEX, dtype=torch.int64)
+    for row, doc in enumerate(docs):
+        ids = torch.from_numpy(doc)
+        x[row, : len(doc) - 1] = ids[:-1]
+        y[row, : len(doc) - 1] = ids[1:]
+    return to_device(x, y, device)

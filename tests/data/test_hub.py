@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from tinylm.data.hub import load_hub_dataset
 from tinylm.errors import TinylmError
-from tinylm.train.hub import load_hub_dataset
 
 
 def test_without_datasets_installed_the_error_says_what_to_install(monkeypatch):
@@ -47,7 +47,7 @@ def test_streaming_reads_the_same_documents(datasets, jsonl, tmp_path):
 
 
 def test_text_files_split_into_paragraphs_like_the_blank_separator(datasets, tmp_path):
-    from tinylm.corpus import iter_documents
+    from tinylm.data.corpus import iter_documents
 
     path = tmp_path / "stories.txt"
     path.write_text("Once upon a time.\nThe end.\n\nAnother story.\n\nA third one.\n")
@@ -59,8 +59,9 @@ def test_text_files_split_into_paragraphs_like_the_blank_separator(datasets, tmp
 
 
 def test_a_local_folder_works_like_a_hub_id_and_feeds_prepare(datasets, jsonl, tmp_path):
+    from tinylm.data.prepare import prepare
+    from tinylm.data.prepared import load_prepared
     from tinylm.tokenizers.char import CharTokenizer
-    from tinylm.train.data import load_prepared, prepare
 
     docs = list(load_hub_dataset(str(jsonl.parent), cache_dir=tmp_path / "cache"))
     tok = CharTokenizer.train(docs)

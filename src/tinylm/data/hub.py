@@ -9,7 +9,7 @@ files, because ``datasets.load_dataset`` does both::
     load_hub_dataset("text", data_files="book.txt", sample_by="paragraph")
 
 The result is an iterator of documents (strings), which is what
-:func:`tinylm.train.data.prepare` and the tokenizer trainers take. Rows are read
+:func:`tinylm.data.prepare.prepare` and the tokenizer trainers take. Rows are read
 in batches of one column, so a large dataset streams through without building a
 Python dict per row; ``streaming=True`` also avoids downloading it all first.
 """

@@ -1,12 +1,6 @@
-"""Prepared token data: ``tinylm prepare`` writes it, training reads it as memmaps.
+"""Preparation: a corpus encoded into a prepared dataset (``tinylm prepare``).
 
-A prepared dataset is a directory::
-
-    meta.json        format, tokenizer fingerprint, dtype, token/document counts
-    tokenizer.json   the tokenizer that made the ids (so the data explains itself)
-    train.bin        flat token ids, uint16 when vocab_size <= 65536, else uint32
-    val.bin          the same for the validation split
-
+The result is the directory :mod:`tinylm.data.prepared` describes and opens.
 Every document is encoded with ``tokenizer.encode_document`` (``[BOS] + ids +
 [EOS]`` as the tokenizer defines them) and the documents are concatenated, so
 the model learns where texts start and end from the boundary tokens.
@@ -35,8 +29,7 @@ pays nothing for a pool.
 target and renamed into place at the end; a failure or Ctrl-C removes the
 temporary directory and leaves an existing dataset untouched.
 
-This module does not import torch at the top: ``tinylm prepare`` and its worker
-processes never need it. The batch functions import it when called.
+No torch here: ``tinylm prepare`` and its worker processes never need it.
 """
 
 from __future__ import annotations
@@ -48,30 +41,26 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from tinylm.corpus import iter_documents
+from tinylm.data.corpus import iter_documents
+from tinylm.data.prepared import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    SPLIT_FILES,
+    TOKENIZER_FILE,
+    token_dtype,
+)
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_directory, check_format
+from tinylm.fileio import atomic_directory
 from tinylm.progress import progress_bar
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.validate import Record
-
-if TYPE_CHECKING:
-    import torch
-
-#: Identifies a tinylm prepared-data directory; bumped when the layout changes.
-FORMAT_NAME = "tinylm-data"
-FORMAT_VERSION = 1
-
-META_FILE = "meta.json"
-TOKENIZER_FILE = "tokenizer.json"
-SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
+from tinylm.workers import resolve_workers
 
 #: Characters per encoding batch: large enough to amortise sending it to a worker,
 #: small enough that a few in flight per worker fit easily in memory.
@@ -81,19 +70,11 @@ BATCH_CHARS = 1 << 20
 #: the split is taken from the token stream.
 MIN_SPLIT_DOCUMENTS = 10
 
-#: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).
-IGNORE_INDEX = -100
-
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _COPY_TOKENS = 1 << 22  # tokens per chunk when re-splitting a token stream
 
 
 # -- encoding -------------------------------------------------------------------
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned dtype that holds every id: half the disk of uint32 when it fits."""
-    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
 def encode_batch(
@@ -179,13 +160,6 @@ def _encode_stream(
             yield batch, encode_batch(tokenizer, batch, dtype)
         return
     yield from _encode_parallel(chain([first, second], batches), tokenizer, dtype, workers)
-
-
-def default_workers() -> int:
-    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 # -- splitting --------------------------------------------------------------------
@@ -332,16 +306,14 @@ def prepare(
 ) -> dict[str, Any]:
     """Encode a corpus into ``out_dir`` (train.bin, val.bin, meta.json, tokenizer.json).
 
-    ``corpus`` is anything :func:`tinylm.corpus.iter_documents` accepts: text, a
+    ``corpus`` is anything :func:`tinylm.data.corpus.iter_documents` accepts: text, a
     ``Path``, or an iterable of texts and paths (e.g. a hub dataset's documents).
     ``separator`` splits files into documents (eot, line, blank, file or a
     literal string). Returns the metadata written to meta.json. See the module
     docstring for how the split is made.
     """
     _check_val_fraction(val_fraction)
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise TinylmError(f"workers must be at least 1, got {workers}")
+    workers = resolve_workers(workers)
     dtype = token_dtype(tokenizer.vocab_size)
     out_dir = Path(out_dir)
     documents = iter_documents(corpus, separator)
@@ -426,196 +398,3 @@ def _build_meta(
         "characters": characters,
         "chars_per_token": round(characters / content, 4) if content > 0 else None,
     }
-
-
-# -- loading ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """A prepared dataset, opened read-only: splits as memmaps, nothing loaded into RAM."""
-
-    path: Path
-    train: np.memmap
-    val: np.memmap
-    meta: dict[str, Any]
-    tokenizer_path: Path
-
-    @property
-    def pad_id(self) -> int:
-        """The id document batches pad with: PAD, else BOS, else EOS (masked out anyway)."""
-        for key in ("pad_id", "bos_id", "eos_id"):
-            if self.meta.get(key) is not None:
-                return int(self.meta[key])
-        return 0
-
-    def document_spans(self, split: str = "train") -> np.ndarray:
-        """``(n, 2)`` start/end offsets of the documents of a split (for document batches)."""
-        data = self.train if split == "train" else self.val
-        return document_spans(data, self.meta.get("bos_id"), self.meta.get("eos_id"))
-
-
-def _rerun_hint(path: Path) -> str:
-    return f"re-run `tinylm prepare CORPUS --tokenizer FILE --out {path}`"
-
-
-def load_prepared(path: str | os.PathLike) -> PreparedData:
-    """Open a directory written by :func:`prepare`, checking it is complete."""
-    path = Path(path)
-    if not path.is_dir():
-        raise TinylmError(f"no prepared data at {path}; {_rerun_hint(path)}")
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise TinylmError(
-            f"{path} is not a tinylm dataset (missing {META_FILE}); {_rerun_hint(path)}"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{meta_path} is unreadable ({exc}); {_rerun_hint(path)}") from None
-    check_format(meta, FORMAT_NAME, FORMAT_VERSION, path, "tinylm dataset", _rerun_hint(path))
-    try:
-        dtype = np.dtype(meta["dtype"])
-        train, val = (_open_split(path, meta, split, dtype) for split in ("train", "val"))
-        tokenizer_path = path / Record(meta, str(meta_path), _rerun_hint(path)).record(
-            "tokenizer"
-        ).file_name("file")
-    except TinylmError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TinylmError(
-            f"{meta_path} is incomplete ({type(exc).__name__}: {exc}); {_rerun_hint(path)}"
-        ) from None
-    return PreparedData(path, train, val, {**meta, "path": str(path)}, tokenizer_path)
-
-
-def _open_split(path: Path, meta: dict[str, Any], split: str, dtype: np.dtype) -> np.memmap:
-    record = Record(meta, str(path / META_FILE), _rerun_hint(path)).record(split)
-    file = path / record.file_name("file")
-    count = record.int("tokens")
-    if count < 1:
-        raise TinylmError(f"the {split} split of {path} is empty; {_rerun_hint(path)}")
-    expected = count * dtype.itemsize
-    actual = file.stat().st_size if file.is_file() else None
-    if actual != expected:
-        found = "is missing" if actual is None else f"has {actual} bytes"
-        raise TinylmError(
-            f"{file} {found}, but {META_FILE} says {count} {dtype.name} tokens ({expected} "
-            f"bytes); the dataset is truncated or corrupt, {_rerun_hint(path)}"
-        )
-    return np.memmap(file, dtype=dtype, mode="r", shape=(count,))
-
-
-def check_tokenizer(meta: dict[str, Any] | PreparedData, tokenizer: Tokenizer) -> None:
-    """Refuse to train on ids made by a different tokenizer: they would mean other text."""
-    if isinstance(meta, PreparedData):
-        meta = meta.meta
-    where = meta.get("path", "the prepared data")
-    theirs = meta.get("tokenizer", {}).get("fingerprint")
-    ours = tokenizer.fingerprint()
-    if theirs != ours:
-        raise TinylmError(
-            f"data in {where} was prepared with tokenizer {theirs}, but the run uses {ours}; "
-            "prepare the text again with this tokenizer (tinylm prepare ... --tokenizer FILE), "
-            f"or use the tokenizer it was made with ({where}/{TOKENIZER_FILE})"
-        )
-
-
-# -- batches ------------------------------------------------------------------------
-
-
-def _to_device(
-    x: torch.Tensor, y: torch.Tensor, device: str | torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        # Pinned host memory lets the copy overlap with the GPU still computing.
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
-            device, non_blocking=True
-        )
-    return x.to(device), y.to(device)
-
-
-def get_batch(
-    data: np.ndarray,
-    batch_size: int,
-    block_size: int,
-    device: str | torch.device = "cpu",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of ``block_size + 1`` tokens: inputs ``x`` and next-token targets ``y``.
-
-    Both are int64 ``(batch_size, block_size)``; ``y`` is ``x`` shifted left by one.
-    The start offsets come from ``generator`` (a CPU ``torch.Generator``; the
-    global torch RNG when ``None``), so saving and restoring its state continues
-    the exact same batch sequence.
-    """
-    import torch
-
-    n = len(data)
-    if n < block_size + 1:
-        raise TinylmError(
-            f"need at least block_size + 1 = {block_size + 1} tokens for a batch, the data "
-            f"has {n}; use more text or a smaller block_size"
-        )
-    starts = torch.randint(n - block_size, (batch_size,), generator=generator).tolist()
-    windows = np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64)
-    tokens = torch.from_numpy(windows)
-    return _to_device(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), device)
-
-
-def document_spans(data: np.ndarray, bos_id: int | None, eos_id: int | None) -> np.ndarray:
-    """``(n, 2)`` ``[start, end)`` offsets of the documents in a flat token stream.
-
-    A document ends after its EOS. When BOS and EOS are the same id (the char
-    tokenizer), a document ends where that id is directly followed by itself
-    (close, then open of the next). Without EOS, documents start at each BOS.
-    A split cut mid-document simply yields shorter first/last spans.
-    """
-    data = np.asarray(data)
-    if eos_id is not None and eos_id == bos_id:
-        ends = np.flatnonzero((data[:-1] == eos_id) & (data[1:] == eos_id)) + 1
-    elif eos_id is not None:
-        ends = np.flatnonzero(data == eos_id) + 1
-    elif bos_id is not None:
-        ends = np.flatnonzero(data == bos_id)
-    else:
-        raise TinylmError("the tokenizer has neither BOS nor EOS; documents cannot be found")
-    bounds = np.unique(np.concatenate([[0], ends, [len(data)]]))
-    spans = np.stack([bounds[:-1], bounds[1:]], axis=1)
-    return spans[spans[:, 1] - spans[:, 0] >= 2]  # one token has no next-token target
-
-
-def get_document_batch(
-    data: np.ndarray,
-    spans: np.ndarray,
-    batch_size: int,
-    block_size: int,
-    *,
-    pad_id: int,
-    device: str | torch.device = "cpu",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole documents, one per row, padded: microgpt-style training on short texts.
-
-    Each row is a random document (from ``spans``, see :func:`document_spans`),
-    cut to ``block_size + 1`` tokens; rows are padded to the longest in the batch.
-    Inputs pad with ``pad_id``; targets at padded positions are ``-100``, the
-    index cross-entropy ignores, so padding never enters the loss.
-    """
-    import torch
-
-    if len(spans) == 0:
-        raise TinylmError("the data has no documents of two or more tokens to batch")
-    picks = torch.randint(len(spans), (batch_size,), generator=generator).tolist()
-    docs = [np.asarray(data[s : min(e, s + block_size + 1)], np.int64) for s, e in spans[picks]]
-    width = max(len(doc) for doc in docs) - 1
-    x = torch.full((batch_size, width), pad_id, dtype=torch.int64)
-    y = torch.full((batch_size, width), IGNORE_INDEX, dtype=torch.int64)
-    for row, doc in enumerate(docs):
-        ids = torch.from_numpy(doc)
-        x[row, : len(doc) - 1] = ids[:-1]
-        y[row, : len(doc) - 1] = ids[1:]
-    return _to_device(x, y, device)
