@@ -475,3 +475,31 @@ def test_sample_best_of_a_run_whose_best_folder_was_lost_is_an_error(run_copy, c
     (latest / "state.json").write_text(json.dumps(state))
     fails_with(capsys, ["sample", str(run_copy), "--best"], "best checkpoint of")
     fails_with(capsys, ["eval", str(run_copy), "--best", "--data", str(run_copy)], "(step 2,")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB file system of its own (tmpfs), where a checkpoint does not fit."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root in a privileged container): "
+                    f"{done.stderr.strip()}")  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(small_disk, corpus, capsys):
+    out = small_disk / "run"
+    argv = ["train", "--data", str(corpus), "--steps", "5", "--out", str(out), *TINY]
+    argv += ["--set", "n_embd=64"]  # about 200 KB of weights and optimizer state
+    message = fails_with(capsys, argv, "no space left on the device")
+    assert f"cannot write {out}" in message and "bytes needed" in message
+    assert not [p for p in small_disk.rglob(".*")]  # no half-written leftovers
