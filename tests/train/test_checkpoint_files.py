@@ -338,3 +338,31 @@ def test_a_full_disk_during_a_tokenizer_save_names_the_file_and_its_size(tmp_pat
         f"cannot write {tmp_path / 'tok.json'}: no space left on the device ({size:,} bytes needed"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"best_val_loss": "abc", "world_size": 1}, "field 'best_val_loss' is a string"),
+        ({"world_size": "two"}, "field 'world_size' is a string"),
+        ({"world_size": 0}, "field 'world_size' is the number 0"),
+    ],
+)
+def test_edited_trainer_state_is_one_line_on_resume(tmp_path, extra, message):
+    import numpy as np
+
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.trainer import Trainer
+
+    ids = np.arange(200, dtype=np.uint16) % CONFIG["vocab_size"]
+    config = TrainConfig.from_dict(
+        {"steps": 5, "batch_size": 2, "out_dir": None, "progress": False}
+    )
+    trainer = Trainer(tiny_gpt(1), ids, ids, None, config)
+    generators = {"batches": trainer.batch_generator}
+    folder = save_checkpoint(
+        tmp_path / "c", trainer.model, trainer.optimizer, 2, generators=generators, extra=extra
+    )
+    with pytest.raises(TinylmError) as exc:
+        trainer.resume(folder)
+    assert message in one_line(exc)

@@ -62,6 +62,7 @@ from tinylm.train.runtime import (
 )
 from tinylm.train.sampling import sample_text
 from tinylm.train.schedule import lr_at
+from tinylm.validate import Record
 
 __all__ = ["Trainer", "TrainConfig"]
 
@@ -410,15 +411,17 @@ class Trainer:
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}
         )
-        extra = read_checkpoint_meta(path).get("extra") or {}
-        saved_world = extra.get("world_size", self.dist.world_size)
+        meta = read_checkpoint_meta(path)
+        hint = "the file was edited or damaged; resume from an earlier ckpt-* folder"
+        extra = Record(meta["extra"], f"{meta['path'] / 'state.json'}: extra", hint)
+        saved_world = extra.int("world_size", self.dist.world_size, minimum=1)
         if saved_world != self.dist.world_size:
             raise TinylmError(
                 f"checkpoint {path} was trained with {saved_world} processes, this run has "
                 f"{self.dist.world_size}; resume with the same number of processes"
             )
-        best = extra.get("best_val_loss")
-        self.best_val_loss = math.inf if best is None else float(best)
+        has_best = extra.data.get("best_val_loss") is not None
+        self.best_val_loss = extra.float("best_val_loss", finite=False) if has_best else math.inf
         self.step = self.saved_step = int(step)
         self.last_checkpoint = Path(path)
         return self.step
