@@ -295,7 +295,7 @@ def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
     from tinylm.model import GPT, ModelConfig
     from tinylm.train.checkpoint import load_checkpoint
     from tinylm.train.config import TrainConfig
-    from tinylm.train.runs import is_existing_run
+    from tinylm.train.runs import is_existing_run, model_for_checkpoint
     from tinylm.train.trainer import Trainer, check_writable
 
     if is_existing_run(out_dir):
@@ -316,8 +316,10 @@ def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
         vocab = {"vocab_size": tokenizer.vocab_size}
         config = ModelConfig.from_preset(preset, **{**vocab, **model_settings})
     torch.manual_seed(train_config.seed)
-    model = GPT(config)
-    if base is not None:
+    if base is None:
+        model = GPT(config)
+    else:  # the checkpoint's weights are checked to fit before anything is allocated
+        model = model_for_checkpoint(base["path"], config.to_dict())
         load_checkpoint(base["path"], model)
     run_info = {
         "preset": None if base else preset,
