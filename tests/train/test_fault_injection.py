@@ -87,7 +87,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 def train(out: Path, corpus: Path, kill_at: str = "none:0") -> int:
-    """One training process (resuming when ``out`` has a checkpoint); its exit status."""
+    """One training process (resuming when ``out`` has a checkpoint); its exit status,
+    which must be 0 or -9 (killed): a kill never leaves a run that cannot continue. A
+    resume of a run killed after its final checkpoint says it has finished: that is 0."""
     resume = ["--resume"] if CheckpointManager(out).latest() is not None else []
     env = {
         **os.environ,
@@ -100,8 +102,9 @@ def train(out: Path, corpus: Path, kill_at: str = "none:0") -> int:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True, timeout=300
     )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.returncode
+    finished = done.returncode == 2 and "already finished its" in done.stderr
+    assert done.returncode in (0, -9) or finished, f"{kill_at}: {done.returncode}: {done.stderr}"
+    return 0 if finished else done.returncode  # killed after its last checkpoint: done
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
@@ -136,7 +139,6 @@ def test_sigkill_at_any_moment_then_resume_equals_the_uninterrupted_run(tmp_path
     killed = 0
     for kill_at in kills:
         status = train(run, corpus, kill_at)
-        assert status in (0, -9), status
         killed += status == -9
         if status == 0:
             break

@@ -423,6 +423,8 @@ def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
     from tinylm.train.runs import load_tokenizer_file, model_for_checkpoint, read_run_info
     from tinylm.train.trainer import Trainer
 
+    if info.is_main and out_dir.is_dir():  # leftovers of a killed run, before choosing latest
+        CheckpointManager(out_dir).recover()
     latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
     if latest is None:
         raise TinylmError(f"nothing to resume in {out_dir}: it has no checkpoint; drop --resume")
