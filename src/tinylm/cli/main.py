@@ -29,6 +29,7 @@ from tinylm.errors import TinylmError
 # Modules that each define ``register(subparsers)``. They import torch only inside
 # their ``run`` functions, so ``tinylm tokenize`` never pays for it.
 COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.cli.train_cmds")
+COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 

@@ -17,6 +17,8 @@ SEED_EXAMPLES = ("Hello world", "strawberry", "unhappy")
 # Background colours that keep black text readable, cycled token by token.
 _COLOURS = (43, 46, 45, 42, 44, 41)
 _VISIBLE = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+#: How a space is drawn where it stands alone (U+2423 OPEN BOX).
+VISIBLE_SPACE = "\u2423"
 
 
 def encode_shown(tokenizer: Tokenizer, text: str) -> list[int]:
@@ -45,18 +47,25 @@ def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     return [show(i) if show else tokenizer.decode([i]) for i in ids]
 
 
-def _visible(piece: str) -> str:
-    return "".join(_VISIBLE.get(ch, ch) for ch in piece)
+def visible(piece: str, spaces: bool = False) -> str:
+    """A token's text with its whitespace made visible: ``\\n``, ``\\t``, ``\\r``.
+
+    With ``spaces=True`` a space is drawn as ``␣`` too, for places where a token
+    stands alone (a plot's tick label, a table cell) and a leading space, which
+    tells " the" from "the", would otherwise be invisible.
+    """
+    shown = "".join(_VISIBLE.get(ch, ch) for ch in piece)
+    return shown.replace(" ", VISIBLE_SPACE) if spaces else shown
 
 
 def render_tokens(pieces: Sequence[str], color: bool = False) -> str:
     """Join pieces with visible boundaries: coloured backgrounds, or ``[brackets]``."""
     if color:
         return "".join(
-            f"\x1b[30;{_COLOURS[i % len(_COLOURS)]}m{_visible(p)}\x1b[0m"
+            f"\x1b[30;{_COLOURS[i % len(_COLOURS)]}m{visible(p)}\x1b[0m"
             for i, p in enumerate(pieces)
         )
-    return "".join(f"[{_visible(p)}]" for p in pieces)
+    return "".join(f"[{visible(p)}]" for p in pieces)
 
 
 def chars_per_token(tokenizer: Tokenizer, documents: Iterable[str]) -> float:
@@ -76,5 +85,5 @@ def compare_table(tokenizers: Mapping[str, Tokenizer], texts: Sequence[str]) -> 
     rows = [header, rule]
     for text in texts:
         counts = [str(len(encode_shown(tokenizers[name], text))) for name in names]
-        rows.append(f"| {_visible(text)!s} | " + " | ".join(counts) + " |")
+        rows.append(f"| {visible(text)!s} | " + " | ".join(counts) + " |")
     return "\n".join(rows)
