@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinylm.model.feedforward import FeedForward, SwiGLU, build_feedforward, gelu, relu, silu
+from tinylm.model.feedforward import (
+    FeedForward,
+    SwiGLU,
+    build_feedforward,
+    gelu,
+    gelu_tanh,
+    relu,
+    silu,
+)
 from tinylm.model.norms import LayerNorm, RMSNorm, build_norm
 
 
@@ -76,7 +84,12 @@ def test_norm_gradcheck(norm_cls):
 
 @pytest.mark.parametrize(
     ("ours", "ref"),
-    [(relu, torch.relu), (gelu, F.gelu), (silu, F.silu)],
+    [
+        (relu, torch.relu),
+        (gelu, F.gelu),
+        (gelu_tanh, lambda x: F.gelu(x, approximate="tanh")),
+        (silu, F.silu),
+    ],
 )
 def test_activations_match_torch(ours, ref):
     x = torch.linspace(-8, 8, 1001, dtype=torch.float64)

@@ -80,7 +80,12 @@ def reference_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     def ffn(x: torch.Tensor, p: str) -> torch.Tensor:
         if c.activation == "swiglu":
             return linear(F.silu(linear(x, p + ".w")) * linear(x, p + ".v"), p + ".w2")
-        act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}[c.activation]
+        act = {
+            "relu": F.relu,
+            "gelu": F.gelu,
+            "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+            "silu": F.silu,
+        }[c.activation]
         return linear(act(linear(x, p + ".w1")), p + ".w2")
 
     x = F.embedding(idx, W["tok_emb.weight"])

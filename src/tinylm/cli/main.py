@@ -30,6 +30,7 @@ from tinylm.errors import TinylmError
 # their ``run`` functions, so ``tinylm tokenize`` never pays for it.
 COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.cli.train_cmds")
 COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
+COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 

@@ -511,30 +511,28 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from tinylm.train.sampling import prompt_ids, stream_text
+    """One sample streams as it is written; several are generated as one batch."""
+    from tinylm.train.sampling import prompt_ids, sample_texts, stream_text
 
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
     model, tokenizer, _ = _load_run(args)
     prompt_ids(tokenizer, args.prompt)  # an unencodable prompt fails before any output
-    for i in range(args.num):
-        if i:
-            sys.stdout.write("\n---\n")
-        sys.stdout.write(args.prompt)
-        pieces = stream_text(
-            model,
-            tokenizer,
-            args.prompt,
-            args.max_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=None if args.seed is None else args.seed + i,
-        )
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+    sampling = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
+    if args.num > 1:
+        texts = sample_texts(model, tokenizer, args.prompt, args.max_tokens, args.num, **sampling)
+        sys.stdout.write("\n---\n".join(args.prompt + text for text in texts) + "\n")
+        return 0
+    sys.stdout.write(args.prompt)
+    for piece in stream_text(model, tokenizer, args.prompt, args.max_tokens, **sampling):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 

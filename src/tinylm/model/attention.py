@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
 from tinylm.model.kv_cache import KVCache
-from tinylm.model.rope import apply_rope
+from tinylm.model.rope import Rotary, apply_rope
 
 
 def scaled_dot_product_attention(
@@ -91,6 +91,11 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.use_rope = config.position == "rope"
         self.rope_theta = config.rope_theta
+        # kernels=fused: the rotations are tabulated once (rope.Rotary)
+        fused_rope = self.use_rope and config.kernels == "fused"
+        self.rotary = (
+            Rotary(config.block_size, config.head_dim, config.rope_theta) if fused_rope else None
+        )
         self.fused = config.attention == "fused"
         self.dropout_p = config.dropout
 
@@ -99,7 +104,6 @@ class CausalSelfAttention(nn.Module):
         self.w_k = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_o = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.w_o.is_residual_projection = True  # gets the scaled init, see GPT._init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -108,17 +112,23 @@ class CausalSelfAttention(nn.Module):
         positions: Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x`` is ``(B, T, n_embd)`` for tokens at ``positions`` (``(T,)``, absolute).
 
         Returns the layer output ``(B, T, n_embd)`` and, if ``need_weights`` (which
         forces the explicit path), the weights ``(B, n_head, T, T_k)``, else None.
+        ``attn_mask`` (boolean, ``(B, 1, T, T_k)``, True = may attend) replaces the
+        causal mask when rows differ, as in a batch of left-padded prompts; then
+        ``positions`` is ``(B, T)``.
         """
         B, T, _ = x.shape
         q = self._split_heads(self.w_q(x), self.n_head)  # (B, n_head, T, head_dim)
         k = self._split_heads(self.w_k(x), self.kv_heads)  # (B, kv_heads, T, head_dim)
         v = self._split_heads(self.w_v(x), self.kv_heads)
-        if self.use_rope:
+        if self.rotary is not None:
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
+        elif self.use_rope:
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
         if kv_cache is not None:
@@ -126,7 +136,7 @@ class CausalSelfAttention(nn.Module):
 
         n_rep = self.n_head // self.kv_heads
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        out, weights = self._attend(q, k, v, need_weights)
+        out, weights = self._attend(q, k, v, need_weights, attn_mask)
 
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # concat heads
         return self.resid_dropout(self.w_o(out)), weights
@@ -136,18 +146,22 @@ class CausalSelfAttention(nn.Module):
         return x.view(B, T, n_heads, self.head_dim).transpose(1, 2)
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool
+        self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool, attn_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         q_len, k_len = q.shape[-2], k.shape[-2]
         dropout_p = self.dropout_p if self.training else 0.0
         if self.fused and not need_weights:
-            if q_len == k_len:  # no cache offset: torch's own causal masking applies
+            if attn_mask is not None:
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, dropout_p=dropout_p
+                )
+            elif q_len == k_len:  # no cache offset: torch's own causal masking applies
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
             else:  # is_causal assumes aligned starts, so pass the offset mask instead
                 # (one new query may see every cached key: no mask needed at all)
                 mask = None if q_len == 1 else causal_mask(q_len, k_len, q.device)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             return out, None
-        mask = causal_mask(q_len, k_len, q.device)
+        mask = causal_mask(q_len, k_len, q.device) if attn_mask is None else attn_mask
         out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
         return out, (weights if need_weights else None)

@@ -33,20 +33,27 @@ class Block(nn.Module):
         self.norm2 = build_norm(config)
         self.ffn = build_feedforward(config)
 
+    def residual_projections(self) -> list[nn.Linear]:
+        """The layers whose output is added to the residual stream (GPT-2's scaled init)."""
+        return [self.attn.w_o, self.ffn.w2]
+
     def forward(
         self,
         x: Tensor,
         positions: Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Returns the new residual stream and the attention weights (or None)."""
         if self.pre_norm:
-            attn_out, weights = self.attn(self.norm1(x), positions, kv_cache, need_weights)
+            attn_out, weights = self.attn(
+                self.norm1(x), positions, kv_cache, need_weights, attn_mask
+            )
             x = x + attn_out
             x = x + self.ffn(self.norm2(x))
         else:
-            attn_out, weights = self.attn(x, positions, kv_cache, need_weights)
+            attn_out, weights = self.attn(x, positions, kv_cache, need_weights, attn_mask)
             x = self.norm1(x + attn_out)
             x = self.norm2(x + self.ffn(x))
         return x, weights

@@ -67,15 +67,27 @@ def sample_next_token(
     generator: torch.Generator | None = None,
 ) -> int:
     """Pick one token id from the logits ``(vocab_size,)`` of the last position."""
+    return int(sample_next_tokens(logits, temperature, top_k, top_p, generator))
+
+
+def sample_next_tokens(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token id per row of ``logits`` (``(..., vocab_size)`` -> ``(...)``)."""
     if temperature == 0:
-        return int(torch.argmax(logits))
+        return torch.argmax(logits, dim=-1)
     logits = logits.float() / temperature
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:
         logits = filter_top_p(logits, top_p)
     probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, num_samples=1, generator=generator))
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, num_samples=1, generator=generator).reshape(probs.shape[:-1])
 
 
 def generate(
@@ -158,6 +170,130 @@ def _generate_tokens(
             return
         tokens.append(token)
         yield token
+
+
+def generate_batch(
+    model: GPT,
+    prompts: Sequence[Sequence[int] | Tensor],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_ids: Iterable[int] | Sequence[Iterable[int]] = (),
+    seed: int | None = None,
+) -> list[list[int]]:
+    """Continue several prompts of different lengths at once; one list of new ids per prompt.
+
+    The prompts are *left*-padded to a common length, so every row's newest token
+    sits in the last column and one forward pass per step serves them all. Padding
+    must change nothing, so each row gets its own positions (its first real token
+    is position 0, as alone) and an attention mask that hides the pad columns from
+    every real query. Each row therefore conditions on exactly the tokens it would
+    alone, and greedy output equals ``generate`` row by row (up to float rounding
+    in near-ties).
+
+    * ``stop_ids``: ids that end a row (not included in its output), either one
+      collection for every row or one collection per prompt. The batch stops when
+      every row has stopped or after ``max_new_tokens`` steps.
+    * The context window slides as in ``generate``: once the longest row outgrows
+      ``block_size``, every step re-reads each row's last ``block_size`` tokens.
+    * Sampling draws all rows from one generator seeded with ``seed``, so a row's
+      sampled text differs from what ``generate`` draws alone (greedy does not).
+    """
+    if isinstance(prompts, Tensor) or not prompts:
+        raise TinylmError("prompts must be a non-empty list of token id sequences")
+    rows = [_check_prompt(model, prompt) for prompt in prompts]
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    stops = _stops_per_row(stop_ids, len(rows))
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    with _eval_mode(model):
+        return _generate_rows(
+            model, rows, max_new_tokens, temperature, top_k, top_p, stops, generator
+        )
+
+
+def _stops_per_row(stop_ids: Iterable[int] | Sequence[Iterable[int]], n_rows: int) -> list[set]:
+    """One set of stop ids per row, from a shared collection or one per row."""
+    items = list(stop_ids)
+    if items and all(isinstance(item, Iterable) for item in items):
+        if len(items) != n_rows:
+            raise TinylmError(
+                f"stop_ids has {len(items)} collections for {n_rows} prompts; "
+                "give one per prompt, or one flat collection for all"
+            )
+        return [{int(s) for s in item} for item in items]
+    shared = {int(s) for s in items}
+    return [set(shared) for _ in range(n_rows)]
+
+
+@torch.no_grad()
+def _generate_rows(
+    model: GPT,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stops: list[set],
+    generator: torch.Generator | None,
+) -> list[list[int]]:
+    block_size = model.config.block_size
+    device = model.lm_head.weight.device
+    cache = model.new_kv_cache(batch_size=len(rows))
+    outputs: list[list[int]] = [[] for _ in rows]
+    running = [True] * len(rows)
+    valid = next_pos = None  # (B, cache length) real-token columns; (B,) next positions
+    for _ in range(max_new_tokens):
+        if valid is None or cache.length + 1 > block_size:  # (re)fill from the windows
+            cache.reset()
+            idx, valid = _left_pad([row[-block_size:] for row in rows], device)
+            positions = (valid.cumsum(dim=1) - 1).clamp_min(0)
+            mask = _padded_causal_mask(valid)
+            next_pos = valid.sum(dim=1)
+        else:  # one new token per row, at the end of the cache
+            idx = torch.tensor([[row[-1]] for row in rows], dtype=torch.long, device=device)
+            valid = torch.cat([valid, valid.new_ones(len(rows), 1)], dim=1)
+            positions = next_pos[:, None]
+            mask = valid[:, None, None, :]
+            next_pos = next_pos + 1
+        logits = model.next_token_logits(idx, cache, positions=positions, attn_mask=mask)
+        tokens = sample_next_tokens(logits, temperature, top_k, top_p, generator).tolist()
+        for b, token in enumerate(tokens):
+            rows[b].append(token)  # a stopped row keeps a column, its output is final
+            if running[b]:
+                if token in stops[b]:
+                    running[b] = False
+                else:
+                    outputs[b].append(token)
+        if not any(running):
+            break
+    return outputs
+
+
+def _left_pad(windows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Token ids ``(B, W)`` right-aligned (pad id 0) and the mask of real columns."""
+    width = max(len(w) for w in windows)
+    idx = torch.zeros(len(windows), width, dtype=torch.long, device=device)
+    valid = torch.zeros(len(windows), width, dtype=torch.bool, device=device)
+    for b, window in enumerate(windows):
+        idx[b, width - len(window) :] = torch.tensor(window, dtype=torch.long)
+        valid[b, width - len(window) :] = True
+    return idx, valid
+
+
+def _padded_causal_mask(valid: Tensor) -> Tensor:
+    """``(B, 1, W, W)``: causal, and no real query sees a pad key.
+
+    A pad query would then see nothing at all, and a softmax over nothing is
+    NaN, which the next layer's values would spread (0 * NaN is NaN); so each
+    pad query sees itself. Nothing real ever reads a pad column.
+    """
+    width = valid.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=valid.device).tril()
+    itself = torch.eye(width, dtype=torch.bool, device=valid.device)
+    return (causal & (valid[:, None, :] | itself))[:, None]
 
 
 @contextlib.contextmanager

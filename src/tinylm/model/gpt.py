@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +37,26 @@ from tinylm.model.embeddings import (
 )
 from tinylm.model.kv_cache import KVCache
 from tinylm.model.norms import build_norm
+from tinylm.model.roles import ParamRoles, split_by_shape
+
+
+def check_token_ids(ids: Any, vocab_size: int) -> None:
+    """Raise ``TinylmError`` if any id in ``ids`` is negative or ``>= vocab_size``."""
+    if isinstance(ids, Tensor):
+        if ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+    else:
+        array = np.asarray(ids)
+        if array.size == 0:
+            return
+        low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise TinylmError(
+            f"token id {bad} is outside the vocabulary [0, {vocab_size}); "
+            "check the tokenizer matches the model's vocab_size"
+        )
 
 
 class GPT(nn.Module):
@@ -57,6 +79,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one tensor, two uses
+        # The projections that write into the residual stream, for the scaled init.
+        self._residual_ids = {id(m) for b in self.blocks for m in b.residual_projections()}
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -69,15 +93,25 @@ class GPT(nn.Module):
         """
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            if self.config.scaled_residual_init and getattr(
-                module, "is_residual_projection", False
-            ):
+            if self.config.scaled_residual_init and id(module) in self._residual_ids:
                 std = std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (TokenEmbedding, LearnedPositionEmbedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    def param_roles(self) -> ParamRoles:
+        """Which parameter is an embedding table, the head, a hidden matrix or a vector.
+
+        The optimisers and the weight-decay rule read this (``tinylm.model.roles``
+        says why each role is treated differently). A tied ``lm_head`` is the token
+        table and is listed once, as an embedding; an untied one is the head.
+        """
+        tables = [self.tok_emb.weight]
+        if isinstance(self.pos_emb, LearnedPositionEmbedding):
+            tables.append(self.pos_emb.weight)
+        return split_by_shape(list(self.parameters()), tables, [self.lm_head.weight])
 
     # -- forward -------------------------------------------------------------------
 
@@ -124,16 +158,28 @@ class GPT(nn.Module):
         the weights. Gradients are kept; wrap in ``torch.no_grad()`` if unneeded.
         """
         self._check_input(idx, None)
+        self.check_token_ids(idx)  # an inspection call, not the hot path
         _, weights = self._trunk(idx, None, need_weights=True)
         return weights
 
     def _trunk(
-        self, idx: Tensor, kv_cache: KVCache | None, need_weights: bool
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None,
+        need_weights: bool,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
-        """Everything before ``lm_head``: the final hidden states and attention weights."""
+        """Everything before ``lm_head``: the final hidden states and attention weights.
+
+        ``positions`` (``(B, T)``) and ``attn_mask`` (``(B, 1, T, T_k)``) are given
+        together when rows differ (left-padded prompts); otherwise every row sits at
+        ``kv_cache.length .. + T`` under the causal mask.
+        """
         T = idx.shape[1]
-        offset = kv_cache.length if kv_cache is not None else 0
-        positions = torch.arange(offset, offset + T, device=idx.device)
+        if positions is None:
+            offset = kv_cache.length if kv_cache is not None else 0
+            positions = torch.arange(offset, offset + T, device=idx.device)
 
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
@@ -144,7 +190,7 @@ class GPT(nn.Module):
 
         all_weights = []
         for block in self.blocks:
-            x, weights = block(x, positions, kv_cache, need_weights)
+            x, weights = block(x, positions, kv_cache, need_weights, attn_mask)
             if weights is not None:
                 all_weights.append(weights)
         if kv_cache is not None:
@@ -153,14 +199,24 @@ class GPT(nn.Module):
             x = self.final_norm(x)
         return x, all_weights
 
-    def next_token_logits(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+    def next_token_logits(
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None = None,
+        *,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
         """Logits ``(B, vocab_size)`` at the last position only.
 
         What generation needs: it skips the output projection for every other
-        position, which for a large vocabulary is most of the prefill cost.
+        position, which for a large vocabulary is most of the prefill cost. A batch
+        of prompts of different lengths passes per-row ``positions`` ``(B, T)`` and
+        an ``attn_mask`` ``(B, 1, T, T_k)`` that hides the padding (see
+        ``tinylm.model.generate.generate_batch``).
         """
         self._check_input(idx, kv_cache)
-        x, _ = self._trunk(idx, kv_cache, need_weights=False)
+        x, _ = self._trunk(idx, kv_cache, False, positions, attn_mask)
         return self.lm_head(x[:, -1])
 
     def _check_input(self, idx: Tensor, kv_cache: KVCache | None) -> None:
@@ -178,15 +234,18 @@ class GPT(nn.Module):
             )
         if idx.numel() == 0:
             raise TinylmError("idx has no tokens; pass at least one token id")
-        # Reading values back is a graph break under torch.compile: check in eager mode only.
-        if idx.device.type != "meta" and not torch.compiler.is_compiling():
-            low, high = int(idx.min()), int(idx.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                raise TinylmError(
-                    f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
-                    "check the tokenizer matches the model's vocab_size"
-                )
+        # Token ids are checked where they enter (``check_token_ids``: the trainer's
+        # data, generation's prompt), not here: reading values back on every call
+        # would stall a GPU once per micro-step.
+
+    def check_token_ids(self, ids: Any) -> None:
+        """Refuse token ids outside ``[0, vocab_size)``, once, where data or a prompt enters.
+
+        ``ids`` is anything numpy or torch can take the min and max of (a tensor,
+        an array, a memmap of a whole split). An id out of range would otherwise
+        index past the embedding table, a crash on CPU and an assert on a GPU.
+        """
+        check_token_ids(ids, self.config.vocab_size)
 
     # -- generation ------------------------------------------------------------------
 

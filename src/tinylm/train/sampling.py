@@ -64,3 +64,33 @@ def sample_text(
 ) -> str:
     """The whole generated continuation as one string."""
     return "".join(stream_text(model, tokenizer, prompt, max_tokens, **sampling))
+
+
+def sample_texts(
+    model, tokenizer: Tokenizer, prompt: str = "", max_tokens: int = 200, num: int = 2, **sampling
+) -> list[str]:
+    """``num`` continuations of one prompt, generated together as one batch.
+
+    One forward pass per step serves every sample (``generate_batch``), which on a
+    CPU is several times faster than ``num`` passes. The end-of-document rule is
+    :func:`stream_text`'s: a leading end token is context, the next one ends the text.
+    ``sampling`` (temperature, top_k, top_p, seed) is passed to ``generate_batch``;
+    one seed draws all rows.
+    """
+    from tinylm.model.generate import generate_batch
+
+    start = prompt_ids(tokenizer, prompt)
+    rows = generate_batch(model, [start] * num, max_tokens, **sampling)
+    return [tokenizer.decode(_until_end(row, tokenizer.eos_id)) for row in rows]
+
+
+def _until_end(ids: list[int], eos: int | None) -> list[int]:
+    """The ids before the first end token that follows some text (leading ones dropped)."""
+    kept: list[int] = []
+    for token in ids:
+        if token == eos:
+            if kept:
+                break
+            continue
+        kept.append(token)
+    return kept

@@ -1,0 +1,155 @@
+"""Greedy generation throughput: tinylm against transformers' ``generate``, same weights.
+
+Run ``python bench/bench_generate.py`` (a few minutes on 2 cores; ``--quick`` skips the
+GPT-2-small shape). For each model size a random tinylm model is built, and the
+transformers model equal to it (``GPT2LMHeadModel`` or ``LlamaForCausalLM``, from the
+same config.json and tensors that ``tinylm export --format hf`` writes). Both then
+continue the same prompts greedily for the same number of tokens, with KV caches:
+
+* batch 1: one prompt; tinylm's ``model.generate`` (the streaming iterator);
+* batch 8: eight prompts of different lengths; tinylm's ``generate_batch`` and
+  transformers' ``generate`` with left padding and an attention mask.
+
+Tokens/s counts new tokens over the whole call (prefill included); each figure is the
+best of ``--repeats`` calls. The two must produce the same tokens (checked, printed).
+The ratio is tinylm's tokens/s over transformers'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
+
+from tinylm.interop.hf_config import hf_architecture, to_hf_config  # noqa: E402
+from tinylm.interop.hf_weights import to_hf_state_dict  # noqa: E402
+from tinylm.model import GPT, ModelConfig  # noqa: E402
+from tinylm.model.generate import generate_batch  # noqa: E402
+
+GPT2 = {"position": "learned", "norm": "layernorm", "activation": "gelu_tanh"}
+LLAMA = {"position": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False}
+SIZES = {
+    "gpt2 2x128": dict(GPT2, vocab_size=2048, n_layer=2, n_embd=128, n_head=4),
+    "gpt2 6x384": dict(GPT2, vocab_size=8192, n_layer=6, n_embd=384, n_head=6),
+    "llama 6x288 gqa": dict(LLAMA, vocab_size=8192, n_layer=6, n_embd=288, n_head=6, n_kv_head=2),
+    "gpt2-small 12x768": dict(GPT2, vocab_size=50257, n_layer=12, n_embd=768, n_head=12),
+}
+
+
+def hf_twin(model: GPT):
+    """The transformers model computing what ``model`` computes (same tensors)."""
+    import transformers
+
+    family = hf_architecture(model.config)
+    config_dict = to_hf_config(model.config)
+    config_dict.pop("architectures")
+    config_dict.pop("model_type")
+    if family == "gpt2":
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config_dict))
+    else:
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config_dict))
+    missing, unexpected = hf.load_state_dict(
+        to_hf_state_dict(model.state_dict(), model.config, family), strict=False
+    )
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    return hf.eval()
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    result = fn()  # warm-up, and the output to compare
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def hf_generate(hf, prompts: list[list[int]], n_new: int) -> list[list[int]]:
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for b, prompt in enumerate(prompts):  # left padding, as transformers asks of decoders
+        ids[b, width - len(prompt) :] = torch.tensor(prompt)
+        mask[b, width - len(prompt) :] = 1
+    with torch.no_grad():
+        out = hf.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=n_new,
+            min_new_tokens=n_new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return out[:, width:].tolist()
+
+
+def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(block_size=256, **fields)).eval()
+    hf = hf_twin(model)
+    hf.generation_config.max_length = None
+    params = model.num_params()
+    generator = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    rows = []
+    for batch in (1, 8):
+        lengths = [32] if batch == 1 else [16 + 5 * i for i in range(batch)]
+        prompts = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in lengths]
+        if batch == 1:
+            ours = lambda p=prompts[0]: [list(model.generate(p, n_new, temperature=0))]  # noqa: E731
+        else:
+            ours = lambda p=prompts: generate_batch(model, p, n_new, temperature=0)  # noqa: E731
+        t_ours, out_ours = best_time(ours, repeats)
+        t_hf, out_hf = best_time(lambda p=prompts: hf_generate(hf, p, n_new), repeats)
+        tokens = batch * n_new
+        same = sum(a == b for a, b in zip(out_ours, out_hf, strict=True))
+        rows.append((name, params, batch, tokens / t_ours, tokens / t_hf, same))
+        print(
+            f"  {name:<18} batch {batch}: tinylm {tokens / t_ours:8.0f} tok/s, "
+            f"transformers {tokens / t_hf:8.0f} tok/s, ratio {t_hf / t_ours:5.2f}x, "
+            f"rows identical {same}/{batch}",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{platform.machine()}, {args.threads} thread(s); greedy, {args.new_tokens} new tokens, "
+        f"best of {args.repeats}"
+    )
+    rows = []
+    for name, fields in SIZES.items():
+        if args.quick and name.startswith("gpt2-small"):
+            continue
+        rows += measure(name, fields, args.new_tokens, args.repeats)
+    print("\n| model | parameters | batch | tinylm tok/s | transformers tok/s | ratio | same |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, params, batch, ours, theirs, same in rows:
+        print(
+            f"| {name} | {params / 1e6:.1f}M | {batch} | {ours:,.0f} | {theirs:,.0f} | "
+            f"{ours / theirs:.2f}x | {same}/{batch} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

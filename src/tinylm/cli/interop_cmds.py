@@ -1,0 +1,61 @@
+"""``tinylm export`` and ``tinylm import``: to and from Hugging Face, GGUF and tiktoken."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinylm.errors import TinylmError
+
+FORMATS = ("hf", "gguf", "tiktoken")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write a run as a Hugging Face folder, a GGUF file or a tiktoken vocabulary",
+        description="Write a trained run for other tools: --format hf (transformers: "
+        "GPT2LMHeadModel or LlamaForCausalLM + tokenizer), gguf (llama.cpp, Llama-style "
+        "models), tiktoken (the BPE vocabulary).",
+    )
+    p.add_argument("run_path", metavar="RUN", help="a run folder or a checkpoint folder")
+    p.add_argument("--format", choices=FORMATS, default="hf", help="output format (default: hf)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--best", action="store_true", help="use the best checkpoint, not the latest")
+    p.set_defaults(run=run_export)
+
+    p = subparsers.add_parser(
+        "import",
+        help="turn a local Hugging Face GPT-2 or Llama folder into a tinylm run",
+        description="Read a local Hugging Face checkpoint folder (config.json + safetensors "
+        "weights, sharded or not, + tokenizer) and write a tinylm run that sample, eval and "
+        "train --init-from accept. Pickle-only weights (pytorch_model.bin) are refused.",
+    )
+    p.add_argument("hf_dir", metavar="DIR", help="a Hugging Face checkpoint folder")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="the new run folder")
+    p.set_defaults(run=run_import)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tinylm.interop.export import export_model
+    from tinylm.train.runs import load_model
+
+    model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
+    files = export_model(model, tokenizer, args.out, args.format)
+    print(f"exported {meta['path']} (step {meta['step']}) as {args.format} to {args.out}:")
+    for path in files:
+        print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from tinylm.interop.hf_import import import_hf
+
+    if not Path(args.hf_dir).is_dir():
+        raise TinylmError(f"{args.hf_dir} is not a folder; give a Hugging Face checkpoint folder")
+    info = import_hf(args.hf_dir, args.out)
+    print(f"imported a {info['family']} model ({info['params']:,} parameters) into {args.out}")
+    if info["tokenizer_note"]:
+        print(f"no tokenizer came along: {info['tokenizer_note']}")
+    print(f"next: tinylm sample {args.out}")
+    return 0

@@ -1,0 +1,131 @@
+"""Writing a tinylm model out: a Hugging Face folder, a GGUF file, or a tiktoken vocabulary.
+
+Each format is one folder, built under a temporary name and renamed into place
+(``tinylm.fileio.atomic_directory``), so a refused or interrupted export leaves
+nothing behind. Refusals (a configuration with no equivalent, a tokenizer the
+format cannot hold) happen before anything is written.
+
+* ``hf``: ``config.json``, ``model.safetensors``, ``generation_config.json``,
+  ``tokenizer.json`` and ``tokenizer_config.json``, which
+  ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``
+  load offline (``hf_config``, ``hf_weights``, ``hf_tokenizer``).
+* ``gguf``: ``model.gguf`` with the tokenizer inside (``gguf_export``).
+* ``tiktoken``: ``tokenizer.tiktoken`` and ``tiktoken.json`` (``tiktoken_export``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import nn
+
+from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_directory
+from tinylm.interop.hf_config import hf_architecture, to_hf_config
+from tinylm.interop.hf_tokenizer import (
+    special_names,
+    to_hf_tokenizer_config,
+    to_hf_tokenizer_json,
+)
+from tinylm.interop.hf_weights import to_hf_state_dict
+from tinylm.tokenizers.base import Tokenizer
+
+FORMATS = ("hf", "gguf", "tiktoken")
+#: The file each export folder always holds (how a re-export recognises its own folder).
+MARKERS = {"hf": "config.json", "gguf": "model.gguf", "tiktoken": "tokenizer.tiktoken"}
+
+
+def export_model(
+    model: nn.Module, tokenizer: Tokenizer | None, out: str | os.PathLike, fmt: str
+) -> list[Path]:
+    """Write ``model`` (a ``GPT``) and its tokenizer to folder ``out`` as ``fmt``; list files."""
+    if fmt not in FORMATS:
+        raise TinylmError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if tokenizer is None:
+        raise TinylmError(
+            "this checkpoint has no tokenizer; an export needs one to be usable elsewhere"
+        )
+    writers = {"hf": _write_hf, "gguf": _write_gguf, "tiktoken": _write_tiktoken}
+    check = {"hf": _check_hf, "gguf": _check_gguf, "tiktoken": _check_tiktoken}
+    check[fmt](model, tokenizer)  # refuse before touching the disk
+    out = Path(out)
+    with atomic_directory(out, MARKERS[fmt], f"tinylm {fmt} export") as tmp:
+        writers[fmt](model, tokenizer, tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+    return [out / name for name in names]
+
+
+def _json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -- hf -----------------------------------------------------------------------------------
+
+
+def _check_hf(model: nn.Module, tokenizer: Tokenizer) -> None:
+    hf_architecture(model.config)
+    _check_vocab(model, tokenizer)
+
+
+def _check_vocab(model: nn.Module, tokenizer: Tokenizer) -> None:
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise TinylmError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+            f"{model.config.vocab_size}; they do not belong together"
+        )
+
+
+def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
+    config = model.config
+    family = hf_architecture(config)
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    _json(folder / "config.json", to_hf_config(config, bos, eos))
+    tensors = to_hf_state_dict(model.state_dict(), config, family)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    generation = {"bos_token_id": bos, "eos_token_id": eos}
+    if tokenizer.pad_id is not None:
+        generation["pad_token_id"] = tokenizer.pad_id
+    _json(folder / "generation_config.json", generation)
+    _json(folder / "tokenizer.json", to_hf_tokenizer_json(tokenizer))
+    _json(folder / "tokenizer_config.json", to_hf_tokenizer_config(tokenizer, config.block_size))
+    names = special_names(tokenizer)
+    _json(
+        folder / "special_tokens_map.json",
+        {f"{role}_token": name for role, name in names.items() if name is not None},
+    )
+
+
+# -- gguf ---------------------------------------------------------------------------------
+
+
+def _check_gguf(model: nn.Module, tokenizer: Tokenizer) -> None:
+    from tinylm.interop.gguf_export import check_gguf
+
+    check_gguf(model.config, tokenizer)
+
+
+def _write_gguf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
+    from tinylm.interop.gguf_export import GGUF_FILE, write_gguf
+
+    write_gguf(folder / GGUF_FILE, model.state_dict(), model.config, tokenizer)
+
+
+# -- tiktoken -----------------------------------------------------------------------------
+
+
+def _check_tiktoken(model: nn.Module, tokenizer: Tokenizer) -> None:
+    from tinylm.interop.tiktoken_export import tiktoken_files
+
+    tiktoken_files(tokenizer)
+
+
+def _write_tiktoken(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
+    from tinylm.interop.tiktoken_export import RANKS_FILE, SPEC_FILE, tiktoken_files
+
+    ranks, spec = tiktoken_files(tokenizer)
+    (folder / RANKS_FILE).write_text(ranks, encoding="ascii")
+    _json(folder / SPEC_FILE, spec)

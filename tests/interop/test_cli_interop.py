@@ -1,0 +1,157 @@
+"""``tinylm export`` / ``tinylm import`` as a user runs them, and every refusal they make."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tinylm.cli.main import main
+from tinylm.errors import TinylmError
+from tinylm.interop.hf_config import from_hf_config, hf_architecture
+from tinylm.model import ModelConfig
+from tinylm.train.checkpoint import save_checkpoint
+
+from .conftest import VARIANTS, make_model
+
+
+def make_run(folder, tokenizer, **overrides):
+    model = make_model(tokenizer.vocab_size, **overrides)
+    save_checkpoint(folder / "ckpt-000010", model, None, 10, tokenizer=tokenizer)
+    return model
+
+
+def fails(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinylm: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "blocking"),
+    [
+        ({"norm_placement": "post"}, "norm_placement='post'"),
+        ({"position": "sinusoidal"}, "position='sinusoidal'"),
+        ({"position": "none"}, "position='none'"),
+        ({"position": "learned", "norm": "rmsnorm"}, "norm='rmsnorm'"),
+        ({"position": "learned", "activation": "swiglu"}, "activation='swiglu'"),
+        ({"position": "learned", "n_kv_head": 2}, "n_kv_head=2"),
+        ({"position": "learned", "bias": False}, "bias=False"),
+        ({"position": "rope", "norm": "layernorm", "activation": "swiglu"}, "norm='layernorm'"),
+        ({"position": "rope", "norm": "rmsnorm", "activation": "gelu"}, "activation='gelu'"),
+        ({"embedding_norm": True}, "embedding_norm=True"),
+        ({"final_norm": False}, "final_norm=False"),
+        ({"norm_gain": False}, "norm_gain=False"),
+    ],
+)
+def test_configurations_without_an_equivalent_are_refused_by_name(overrides, blocking):
+    config = ModelConfig(**overrides)
+    with pytest.raises(TinylmError, match="no Hugging Face equivalent") as info:
+        hf_architecture(config)
+    assert str(info.value).startswith(blocking)
+
+
+@pytest.mark.slow
+def test_cli_export_import_sample_eval(bpe, tmp_path, capsys):
+    model = make_run(tmp_path / "run", bpe, **VARIANTS["llama-gqa-tied"])
+    assert (
+        main(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json"):
+        assert name in out and (tmp_path / "hf" / name).is_file()
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [
+        "LlamaForCausalLM"
+    ]
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert "imported a llama model" in capsys.readouterr().out
+
+    from tinylm.train.runs import load_model
+
+    back, tokenizer, _ = load_model(tmp_path / "back")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor)
+    assert tokenizer.encode("x = 1<|endoftext|>", allowed_special="all") == bpe.encode(
+        "x = 1<|endoftext|>", allowed_special="all"
+    )
+    argv = ["sample", str(tmp_path / "back"), "--prompt", "def", "--max-tokens", "5"]
+    assert main([*argv, "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("def")
+    (tmp_path / "text.txt").write_text("def main():\n    return 0\n" * 40)
+    assert main(["eval", str(tmp_path / "back"), "--data", str(tmp_path / "text.txt")]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+    for fmt, marker in (("tiktoken", "tokenizer.tiktoken"), ("gguf", "model.gguf")):
+        pytest.importorskip("gguf")
+        assert (
+            main(["export", str(tmp_path / "back"), "--format", fmt, "--out", str(tmp_path / fmt)])
+            == 0
+        )
+        assert (tmp_path / fmt / marker).is_file()
+
+
+def test_cli_refusals_write_nothing(bpe, tmp_path, capsys):
+    make_run(tmp_path / "run", bpe, position="sinusoidal")
+    out = tmp_path / "hf"
+    fails(capsys, ["export", str(tmp_path / "run"), "--out", str(out)], "position='sinusoidal'")
+    assert not out.exists()
+    fails(capsys, ["import", str(tmp_path / "nowhere"), "--out", str(out)], "is not a folder")
+    (tmp_path / "empty").mkdir()
+    fails(capsys, ["import", str(tmp_path / "empty"), "--out", str(out)], "has no config.json")
+    assert not out.exists()
+
+
+def test_pickle_only_weights_are_refused_unopened(tmp_path, capsys):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    config = {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 8,
+              "n_layer": 1, "n_head": 2}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 not even a real pickle")
+    fails(capsys, ["import", str(folder), "--out", str(tmp_path / "run")], "pickle")
+    assert not (tmp_path / "run").exists()
+
+
+def test_hostile_shard_index_is_refused(tmp_path, capsys):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    config = {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 8,
+              "n_layer": 1, "n_head": 2}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    index = {"weight_map": {"transformer.wte.weight": "../../etc/passwd"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    fails(
+        capsys, ["import", str(folder), "--out", str(tmp_path / "run")], "not a .safetensors file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "bert"}, "tinylm imports model_type 'gpt2' and 'llama'"),
+        ({"activation_function": "quick_gelu"}, "activation_function='quick_gelu'"),
+        ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True"),
+        ({"n_embd": "wide"}, "n_embd must be a positive integer"),
+        ({"n_head": 3}, "n_embd 8 is not divisible by n_head 3"),
+        ({"layer_norm_epsilon": -1}, "layer_norm_epsilon must be a positive number"),
+    ],
+)
+def test_hf_config_fields_are_validated(change, message):
+    config = {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 8,
+              "n_layer": 1, "n_head": 2, **change}  # fmt: skip
+    with pytest.raises(TinylmError) as info:
+        from_hf_config(config, "config.json")
+    assert message in str(info.value)
+
+
+def test_llama_config_with_scaled_rope_is_refused():
+    config = {"model_type": "llama", "vocab_size": 10, "max_position_embeddings": 8,
+              "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+              "num_attention_heads": 2,
+              "rope_parameters": {"rope_type": "yarn", "factor": 4.0}}  # fmt: skip
+    with pytest.raises(TinylmError, match="rope_type='yarn' has no tinylm equivalent"):
+        from_hf_config(config, "config.json")

@@ -1,0 +1,116 @@
+"""Tokenizer export: HF ``tokenizers`` and tiktoken load it and encode texts to tinylm's ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinylm.errors import TinylmError
+from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json, to_hf_tokenizer_json
+from tinylm.interop.tiktoken_export import tiktoken_files
+from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.char import CharTokenizer
+from tinylm.tokenizers.formats import load_tokenizer
+
+from .conftest import corpus_text
+
+hf_tokenizers = pytest.importorskip("tokenizers")
+tiktoken = pytest.importorskip("tiktoken")
+tiktoken_load = pytest.importorskip("tiktoken.load")
+
+# Any Unicode text but lone surrogates (which are not characters; HF cannot take them).
+UNICODE = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+SPECIAL_TEXT = "a<|endoftext|>b <|pad|><|endoftext|>\n<|endoftext|"
+
+
+def hf_of(tokenizer):
+    return hf_tokenizers.Tokenizer.from_str(json.dumps(to_hf_tokenizer_json(tokenizer)))
+
+
+def tiktoken_of(tokenizer, tmp_path):
+    ranks, spec = tiktoken_files(tokenizer)
+    (tmp_path / "t.tiktoken").write_text(ranks)
+    mergeable = tiktoken_load.load_tiktoken_bpe(str(tmp_path / "t.tiktoken"))
+    return tiktoken.Encoding(
+        spec["name"],
+        pat_str=spec["pat_str"],
+        mergeable_ranks=mergeable,
+        special_tokens=spec["special_tokens"],
+    )
+
+
+def shared_texts(shared_data) -> list[str]:
+    texts = []
+    for name in ("tinyshakespeare.txt", "gutenberg_en_books.txt", "tinystories_valid_head.txt"):
+        text = shared_data(f"corpora/{name}").read_text(encoding="utf-8")[:60_000]
+        texts += [text[i : i + 2000] for i in range(0, len(text), 2000)]
+    return texts
+
+
+@pytest.fixture(scope="module", params=["gpt2", "cl100k", "o200k"])
+def bpe_pattern(request, bpe):
+    return BPETokenizer(bpe.vocab, bpe.merges, bpe.special_tokens, request.param)
+
+
+def test_hf_and_tiktoken_encode_shared_corpora_to_tinylm_ids(bpe_pattern, shared_data, tmp_path):
+    hf, tk = hf_of(bpe_pattern), tiktoken_of(bpe_pattern, tmp_path)
+    for text in [*shared_texts(shared_data), SPECIAL_TEXT, corpus_text(20_000)]:
+        ids = bpe_pattern.encode(text, allowed_special="all")
+        assert hf.encode(text).ids == ids
+        assert tk.encode(text, allowed_special="all") == ids
+        assert hf.decode(ids, skip_special_tokens=False) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=UNICODE)
+def test_random_unicode_encodes_alike(bpe, text):
+    ids = bpe.encode(text + SPECIAL_TEXT, allowed_special="all")
+    assert _HF_CACHE.setdefault("hf", hf_of(bpe)).encode(text + SPECIAL_TEXT).ids == ids
+
+
+_HF_CACHE: dict = {}
+
+
+@pytest.mark.slow
+def test_real_gpt2_vocabulary_exports_exactly(shared_data):
+    gpt2 = load_tokenizer(shared_data("vocab/gpt2.tiktoken"))
+    hf = hf_of(gpt2)
+    text = shared_data("corpora/tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+    text += " naïve café 🤖 ½ \u200b日本語 <|endoftext|>"
+    assert hf.encode(text).ids == gpt2.encode(text, allowed_special="all")
+
+
+def test_tokenizer_json_round_trips_into_tinylm(bpe):
+    back = from_hf_tokenizer_json(to_hf_tokenizer_json(bpe), "tokenizer.json")
+    text = corpus_text(10_000) + SPECIAL_TEXT
+    assert back.encode(text, allowed_special="all") == bpe.encode(text, allowed_special="all")
+    assert back.special_tokens == bpe.special_tokens
+
+
+def test_char_tokenizer_exports_to_hf_and_is_refused_by_tiktoken():
+    text = "hello, world!\nsecond line é"
+    char = CharTokenizer.train(text)
+    hf = hf_of(char)
+    assert hf.encode(text).ids == char.encode(text)
+    assert hf.decode(char.encode(text)) == text
+    assert hf.token_to_id("<BOS>") == char.BOS
+    with pytest.raises(Exception, match="UNK|unk|Unk"):
+        hf.encode("z")  # unseen, like tinylm's char tokenizer (no UNK reserved)
+    with pytest.raises(TinylmError, match="char tokenizer cannot be written as a tiktoken"):
+        tiktoken_files(char)
+
+
+def test_char_tokenizer_with_unk_maps_unseen_alike():
+    char = CharTokenizer.train("abc", unknown="reserve")
+    assert hf_of(char).encode("abzc").ids == char.encode("abzc")
+
+
+def test_foreign_tokenizer_json_is_refused():
+    data = {"model": {"type": "WordPiece", "vocab": {}}, "normalizer": None}
+    with pytest.raises(TinylmError, match="WordPiece.*byte-level BPE only"):
+        from_hf_tokenizer_json(data, "tokenizer.json")
+    with pytest.raises(TinylmError, match="not a Hugging Face tokenizer.json"):
+        from_hf_tokenizer_json([], "tokenizer.json")
