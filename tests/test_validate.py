@@ -23,15 +23,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.data.prepare import prepare
 from tinylm.data.prepared import load_prepared
 from tinylm.errors import TinylmError
+from tinylm.inference.loading import load_model
 from tinylm.model import GPT, ModelConfig
+from tinylm.run.folder import read_run_info
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
-from tinylm.train.checkpoint import load_checkpoint, save_checkpoint
-from tinylm.train.runs import load_model, read_run_info
 from tinylm.validate import Record, safetensors_header
 
 TEXT = "the cat sat on the mat; the dog sat on the log.\n" * 20

@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinylm.train.checkpoint import CheckpointManager, read_checkpoint_meta
+from tinylm.checkpoint import CheckpointManager, read_checkpoint_meta
 
 CORPUS = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 40
 

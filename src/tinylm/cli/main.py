@@ -5,7 +5,7 @@ Each subcommand lives in a module of this package that registers its parser and 
 and turns what can go wrong into one line on stderr, never a traceback:
 
 * a user mistake (:class:`~tinylm.errors.TinylmError`, or a bad flag): ``tinylm:
-  error: ...``, exit status 2;
+  error: ...`` in the command line's words (``tinylm.cli.errors``), exit status 2;
 * standard output that cannot take the output (a full disk, ``> /dev/full``):
   one line, exit 2; a closed pipe (``| head``) is a normal end, exit 0;
 * Ctrl-C: exit 130, also when a second Ctrl-C arrives while the first is handled;
@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Sequence
 
 from tinylm import __version__
+from tinylm.cli.errors import cli_message
 from tinylm.errors import TinylmError
 
 # Modules that each define ``register(subparsers)``. They import torch only inside
@@ -77,7 +78,7 @@ def _main(argv: Sequence[str] | None) -> int:
             result = args.run(args)
         sys.stdout.flush()  # a full stdout fails here, while we can still say so
     except TinylmError as exc:
-        _say(f"tinylm: error: {exc}")
+        _say(f"tinylm: error: {cli_message(exc)}")
         return 2
     except KeyboardInterrupt:
         _ignore_sigint()  # the run is already stopping; a second Ctrl-C changes nothing

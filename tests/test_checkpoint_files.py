@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinylm.errors import TinylmError
-from tinylm.model import GPT, ModelConfig
-from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.checkpoint import (
+from tinylm.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
-from tinylm.train.runs import load_model, resolve_model_checkpoint
+from tinylm.errors import TinylmError
+from tinylm.inference.loading import load_model, resolve_model_checkpoint
+from tinylm.model import GPT, ModelConfig
+from tinylm.tokenizers.char import CharTokenizer
 
 CONFIG = {"vocab_size": 12, "block_size": 8, "n_layer": 1, "n_embd": 8, "n_head": 2}
 
