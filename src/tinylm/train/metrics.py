@@ -62,11 +62,13 @@ class MetricsLogger:
                     self._writer.add_scalar(key, value, record["step"])
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step``: the part of an interrupted run being redone."""
+        """Drop records with ``step > step`` (the part of an interrupted run being redone)
+        and any torn line a crash left mid-write, so the next record starts a line of
+        its own instead of being glued onto half of one."""
         self._close_file()  # the file is replaced below
         records = read_metrics(self.path)
-        kept = [r for r in records if r.get("step", 0) <= step]
-        if len(kept) != len(records):
+        kept = [r for r in records if r["step"] <= step]
+        if len(kept) != len(records) or not _is_clean(self.path):
             atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
@@ -95,13 +97,38 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}") from None
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(record, dict) and _is_number(record.get("step")):
+            records.append(record)  # a line without a numeric step cannot be placed
     return records
+
+
+def _is_clean(path: Path) -> bool:
+    """Every line of ``path`` is a JSON object and the file ends with a newline."""
+    if not path.exists():
+        return True
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return True  # read_metrics has already said why it cannot be read
+    if raw and not raw.endswith(b"\n"):
+        return False
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            if not isinstance(json.loads(line), dict):
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def plot_losses(records: Iterable[dict[str, Any]], out_path: str | os.PathLike) -> Path | None:
