@@ -258,7 +258,7 @@ def test_unknown_set_key_lists_the_valid_keys(tmp_path, corpus, capsys):
     argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "r"), "--set", "layers=2"]
     line = fails_with(capsys, argv, "unknown --set key 'layers'")
     assert "n_layer" in line and "lr" in line
-    fails_with(capsys, [*argv[:-1], "lr=fast"], "lr must be a number")
+    fails_with(capsys, [*argv[:-1], "lr=fast"], "lr must be a positive number")
     fails_with(capsys, [*argv[:-1], "lr"], "--set wants KEY=VALUE")
     assert not (tmp_path / "r").exists()
 
@@ -371,11 +371,11 @@ def test_set_progress_false_is_honoured(tmp_path, corpus, capsys):
     [
         (["--set", "n_layer=two"], None, "n_layer must be a positive integer, got 'two'"),
         (["--set", "dropout=2"], None, "dropout must be in [0, 1)"),
-        (["--steps", "-5"], None, "steps must be an integer >= 1, got -5"),
+        (["--steps", "-5"], None, "steps must be a positive integer, got -5"),
         (["--preset", "nope"], None, "unknown model preset 'nope'"),
         (["--set", "n_embd=100", "--set", "n_head=3"], None, "not divisible by n_head 3"),
         ([], "[model\nn_layer = 1\n", "is not valid TOML"),
-        ([], '[train]\nlr = "fast"\n', "lr must be a number"),
+        ([], '[train]\nlr = "fast"\n', "lr must be a positive number"),
         ([], "[train]\nfoo = 1\n", "[train] key 'foo'"),
         ([], "model = 3\n", "must be a [model] table"),
     ],

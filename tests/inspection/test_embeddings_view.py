@@ -128,3 +128,14 @@ def test_table_and_plot(loaded, tmp_path, assert_png):
     assert ax.get_xlabel().startswith("principal component 1")
     assert {t.get_text() for t in ax.texts} >= {"␣", "a", "t"}
     assert_png(save_png(fig, tmp_path / "pca.png"))
+
+
+def test_the_table_is_copied_out_once_per_loaded_model(loaded):
+    from tinylm.inspect.embeddings import embedding_matrix
+
+    first = embedding_matrix(loaded)
+    assert embedding_matrix(loaded) is first and not first.flags.writeable
+    np.testing.assert_array_equal(first, table(loaded))
+    assert embedding_matrix(loaded, "output") is not first  # its own entry, even when tied
+    with pytest.raises(TinylmError, match="source must be one of input, output"):
+        embedding_matrix(loaded, "hidden")

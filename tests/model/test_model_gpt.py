@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,51 @@ def test_shapes_and_gradients_for_every_combination(
         assert param.grad.abs().sum() > 0, name
     logits_only, no_loss = model(idx)
     assert no_loss is None and logits_only.shape == (2, 9, 11)
+
+
+@pytest.mark.parametrize(("position", "activation", "norm", "placement", "layout"), SWEEP)
+def test_explicit_and_fused_kernels_agree_in_forward_and_gradients(
+    tiny_config, position, activation, norm, placement, layout
+):
+    """The written-out formulas (the reference) and torch's fused kernels, same weights."""
+    kwargs = {
+        "position": position,
+        "activation": activation,
+        "norm": norm,
+        "norm_placement": placement,
+        "n_kv_head": HEAD_LAYOUTS[layout],
+        "multiple_of": 8,
+        "init_std": 0.2,
+    }
+    explicit = GPT(tiny_config(kernels="explicit", attention="explicit", **kwargs))
+    fused = GPT(tiny_config(kernels="fused", attention="fused", **kwargs))
+    fused.load_state_dict(explicit.state_dict())
+    idx, targets = torch.randint(0, 11, (3, 12)), torch.randint(0, 11, (3, 12))
+    logits_e, loss_e = explicit(idx, targets)
+    logits_f, loss_f = fused(idx, targets)
+    torch.testing.assert_close(logits_f, logits_e, atol=1e-5, rtol=1e-5)
+    loss_e.backward()
+    loss_f.backward()
+    for (name, pe), (_, pf) in zip(
+        explicit.named_parameters(), fused.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(pf.grad, pe.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"norm_gain": False},
+        {"bias": False},
+        {"norm": "rmsnorm", "norm_gain": False, "embedding_norm": True},
+    ],
+)
+def test_fused_kernels_agree_without_gains_or_biases(tiny_config, overrides):
+    explicit = GPT(tiny_config(kernels="explicit", init_std=0.2, **overrides))
+    fused = GPT(tiny_config(kernels="fused", init_std=0.2, **overrides))
+    fused.load_state_dict(explicit.state_dict())
+    idx = torch.randint(0, 11, (2, 12))
+    torch.testing.assert_close(fused(idx)[0], explicit(idx)[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("position", POSITIONS)
@@ -148,7 +194,10 @@ def test_input_validation(tiny_config):
     with pytest.raises(TinylmError, match="exceeds block_size 12"):
         model(torch.zeros(1, 13, dtype=torch.long))
     with pytest.raises(TinylmError, match="token id 11 is outside the vocabulary"):
-        model(torch.full((1, 3), 11))
+        model.check_token_ids(torch.full((1, 3), 11))
+    with pytest.raises(TinylmError, match="token id -1 is outside the vocabulary"):
+        model.check_token_ids(np.array([3, -1, 4]))
+    model.check_token_ids(np.arange(11, dtype=np.uint16))  # every id in range: fine
     with pytest.raises(TinylmError, match="batch, time"):
         model(torch.zeros(5, dtype=torch.long))
     with pytest.raises(TinylmError, match="integer token ids"):
@@ -157,6 +206,20 @@ def test_input_validation(tiny_config):
         model(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(TinylmError, match="needs a ModelConfig"):
         GPT({"n_layer": 2})
+
+
+def test_forward_does_not_read_token_values_back(tiny_config, monkeypatch):
+    """The range check lives where data enters; the hot path never syncs on idx."""
+    model = GPT(tiny_config())
+    idx = torch.randint(0, 11, (2, 5))
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("forward read token values back")
+
+    monkeypatch.setattr(torch.Tensor, "min", no_reads)
+    monkeypatch.setattr(torch.Tensor, "max", no_reads)
+    monkeypatch.setattr(torch.Tensor, "item", no_reads)
+    model(idx, idx)
 
 
 def test_initialisation_std(tiny_config):

@@ -120,3 +120,18 @@ def test_rope_rejects_bad_input():
 def test_rope_gradcheck():
     x = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: apply_rope(t, torch.arange(3, 7)), (x,))
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+def test_tabulated_rotary_equals_apply_rope(offset):
+    """The fused path (one complex product, rotations tabulated) is the same rotation."""
+    from tinylm.model.rope import Rotary
+
+    x = torch.randn(2, 3, 7, 8, requires_grad=True)
+    positions = torch.arange(offset, offset + 7)
+    expected = apply_rope(x, positions, 500.0)
+    got = Rotary(16, 8, 500.0)(x, positions)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    (g_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    torch.testing.assert_close(g_got, g_expected, atol=1e-5, rtol=1e-5)

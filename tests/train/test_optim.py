@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tinylm.errors import TinylmError
+from tinylm.model.roles import ParamRoles, split_by_shape
 from tinylm.train.optim import (
     OPTIMIZERS,
     AdamW,
@@ -38,6 +39,11 @@ class TinyLM(nn.Module):
             head.weight = self.emb.weight
         self.head_name = head_name
         setattr(self, head_name, head)
+
+    def param_roles(self) -> ParamRoles:
+        """The model says which tensor is what (no guessing from names or shapes)."""
+        head = getattr(self, self.head_name).weight
+        return split_by_shape(list(self.parameters()), [self.emb.weight], [head])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.emb(idx)
@@ -104,6 +110,32 @@ def test_adamw_matches_torch_over_100_steps(tied):
     assert_params_close(ours_model, ref_model, atol=1e-6)
     # and it actually trained: the weights moved well beyond the tolerance
     assert (ours_model.hidden.weight - make_model(tied).hidden.weight).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_is_bit_identical_to_torch(foreach):
+    """The grouped (_foreach) update does torch's arithmetic in torch's order: equal bits."""
+    ours_model, ref_model = make_model(), make_model()
+    hyper = {"lr": 1e-2, "betas": (0.9, 0.95), "eps": 1e-8}
+    ours = AdamW(param_groups(ours_model, weight_decay=0.1), **hyper)
+    ref = torch.optim.AdamW(param_groups(ref_model, weight_decay=0.1), foreach=foreach, **hyper)
+    data = make_data(steps=30)
+    train(ours_model, ours, data)
+    train(ref_model, ref, data)
+    for (name, a), (_, b) in zip(
+        ours_model.named_parameters(), ref_model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_batched_newton_schulz_equals_one_matrix_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    stack = torch.randn(3, 16, 48, generator=g)
+    batched = newton_schulz(stack)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], newton_schulz(stack[i]), atol=1e-5, rtol=1e-5)
+    tall = torch.randn(2, 48, 16, generator=g)
+    torch.testing.assert_close(newton_schulz(tall)[1], newton_schulz(tall[1]), atol=1e-5, rtol=1e-5)
 
 
 def test_adamw_without_weight_decay_is_adam():
@@ -202,7 +234,7 @@ def test_param_groups_on_a_tiny_gpt_cover_every_tensor_once():
     listed = [p for g in groups for p in g["params"]]
     assert len({id(p) for p in listed}) == len(listed) == len(list(model.parameters()))
     decay, no_decay = group_names(model, groups)
-    tables = {"tok_emb.weight", "pos_emb.weight"}  # custom embedding modules, found by name
+    tables = {"tok_emb.weight", "pos_emb.weight"}  # declared by GPT.param_roles()
     assert tables <= no_decay
     assert all(model.get_parameter(n).dim() == 2 for n in decay)
     assert all(model.get_parameter(n).dim() == 1 for n in no_decay - tables)
@@ -309,11 +341,41 @@ def test_build_optimizer_muon_picks_hidden_matrices():
     assert [g["lr"] for g in opt.param_groups] == [0.02, 6e-4, 6e-4]
 
 
-def test_head_found_by_shape_without_lm_head_attribute():
+def test_the_declared_head_stays_off_muon_whatever_its_name():
     torch.manual_seed(0)
     model = TinyLM(head_name="out")
     names = group_names(model, [{"params": hidden_matrices(model)}])[0]
     assert names == {"hidden.weight", "proj.weight"}
+
+
+class Undeclared(nn.Module):
+    """A model that does not say which tensor is its head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.hidden = nn.Linear(DIM, DIM)
+        self.out = nn.Linear(DIM, VOCAB, bias=False)
+
+
+def test_a_model_without_param_roles_gets_weight_decay_groups_but_not_muon():
+    model = Undeclared()
+    decay, no_decay = group_names(model, param_groups(model, 0.1))
+    assert decay == {"hidden.weight", "out.weight"}  # nn.Embedding is a table by type
+    assert no_decay == {"emb.weight", "hidden.bias"}
+    with pytest.raises(TinylmError, match="param_roles"):
+        build_optimizer(model, "muon")
+
+
+def test_gpt_param_roles_cover_every_tensor_once():
+    model = tiny_gpt()
+    roles = model.param_roles()
+    listed = roles.all()
+    assert len({id(p) for p in listed}) == len(listed) == len(list(model.parameters()))
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    assert {name_of[id(p)] for p in roles.embeddings} == {"tok_emb.weight", "pos_emb.weight"}
+    assert roles.head == []  # tied: the head is the token table
+    assert all(".attn.w_" in name_of[id(p)] or ".ffn.w" in name_of[id(p)] for p in roles.matrices)
 
 
 def test_build_optimizer_muon_on_a_tiny_gpt():

@@ -13,6 +13,7 @@ import torch
 from tinylm.errors import TinylmError
 from tinylm.train.schedule import (
     SCHEDULES,
+    Schedule,
     constant,
     cosine_schedule,
     linear_decay,
@@ -145,3 +146,27 @@ def test_plot_schedules_writes_a_png(tmp_path):
     plot_schedules(path, total_steps=200, warmup_steps=20)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["schedules.png"]  # no temp file left
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_schedule_object_is_checked_once_and_equals_lr_at(name):
+    schedule = Schedule(name, MAX, MIN, warmup_steps=10, total_steps=100)
+    assert [schedule(s) for s in range(120)] == [
+        lr_at(s, name, MAX, MIN, 10, 100) for s in range(120)
+    ]
+    bad_args = [{"min_lr": 2 * MAX}, {"warmup_steps": -1}]
+    if name != "constant":  # a constant rate has no decay for the warm-up to outlast
+        bad_args.append({"warmup_steps": 200})
+    for bad in bad_args:
+        with pytest.raises(TinylmError):
+            Schedule(**{"name": name, "max_lr": MAX, "total_steps": 100, **bad})
+
+
+def test_schedule_call_does_no_checks(monkeypatch):
+    """The trainer calls the schedule every step: the checks ran when it was made."""
+    import tinylm.train.schedule as module
+
+    schedule = Schedule("cosine", MAX, MIN, 10, 100)
+    for name in ("_check_step", "_check_range", "_check_count"):
+        monkeypatch.setattr(module, name, lambda *a: pytest.fail("checked per step"))
+    assert 0 < schedule(50) < MAX

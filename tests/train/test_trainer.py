@@ -299,18 +299,20 @@ def test_progress_without_a_terminal_is_a_plain_line_per_tenth_of_the_run(
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("steps", 0, "steps must be an integer >= 1"),
-        ("lr", -1.0, "lr must be a number > 0"),
-        ("lr", float("nan"), "lr must be a number"),
+        ("steps", 0, "steps must be a positive integer, got 0"),
+        ("lr", -1.0, "lr must be a positive number"),
+        ("lr", float("inf"), "lr must be a positive number"),
+        ("lr", float("nan"), "lr must be a positive number"),
         ("min_lr", 1.0, "min_lr 1.0 is above lr"),
         ("schedule", "step", "schedule 'step' is not one of"),
         ("optimizer", "sgd", "optimizer 'sgd' is not one of: adamw, muon"),
         ("betas", (0.9,), "betas must be two numbers"),
         ("device", "tpu", "device 'tpu' is not one of"),
         ("dtype", "float16", "dtype 'float16' is not one of"),
-        ("compile", "yes", "compile must be true or false"),
+        ("compile", "yes", "compile must be auto, true or false"),
+        ("threads", 0, "threads must be a positive integer"),
         ("warmup_steps", 5000, "warmup_steps 5000 exceeds steps"),
-        ("batch_size", True, "batch_size must be an integer"),
+        ("batch_size", True, "batch_size must be a positive integer"),
     ],
 )
 def test_train_config_rejects_bad_values_with_one_line(field, value, message):
@@ -353,3 +355,65 @@ def test_samples_stop_at_end_of_document_but_not_before_any_text(tokenizer):
             return iter([eos, a, b, eos, a])
 
     assert sample_text(Scripted(), tokenizer) == "ab"
+
+
+# -- what the step does to the gradients -------------------------------------------------
+
+
+def test_clipping_scales_all_gradients_by_one_global_factor(tokenizer, splits):
+    """The gradients the optimiser sees equal the raw ones times max_norm / global norm.
+
+    The expectation is computed here from a copy of the model and the very batch the
+    trainer drew, with the formula written out, so clipping each parameter on its
+    own (which returns a plausible norm for the logs) would fail it.
+    """
+    import copy
+
+    max_norm = 0.05
+    trainer = make_trainer(tokenizer, splits, make_config(grad_clip=max_norm, optimizer="adamw"))
+    reference = copy.deepcopy(trainer.model)
+    drawn, seen = [], {}
+    next_step = trainer.batches.next_step
+
+    def record_batches():
+        batches = next_step()
+        drawn.extend(batches)
+        return batches
+
+    def record_grads(*args, **kwargs):
+        seen.update({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+
+    trainer.batches.next_step = record_batches
+    trainer.optimizer.step = record_grads
+    record = trainer.train_step()
+
+    (x, y) = drawn[0]
+    _, loss = reference(x, y)
+    loss.backward()
+    raw = {n: p.grad for n, p in reference.named_parameters()}
+    global_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in raw.values()))
+    assert global_norm > 4 * max_norm  # clipping is active in this test
+    assert record["grad_norm"] == pytest.approx(global_norm, rel=1e-5)
+    scale = max_norm / (global_norm + 1e-6)
+    per_parameter = [float(g.norm()) for g in raw.values()]
+    assert max(per_parameter) < global_norm  # per-parameter clipping would differ
+    for name, grad in raw.items():
+        torch.testing.assert_close(seen[name], grad * scale, atol=1e-7, rtol=1e-5, msg=name)
+    clipped_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in seen.values()))
+    assert clipped_norm == pytest.approx(max_norm, rel=1e-4)
+
+
+def test_model_and_train_configs_share_one_meaning_of_a_number():
+    """Both configs use tinylm.checks: inf is refused by each, with the same wording."""
+    with pytest.raises(TinylmError, match="init_std must be a positive number, got inf"):
+        ModelConfig(init_std=float("inf"))
+    with pytest.raises(TinylmError, match="muon_lr must be a positive number, got inf"):
+        TrainConfig(muon_lr=float("inf"))
+
+
+def test_out_of_vocabulary_data_is_refused_once_at_the_start(tokenizer, splits):
+    train, val = splits
+    bad = train.copy()
+    bad[7] = 60000
+    with pytest.raises(TinylmError, match="token id 60000 is outside the vocabulary"):
+        Trainer(make_model(tokenizer), bad, val, tokenizer, make_config())

@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = _add_view(views, "next", "top-k next-token probabilities after TEXT (table + bar chart)")
     p.add_argument("text", metavar="TEXT", help="the prompt")
-    p.add_argument("-k", "--top-k", type=int, default=10, help="tokens to show (default: 10)")
+    p.add_argument(
+        "-k", "--top-k", type=int, default=10, metavar="K", help="tokens to show (default: 10)"
+    )
     p.add_argument(
         "--temperature",
         type=float,
@@ -67,9 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("A", "B", "C"),
         help="tokens nearest to A - B + C (repeatable)",
     )
-    p.add_argument("-k", "--top-k", type=int, default=8, help="neighbours to list (default: 8)")
     p.add_argument(
-        "--plot-tokens", type=int, default=80, help="most frequent tokens in the map (default: 80)"
+        "-k", "--top-k", type=int, default=8, metavar="K", help="neighbours to list (default: 8)"
+    )
+    p.add_argument(
+        "--plot-tokens",
+        type=int,
+        default=80,
+        metavar="N",
+        help="most frequent tokens in the map (default: 80)",
     )
     p.add_argument(
         "--source",
@@ -82,10 +90,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = _add_view(views, "lens", "logit lens: the top next-token guess after each layer")
     p.add_argument("text", metavar="TEXT", help="the prompt")
     p.add_argument(
-        "-k", "--top-k", type=int, default=3, help="guesses per layer for the last token"
+        "-k",
+        "--top-k",
+        type=int,
+        default=3,
+        metavar="K",
+        help="guesses per layer for the last token",
     )
     p.add_argument(
-        "--last", type=int, default=8, help="positions (the last N tokens) in the table (default 8)"
+        "--last",
+        type=int,
+        default=8,
+        metavar="N",
+        help="positions (the last N tokens) in the table (default 8)",
     )
     p.set_defaults(run=run_lens)
 

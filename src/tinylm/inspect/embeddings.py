@@ -63,12 +63,20 @@ class EmbeddingProjection:
 
 
 def embedding_matrix(loaded: LoadedModel, source: str = "input") -> np.ndarray:
-    """The ``(vocab_size, n_embd)`` table as float64 numpy."""
+    """The ``(vocab_size, n_embd)`` table as float64 numpy (read-only).
+
+    Copied out of the model once per ``LoadedModel`` and kept: an inspector that
+    asks for many neighbours would otherwise copy a large table every time.
+    """
     if source not in SOURCES:
         raise TinylmError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    model = loaded.model
-    weight = model.tok_emb.weight if source == "input" else model.lm_head.weight
-    return weight.detach().float().cpu().numpy().astype(np.float64)
+
+    def copy_out() -> np.ndarray:
+        model = loaded.model
+        weight = model.tok_emb.weight if source == "input" else model.lm_head.weight
+        return weight.detach().float().cpu().numpy().astype(np.float64)
+
+    return loaded.cached(f"embeddings:{source}", copy_out)
 
 
 def cosine_similarities(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:

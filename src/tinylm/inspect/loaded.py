@@ -21,6 +21,7 @@ starts that way and a model has never seen text without it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class LoadedModel:
     step: int | None = None
     run_dir: Path | None = None
     _frequencies: np.ndarray | None = field(default=None, init=False, repr=False)
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.model.eval()  # dropout off: a view must show what the model computes
@@ -154,6 +156,19 @@ class LoadedModel:
 
     def check_head(self, head: int | None) -> None:
         _check_index(head, self.config.n_head, "head", "n_head")
+
+    def cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()`` once per key, kept read-only for later calls.
+
+        For arrays that depend only on the weights (an embedding table), which a
+        view would otherwise copy out of the model on every call. The weights are
+        taken as fixed once loaded; wrap a changed model in a new ``LoadedModel``.
+        """
+        if key not in self._cache:
+            array = compute()
+            array.flags.writeable = False
+            self._cache[key] = array
+        return self._cache[key]
 
     # -- the run's training data ----------------------------------------------------------
 

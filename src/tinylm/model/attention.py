@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
 from tinylm.model.kv_cache import KVCache
-from tinylm.model.rope import apply_rope
+from tinylm.model.rope import Rotary, apply_rope
 
 
 def scaled_dot_product_attention(
@@ -91,6 +91,11 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.use_rope = config.position == "rope"
         self.rope_theta = config.rope_theta
+        # kernels=fused: the rotations are tabulated once (rope.Rotary)
+        fused_rope = self.use_rope and config.kernels == "fused"
+        self.rotary = (
+            Rotary(config.block_size, config.head_dim, config.rope_theta) if fused_rope else None
+        )
         self.fused = config.attention == "fused"
         self.dropout_p = config.dropout
 
@@ -99,7 +104,6 @@ class CausalSelfAttention(nn.Module):
         self.w_k = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_o = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.w_o.is_residual_projection = True  # gets the scaled init, see GPT._init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -122,7 +126,9 @@ class CausalSelfAttention(nn.Module):
         q = self._split_heads(self.w_q(x), self.n_head)  # (B, n_head, T, head_dim)
         k = self._split_heads(self.w_k(x), self.kv_heads)  # (B, kv_heads, T, head_dim)
         v = self._split_heads(self.w_v(x), self.kv_heads)
-        if self.use_rope:
+        if self.rotary is not None:
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
+        elif self.use_rope:
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
         if kv_cache is not None:

@@ -33,6 +33,10 @@ class Block(nn.Module):
         self.norm2 = build_norm(config)
         self.ffn = build_feedforward(config)
 
+    def residual_projections(self) -> list[nn.Linear]:
+        """The layers whose output is added to the residual stream (GPT-2's scaled init)."""
+        return [self.attn.w_o, self.ffn.w2]
+
     def forward(
         self,
         x: Tensor,

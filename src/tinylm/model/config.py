@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tinylm.checks import check_bool, check_choice, check_fraction, check_int, check_number
 from tinylm.errors import TinylmError
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
@@ -26,6 +27,7 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 NORMS = ("rmsnorm", "layernorm")
 NORM_PLACEMENTS = ("pre", "post")
 ATTENTION_IMPLS = ("explicit", "fused")
+KERNEL_IMPLS = ("explicit", "fused")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ModelConfig:
     init_std: float = 0.02
     scaled_residual_init: bool = True  # GPT-2: residual output projections std/sqrt(2L)
     attention: str = "fused"  # explicit | fused
+    kernels: str = "fused"  # explicit (the written-out formulas) | fused (torch's kernels)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -142,43 +145,18 @@ def field_names() -> list[str]:
 # -- validation ----------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    # bool is a subclass of int, but ``n_layer=True`` is a mistake, not 1 layer.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not _is_int(value) or value < 1:
-        raise TinylmError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise TinylmError(f"{name} {value!r} is not one of: {', '.join(choices)}")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TinylmError(f"{name} must be true or false, got {value!r}")
-
-
 def _validate(c: ModelConfig) -> None:
     for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "multiple_of"):
-        _check_positive_int(name, getattr(c, name))
-    if c.n_kv_head is not None:
-        _check_positive_int("n_kv_head", c.n_kv_head)
-    if c.d_ff is not None:
-        _check_positive_int("d_ff", c.d_ff)
+        check_int(name, getattr(c, name), 1)
+    check_int("n_kv_head", c.n_kv_head, 1, allow_none=True)
+    check_int("d_ff", c.d_ff, 1, allow_none=True)
 
-    _check_choice("position", c.position, POSITIONS)
-    _check_choice("activation", c.activation, ACTIVATIONS)
-    _check_choice("norm", c.norm, NORMS)
-    _check_choice("norm_placement", c.norm_placement, NORM_PLACEMENTS)
-    _check_choice("attention", c.attention, ATTENTION_IMPLS)
+    check_choice("position", c.position, POSITIONS)
+    check_choice("activation", c.activation, ACTIVATIONS)
+    check_choice("norm", c.norm, NORMS)
+    check_choice("norm_placement", c.norm_placement, NORM_PLACEMENTS)
+    check_choice("attention", c.attention, ATTENTION_IMPLS)
+    check_choice("kernels", c.kernels, KERNEL_IMPLS)
     for name in (
         "norm_gain",
         "embedding_norm",
@@ -187,7 +165,7 @@ def _validate(c: ModelConfig) -> None:
         "bias",
         "scaled_residual_init",
     ):
-        _check_bool(name, getattr(c, name))
+        check_bool(name, getattr(c, name))
 
     if c.n_embd % c.n_head != 0:
         raise TinylmError(
@@ -204,14 +182,9 @@ def _validate(c: ModelConfig) -> None:
             f"rope needs an even head dimension, but n_embd {c.n_embd} / n_head {c.n_head} "
             f"= {c.head_dim}; change n_embd or n_head"
         )
-    if not _is_number(c.rope_theta) or c.rope_theta <= 0:
-        raise TinylmError(f"rope_theta must be a positive number, got {c.rope_theta!r}")
-    if not _is_number(c.norm_eps) or c.norm_eps <= 0:
-        raise TinylmError(f"norm_eps must be a positive number, got {c.norm_eps!r}")
-    if not _is_number(c.dropout) or not 0.0 <= c.dropout < 1.0:
-        raise TinylmError(f"dropout must be in [0, 1), got {c.dropout!r}")
-    if not _is_number(c.init_std) or c.init_std <= 0:
-        raise TinylmError(f"init_std must be a positive number, got {c.init_std!r}")
+    for name in ("rope_theta", "norm_eps", "init_std"):
+        check_number(name, getattr(c, name), 0.0, strict=True)
+    check_fraction("dropout", c.dropout)
 
 
 # -- presets -------------------------------------------------------------------

@@ -22,20 +22,29 @@ and key vectors are rotated inside attention instead.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
 
 
 class TokenEmbedding(nn.Module):
-    """A ``(vocab_size, n_embd)`` matrix; the embedding of token ``i`` is row ``i``."""
+    """A ``(vocab_size, n_embd)`` matrix; the embedding of token ``i`` is row ``i``.
+
+    The rows are read with ``F.embedding`` (``weight[idx]``, as a lookup), not by
+    indexing the tensor: both give the same rows, but the backward of plain indexing
+    (``index_put_`` with accumulation) adds the gradients of a repeated token in an
+    order that varies from run to run when torch uses several threads, so two
+    identical runs would differ in the last bits. ``F.embedding``'s backward adds
+    them in a fixed order.
+    """
 
     def __init__(self, vocab_size: int, n_embd: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, n_embd))
 
     def forward(self, idx: Tensor) -> Tensor:
-        return self.weight[idx]  # (B, T) ids -> (B, T, n_embd) rows
+        return F.embedding(idx, self.weight)  # (B, T) ids -> (B, T, n_embd) rows
 
 
 class LearnedPositionEmbedding(nn.Module):

@@ -6,15 +6,18 @@ non-linearity, and projects back to the model width. Without the non-linearity
 the two projections would collapse into one linear map.
 
 The activations are written out so each formula is visible; the tests check them
-against torch's own.
+against torch's own. With ``ModelConfig.kernels = "fused"`` (the default) the
+layers call torch's one-kernel versions instead (``FUSED_ACTIVATIONS``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
@@ -57,16 +60,28 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": silu,
 }
 
+FUSED_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,  # the exact erf form, like ``gelu`` above
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+def activation(name: str, kernels: str) -> Callable[[Tensor], Tensor]:
+    """The activation ``name``: written out (``explicit``) or torch's kernel (``fused``)."""
+    table = FUSED_ACTIVATIONS if kernels == "fused" else ACTIVATION_FUNCTIONS
+    return table[name]
+
 
 class FeedForward(nn.Module):
     """``W2 act(x W1 + b1) + b2`` with a fixed activation (relu, gelu, gelu_tanh or silu)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.act = ACTIVATION_FUNCTIONS[config.activation]
+        self.act = activation(config.activation, config.kernels)
         self.w1 = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)  # expand
         self.w2 = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)  # contract
-        self.w2.is_residual_projection = True  # gets the scaled init, see GPT._init_weights
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,11 +103,11 @@ class SwiGLU(nn.Module):
         self.w = nn.Linear(config.n_embd, hidden, bias=config.bias)  # gate, through swish
         self.v = nn.Linear(config.n_embd, hidden, bias=config.bias)  # value, linear
         self.w2 = nn.Linear(hidden, config.n_embd, bias=config.bias)  # contract
-        self.w2.is_residual_projection = True
+        self.swish = activation("silu", config.kernels)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.w2(silu(self.w(x)) * self.v(x)))
+        return self.dropout(self.w2(self.swish(self.w(x)) * self.v(x)))
 
 
 def build_feedforward(config: ModelConfig) -> nn.Module:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +37,26 @@ from tinylm.model.embeddings import (
 )
 from tinylm.model.kv_cache import KVCache
 from tinylm.model.norms import build_norm
+from tinylm.model.roles import ParamRoles, split_by_shape
+
+
+def check_token_ids(ids: Any, vocab_size: int) -> None:
+    """Raise ``TinylmError`` if any id in ``ids`` is negative or ``>= vocab_size``."""
+    if isinstance(ids, Tensor):
+        if ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+    else:
+        array = np.asarray(ids)
+        if array.size == 0:
+            return
+        low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise TinylmError(
+            f"token id {bad} is outside the vocabulary [0, {vocab_size}); "
+            "check the tokenizer matches the model's vocab_size"
+        )
 
 
 class GPT(nn.Module):
@@ -57,6 +79,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one tensor, two uses
+        # The projections that write into the residual stream, for the scaled init.
+        self._residual_ids = {id(m) for b in self.blocks for m in b.residual_projections()}
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -69,15 +93,25 @@ class GPT(nn.Module):
         """
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            if self.config.scaled_residual_init and getattr(
-                module, "is_residual_projection", False
-            ):
+            if self.config.scaled_residual_init and id(module) in self._residual_ids:
                 std = std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (TokenEmbedding, LearnedPositionEmbedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    def param_roles(self) -> ParamRoles:
+        """Which parameter is an embedding table, the head, a hidden matrix or a vector.
+
+        The optimisers and the weight-decay rule read this (``tinylm.model.roles``
+        says why each role is treated differently). A tied ``lm_head`` is the token
+        table and is listed once, as an embedding; an untied one is the head.
+        """
+        tables = [self.tok_emb.weight]
+        if isinstance(self.pos_emb, LearnedPositionEmbedding):
+            tables.append(self.pos_emb.weight)
+        return split_by_shape(list(self.parameters()), tables, [self.lm_head.weight])
 
     # -- forward -------------------------------------------------------------------
 
@@ -124,6 +158,7 @@ class GPT(nn.Module):
         the weights. Gradients are kept; wrap in ``torch.no_grad()`` if unneeded.
         """
         self._check_input(idx, None)
+        self.check_token_ids(idx)  # an inspection call, not the hot path
         _, weights = self._trunk(idx, None, need_weights=True)
         return weights
 
@@ -199,15 +234,18 @@ class GPT(nn.Module):
             )
         if idx.numel() == 0:
             raise TinylmError("idx has no tokens; pass at least one token id")
-        # Reading values back is a graph break under torch.compile: check in eager mode only.
-        if idx.device.type != "meta" and not torch.compiler.is_compiling():
-            low, high = int(idx.min()), int(idx.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                raise TinylmError(
-                    f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
-                    "check the tokenizer matches the model's vocab_size"
-                )
+        # Token ids are checked where they enter (``check_token_ids``: the trainer's
+        # data, generation's prompt), not here: reading values back on every call
+        # would stall a GPU once per micro-step.
+
+    def check_token_ids(self, ids: Any) -> None:
+        """Refuse token ids outside ``[0, vocab_size)``, once, where data or a prompt enters.
+
+        ``ids`` is anything numpy or torch can take the min and max of (a tensor,
+        an array, a memmap of a whole split). An id out of range would otherwise
+        index past the embedding table, a crash on CPU and an assert on a GPU.
+        """
+        check_token_ids(ids, self.config.vocab_size)
 
     # -- generation ------------------------------------------------------------------
 

@@ -14,12 +14,18 @@ sensitive to *relative* distance, and nothing is learned. Low pairs spin fast
 
 ``apply_rope`` takes the positions explicitly, so a KV cache can rotate the new
 token at position ``t`` without recomputing the earlier ones.
+
+Two paths, chosen by ``ModelConfig.kernels``: ``explicit`` (``apply_rope``) computes
+the angles on every call and rotates each pair with the four products of the
+formula; ``fused`` (``Rotary``) computes the rotations once, as unit complex numbers
+``cos + i sin``, and rotates every pair with one complex multiplication, which is
+the same 2-D rotation: ``(a + ib)(cos + i sin) = (a cos - b sin) + i (a sin + b cos)``.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
 
@@ -67,3 +73,32 @@ def apply_rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
     rotated_odd = x_even * sin + x_odd * cos
     rotated = torch.stack((rotated_even, rotated_odd), dim=-1).flatten(-2)
     return rotated.to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """RoPE with the rotations of all ``block_size`` positions computed once.
+
+    The table holds ``exp(i * angle)`` per (position, pair) as complex64, a buffer
+    that is rebuilt from the config rather than saved, and that ``model.to(bfloat16)``
+    leaves in full precision (it only casts real floating-point tensors).
+    """
+
+    def __init__(self, block_size: int, head_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        angles = rope_angles(torch.arange(block_size), head_dim, theta)
+        rotations = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+        self.register_buffer("rotations", rotations, persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """``x`` rotated for ``positions``, like ``apply_rope(x, positions, theta)``.
+
+        ``positions`` is ``(T,)``, or ``(B, T)`` (each row its own positions) for
+        ``x`` of shape ``(B, heads, T, head_dim)``.
+        """
+        rotations = self.rotations[positions]
+        if positions.dim() == 2:
+            rotations = rotations[:, None]  # the same rotations for every head
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        pairs = torch.view_as_complex(x.to(compute_dtype).unflatten(-1, (-1, 2)).contiguous())
+        rotated = torch.view_as_real(pairs * rotations).flatten(-2)
+        return rotated.to(x.dtype)

@@ -77,26 +77,36 @@ class ConsoleReporter(Callback):
         if self.bar is None:
             return
         if self.bar.disable:
-            self._plain_progress(trainer.config.steps, record)
+            self._plain_progress(trainer, record)
             return
         self.bar.update(record["step"] - self.bar.n)
         self.bar.set_postfix(
             loss=f"{record['loss']:.4f}",
             lr=f"{record['lr']:.2e}",
             tok_s=f"{record['tokens_per_s']:,.0f}",
+            speed=self._speed_note(trainer),
             refresh=False,
         )
 
-    def _plain_progress(self, total: int, record: dict[str, Any]) -> None:
-        step = record["step"]
+    def _plain_progress(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        total, step = trainer.config.steps, record["step"]
         if step % max(1, total // self.LINES_PER_RUN) and step != total:
             return
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(1, step - self.first_step) * (total - step)
         self._write(
             f"step {step}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-            f"{record['tokens_per_s']:,.0f} tokens/s  ETA {eta:.0f} s"
+            f"{record['tokens_per_s']:,.0f} tokens/s  ETA {eta:.0f} s  "
+            f"{self._speed_note(trainer)}"
         )
+
+    @staticmethod
+    def _speed_note(trainer: Trainer) -> str:
+        """Which thread count (and, with compile auto, which path) the run is on."""
+        note = trainer.threads.describe()
+        if trainer.compile_auto is not None:
+            note += f", {trainer.compile_auto.decision}"
+        return note
 
     def _write(self, text: str) -> None:
         if self.bar is not None:

@@ -17,17 +17,24 @@ table::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinylm.checks import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_number,
+    is_number,
+)
 from tinylm.errors import TinylmError
+from tinylm.train.optim import OPTIMIZERS
+from tinylm.train.schedule import SCHEDULES
 
-SCHEDULES = ("constant", "linear", "cosine")
-OPTIMIZERS = ("adamw", "muon")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -70,7 +77,8 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
-    compile: bool = False  # torch.compile (falls back to eager if it fails)
+    compile: str | bool = "auto"  # auto: compile when it pays for itself | true | false
+    threads: str | int = "auto"  # CPU intra-op threads: auto (measured) | N
     out_dir: str | None = "out"  # where checkpoints and metrics go; None: write nothing
     progress: bool = True  # progress bar and printed evaluations/samples
 
@@ -146,53 +154,17 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
 # -- validation --------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _int_at_least(c: TrainConfig, name: str, low: int, allow_none: bool = False) -> None:
-    value = getattr(c, name)
-    if allow_none and value is None:
-        return
-    if not _is_int(value) or value < low:
-        raise TinylmError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _number_at_least(c: TrainConfig, name: str, low: float, strict: bool = False) -> None:
-    value = getattr(c, name)
-    if not _is_number(value) or value < low or (strict and value == low):
-        relation = ">" if strict else ">="
-        raise TinylmError(f"{name} must be a number {relation} {low}, got {value!r}")
-
-
-def _choice(c: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(c, name)
-    if value not in choices:
-        raise TinylmError(f"{name} {value!r} is not one of: {', '.join(choices)}")
-
-
 def _validate(c: TrainConfig) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batches", "keep_last"):
-        _int_at_least(c, name, 1)
-    for name in ("eval_every", "sample_tokens"):
-        _int_at_least(c, name, 0)
-    _int_at_least(c, "warmup_steps", 0, allow_none=True)
-    _int_at_least(c, "sample_every", 0, allow_none=True)
-    _int_at_least(c, "checkpoint_every", 0, allow_none=True)
-    _int_at_least(c, "seed", 0)
-    _number_at_least(c, "lr", 0.0, strict=True)
-    _number_at_least(c, "muon_lr", 0.0, strict=True)
-    for name in ("weight_decay", "grad_clip", "eps"):
-        _number_at_least(c, name, 0.0)
-    _number_at_least(c, "min_lr", 0.0)
+        check_int(name, getattr(c, name), 1)
+    for name in ("eval_every", "sample_tokens", "seed"):
+        check_int(name, getattr(c, name), 0)
+    for name in ("warmup_steps", "sample_every", "checkpoint_every"):
+        check_int(name, getattr(c, name), 0, allow_none=True)
+    check_number("lr", c.lr, 0.0, strict=True)
+    check_number("muon_lr", c.muon_lr, 0.0, strict=True)
+    for name in ("weight_decay", "grad_clip", "eps", "min_lr"):
+        check_number(name, getattr(c, name), 0.0)
     if c.min_lr > c.lr:
         raise TinylmError(
             f"min_lr {c.min_lr} is above lr {c.lr}; the floor must not exceed the peak"
@@ -200,22 +172,24 @@ def _validate(c: TrainConfig) -> None:
     if (
         not isinstance(c.betas, tuple)
         or len(c.betas) != 2
-        or not all(_is_number(b) and 0 <= b < 1 for b in c.betas)
+        or not all(is_number(b) and 0 <= b < 1 for b in c.betas)
     ):
         raise TinylmError(f"betas must be two numbers in [0, 1), got {c.betas!r}; try [0.9, 0.95]")
-    if not _is_number(c.muon_momentum) or not 0 <= c.muon_momentum < 1:
-        raise TinylmError(f"muon_momentum must be in [0, 1), got {c.muon_momentum!r}")
-    _choice(c, "schedule", SCHEDULES)
-    _choice(c, "optimizer", OPTIMIZERS)
-    _choice(c, "device", DEVICES)
-    _choice(c, "dtype", DTYPES)
+    check_fraction("muon_momentum", c.muon_momentum, "; try 0.95")
+    check_choice("schedule", c.schedule, SCHEDULES)
+    check_choice("optimizer", c.optimizer, OPTIMIZERS)
+    check_choice("device", c.device, DEVICES)
+    check_choice("dtype", c.dtype, DTYPES)
     if c.schedule != "constant" and c.warmup > c.steps:
         raise TinylmError(
             f"warmup_steps {c.warmup_steps} exceeds steps {c.steps}; shorten the warm-up"
         )
-    for name in ("compile", "progress", "decay_embeddings"):
-        if not isinstance(getattr(c, name), bool):
-            raise TinylmError(f"{name} must be true or false, got {getattr(c, name)!r}")
+    for name in ("progress", "decay_embeddings"):
+        check_bool(name, getattr(c, name))
+    if c.compile != "auto" and not isinstance(c.compile, bool):
+        raise TinylmError(f"compile must be auto, true or false, got {c.compile!r}")
+    if c.threads != "auto":
+        check_int("threads", c.threads, 1)
     if not isinstance(c.sample_prompt, str):
         raise TinylmError(f"sample_prompt must be a string, got {c.sample_prompt!r}")
     if c.out_dir is not None and not isinstance(c.out_dir, str):

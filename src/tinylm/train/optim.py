@@ -29,12 +29,18 @@ which regularises matrices that *mix* features. It is wrong for
   decay shrinks every row every step, so rare tokens fade away.
 
 So: every parameter with fewer than 2 dimensions, and every embedding table unless
-``decay_embeddings=True``, is not decayed; every other matrix is. An embedding table
-is a parameter owned by an ``nn.Embedding`` or by any module whose class name ends
-in ``Embedding`` (tinylm's ``TokenEmbedding`` and ``LearnedPositionEmbedding``).
-A tied output head is the same tensor as the token embedding and follows the
-embedding rule; ``model.named_parameters()`` lists a shared tensor once, so it
-lands in exactly one group.
+``decay_embeddings=True``, is not decayed; every other matrix is. Which tensor is an
+embedding table, the output head, a hidden matrix or a vector, the model says itself
+in ``param_roles()`` (``tinylm.model.roles``); a model without that method is read
+by a plain rule (``nn.Embedding`` tables are embeddings, no head), enough for weight
+decay but not for Muon, which must know the head. A tied output head is the same
+tensor as the token embedding and follows the embedding rule, in exactly one group.
+
+Speed: each step updates all the tensors of a param group at once with torch's
+``_foreach_*`` operations (one call per operation for the whole group, instead of a
+Python loop over parameters), and Muon orthogonalises same-shaped matrices together
+as one batch. The element-wise arithmetic is the same as ``torch.optim.AdamW``'s, in
+the same order, so the weights are bit for bit the same as torch's.
 """
 
 from __future__ import annotations
@@ -47,11 +53,9 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
+from tinylm.model.roles import ParamRoles, split_by_shape
 
 OPTIMIZERS = ("adamw", "muon")
-
-HEAD_ATTRIBUTE = "lm_head"
-"""The attribute under which a model keeps its output projection (``GPT.lm_head``)."""
 
 # Coefficients of the quintic Newton-Schulz iteration from Keller Jordan's Muon.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -60,15 +64,15 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # -- the step both optimisers share ------------------------------------------------------
 
 
-class _ParamwiseOptimizer(torch.optim.Optimizer):
-    """A ``torch.optim.Optimizer`` whose ``step()`` updates each parameter on its own.
+class _GroupwiseOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose ``step()`` updates a param group's tensors together.
 
     ``step()`` is written once, here: it skips parameters without a gradient and
-    rejects sparse ones. A subclass says in ``_update(p, group)`` how one parameter
-    ``p`` of param group ``group`` moves, given its gradient ``p.grad``.
+    rejects sparse ones. A subclass says in ``_update(params, group)`` how the
+    tensors ``params`` (those of ``group`` that have a gradient) move.
     """
 
-    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
+    def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -79,11 +83,12 @@ class _ParamwiseOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue  # unused in this forward pass: leave it and its state alone
+            # unused in this forward pass: leave it and its state alone
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
                 _check_dense(p.grad)
-                self._update(p, group)
+            if params:
+                self._update(params, group)
         return loss
 
 
@@ -91,60 +96,70 @@ class _ParamwiseOptimizer(torch.optim.Optimizer):
 
 
 def adamw_update(
-    p: Tensor,
-    grad: Tensor,
-    state: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
     lr: float,
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
 ) -> None:
-    """One AdamW step for the single tensor ``p``, in place; ``state`` holds m, v and t.
+    """One AdamW step for the tensors ``params``, in place; each ``states[i]`` holds m, v, t.
 
-    The operations (and their order) are the ones ``torch.optim.AdamW`` performs, so
-    the two agree to rounding error; the comments say why each one is there.
+    Every operation acts on the whole list at once (``torch._foreach_*``); the
+    operations, and their order, are the ones ``torch.optim.AdamW`` performs, so the
+    two agree bit for bit. The comments say why each one is there.
     """
     beta1, beta2 = betas
-    if not state:
-        # The moments start at zero: no gradient has been seen yet.
-        state["step"] = 0
-        state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    state["step"] += 1
-    t, m, v = state["step"], state["m"], state["v"]
+    for p, state in zip(params, states, strict=True):
+        if not state:
+            # The moments start at zero: no gradient has been seen yet.
+            state["step"] = 0
+            state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+    m = [state["m"] for state in states]
+    v = [state["v"] for state in states]
 
     # Decoupled weight decay: shrink the weights directly, instead of adding wd * p to
     # the gradient (plain L2). Added to the gradient, the decay would be divided by
     # sqrt(v) below, so weights with large gradients would hardly be decayed at all.
     # Scaling by lr makes the decay follow the learning-rate schedule.
     if weight_decay != 0:
-        p.mul_(1 - lr * weight_decay)
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
 
     # First moment m: a running mean of the gradient (momentum). lerp(g, 1 - beta1)
     # is m + (1 - beta1) * (g - m) = beta1 * m + (1 - beta1) * g.
-    m.lerp_(grad, 1 - beta1)
+    torch._foreach_lerp_(m, grads, 1 - beta1)
     # Second moment v: a running mean of the squared gradient, a per-weight estimate
     # of the gradient's scale. Dividing by its root gives every weight a step of about
     # lr, whatever the size of its gradients.
-    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
 
     # Bias correction: m and v start at zero, so early on they are pulled towards 0;
     # after t steps the weights of the running mean sum to 1 - beta^t, not 1.
     # Dividing by that undoes the pull (at t = 1, m_hat = g exactly).
-    bias_correction1 = 1 - beta1**t
-    bias_correction2 = 1 - beta2**t
+    steps = [state["step"] for state in states]
+    step_sizes = [-lr / (1 - beta1**t) for t in steps]
+    bias_correction2_sqrt = [math.sqrt(1 - beta2**t) for t in steps]
     # p -= lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded in as torch
     # does: eps is added to sqrt(v_hat), so it keeps the same meaning at every step.
-    denom = (v.sqrt() / math.sqrt(bias_correction2)).add_(eps)
-    p.addcdiv_(m, denom, value=-lr / bias_correction1)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, bias_correction2_sqrt)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, m, denom, step_sizes)
 
 
-def _adamw_update_in_group(p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-    """``adamw_update`` with the hyperparameters of ``p``'s param group."""
-    adamw_update(p, p.grad, state, group["lr"], group["betas"], group["eps"], group["weight_decay"])
+def _adamw_update_group(params: list[Tensor], states: list[dict], group: dict[str, Any]) -> None:
+    """``adamw_update`` with the hyperparameters of the param group ``group``."""
+    grads = [p.grad for p in params]
+    adamw_update(
+        params, grads, states, group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    )
 
 
-class AdamW(_ParamwiseOptimizer):
+class AdamW(_GroupwiseOptimizer):
     """Adam with decoupled weight decay, written out; ``weight_decay=0`` is plain Adam.
 
     Per-parameter state: ``step`` (an int), ``m`` (first moment) and ``v`` (second
@@ -167,8 +182,8 @@ class AdamW(_ParamwiseOptimizer):
         super().add_param_group(param_group)
         _check_adam_group(self.param_groups[-1])
 
-    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
-        _adamw_update_in_group(p, self.state[p], group)
+    def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        _adamw_update_group(params, [self.state[p] for p in params], group)
 
 
 # -- Muon -------------------------------------------------------------------------------
@@ -188,68 +203,85 @@ def newton_schulz(G: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -
     five steps the singular values sit in roughly [0.7, 1.2], which works as well as
     exact orthogonalisation in practice.
 
+    ``G`` may also be a stack ``(n, rows, cols)`` of same-shaped matrices: each is
+    orthogonalised on its own, in one batched product per step (fewer, larger calls).
+
     ``dtype``: the precision of the iteration; ``None`` picks bfloat16 on CUDA
     (fast, and the iteration tolerates it) and float32 elsewhere.
     """
-    if G.dim() != 2:
+    if G.dim() not in (2, 3):
         raise TinylmError(f"newton_schulz needs a matrix, got shape {tuple(G.shape)}")
     if dtype is None:
         dtype = torch.bfloat16 if G.is_cuda else torch.float32
     a, b, c = NS_COEFFICIENTS
     X = G.to(dtype)
     # Work on the wide orientation so that A = X X^T is the smaller Gram matrix.
-    tall = X.shape[0] > X.shape[1]
+    tall = X.shape[-2] > X.shape[-1]
     if tall:
-        X = X.T
+        X = X.mT
     # Scale so the largest singular value is at most 1 (the Frobenius norm bounds it):
     # the polynomial only converges on (0, 1]. The 1e-7 guards a zero update.
-    X = X / (X.norm() + 1e-7)
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + 1e-7)
     for _ in range(steps):
-        A = X @ X.T
+        A = X @ X.mT
         B = b * A + c * (A @ A)
         X = a * X + B @ X
     if tall:
-        X = X.T
+        X = X.mT
     return X.to(G.dtype)
 
 
 def muon_update(
-    p: Tensor,
-    grad: Tensor,
-    state: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
     lr: float,
     momentum: float,
     nesterov: bool,
     ns_steps: int,
     weight_decay: float,
 ) -> None:
-    """One Muon step for the weight matrix ``p``, in place; ``state`` holds the momentum."""
-    if not state:
-        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    buf = state["momentum_buffer"]
+    """One Muon step for the weight matrices ``params``, in place; ``states`` hold momentum."""
+    for p, state in zip(params, states, strict=True):
+        if not state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    bufs = [state["momentum_buffer"] for state in states]
 
     # Momentum: a running mean of the gradient, which smooths minibatch noise.
-    buf.lerp_(grad, 1 - momentum)
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
     # Nesterov: step along where the momentum is heading, the mix of the fresh
     # gradient and the running mean, rather than the running mean alone.
-    update = grad.lerp(buf, momentum) if nesterov else buf
+    updates = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
 
     # Orthogonalise: the update matrix of a layer is dominated by a few directions;
     # setting all its singular values to ~1 gives the rare directions a full-size step.
-    update = newton_schulz(update, ns_steps)
+    updates = _orthogonalise_by_shape(updates, ns_steps)
 
     # An orthogonal (rows x cols) matrix has entries of size ~1/sqrt(max(rows, cols)).
     # Scaling tall matrices by sqrt(rows / cols) gives every weight matrix an update
     # of about the same per-entry size, whatever its shape.
-    rows, cols = p.shape
-    update = update * max(1.0, rows / cols) ** 0.5
+    scales = [-lr * max(1.0, p.shape[0] / p.shape[1]) ** 0.5 for p in params]
 
     if weight_decay != 0:
-        p.mul_(1 - lr * weight_decay)  # decoupled, as in AdamW
-    p.add_(update, alpha=-lr)
+        torch._foreach_mul_(params, 1 - lr * weight_decay)  # decoupled, as in AdamW
+    torch._foreach_mul_(updates, scales)
+    torch._foreach_add_(params, updates)
 
 
-class Muon(_ParamwiseOptimizer):
+def _orthogonalise_by_shape(updates: list[Tensor], ns_steps: int) -> list[Tensor]:
+    """``newton_schulz`` of each matrix, same-shaped matrices stacked into one batch."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, u in enumerate(updates):
+        by_shape.setdefault(tuple(u.shape), []).append(i)
+    result: list[Tensor] = list(updates)
+    for indices in by_shape.values():
+        stacked = torch.stack([updates[i] for i in indices])
+        for i, orthogonal in zip(indices, newton_schulz(stacked, ns_steps).unbind(0), strict=True):
+            result[i] = orthogonal
+    return result
+
+
+class Muon(_GroupwiseOptimizer):
     """Muon for hidden weight matrices and AdamW for the rest, in one optimiser.
 
     Each param group carries ``use_muon``. ``use_muon=True`` groups (the default)
@@ -299,73 +331,56 @@ class Muon(_ParamwiseOptimizer):
         else:
             _check_adam_group(group)
 
-    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
-        if group["use_muon"]:
-            muon_update(
-                p,
-                p.grad,
-                self.state[p],
-                group["lr"],
-                group["momentum"],
-                group["nesterov"],
-                group["ns_steps"],
-                group["weight_decay"],
-            )
-        else:
-            _adamw_update_in_group(p, self.state[p], group)
+    def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        states = [self.state[p] for p in params]
+        if not group["use_muon"]:
+            _adamw_update_group(params, states, group)
+            return
+        muon_update(
+            params,
+            [p.grad for p in params],
+            states,
+            group["lr"],
+            group["momentum"],
+            group["nesterov"],
+            group["ns_steps"],
+            group["weight_decay"],
+        )
 
 
 # -- which parameter is what -----------------------------------------------------------
 
 
-def _is_embedding_module(module: nn.Module) -> bool:
-    return isinstance(module, nn.Embedding) or type(module).__name__.endswith("Embedding")
+def roles_of(model: nn.Module) -> ParamRoles:
+    """What ``model.param_roles()`` says; for a model without it, a plain rule.
 
-
-def embedding_tensors(model: nn.Module) -> list[Tensor]:
-    """The embedding tables of ``model``: parameters owned by an embedding module."""
-    found: dict[int, Tensor] = {}
-    for module in model.modules():
-        if _is_embedding_module(module):
-            for p in module.parameters(recurse=False):
-                found[id(p)] = p
-    return list(found.values())
-
-
-def head_tensors(model: nn.Module) -> list[Tensor]:
-    """The output projection's matrices: ``model.lm_head``'s, else a guess by shape.
-
-    Without an ``lm_head`` attribute, any 2-D parameter whose first dimension equals
-    the vocabulary size (the row count of the largest embedding table, the token
-    embedding) is taken to be the head: it maps hidden states to one logit per token.
+    The plain rule: tables of ``nn.Embedding`` modules are embeddings, there is no
+    head, other tensors are matrices (2-D and up) or vectors. Good enough for weight
+    decay (a head is decayed like any matrix); Muon needs the model's own answer.
     """
-    head = getattr(model, HEAD_ATTRIBUTE, None)
-    if isinstance(head, nn.Module):
-        return [p for p in head.parameters() if p.dim() == 2]
-    tables = embedding_tensors(model)
-    if not tables:
-        return []
-    vocab_size = max(t.shape[0] for t in tables)
-    return [p for p in model.parameters() if p.dim() == 2 and p.shape[0] == vocab_size]
+    declared = getattr(model, "param_roles", None)
+    if callable(declared):
+        roles = declared()
+        if not isinstance(roles, ParamRoles):
+            raise TinylmError(
+                f"{type(model).__name__}.param_roles() must return a ParamRoles, "
+                f"got {type(roles).__name__}"
+            )
+        return roles
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    return split_by_shape(list(model.parameters()), tables, [])
 
 
-def _named_trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
-    # named_parameters() yields a tensor shared by two modules (tied weights) once.
-    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+def _trainable(params: list[Tensor]) -> list[Tensor]:
+    return [p for p in params if p.requires_grad]
 
 
-def _split_decay(
-    params: list[Tensor], embeddings: set[int], decay_embeddings: bool
-) -> tuple[list[Tensor], list[Tensor]]:
+def _split_decay(roles: ParamRoles, decay_embeddings: bool) -> tuple[list[Tensor], list[Tensor]]:
     """``(decayed, not decayed)`` by the rule in the module docstring."""
-    decay, no_decay = [], []
-    for p in params:
-        is_embedding = id(p) in embeddings
-        if p.dim() < 2 or (is_embedding and not decay_embeddings):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return decay, no_decay
+    decay = [*roles.head, *roles.matrices]
+    no_decay = list(roles.vectors)
+    (decay if decay_embeddings else no_decay).extend(roles.embeddings)
+    return _trainable(decay), _trainable(no_decay)
 
 
 def param_groups(
@@ -373,15 +388,12 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Two param groups, ``decay`` (``weight_decay``) and ``no_decay`` (0), for any optimiser.
 
-    Rule (see the module docstring for why): tensors with fewer than 2 dimensions
-    (gains, biases) and embedding tables (unless ``decay_embeddings``) are not
-    decayed; all other trainable tensors are. Each tensor appears in exactly one
-    group, a tied embedding/head once. Empty groups are left out. Each group has a
-    ``name`` key for reading; torch optimisers ignore it.
+    Rule (see the module docstring for why): vectors (gains, biases) and embedding
+    tables (unless ``decay_embeddings``) are not decayed; matrices and the head are.
+    Each tensor appears in exactly one group, a tied embedding/head once. Empty groups
+    are left out. Each group has a ``name`` key for reading; torch optimisers ignore it.
     """
-    embeddings = {id(t) for t in embedding_tensors(model)}
-    params = [p for _, p in _named_trainable(model)]
-    decay, no_decay = _split_decay(params, embeddings, decay_embeddings)
+    decay, no_decay = _split_decay(roles_of(model), decay_embeddings)
     groups = [
         {"name": "decay", "params": decay, "weight_decay": weight_decay},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
@@ -390,13 +402,20 @@ def param_groups(
 
 
 def hidden_matrices(model: nn.Module) -> list[Tensor]:
-    """The 2-D parameters Muon should own: not embeddings and not the output head.
+    """The 2-D parameters Muon should own: the model's hidden matrices.
 
     Embeddings are lookups (a row is read, never multiplied by a dense input) and
     the head produces logits; the Muon authors found both train better with AdamW.
+    Only a model that declares its roles (``param_roles()``) can say which matrix is
+    the head, so Muon refuses a model that does not.
     """
-    skip = {id(t) for t in embedding_tensors(model)} | {id(t) for t in head_tensors(model)}
-    return [p for _, p in _named_trainable(model) if p.dim() == 2 and id(p) not in skip]
+    if not callable(getattr(model, "param_roles", None)):
+        raise TinylmError(
+            f"Muon needs to know which matrix is the output head, and "
+            f"{type(model).__name__} has no param_roles() method; add one "
+            "(see tinylm.model.roles) or use optimizer adamw"
+        )
+    return _trainable([p for p in roles_of(model).matrices if p.dim() == 2])
 
 
 # -- the one entry point -----------------------------------------------------------------
@@ -433,10 +452,15 @@ def build_optimizer(
         return AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     hidden = hidden_matrices(model)
+    roles = roles_of(model)
     hidden_ids = {id(p) for p in hidden}
-    rest = [p for _, p in _named_trainable(model) if id(p) not in hidden_ids]
-    embeddings = {id(t) for t in embedding_tensors(model)}
-    decay, no_decay = _split_decay(rest, embeddings, decay_embeddings)
+    rest = ParamRoles(
+        embeddings=roles.embeddings,
+        head=roles.head,
+        matrices=[p for p in roles.matrices if id(p) not in hidden_ids],
+        vectors=roles.vectors,
+    )
+    decay, no_decay = _split_decay(rest, decay_embeddings)
     groups = [
         {"name": "muon", "params": hidden, "use_muon": True, "lr": muon_lr,
          "momentum": muon_momentum, "weight_decay": muon_weight_decay},

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 from tinylm.errors import TinylmError
 
@@ -39,6 +40,10 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 # -- the shapes ------------------------------------------------------------------------
+#
+# Each public function checks its arguments and calls the bare formula below it;
+# ``Schedule`` checks once, when it is made, and then calls the bare formulas every
+# step (a training loop asks for a rate per step, and need not re-check per step).
 
 
 def constant(step: int, max_lr: float) -> float:
@@ -57,6 +62,10 @@ def linear_decay(step: int, max_lr: float, total_steps: int, min_lr: float = 0.0
     """
     _check_step(step)
     _check_range(max_lr, min_lr)
+    return _linear(step, max_lr, total_steps, min_lr)
+
+
+def _linear(step: int, max_lr: float, total_steps: int, min_lr: float) -> float:
     if total_steps <= 0 or step >= total_steps:
         return float(min_lr)
     remaining = 1.0 - step / total_steps  # 1 at the start, 0 at the end
@@ -70,6 +79,10 @@ def warmup(step: int, max_lr: float, warmup_steps: int) -> float:
     ``warmup_steps - 1``; from ``warmup_steps`` on it is ``max_lr``.
     """
     _check_step(step)
+    return _warmup(step, max_lr, warmup_steps)
+
+
+def _warmup(step: int, max_lr: float, warmup_steps: int) -> float:
     if step >= warmup_steps:
         return float(max_lr)
     return max_lr * (step + 1) / warmup_steps
@@ -92,8 +105,12 @@ def cosine_schedule(
     _check_range(max_lr, min_lr)
     _check_count("warmup_steps", warmup_steps)
     _check_count("cosine_steps", cosine_steps)
+    return _cosine(step, max_lr, min_lr, warmup_steps, cosine_steps)
+
+
+def _cosine(step: int, max_lr: float, min_lr: float, warmup_steps: int, cosine_steps: int) -> float:
     if step < warmup_steps:
-        return warmup(step, max_lr, warmup_steps)
+        return _warmup(step, max_lr, warmup_steps)
     t = step - warmup_steps
     if t >= cosine_steps:
         return float(min_lr)
@@ -102,6 +119,49 @@ def cosine_schedule(
 
 
 # -- one entry point for the trainer and the CLI ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named schedule with its numbers, checked once; ``schedule(step)`` is the rate.
+
+    ``warmup_steps`` of linear warm-up come first, whatever the schedule; the
+    ``linear`` and ``cosine`` decays then run from step ``warmup_steps`` to step
+    ``total_steps`` (so they last ``total_steps - warmup_steps`` steps) and hold
+    ``min_lr`` afterwards. ``constant`` ignores ``min_lr`` and ``total_steps``.
+    """
+
+    name: str
+    max_lr: float
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    total_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise TinylmError(
+                f"unknown learning-rate schedule {self.name!r}; "
+                f"choose one of {', '.join(SCHEDULES)}"
+            )
+        _check_range(self.max_lr, self.min_lr)
+        _check_count("warmup_steps", self.warmup_steps)
+        _check_count("total_steps", self.total_steps)
+        if self.name != "constant" and self.warmup_steps > self.total_steps:
+            raise TinylmError(
+                f"warmup_steps ({self.warmup_steps}) exceeds total_steps ({self.total_steps}); "
+                "shorten the warm-up or train for longer"
+            )
+
+    def __call__(self, step: int) -> float:
+        """The rate at ``step`` (0 or more); no checks here, they ran when it was made."""
+        if step < self.warmup_steps:
+            return _warmup(step, self.max_lr, self.warmup_steps)
+        if self.name == "constant":
+            return float(self.max_lr)
+        decay_steps = self.total_steps - self.warmup_steps
+        if self.name == "linear":
+            return _linear(step - self.warmup_steps, self.max_lr, decay_steps, self.min_lr)
+        return _cosine(step, self.max_lr, self.min_lr, self.warmup_steps, decay_steps)
 
 
 def lr_at(
@@ -114,32 +174,12 @@ def lr_at(
 ) -> float:
     """The learning rate at ``step`` for the named ``schedule`` (one of ``SCHEDULES``).
 
-    ``warmup_steps`` of linear warm-up come first, whatever the schedule; the
-    ``linear`` and ``cosine`` decays then run from step ``warmup_steps`` to step
-    ``total_steps`` (so they last ``total_steps - warmup_steps`` steps) and hold
-    ``min_lr`` afterwards. ``constant`` ignores ``min_lr`` and ``total_steps``.
+    A one-off question, checked in full; a training loop makes one ``Schedule``
+    and calls it every step instead. See ``Schedule`` for the shape.
     """
-    if schedule not in SCHEDULES:
-        raise TinylmError(
-            f"unknown learning-rate schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}"
-        )
+    rate = Schedule(schedule, max_lr, min_lr, warmup_steps, total_steps)
     _check_step(step)
-    _check_range(max_lr, min_lr)
-    _check_count("warmup_steps", warmup_steps)
-    _check_count("total_steps", total_steps)
-    if schedule != "constant" and warmup_steps > total_steps:
-        raise TinylmError(
-            f"warmup_steps ({warmup_steps}) exceeds total_steps ({total_steps}); "
-            "shorten the warm-up or train for longer"
-        )
-    if step < warmup_steps:
-        return warmup(step, max_lr, warmup_steps)
-    decay_steps = total_steps - warmup_steps
-    if schedule == "constant":
-        return constant(step, max_lr)
-    if schedule == "linear":
-        return linear_decay(step - warmup_steps, max_lr, decay_steps, min_lr)
-    return cosine_schedule(step, max_lr, min_lr, warmup_steps, decay_steps)
+    return rate(step)
 
 
 # -- a picture of the three -------------------------------------------------------------

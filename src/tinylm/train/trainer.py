@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
+from tinylm.model.gpt import GPT
 from tinylm.train import distributed
 from tinylm.train.callbacks import ConsoleReporter, call_all
 from tinylm.train.config import TrainConfig
@@ -54,6 +55,8 @@ from tinylm.train.evaluation import estimate_loss
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
 from tinylm.train.runtime import (
+    CompileAuto,
+    ThreadTuner,
     autocast,
     configure_backends,
     maybe_compile,
@@ -61,7 +64,7 @@ from tinylm.train.runtime import (
     resolve_dtype,
 )
 from tinylm.train.sampling import sample_text
-from tinylm.train.schedule import lr_at
+from tinylm.train.schedule import Schedule
 
 __all__ = ["Trainer", "TrainConfig"]
 
@@ -80,7 +83,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: GPT,
         train_data: np.ndarray | Tensor,
         val_data: np.ndarray | Tensor,
         tokenizer: Any = None,
@@ -99,11 +102,22 @@ class Trainer:
         distributed.setup(self.dist, self.device)
         self.amp_dtype = resolve_dtype(config.dtype, self.device)
 
+        if not isinstance(model, GPT):
+            raise TinylmError(
+                f"Trainer trains a tinylm GPT, got {type(model).__name__}; "
+                "build one with GPT(ModelConfig(...))"
+            )
         self.model = model.to(self.device)  # the plain module: evaluation, sampling, saving
         self.tokenizer = tokenizer
-        self.block_size = _block_size(model)
+        self.block_size = model.config.block_size
         _check_vocab(model, tokenizer)
         check_long_enough(val_data, self.block_size, "validation split")
+        # Token ids are checked once, here where the data enters, not in every forward.
+        model.check_token_ids(train_data)
+        model.check_token_ids(val_data)
+        self.schedule = Schedule(
+            config.schedule, config.lr, config.min_lr, config.warmup, config.steps
+        )
 
         # One generator for the training batches: its state is the data position.
         self.batch_generator = torch.Generator().manual_seed(config.seed)
@@ -130,7 +144,8 @@ class Trainer:
             muon_momentum=config.muon_momentum,
         )
         self.ddp = _wrap_ddp(self.model, self.dist, self.device)
-        self.forward = maybe_compile(self.model if self.ddp is None else self.ddp, config.compile)
+        self.threads = ThreadTuner(config.threads, self.device)
+        self.forward, self.compile_auto = self._forward_path()
 
         self.step = 0
         self.best_val_loss = math.inf
@@ -145,6 +160,23 @@ class Trainer:
             self.callbacks.append(ConsoleReporter())
         self._metrics: MetricsLogger | None = None
         self._checkpoints: Any = None
+
+    def _forward_path(self) -> tuple[Any, CompileAuto | None]:
+        """What ``train_step`` calls: the model, compiled, or compiled when it pays."""
+        module = self.model if self.ddp is None else self.ddp
+        if self.config.compile != "auto":
+            return maybe_compile(module, self.config.compile), None
+        c = self.config
+        key = "|".join(
+            [
+                self.model.config.to_json(indent=None),
+                f"batch {c.batch_size}",
+                f"torch {torch.__version__}",
+                f"{self.device.type} {self.amp_dtype}",
+            ]
+        )
+        auto = CompileAuto(module, key, c.steps, self.device)
+        return auto, auto
 
     def _validation_batches(self, val_data: np.ndarray | Tensor) -> list[tuple[Tensor, Tensor]]:
         """This rank's slice of fixed global validation batches (the same for any world size).
@@ -176,9 +208,11 @@ class Trainer:
         ``grad_norm`` (before clipping), ``tokens_per_s``, ``ms_per_step``.
         """
         config = self.config
+        self.threads.before_step()
         start = time.perf_counter()
         lr = self._apply_lr_schedule()
-        self.model.train()
+        if not self.model.training:  # evaluation and sampling switch it off; once back
+            self.model.train()
         micro_batches = self.batches.next_step()
         loss_sum = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(micro_batches):
@@ -197,6 +231,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - start
+        threads = self.threads.threads  # the count this step ran with
+        self.threads.after_step(seconds)
+        if self.compile_auto is not None:
+            self.compile_auto.after_step(self.step, seconds)
         return {
             "step": self.step,
             "loss": loss_value,
@@ -204,13 +242,13 @@ class Trainer:
             "grad_norm": grad_norm,
             "tokens_per_s": self.batches.tokens_per_step / seconds,
             "ms_per_step": 1000 * seconds,
+            "threads": threads,
         }
 
     def _apply_lr_schedule(self) -> float:
         """Set every param group's rate for this step; returns the AdamW peak-scaled rate."""
-        c = self.config
-        lr = lr_at(self.step, c.schedule, c.lr, c.min_lr, c.warmup, c.steps)
-        scale_lr(self.optimizer, lr / c.lr)
+        lr = self.schedule(self.step)
+        scale_lr(self.optimizer, lr / self.config.lr)
         return lr
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
@@ -357,7 +395,7 @@ class Trainer:
         self._metrics.truncate_after(self.step)  # drop what a resumed run will redo
         info = {
             **self.run_info,
-            "model": _model_config_dict(self.model),
+            "model": self.model.config.to_dict(),
             "train": self.config.to_dict(),
             "world_size": self.dist.world_size,
         }
@@ -381,7 +419,7 @@ class Trainer:
                 self.model,
                 self.optimizer,
                 val_loss=val_loss,
-                config=getattr(self.model, "config", None),
+                config=self.model.config,
                 tokenizer=self.tokenizer,
                 train_config=self.config.to_dict(),
                 extra=self._checkpoint_extra(),
@@ -433,20 +471,7 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def _block_size(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    block_size = getattr(config, "block_size", None)
-    if not isinstance(block_size, int):
-        raise TinylmError("the model needs a config with block_size (a tinylm GPT)")
-    return block_size
-
-
-def _model_config_dict(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    return config.to_dict() if hasattr(config, "to_dict") else None
-
-
-def _check_vocab(model: nn.Module, tokenizer: Any) -> None:
+def _check_vocab(model: GPT, tokenizer: Any) -> None:
     """A tokenizer with more ids than the model has embeddings would index out of range."""
     if tokenizer is None:
         return
