@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from _common import data_path
+from tinylm.workers import default_workers
 
 EOT = "<|endoftext|>"
 
@@ -167,7 +168,7 @@ def bench_case(name: str, path: Path, vocab: int, limit: int | None, repeat: int
 
 def print_table(rows: list[dict], repeat: int) -> None:
     print(
-        f"\nBPE training, best of {repeat}; {os.cpu_count()} CPUs, Python "
+        f"\nBPE training, best of {repeat}; {default_workers()} CPUs, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}\n"
     )
     print(

@@ -24,7 +24,6 @@ hits both alike. The ratio is tinylm / tiktoken (1.0 = as fast as tiktoken).
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from _common import data_path
+from tinylm.workers import default_workers
 
 EOT = "<|endoftext|>"
 QUICK_CHARS = 4_000_000
@@ -105,11 +105,11 @@ def main() -> None:
             f"| {label} | {ours_speed:.2f} | {their_speed:.2f} | {ours_speed / their_speed:.2f} |"
         )
 
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or default_workers()
     print(
         f"\n{corpus.name}: {megabytes:.1f} MB{' (--quick prefix)' if args.quick else ''}, "
         f"{len(documents)} documents; best of {args.repeat}; Python {platform.python_version()}, "
-        f"{len(os.sched_getaffinity(0))} CPUs\n"
+        f"{default_workers()} CPUs\n"
     )
     print("| mode | tinylm MB/s | tiktoken MB/s | ratio |")
     print("| --- | ---: | ---: | ---: |")

@@ -148,7 +148,7 @@ def test_init_from_fine_tunes_with_the_same_tokenizer(trained, tmp_path, capsys)
 
 def test_prepared_data_is_cached_and_reused(tmp_path, corpus, monkeypatch):
     from tinylm.data import prepare as data_module
-    from tinylm.train.runs import prepare_cached
+    from tinylm.run.data_cache import prepare_cached
 
     first = prepare_cached([str(corpus)], "char", tmp_path, progress=False)
 
@@ -219,7 +219,7 @@ def test_tokenizer_that_does_not_match_the_prepared_data(trained, tmp_path, caps
 
 
 def _tok(path: Path) -> CharTokenizer:
-    from tinylm.train.runs import load_tokenizer_file
+    from tinylm.tokenizers.spec import load_tokenizer_file
 
     return load_tokenizer_file(path)
 

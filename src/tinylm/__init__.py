@@ -20,6 +20,10 @@ _EXPORTS = {
     "load_tokenizer": "tinylm.tokenizers.formats",
     "ModelConfig": "tinylm.model.config",
     "GPT": "tinylm.model.gpt",
+    "start_run": "tinylm.run.start",
+    "resume_run": "tinylm.run.start",
+    "init_from": "tinylm.run.start",
+    "load_model": "tinylm.inference.loading",
 }
 
 __all__ = ["__version__", *_EXPORTS]

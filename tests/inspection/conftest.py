@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tinylm.checkpoint import CheckpointManager
 from tinylm.data.prepare import prepare
 from tinylm.inspect.loaded import LoadedModel
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.checkpoint import CheckpointManager
 
 DOCUMENT = "the cat sat on the mat. the dog sat on the log. a cat and a dog!\n"
 CORPUS = [DOCUMENT * 3, "Then THE END.\n"] * 20

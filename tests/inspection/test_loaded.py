@@ -55,7 +55,7 @@ def test_a_model_in_memory_is_wrapped_directly(bpe_loaded):
 
 
 def test_a_run_without_a_tokenizer_is_refused(tmp_path, tokenizer):
-    from tinylm.train.checkpoint import CheckpointManager
+    from tinylm.checkpoint import CheckpointManager
 
     model = GPT(
         ModelConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_embd=8, n_head=2)

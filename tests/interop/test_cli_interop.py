@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from tinylm.checkpoint import save_checkpoint
 from tinylm.cli.main import main
 from tinylm.errors import TinylmError
 from tinylm.interop.hf_config import from_hf_config, hf_architecture
 from tinylm.model import ModelConfig
-from tinylm.train.checkpoint import save_checkpoint
 
 from .conftest import VARIANTS, make_model
 
@@ -70,7 +70,7 @@ def test_cli_export_import_sample_eval(bpe, tmp_path, capsys):
     assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
     assert "imported a llama model" in capsys.readouterr().out
 
-    from tinylm.train.runs import load_model
+    from tinylm.inference.loading import load_model
 
     back, tokenizer, _ = load_model(tmp_path / "back")
     for name, tensor in model.state_dict().items():

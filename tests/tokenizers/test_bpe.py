@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import data_path
 from tinylm.errors import TinylmError
-from tinylm.tokenizers import bpe
+from tinylm.tokenizers import bpe, bpe_cache, bpe_pool, bpe_stream
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.formats import read_tiktoken_ranks
 from tinylm.tokenizers.pretokenize import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
@@ -356,19 +356,19 @@ def test_gpt2_boundaries(gpt2):
 def test_encode_batch_equals_encode(gpt2, monkeypatch):
     pools = []
 
-    class CountedPool(bpe.ProcessPoolExecutor):
+    class CountedPool(bpe_pool.ProcessPoolExecutor):
         def __init__(self, *args, **kwargs):
             pools.append(args)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(bpe, "ProcessPoolExecutor", CountedPool)
-    monkeypatch.setattr(bpe, "_MIN_JOB_CHARS", 50_000)  # several worker jobs
+    monkeypatch.setattr(bpe_pool, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(bpe_pool, "_MIN_JOB_CHARS", 50_000)  # several worker jobs
     ours, reference = gpt2
     docs = gutenberg_slice().split("\n\n")
     docs[3] += "<|endoftext|>"
     expected = reference.encode_batch(docs, allowed_special="all")
     assert ours.encode_batch(docs, allowed_special="all", workers=2) == expected
-    assert len(pools) == (1 if bpe._can_fork() else 0)
+    assert len(pools) == (1 if bpe_pool._can_fork() else 0)
     assert ours.encode_batch(docs, allowed_special="all", workers=1) == expected
     assert len(pools) <= 1
     assert ours.encode_batch([]) == []
@@ -378,7 +378,7 @@ def test_small_batch_starts_no_pool(gpt2, monkeypatch):
     def no_pool(*args, **kwargs):
         raise AssertionError("a tiny batch must not start a pool")
 
-    monkeypatch.setattr(bpe, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(bpe_pool, "ProcessPoolExecutor", no_pool)
     texts = ["hello", "world<|endoftext|>"]
     ids = gpt2[0].encode_batch(texts, allowed_special="all", workers=4)
     assert ids == [gpt2[0].encode(t, allowed_special="all") for t in texts]
@@ -389,9 +389,9 @@ def test_small_batch_starts_no_pool(gpt2, monkeypatch):
 @pytest.fixture
 def tiny_blocks(monkeypatch):
     """Stream in blocks of a few characters, so nearly every boundary is exercised."""
-    monkeypatch.setattr(bpe, "_STREAM_BLOCK_CHARS", 7)
+    monkeypatch.setattr(bpe_stream, "_STREAM_BLOCK_CHARS", 7)
     # o200k's contractions look 3 characters ahead; keep just above that
-    monkeypatch.setattr(bpe, "_STREAM_MARGIN_CHARS", 4)
+    monkeypatch.setattr(bpe_stream, "_STREAM_MARGIN_CHARS", 4)
 
 
 def test_encode_iterable_over_a_file(gpt2, tmp_path):
@@ -446,7 +446,7 @@ def test_encode_iterable_equals_tiktoken_with_tight_margin(bare, tiny_blocks, te
 
 
 def test_encode_iterable_at_every_cut_point(bare, tiny_blocks, monkeypatch):
-    monkeypatch.setattr(bpe, "_STREAM_BLOCK_CHARS", 1)  # encode after every chunk
+    monkeypatch.setattr(bpe_stream, "_STREAM_BLOCK_CHARS", 1)  # encode after every chunk
     tok, reference = bare
     text = "He'll  DON'T we're \n\n  12345 don'ts...!? I'VE x'Ll 日本語😀\r\n\r\n  end  "
     expected = reference.encode_ordinary(text)
@@ -557,7 +557,7 @@ def test_pickle_keeps_behaviour(gpt2):
 
 
 def test_cache_stays_bounded(gpt2, monkeypatch):
-    monkeypatch.setattr(bpe, "CACHE_SIZE", 50)
+    monkeypatch.setattr(bpe_cache, "CACHE_SIZE", 50)
     ours = BPETokenizer.from_ranks(gpt2[0]._ranks, SPECIALS["gpt2"])
     text = corpus_text("corpora/samples/address.txt")
     assert ours.encode(text) == gpt2[1].encode(text)

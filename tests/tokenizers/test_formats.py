@@ -11,14 +11,8 @@ import pytest
 from conftest import data_path
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.tokenizers.bpe import BPETokenizer
-from tinylm.tokenizers.formats import (
-    TIKTOKEN_SPECIALS,
-    gpt2_byte_alphabet,
-    load_tokenizer,
-    token_from_json,
-    token_to_json,
-)
+from tinylm.tokenizers.bpe import BPETokenizer, token_from_json, token_to_json
+from tinylm.tokenizers.formats import TIKTOKEN_SPECIALS, gpt2_byte_alphabet, load_tokenizer
 from tinylm.tokenizers.pretokenize import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 TEXT = "Hello world! It's 2024 — naïve café, 日本語 😀\n\n  indented\tand <tags> done."

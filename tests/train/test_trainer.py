@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from tinylm.checkpoint import load_checkpoint
 from tinylm.data.batches import StepBatches
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.callbacks import Callback
-from tinylm.train.checkpoint import load_checkpoint
 from tinylm.train.config import TrainConfig
 from tinylm.train.trainer import Trainer, losses
 
@@ -344,7 +344,7 @@ def test_defaults_follow_the_eval_interval():
 
 
 def test_samples_stop_at_end_of_document_but_not_before_any_text(tokenizer):
-    from tinylm.train.sampling import sample_text
+    from tinylm.inference.sampling import sample_text
 
     a, b = tokenizer.encode("ab")
     eos = tokenizer.eos_id

@@ -10,6 +10,7 @@ from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.spec import load_tokenizer_file
 
 #: A corpus argument with this prefix names a Hugging Face dataset: hf:NAME[:SPLIT].
 HUB_PREFIX = "hf:"
@@ -56,23 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.set_defaults(run=run_prepare)
 
 
-def load_tokenizer_file(path: Path) -> Tokenizer:
-    """A tokenizer file, with one-line errors for a missing or corrupt file."""
+def _tokenizer(path: Path) -> Tokenizer:
+    """The ``--tokenizer`` file; a missing one gets the command that makes it."""
     if not path.is_file():
         raise TinylmError(
             f"tokenizer file {path} does not exist; train one with "
             f"`tinylm tokenizer train CORPUS --out {path}`"
         )
-    try:
-        from tinylm.tokenizers.formats import load_tokenizer
-
-        return load_tokenizer(path)
-    except TinylmError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TinylmError(
-            f"tokenizer file {path} is unreadable or corrupt ({exc}); retrain it"
-        ) from None
+    return load_tokenizer_file(path)
 
 
 def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
@@ -93,7 +85,7 @@ def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
 def run_prepare(args: argparse.Namespace) -> int:
     from tinylm.data.prepare import prepare
 
-    tokenizer = load_tokenizer_file(args.tokenizer)
+    tokenizer = _tokenizer(args.tokenizer)
     corpus, description = _corpus(args.corpus, args.text_field)
     meta = prepare(
         corpus,

@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from tinylm.inference.loading import load_model
     from tinylm.interop.export import export_model
-    from tinylm.train.runs import load_model
 
     model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
     files = export_model(model, tokenizer, args.out, args.format)

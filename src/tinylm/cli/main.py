@@ -3,7 +3,8 @@
 Each subcommand lives in a module of this package that registers its parser and a
 ``run(args)`` function calling the library. This module only parses, dispatches,
 and turns user mistakes (:class:`~tinylm.errors.TinylmError`) into one line on
-stderr and exit status 2 — never a traceback.
+stderr, in the command line's words (``tinylm.cli.errors``), and exit status 2 —
+never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from tinylm import __version__
+from tinylm.cli.errors import cli_message
 from tinylm.errors import TinylmError
 
 # Modules that each define ``register(subparsers)``. They import torch only inside
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.run(args)
     except TinylmError as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once, not per process
-            print(f"tinylm: error: {exc}", file=sys.stderr)
+            print(f"tinylm: error: {cli_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinylm: interrupted", file=sys.stderr)

@@ -20,8 +20,8 @@ from tinylm.inspect.tokens import (
     token_pieces,
 )
 from tinylm.tokenizers.base import Tokenizer, check_save_path
+from tinylm.tokenizers.spec import DEFAULT_SPECIALS, tokenizer_from_spec
 
-DEFAULT_SPECIALS = ("<|endoftext|>",)
 BPE_VOCAB = 1024
 #: Options that only mean something for BPE; giving one with --kind char is a mistake.
 BPE_ONLY = {"vocab_size": "--vocab-size", "pattern": "--pattern", "special": "--special"}
@@ -133,30 +133,6 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(spec: str, corpus: list, pattern: str | None) -> Tokenizer:
-    """A tokenizer from a CLI spec: a file, 'char', or 'bpe:N'."""
-    if spec == "char":
-        from tinylm.tokenizers.char import CharTokenizer
-
-        # A viewer should show every character: unseen ones appear as <UNK>.
-        return CharTokenizer.train(corpus, unknown="reserve")
-    if spec.startswith("bpe:"):
-        from tinylm.tokenizers.bpe import BPETokenizer
-
-        try:
-            size = int(spec[4:])
-        except ValueError:
-            raise TinylmError(f"bad tokenizer spec {spec!r}; write bpe:N, e.g. bpe:1024") from None
-        return BPETokenizer.train(corpus, size, special_tokens=DEFAULT_SPECIALS, progress=False)
-    from tinylm.tokenizers.formats import load_tokenizer
-
-    if not Path(spec).exists():
-        raise TinylmError(
-            f"tokenizer {spec!r} is not a file, 'char' or 'bpe:N'; give a tokenizer file"
-        )
-    return load_tokenizer(spec, pattern=pattern)
-
-
 def _label(spec: str) -> str:
     """A short column name: the file name for files, the spec itself otherwise."""
     return Path(spec).name if Path(spec).is_file() else spec
@@ -165,7 +141,11 @@ def _label(spec: str) -> str:
 def run_tokenize(args: argparse.Namespace) -> int:
     corpus = corpus_from_specs(args.corpus or [])
     specs = args.tokenizer or ["char", "bpe:1024"]
-    tokenizers = {_label(spec): _load_spec(spec, corpus, args.pattern) for spec in specs}
+    # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
+    tokenizers = {
+        _label(spec): tokenizer_from_spec(spec, corpus, unknown="reserve", pattern=args.pattern)
+        for spec in specs
+    }
     texts = args.text or list(SEED_EXAMPLES)
     color = _use_color(args.color)
     for name, tokenizer in tokenizers.items():

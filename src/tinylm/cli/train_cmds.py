@@ -1,20 +1,18 @@
 """``tinylm train``, ``tinylm sample`` and ``tinylm eval``.
 
-This module only turns arguments into calls of the training library
-(``tinylm.train``); it is imported when the CLI starts, so torch and the model
-are imported inside the ``run_*`` functions, never at the top.
+This module only turns arguments into calls of the library and prints the
+results: ``train`` calls the run layer (:mod:`tinylm.run`: settings layering,
+run-folder rules, cached data), ``sample`` and ``eval`` the inference helpers
+(:mod:`tinylm.inference`). It is imported when the CLI starts, so torch and the
+model are imported inside the ``run_*`` functions, never at the top.
 
-Configuration is layered, later layers winning: the model preset and
-``TrainConfig``'s defaults, then ``--config FILE.toml`` (``[model]`` and
-``[train]`` tables, or flat keys), then ``--steps`` and ``--set key=value``.
-Every key is a field of ``ModelConfig`` or ``TrainConfig``; the two share no
-names, so ``--set`` needs no prefix.
+``--config FILE.toml``, then ``--set key=value`` and ``--steps`` are the layers
+of settings on top of ``--preset`` (see :mod:`tinylm.run.settings`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,8 @@ from typing import Any
 from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.errors import TinylmError
+from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
 
-DEFAULT_PRESET = "small"
-DEFAULT_TOKENIZER = "char"
 FINAL_SAMPLES = 2
 
 
@@ -110,7 +107,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_eval)
 
 
-# -- configuration layers -----------------------------------------------------------------
+# -- train ------------------------------------------------------------------------------
 
 
 def parse_value(text: str) -> Any:
@@ -134,145 +131,49 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def _field_names() -> tuple[list[str], list[str]]:
-    from tinylm.model.config import field_names
-    from tinylm.train.config import train_field_names
-
-    return field_names(), train_field_names()
-
-
-def _unknown_key(key: str, source: str) -> TinylmError:
-    model_keys, train_keys = _field_names()
-    return TinylmError(
-        f"unknown {source} key {key!r}; valid keys are model: {', '.join(model_keys)}; "
-        f"train: {', '.join(train_keys)}"
-    )
-
-
-def split_settings(settings: dict[str, Any], source: str) -> tuple[dict, dict]:
-    """Route flat ``key: value`` pairs to the model or the train config."""
-    model_keys, train_keys = _field_names()
-    model, train = {}, {}
-    for key, value in settings.items():
-        if key in model_keys:
-            model[key] = value
-        elif key in train_keys:
-            train[key] = value
-        else:
-            raise _unknown_key(key, source)
-    return model, train
-
-
-def _toml_layers(path: Path | None) -> tuple[str | None, dict, dict]:
-    """``(preset, model settings, train settings)`` from a TOML file.
-
-    ``[model]`` (which may name a ``preset``) and ``[train]`` tables, plus flat
-    top-level keys routed by name.
-    """
-    if path is None:
-        return None, {}, {}
-    from tinylm.train.config import read_toml
-
-    data = dict(read_toml(path))
-    model, train = _toml_table(data, "model", path), _toml_table(data, "train", path)
-    preset = model.pop("preset", None) or data.pop("preset", None)
-    flat_model, flat_train = split_settings(data, path.name)
-    model_keys, train_keys = _field_names()
-    for table, keys, valid in (("model", model, model_keys), ("train", train, train_keys)):
-        for key in keys:
-            if key not in valid:
-                raise _unknown_key(key, f"{path.name} [{table}]")
-    return preset, {**flat_model, **model}, {**flat_train, **train}
-
-
-def _toml_table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    table = data.pop(name, {})
-    if not isinstance(table, dict):
-        raise TinylmError(f"{name} in {path} must be a [{name}] table")
-    return dict(table)
-
-
-def _cli_settings(args: argparse.Namespace) -> tuple[dict, dict]:
-    """``--set`` pairs and ``--steps``, split into model and train settings."""
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` pairs, then ``--steps``: the last layer of settings."""
     pairs: dict[str, Any] = {}
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise TinylmError(f"--set wants KEY=VALUE, got {item!r}; e.g. --set n_layer=2")
         pairs[key.strip()] = parse_value(value.strip())
-    model, train = split_settings(pairs, "--set")
     if args.steps is not None:
-        train["steps"] = args.steps
-    return model, train
-
-
-def collect_settings(args: argparse.Namespace) -> tuple[str, dict, dict]:
-    """``(preset, model overrides, train overrides)`` from the TOML file and the flags."""
-    toml_preset, toml_model, toml_train = _toml_layers(args.config)
-    cli_model, cli_train = _cli_settings(args)
-    preset = args.preset or toml_preset or DEFAULT_PRESET
-    return preset, {**toml_model, **cli_model}, {**toml_train, **cli_train}
-
-
-# -- train ------------------------------------------------------------------------------
-
-
-def _default_out(args: argparse.Namespace, preset: str, train_settings: dict) -> Path:
-    """``--out``, else ``out_dir`` from ``--set`` or the TOML file, else ``runs/<name>``.
-
-    Pops ``out_dir`` from ``train_settings``: the caller puts the resolved folder
-    back, so the data cache, checkpoints and summary all use the same one.
-    """
-    from_settings = train_settings.pop("out_dir", None)
-    if args.out is not None:
-        return args.out
-    if from_settings is not None:
-        if not isinstance(from_settings, str) or not from_settings:
-            raise TinylmError(f"out_dir must be a folder name, got {from_settings!r}")
-        return Path(from_settings)
-    if args.init_from:
-        return Path("runs") / f"{Path(args.init_from).name or 'model'}-finetune"
-    return Path("runs") / preset
+        pairs["steps"] = args.steps
+    return pairs
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from tinylm.run.start import resume_run, start_run
     from tinylm.train import distributed
-    from tinylm.train.runtime import resolve_device
 
-    preset, model_settings, train_settings = collect_settings(args)
-    out_dir = _default_out(args, preset, train_settings)
-    if args.quiet:  # --quiet wins; otherwise --set progress=false is honoured
-        train_settings["progress"] = False
-    info = distributed.DistInfo.from_env()
-    if info.enabled:  # rank 0 prepares the data while the others wait, so join first
-        device = resolve_device(str(train_settings.get("device", "auto")))
-        distributed.setup(info, distributed.process_device(info, device))
-    created = not out_dir.exists()
+    given = {
+        "data": args.data,
+        "preset": args.preset,
+        "tokenizer": args.tokenizer,
+        "config_file": args.config,
+        "overrides": _overrides(args),
+        "init_from": args.init_from,
+        "progress": not args.quiet,
+    }
     try:
         if args.resume:
-            trainer = _resume_trainer(args, out_dir, preset, model_settings, train_settings, info)
+            trainer = resume_run(args.out, **given)
         else:
-            trainer = _new_trainer(args, out_dir, preset, model_settings, train_settings, info)
+            trainer = start_run(out_dir=args.out, separator=args.doc_sep, **given)
+        out_dir = Path(trainer.config.out_dir)
         try:
             summary = trainer.fit()
         except KeyboardInterrupt:
-            if info.is_main:
+            if trainer.dist.is_main:
                 _report_interrupt(trainer, out_dir)
             raise
-        if info.is_main:
+        if trainer.dist.is_main:
             _print_summary(trainer, summary, out_dir)
-    except TinylmError:
-        if created and info.is_main:
-            _remove_if_empty(out_dir)  # a failed start leaves no empty run folder behind
-        raise
     finally:
         distributed.teardown()
     return 0
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # only succeeds when empty
 
 
 def _report_interrupt(trainer: Any, out_dir: Path) -> None:
@@ -286,191 +187,6 @@ def _report_interrupt(trainer: Any, out_dir: Path) -> None:
             f"continue with: tinylm train --out {out_dir} --resume"
         )
     print(f"tinylm: training stopped at step {step} of {total}; {saved}", file=sys.stderr)
-
-
-def _new_trainer(args, out_dir, preset, model_settings, train_settings, info):
-    """A fresh run (or a fine-tune with ``--init-from``), after every check passes."""
-    import torch
-
-    from tinylm.model import GPT, ModelConfig
-    from tinylm.train.checkpoint import load_checkpoint
-    from tinylm.train.config import TrainConfig
-    from tinylm.train.runs import is_existing_run
-    from tinylm.train.trainer import Trainer, check_writable
-
-    if is_existing_run(out_dir):
-        raise TinylmError(
-            f"{out_dir} already holds a run; pass --resume to continue it, "
-            "or --out DIR for a new run"
-        )
-    train_config = TrainConfig.from_dict({**train_settings, "out_dir": str(out_dir)})
-    base = _init_from(args.init_from, model_settings) if args.init_from else None
-    if base is None:  # fail on a bad preset or model setting before preparing any data
-        ModelConfig.from_preset(preset, **model_settings)
-    if info.is_main:
-        check_writable(out_dir)
-    data, tokenizer, data_info = _training_data(args, out_dir, base, info)
-    if base is not None:
-        config = ModelConfig.from_dict({**base["config"], **model_settings})
-    else:
-        vocab = {"vocab_size": tokenizer.vocab_size}
-        config = ModelConfig.from_preset(preset, **{**vocab, **model_settings})
-    torch.manual_seed(train_config.seed)
-    model = GPT(config)
-    if base is not None:
-        load_checkpoint(base["path"], model)
-    run_info = {
-        "preset": None if base else preset,
-        "init_from": str(base["path"]) if base else None,
-        **data_info,
-    }
-    return Trainer(model, data.train, data.val, tokenizer, train_config, run_info=run_info)
-
-
-def _init_from(path: str, model_settings: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint to fine-tune: its path, model config and tokenizer."""
-    from tinylm.train.checkpoint import read_checkpoint_meta
-    from tinylm.train.runs import load_tokenizer_file
-
-    meta = read_checkpoint_meta(path)
-    if not isinstance(meta.get("config"), dict):
-        raise TinylmError(f"checkpoint {meta['path']} has no model config to rebuild from")
-    changed = sorted(
-        key
-        for key, value in model_settings.items()
-        if key != "dropout" and meta["config"].get(key) != value
-    )  # restating the model's own value (a copied command line) is fine
-    if changed:
-        raise TinylmError(
-            f"--init-from keeps the model's shape; only dropout can be set, not {changed[0]} "
-            f"(the model has {changed[0]}={meta['config'].get(changed[0])!r})"
-        )
-    if meta.get("tokenizer") is None:
-        raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
-    return {
-        "path": meta["path"],
-        "config": meta["config"],
-        "tokenizer": load_tokenizer_file(meta["tokenizer"]),
-    }
-
-
-def _training_data(args, out_dir: Path, base: dict | None, info) -> tuple[Any, Any, dict]:
-    """``(PreparedData, tokenizer, run info)``: a prepared folder, or raw text prepared now."""
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.train import distributed
-    from tinylm.train.runs import DATA_CACHE, is_prepared_dir, prepare_cached
-
-    specs = list(args.data or [BUILTIN_CORPUS])
-    given = base["tokenizer"] if base else None
-    if base and args.tokenizer:
-        raise TinylmError("--init-from uses the checkpoint's tokenizer; drop --tokenizer")
-    if len(specs) == 1 and is_prepared_dir(specs[0]):
-        folder = Path(specs[0])
-        if given is None and args.tokenizer:
-            from tinylm.train.runs import load_tokenizer_file, parse_tokenizer_spec
-
-            kind, value = parse_tokenizer_spec(args.tokenizer)
-            if kind != "file":
-                raise TinylmError(
-                    f"{folder} is already tokenized; --tokenizer must be its tokenizer file, "
-                    f"not {args.tokenizer!r} (or leave it out)"
-                )
-            given = load_tokenizer_file(value)
-    else:
-        spec = args.tokenizer or DEFAULT_TOKENIZER
-        cache = out_dir / DATA_CACHE
-        if info.is_main:
-            folder = prepare_cached(
-                specs, spec, cache, tokenizer=given, separator=args.doc_sep, progress=not args.quiet
-            )
-        distributed.barrier(info)
-        if not info.is_main:
-            folder = prepare_cached(specs, spec, cache, tokenizer=given, separator=args.doc_sep)
-    data = load_prepared(folder)
-    tokenizer = given if given is not None else _data_tokenizer(data)
-    check_tokenizer(data, tokenizer)
-    data_info = {
-        "data": specs,
-        "tokenizer": args.tokenizer or (None if base else DEFAULT_TOKENIZER),
-        "prepared": str(_relative_to(folder, out_dir)),
-    }
-    return data, tokenizer, data_info
-
-
-def _relative_to(path: Path, root: Path) -> Path:
-    """``path`` relative to ``root`` when inside it (so a run folder can be moved)."""
-    try:
-        return path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return path.resolve()
-
-
-def _data_tokenizer(data: Any) -> Any:
-    from tinylm.train.runs import load_tokenizer_file
-
-    return load_tokenizer_file(data.tokenizer_path)
-
-
-def _resume_trainer(args, out_dir, preset, model_settings, train_settings, info):
-    """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
-    import torch
-
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.model import GPT, ModelConfig
-    from tinylm.train.checkpoint import CheckpointManager
-    from tinylm.train.config import TrainConfig
-    from tinylm.train.runs import load_tokenizer_file, read_run_info
-    from tinylm.train.trainer import Trainer
-
-    latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
-    if latest is None:
-        raise TinylmError(f"nothing to resume in {out_dir}: it has no checkpoint; drop --resume")
-    run = read_run_info(out_dir)
-    _check_same_run(args, run, model_settings, out_dir)
-    stored = {**run.get("train", {}), "progress": True, **train_settings}
-    train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
-    data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
-    tokenizer = load_tokenizer_file(latest / "tokenizer.json")
-    check_tokenizer(data, tokenizer)
-    torch.manual_seed(train_config.seed)
-    model = GPT(ModelConfig.from_dict(run["model"]))
-    run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
-    trainer = Trainer(model, data.train, data.val, tokenizer, train_config, run_info=run_info)
-    step = trainer.resume(latest)
-    if step >= train_config.steps:
-        raise TinylmError(
-            f"the run in {out_dir} already finished its {train_config.steps} steps; "
-            f"pass --steps N with N > {step} to train further"
-        )
-    return trainer
-
-
-def _check_same_run(args, run: dict, model_settings: dict, out_dir: Path) -> None:
-    """With --resume, flags that choose data, tokenizer or model must match the run's."""
-    stored_model = run.get("model") or {}
-    for key, value in model_settings.items():
-        if stored_model.get(key) != value:
-            raise TinylmError(f"cannot change model field {key!r} when resuming {out_dir}")
-    checks = (
-        ("--data", args.data, run.get("data")),
-        ("--tokenizer", args.tokenizer, run.get("tokenizer")),
-        ("--preset", args.preset, run.get("preset")),
-        ("--init-from", args.init_from, run.get("init_from")),
-    )
-    for flag, given, stored in checks:
-        if flag == "--init-from" and given and stored and _same_checkpoint(given, stored):
-            continue
-        if given is not None and given != stored:
-            raise TinylmError(
-                f"{flag} {given} differs from the run's ({stored}); resume without it, "
-                "or start a new run with --out DIR"
-            )
-
-
-def _same_checkpoint(given: str, stored: str) -> bool:
-    """Whether ``--init-from given`` names the checkpoint the run recorded (or its run)."""
-    given_path, stored_path = Path(given).resolve(), Path(stored).resolve()
-    return given_path == stored_path or given_path == stored_path.parent
 
 
 def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None:
@@ -492,7 +208,7 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
 
 def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model, tokenizer and metadata of ``args.run_path`` (latest or ``--best``)."""
-    from tinylm.train.runs import load_model
+    from tinylm.inference.loading import load_model
     from tinylm.train.runtime import resolve_device
 
     device = resolve_device(args.device)
@@ -509,7 +225,7 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 def run_sample(args: argparse.Namespace) -> int:
     """One sample streams as it is written; several are generated as one batch."""
-    from tinylm.train.sampling import prompt_ids, sample_texts, stream_text
+    from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
 
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
@@ -562,7 +278,7 @@ def _eval_tokens(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, str]:
 
     from tinylm.data.corpus import corpus_from_specs, iter_documents
     from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.train.runs import is_prepared_dir
+    from tinylm.run.data_cache import is_prepared_dir
 
     if len(args.data) == 1 and is_prepared_dir(args.data[0]):
         data = load_prepared(args.data[0])

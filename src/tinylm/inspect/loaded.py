@@ -62,7 +62,7 @@ class LoadedModel:
         cls, path: str | os.PathLike, device: str = "cpu", which: str = "latest"
     ) -> LoadedModel:
         """Load a run folder's latest (or ``which="best"``) checkpoint, or a checkpoint folder."""
-        from tinylm.train.runs import load_model
+        from tinylm.inference.loading import load_model
 
         model, tokenizer, meta = load_model(path, device, which)
         checkpoint = Path(meta["path"])

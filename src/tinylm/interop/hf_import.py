@@ -152,8 +152,8 @@ def import_hf(folder: str | os.PathLike, out: str | os.PathLike) -> dict[str, An
 
     ``out`` must not hold a run already (a checkpoint is never overwritten silently).
     """
-    from tinylm.train.checkpoint import save_checkpoint
-    from tinylm.train.runs import is_existing_run
+    from tinylm.checkpoint import save_checkpoint
+    from tinylm.run.folder import is_existing_run
 
     out = Path(out)
     if is_existing_run(out):

@@ -1,7 +1,9 @@
 """Tokenizer files: tinylm's own JSON, tiktoken ``.tiktoken`` ranks, GPT-2 vocab files.
 
 :func:`load_tokenizer` reads any of them, telling them apart by content (and, for
-GPT-2's pair of files, by name):
+GPT-2's pair of files, by name). tinylm's own files are written and read by each
+tokenizer class (``to_json`` / ``from_dict``, beside the class); this module reads
+the foreign formats and dispatches.
 
 **tinylm JSON** (written by ``Tokenizer.save``). A BPE tokenizer looks like::
 
@@ -37,8 +39,8 @@ GPT-2's pair of files, by name):
   so reading gives back exactly the bytes written.
 - One vocabulary entry or merge per line, so diffs and ``grep`` work.
 
-A char tokenizer has ``"type": "char"`` and is read by
-:meth:`tinylm.tokenizers.char.CharTokenizer.from_dict`.
+A BPE file is read by :meth:`tinylm.tokenizers.bpe.BPETokenizer.from_dict`, a char
+tokenizer's (``"type": "char"``) by :meth:`tinylm.tokenizers.char.CharTokenizer.from_dict`.
 
 **tiktoken ranks** (``gpt2.tiktoken``, ``cl100k_base.tiktoken``, ...): one
 ``<base64 token> <rank>`` per line, rank = id. Such files store neither the
@@ -63,13 +65,13 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.tokenizers.base import FORMAT_NAME, FORMAT_VERSION, Tokenizer, check_envelope
+from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.char import CharTokenizer
 
 #: tiktoken's special tokens for its public vocabularies, by pattern name.
 TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {
@@ -163,10 +165,8 @@ def _load_json(path: Path, text: str, pattern: str | None) -> Tokenizer:
         kind = check_envelope(data, str(path))
         try:
             if kind == "char":
-                from tinylm.tokenizers.char import CharTokenizer
-
                 return CharTokenizer.from_dict(data)
-            return bpe_from_dict(data)
+            return BPETokenizer.from_dict(data)
         except TinylmError as exc:
             raise TinylmError(f"{path}: {exc}") from None
     if isinstance(data, dict) and "model" in data:
@@ -175,93 +175,6 @@ def _load_json(path: Path, text: str, pattern: str | None) -> Tokenizer:
             "give its vocab.json + merges.txt pair instead"
         )
     raise TinylmError(f"{path} is JSON but not a tokenizer file tinylm knows; {_WHAT_TO_GIVE}")
-
-
-# -- tinylm's JSON format ----------------------------------------------------------
-
-
-def token_to_json(token: bytes) -> str | dict[str, str]:
-    """A token as written in tinylm files: text if valid UTF-8, else ``{"hex": ...}``."""
-    try:
-        return token.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"hex": token.hex()}
-
-
-def token_from_json(value: Any) -> bytes:
-    """Inverse of :func:`token_to_json`."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, dict) and set(value) == {"hex"} and isinstance(value["hex"], str):
-        try:
-            return bytes.fromhex(value["hex"])
-        except ValueError:
-            pass
-    raise TinylmError(f"token {value!r} is neither a string nor {{'hex': '<hex digits>'}}")
-
-
-def bpe_to_dict(tokenizer: BPETokenizer) -> dict[str, Any]:
-    """The fields of a BPE tokenizer file (the envelope is added by ``save``)."""
-    return {
-        "pattern": tokenizer.pattern,
-        "special_tokens": dict(tokenizer.special_tokens),
-        "vocab": {str(i): token_to_json(token) for i, token in tokenizer.vocab.items()},
-        "merges": [[token_to_json(a), token_to_json(b)] for a, b in tokenizer.merges],
-    }
-
-
-def bpe_to_json(tokenizer: BPETokenizer) -> str:
-    """The file text: ``json.dumps`` of envelope + fields, one token or merge per line.
-
-    ``json.dumps(indent=...)`` would spread every merge pair over four lines, so
-    the two long sections are laid out by hand; the parsed result is identical.
-    """
-    body: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "bpe"}
-    body.update(bpe_to_dict(tokenizer))
-
-    def dump(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False)
-
-    lines = ["{"]
-    for key, value in body.items():
-        if key == "vocab":
-            entries = [f"  {dump(i)}: {dump(token)}" for i, token in value.items()]
-            section = "{\n" + ",\n".join(entries) + "\n }" if entries else "{}"
-        elif key == "merges":
-            entries = [f"  {dump(pair)}" for pair in value]
-            section = "[\n" + ",\n".join(entries) + "\n ]" if entries else "[]"
-        else:
-            section = dump(value)
-        lines.append(f" {dump(key)}: {section},")
-    lines[-1] = lines[-1].rstrip(",")
-    return "\n".join(lines) + "\n}\n"
-
-
-def bpe_from_dict(data: Mapping[str, Any]) -> BPETokenizer:
-    """Build a :class:`BPETokenizer` from a parsed tinylm file, checking every field."""
-    pattern = data.get("pattern")
-    if not isinstance(pattern, str):
-        raise TinylmError("BPE tokenizer file lacks its 'pattern' string; the file is corrupt")
-    vocab_field = data.get("vocab")
-    if not isinstance(vocab_field, dict):
-        raise TinylmError("BPE tokenizer file lacks its 'vocab' object; the file is corrupt")
-    merges_field = data.get("merges")
-    if not isinstance(merges_field, list):
-        raise TinylmError("BPE tokenizer file lacks its 'merges' list; the file is corrupt")
-    specials = data.get("special_tokens", {})
-    if not isinstance(specials, dict):
-        raise TinylmError("'special_tokens' must be an object of name -> id")
-    vocab = {}
-    for key, value in vocab_field.items():
-        if not (key.isascii() and key.isdigit()):
-            raise TinylmError(f"vocab key {key!r} is not a decimal id")
-        vocab[int(key)] = token_from_json(value)
-    merges = []
-    for number, pair in enumerate(merges_field):
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise TinylmError(f"merge {number} is {pair!r}, not a [left, right] pair")
-        merges.append((token_from_json(pair[0]), token_from_json(pair[1])))
-    return BPETokenizer(vocab, merges, specials, pattern)
 
 
 # -- tiktoken rank files -----------------------------------------------------------

@@ -183,3 +183,21 @@ def split_on_specials(text: str, specials: Iterable[str]) -> Iterator[tuple[str,
         start = match.end()
     if start < len(text):
         yield text[start:], False
+
+
+def replace_surrogates(text: str) -> str:
+    """Join surrogate pairs into characters and turn lone surrogates into U+FFFD.
+
+    Python strings may hold lone surrogates (``"\\ud800"``), which have no UTF-8
+    form; like tiktoken, tinylm fixes them before splitting rather than failing.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def valid_unicode(text: str) -> str:
+    """``text``, with surrogates fixed if it has any (the UTF-8 check runs in C)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return replace_surrogates(text)
+    return text

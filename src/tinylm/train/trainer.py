@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
+from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
 from tinylm.train import distributed
 from tinylm.train.callbacks import ConsoleReporter, call_all
@@ -63,7 +64,6 @@ from tinylm.train.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from tinylm.train.sampling import sample_text
 from tinylm.train.schedule import Schedule
 
 __all__ = ["Trainer", "TrainConfig"]
@@ -405,7 +405,7 @@ class Trainer:
     def checkpoints(self) -> Any:
         """The run's ``CheckpointManager`` (keeps the last ``keep_last`` and the best)."""
         if self._checkpoints is None and self.run_dir is not None:
-            from tinylm.train.checkpoint import CheckpointManager
+            from tinylm.checkpoint import CheckpointManager
 
             self._checkpoints = CheckpointManager(self.run_dir, keep_last=self.config.keep_last)
         return self._checkpoints
@@ -439,7 +439,7 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike) -> int:
         """Continue from a checkpoint: weights, optimiser, step, data position, RNG."""
-        from tinylm.train.checkpoint import load_checkpoint, read_checkpoint_meta
+        from tinylm.checkpoint import load_checkpoint, read_checkpoint_meta
 
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}

@@ -13,16 +13,16 @@ import pytest
 import torch
 from torch import nn
 
-from tinylm.data.batches import get_batch
-from tinylm.errors import TinylmError
-from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.checkpoint import (
+from tinylm.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     read_checkpoint_meta,
     resolve_checkpoint,
     save_checkpoint,
 )
+from tinylm.data.batches import get_batch
+from tinylm.errors import TinylmError
+from tinylm.tokenizers.char import CharTokenizer
 
 VOCAB = 16
 

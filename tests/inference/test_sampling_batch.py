@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from tinylm.inference.sampling import sample_text, sample_texts
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.sampling import sample_text, sample_texts
 
 
 def test_greedy_batch_samples_equal_the_streamed_sample():
@@ -20,7 +20,7 @@ def test_greedy_batch_samples_equal_the_streamed_sample():
 
 
 def test_end_token_rule_matches_stream_text():
-    from tinylm.train.sampling import _until_end
+    from tinylm.inference.sampling import _until_end
 
     assert _until_end([9, 9, 1, 2, 9, 3], 9) == [1, 2]
     assert _until_end([1, 2, 3], 9) == [1, 2, 3]

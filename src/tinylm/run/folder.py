@@ -1,0 +1,199 @@
+"""The run folder and its rules: where a run goes, when it may be reused, resumed, extended.
+
+A run folder (``runs/small`` by default) holds::
+
+    run.json           what was trained: model and train config, data, tokenizer
+    metrics.jsonl      one line per step / evaluation / sample
+    loss.png           the loss curves
+    ckpt-000500/ ...   the last few checkpoints, and best/ (lowest val loss)
+    data/<key>/        the tokenizer and prepared data made from raw text, cached
+
+The rules:
+
+* **Refuse** to start a new run in a folder that holds one (a checkpoint): that
+  would mix two runs' metrics and checkpoints. Resume it, or choose another folder.
+* **Reuse** a folder without a checkpoint: one holding only the data cache, or the
+  ``run.json`` and metrics of a start that failed before its first checkpoint.
+* **Resume** continues exactly from the latest checkpoint; the data, tokenizer,
+  preset, base model and model shape it was started with cannot change then.
+* **Extend** a finished run by resuming it with more ``steps``.
+* A start that fails leaves no empty folder behind (only one it created itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import SettingError, TinylmError
+from tinylm.train.trainer import RUN_FILE
+
+DATA_CACHE = "data"
+RUNS_ROOT = Path("runs")
+
+
+def default_out_dir(preset: str, init_from: str | os.PathLike | None = None) -> Path:
+    """``runs/<preset>``, or ``runs/<base>-finetune`` when fine-tuning the run ``base``."""
+    if init_from is not None:
+        return RUNS_ROOT / f"{Path(init_from).name or 'model'}-finetune"
+    return RUNS_ROOT / preset
+
+
+def resolve_out_dir(
+    out_dir: str | os.PathLike | None,
+    train_settings: dict[str, Any],
+    preset: str,
+    init_from: str | os.PathLike | None = None,
+) -> Path:
+    """``out_dir`` if given, else the ``out_dir`` setting, else :func:`default_out_dir`.
+
+    Pops ``out_dir`` from ``train_settings``: the caller puts the resolved folder
+    back, so the data cache, checkpoints and summary all use the same one.
+    """
+    from_settings = train_settings.pop("out_dir", None)
+    if out_dir is not None:
+        return Path(out_dir)
+    if from_settings is not None:
+        if not isinstance(from_settings, str) or not from_settings:
+            raise SettingError(
+                f"out_dir must be a folder name, got {from_settings!r}", setting="out_dir"
+            )
+        return Path(from_settings)
+    return default_out_dir(preset, init_from)
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    from tinylm.checkpoint import CheckpointManager
+
+    return CheckpointManager(run_dir).latest() is not None
+
+
+def is_existing_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run worth keeping: one with a checkpoint.
+
+    A folder with only the data cache, or the ``run.json`` and metrics of a start
+    that failed before its first checkpoint, can be trained into again (the stale
+    metrics are dropped then).
+    """
+    return run_dir.is_dir() and has_checkpoints(run_dir)
+
+
+def refuse_existing_run(out_dir: Path) -> None:
+    """A new run must not overwrite one that has checkpoints."""
+    if is_existing_run(out_dir):
+        raise SettingError(
+            f"{out_dir} already holds a run; resume it (resume_run), or choose another "
+            "out_dir for a new run",
+            setting="out_dir",
+            reason="run_exists",
+            path=out_dir,
+        )
+
+
+def checkpoint_to_resume(out_dir: Path) -> Path:
+    """The latest checkpoint of the run in ``out_dir``; an error when there is none."""
+    from tinylm.checkpoint import CheckpointManager
+
+    latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
+    if latest is None:
+        raise SettingError(
+            f"nothing to resume in {out_dir}: it has no checkpoint; start a new run there",
+            setting="resume",
+            reason="nothing_to_resume",
+            path=out_dir,
+        )
+    return latest
+
+
+def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
+    """Resuming a run that has done all its ``steps`` needs a larger ``steps`` (extension)."""
+    if step >= steps:
+        raise SettingError(
+            f"the run in {out_dir} already finished its {steps} steps; set steps above "
+            f"{step} to train further",
+            setting="steps",
+            reason="run_finished",
+            path=out_dir,
+            steps=steps,
+            step=step,
+        )
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
+    path = run_dir / RUN_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TinylmError(f"{run_dir} has no {RUN_FILE}; it is not a tinylm run") from None
+    except (OSError, ValueError) as exc:
+        raise TinylmError(f"{path} is unreadable or corrupt ({exc})") from None
+    if not isinstance(info, dict):
+        raise TinylmError(f"{path} is not a tinylm run description")
+    expected = {"model": dict, "train": dict, "prepared": str}
+    for key, kind in expected.items():
+        if not isinstance(info.get(key), kind):
+            raise TinylmError(
+                f"{path} is corrupt: {key!r} should be a {kind.__name__}, got "
+                f"{info.get(key)!r}; start a new run"
+            )
+    return info
+
+
+def check_same_run(
+    run: dict[str, Any],
+    out_dir: Path,
+    model_settings: dict[str, Any],
+    given: dict[str, Any],
+) -> None:
+    """When resuming, what chose the data, tokenizer or model must match the run's.
+
+    ``given`` maps ``data``, ``tokenizer``, ``preset`` and ``init_from`` to what the
+    caller passed (``None``: not given, nothing to check). Restating the run's own
+    values is fine, so a command line can be repeated with resume added.
+    """
+    stored_model = run.get("model") or {}
+    for key, value in model_settings.items():
+        if stored_model.get(key) != value:
+            raise SettingError(
+                f"cannot change model field {key!r} when resuming {out_dir}",
+                setting=key,
+                reason="resume_changes_model",
+            )
+    for setting, value in given.items():
+        stored = run.get(setting)
+        if value is None or value == stored:
+            continue
+        if setting == "init_from" and stored and _same_checkpoint(value, stored):
+            continue
+        raise SettingError(
+            f"{setting} {value} differs from the run's ({stored}); resume without it, or "
+            "start a new run in another out_dir",
+            setting=setting,
+            reason="differs_from_run",
+            given=value,
+            stored=stored,
+        )
+
+
+def _same_checkpoint(given: str, stored: str) -> bool:
+    """Whether ``given`` names the checkpoint the run recorded (or the run it came from)."""
+    given_path, stored_path = Path(given).resolve(), Path(stored).resolve()
+    return given_path == stored_path or given_path == stored_path.parent
+
+
+def relative_to(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root`` when inside it (so a run folder can be moved)."""
+    try:
+        return path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return path.resolve()
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is empty (a failed start's), and never anything else."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()

@@ -1,0 +1,286 @@
+"""Start, resume or fine-tune a run: a ready :class:`~tinylm.train.trainer.Trainer`.
+
+These three are what ``tinylm train`` does, as functions a notebook (or
+``tinylm compare``) can call with the same rules and the same errors::
+
+    trainer = start_run("corpus.txt", overrides={"steps": 500, "n_layer": 2})
+    trainer.fit()
+    trainer = resume_run("runs/small", overrides={"steps": 1000})  # extend it
+    trainer = init_from("runs/small", "more.txt", out_dir="runs/ft")  # fine-tune
+
+Everything is checked before any work: settings first (so a typo fails in a
+moment, not after the data is prepared), then the run folder, then the data.
+A start that fails removes the run folder it created, if it left it empty.
+
+Under ``torchrun`` every process calls the same function: they join the process
+group first, rank 0 prepares the data while the others wait, and each gets its
+own trainer. Call ``tinylm.train.distributed.teardown()`` when done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tinylm.data.corpus import BUILTIN_CORPUS
+from tinylm.errors import SettingError, TinylmError
+from tinylm.run import folder as rules
+from tinylm.run.data_cache import training_data
+from tinylm.run.settings import RunSettings, layer_settings
+from tinylm.tokenizers.spec import load_tokenizer_file
+from tinylm.train import distributed
+from tinylm.train.trainer import Trainer
+
+PathLike = str | os.PathLike
+DataSpec = PathLike | Sequence[PathLike] | None
+
+
+def start_run(
+    data: DataSpec = None,
+    *,
+    preset: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    config_file: PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    out_dir: PathLike | None = None,
+    init_from: PathLike | None = None,
+    separator: str = "eot",
+    progress: bool = True,
+) -> Trainer:
+    """A new run (or a fine-tune, with ``init_from``), ready to ``fit()``.
+
+    ``data``: a prepared folder, text files/folders/globs, or ``"pydocs"`` (the
+    default, the built-in corpus). ``tokenizer``: ``char`` (default), ``bpe:N``
+    or a tokenizer file. ``preset``, ``config_file`` and ``overrides`` are the
+    settings' layers (see :mod:`tinylm.run.settings`). ``out_dir``: the run
+    folder (default: the ``out_dir`` setting, else ``runs/<preset>``).
+    ``separator`` cuts text files into documents. ``progress=False`` silences
+    data preparation and training alike.
+    """
+    settings = _settings(preset, config_file, overrides, progress)
+    folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
+    dist = _join_processes(settings)
+    with _removed_if_failed(folder, dist):
+        return _new_trainer(
+            settings, folder, _data_specs(data), tokenizer, init_from, separator, progress, dist
+        )
+
+
+def init_from(
+    run: PathLike,
+    data: DataSpec = None,
+    *,
+    config_file: PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    out_dir: PathLike | None = None,
+    separator: str = "eot",
+    progress: bool = True,
+) -> Trainer:
+    """Fine-tune the model of ``run`` (a run folder or a checkpoint) on ``data``.
+
+    The model keeps its shape and tokenizer; only ``dropout`` and the training
+    settings can change. The default folder is ``runs/<run>-finetune``.
+    """
+    return start_run(
+        data,
+        config_file=config_file,
+        overrides=overrides,
+        out_dir=out_dir,
+        init_from=run,
+        separator=separator,
+        progress=progress,
+    )
+
+
+def resume_run(
+    out_dir: PathLike | None = None,
+    *,
+    data: DataSpec = None,
+    preset: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    config_file: PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    init_from: PathLike | None = None,
+    progress: bool = True,
+) -> Trainer:
+    """Continue the run in ``out_dir`` from its latest checkpoint, exactly.
+
+    Train settings may change (``overrides={"steps": 2000}`` extends a finished
+    run); ``data``, ``tokenizer``, ``preset``, ``init_from`` and model fields may
+    only restate the run's own values, so a start command can be repeated.
+    """
+    settings = _settings(preset, config_file, overrides, progress)
+    folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
+    dist = _join_processes(settings)
+    given = {
+        "data": None if data is None else _data_specs(data),
+        "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
+        "preset": preset,
+        "init_from": None if init_from is None else os.fspath(init_from),
+    }
+    with _removed_if_failed(folder, dist):
+        return _resumed_trainer(settings, folder, given, dist)
+
+
+# -- the steps ---------------------------------------------------------------------------
+
+
+def _settings(
+    preset: str | None,
+    config_file: PathLike | None,
+    overrides: Mapping[str, Any] | None,
+    progress: bool,
+) -> RunSettings:
+    settings = layer_settings(preset, config_file, overrides)
+    if not progress:  # progress=False wins; otherwise the progress setting is honoured
+        settings.train["progress"] = False
+    return settings
+
+
+def _data_specs(data: DataSpec) -> list[str]:
+    """The data argument as a list of strings (what ``run.json`` records)."""
+    if data is None:
+        return [BUILTIN_CORPUS]
+    if isinstance(data, (str, os.PathLike)):
+        return [os.fspath(data)]
+    return [os.fspath(item) for item in data]
+
+
+def _join_processes(settings: RunSettings) -> distributed.DistInfo:
+    """Under torchrun, join the process group first: rank 0 prepares data while others wait."""
+    from tinylm.train.runtime import resolve_device
+
+    dist = distributed.DistInfo.from_env()
+    if dist.enabled:
+        device = resolve_device(str(settings.train.get("device", "auto")))
+        distributed.setup(dist, distributed.process_device(dist, device))
+    return dist
+
+
+@contextmanager
+def _removed_if_failed(folder: Path, dist: distributed.DistInfo) -> Iterator[None]:
+    """A start that fails leaves no empty run folder behind (only one it created)."""
+    created = not folder.exists()
+    try:
+        yield
+    except TinylmError:
+        if created and dist.is_main:
+            rules.remove_if_empty(folder)
+        raise
+
+
+def _new_trainer(
+    settings: RunSettings,
+    out_dir: Path,
+    data_specs: list[str],
+    tokenizer_spec: str | os.PathLike | None,
+    init_from: PathLike | None,
+    separator: str,
+    progress: bool,
+    dist: distributed.DistInfo,
+) -> Trainer:
+    """A fresh run (or a fine-tune), after every check passes."""
+    import torch
+
+    from tinylm.checkpoint import load_checkpoint
+    from tinylm.model import GPT, ModelConfig
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.trainer import check_writable
+
+    rules.refuse_existing_run(out_dir)
+    train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
+    base = _base_model(init_from, settings.model) if init_from is not None else None
+    if base is None:  # fail on a bad preset or model setting before preparing any data
+        ModelConfig.from_preset(settings.preset, **settings.model)
+    if dist.is_main:
+        check_writable(out_dir)
+    spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
+    found = training_data(
+        data_specs,
+        spec,
+        out_dir,
+        base_tokenizer=base["tokenizer"] if base else None,
+        separator=separator,
+        progress=progress,
+        dist=dist,
+    )
+    if base is not None:
+        config = ModelConfig.from_dict({**base["config"], **settings.model})
+    else:
+        vocab = {"vocab_size": found.tokenizer.vocab_size}
+        config = ModelConfig.from_preset(settings.preset, **{**vocab, **settings.model})
+    torch.manual_seed(train_config.seed)
+    model = GPT(config)
+    if base is not None:
+        load_checkpoint(base["path"], model)
+    run_info = {
+        "preset": None if base else settings.preset,
+        "init_from": str(base["path"]) if base else None,
+        **found.info,
+    }
+    data = found.data
+    return Trainer(
+        model, data.train, data.val, found.tokenizer, train_config, run_info=run_info, dist=dist
+    )
+
+
+def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint to fine-tune: its path, model config and tokenizer."""
+    from tinylm.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    if not isinstance(meta.get("config"), dict):
+        raise TinylmError(f"checkpoint {meta['path']} has no model config to rebuild from")
+    changed = sorted(
+        key
+        for key, value in model_settings.items()
+        if key != "dropout" and meta["config"].get(key) != value
+    )  # restating the model's own value (a copied command line) is fine
+    if changed:
+        raise SettingError(
+            f"init_from keeps the model's shape; only dropout can be set, not {changed[0]} "
+            f"(the model has {changed[0]}={meta['config'].get(changed[0])!r})",
+            setting="init_from",
+            reason="init_from_changes_shape",
+            key=changed[0],
+            value=meta["config"].get(changed[0]),
+        )
+    if meta.get("tokenizer") is None:
+        raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
+    return {
+        "path": meta["path"],
+        "config": meta["config"],
+        "tokenizer": load_tokenizer_file(meta["tokenizer"]),
+    }
+
+
+def _resumed_trainer(
+    settings: RunSettings, out_dir: Path, given: dict[str, Any], dist: distributed.DistInfo
+) -> Trainer:
+    """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
+    import torch
+
+    from tinylm.checkpoint import TOKENIZER_FILE
+    from tinylm.data.prepared import check_tokenizer, load_prepared
+    from tinylm.model import GPT, ModelConfig
+    from tinylm.train.config import TrainConfig
+
+    latest = rules.checkpoint_to_resume(out_dir)
+    run = rules.read_run_info(out_dir)
+    rules.check_same_run(run, out_dir, settings.model, given)
+    stored = {**run["train"], "progress": True, **settings.train}
+    train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
+    data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
+    tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+    check_tokenizer(data, tokenizer)
+    torch.manual_seed(train_config.seed)
+    model = GPT(ModelConfig.from_dict(run["model"]))
+    run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
+    trainer = Trainer(
+        model, data.train, data.val, tokenizer, train_config, run_info=run_info, dist=dist
+    )
+    rules.check_unfinished(out_dir, trainer.resume(latest), train_config.steps)
+    return trainer

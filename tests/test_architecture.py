@@ -1,0 +1,294 @@
+"""The dependency rules of the layout, checked on the source itself.
+
+Every module under ``src/`` is parsed with ``ast`` (nothing is imported), and its
+imports -- at the top, inside functions, anywhere but under ``if TYPE_CHECKING:``,
+which never runs -- become edges of a module graph. The rules:
+
+* no import cycles between modules;
+* ``tinylm.tokenizers`` stands alone: it reaches neither torch nor the model,
+  training or the CLI;
+* ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
+* ``tinylm.train`` never reaches into the CLI;
+* ``tinylm.scratch`` imports only the standard library.
+
+"Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
+runs ``a/__init__.py`` and ``a/b/__init__.py``. Cycles are looked for on the
+import statements alone (a package importing its own submodules is no cycle).
+Each rule is also run on a small planted graph, to show it can fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+Graph = Mapping[str, set[str]]
+
+#: package -> names it must never reach (a name forbids the module and everything below it).
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
+    "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
+    "tinylm.train": ("tinylm.cli",),
+}
+#: packages whose modules may import only the standard library (and each other).
+STDLIB_ONLY = ("tinylm.scratch",)
+
+
+# -- reading the graph ------------------------------------------------------------------
+
+
+def module_files(src: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for every ``.py`` below ``src``."""
+    modules = {}
+    for path in sorted(src.rglob("*.py")):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def build_graph(src: Path) -> dict[str, set[str]]:
+    """Module -> the modules (ours, dotted) and top-level packages (theirs) it imports."""
+    files = module_files(src)
+    return {
+        name: imports_of(ast.parse(path.read_text(encoding="utf-8")), name, path, files)
+        for name, path in files.items()
+    }
+
+
+def imports_of(tree: ast.AST, name: str, path: Path, known: Iterable[str]) -> set[str]:
+    known = set(known)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in _executed_nodes(tree):
+        if isinstance(node, ast.Import):
+            found.update(_target(alias.name, known) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                child = f"{base}.{alias.name}"
+                found.add(child if child in known else _target(base, known))
+    return found
+
+
+def _executed_nodes(tree: ast.AST) -> Iterable[ast.AST]:
+    """Every node except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+
+
+def _target(dotted: str, known: set[str]) -> str:
+    """Our longest known module for ``dotted``; a foreign one is named by its top level."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in known:
+            return ".".join(parts[:end])
+    return parts[0]
+
+
+# -- the rules ----------------------------------------------------------------------------
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def find_cycle(graph: Graph) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt in graph and nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def runtime_edges(graph: Graph, node: str) -> set[str]:
+    """What importing ``node``'s imports runs: each imported module and its parent packages."""
+    reached = set()
+    for target in graph.get(node, ()):
+        parts = target.split(".")
+        reached.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+    return {name for name in reached if name in graph or "." not in name}
+
+
+def forbidden_paths(graph: Graph, rules: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """For each module of a ruled package, the first import chain to a forbidden name."""
+    problems = []
+    for package, banned in rules.items():
+        for start in sorted(m for m in graph if within(m, package)):
+            came_from: dict[str, str | None] = {start: None}
+            queue = deque([start])
+            while queue:
+                node = queue.popleft()
+                if any(within(node, ban) for ban in banned):
+                    chain = [node]
+                    while (prev := came_from[chain[-1]]) is not None:
+                        chain.append(prev)
+                    problems.append(" -> ".join(reversed(chain)))
+                    break
+                for nxt in sorted(runtime_edges(graph, node)):
+                    if nxt not in came_from:
+                        came_from[nxt] = node
+                        queue.append(nxt)
+    return problems
+
+
+def non_stdlib_imports(graph: Graph, packages: tuple[str, ...]) -> list[str]:
+    """Imports of ``packages``' modules that are neither the standard library nor their own."""
+    problems = []
+    for package in packages:
+        for module in sorted(m for m in graph if within(m, package)):
+            for target in sorted(graph[module]):
+                ours = within(target, package)
+                if not ours and target not in sys.stdlib_module_names:
+                    problems.append(f"{module} imports {target}")
+    return problems
+
+
+# -- the real source ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return build_graph(SRC)
+
+
+def test_the_graph_is_read_from_every_module(graph):
+    assert "tinylm.tokenizers.bpe" in graph and "tinylm.data.batches" in graph
+    assert "torch" in graph["tinylm.data.batches"]
+    assert "tinylm.tokenizers.bpe_cache" in graph["tinylm.tokenizers.bpe"]
+
+
+def test_no_import_cycles(graph):
+    assert find_cycle(graph) is None
+
+
+def test_dependencies_point_one_way(graph):
+    assert forbidden_paths(graph, FORBIDDEN) == []
+
+
+def test_scratch_imports_only_the_standard_library(graph):
+    assert non_stdlib_imports(graph, STDLIB_ONLY) == []
+
+
+def test_tokenizers_import_no_torch_when_run():
+    """The static rule, confirmed by running: the public tokenizer names leave torch unloaded."""
+    code = (
+        "import sys, tinylm, tinylm.tokenizers, tinylm.data.corpus\n"
+        "from tinylm import BPETokenizer, CharTokenizer, load_tokenizer\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+# -- each rule fails on a planted violation --------------------------------------------------
+
+
+def test_a_planted_cycle_is_found():
+    planted = {"a": {"b"}, "b": {"c", "numpy"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(planted) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"numpy"}}) is None
+
+
+def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
+    planted = {
+        "tinylm": set(),
+        "tinylm.tokenizers": set(),
+        "tinylm.tokenizers.char": {"tinylm.data.corpus"},
+        "tinylm.data": {"tinylm.data.batches"},  # runs whenever tinylm.data.corpus is imported
+        "tinylm.data.corpus": {"os"},
+        "tinylm.data.batches": {"torch"},
+    }
+    assert forbidden_paths(planted, FORBIDDEN) == [
+        "tinylm.tokenizers.char -> tinylm.data -> tinylm.data.batches -> torch"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [
+        ("tinylm.model.gpt", "tinylm.train.optim"),
+        ("tinylm.model.gpt", "tinylm.fileio"),
+        ("tinylm.model.gpt", "tinylm.progress"),
+        ("tinylm.train.trainer", "tinylm.cli.main"),
+        ("tinylm.tokenizers.bpe", "tinylm.model.config"),
+    ],
+)
+def test_each_planted_wrong_way_import_is_found(module, target):
+    planted = {"tinylm": set(), module: {target}, target: set()}
+    assert forbidden_paths(planted, FORBIDDEN) == [f"{module} -> {target}"]
+
+
+def test_a_planted_non_stdlib_import_in_scratch_is_found():
+    planted = {
+        "tinylm.scratch.engine": {"math", "random", "tinylm.scratch.value", "numpy"},
+        "tinylm.scratch.value": {"tinylm.errors"},
+    }
+    assert non_stdlib_imports(planted, STDLIB_ONLY) == [
+        "tinylm.scratch.engine imports numpy",
+        "tinylm.scratch.value imports tinylm.errors",
+    ]
+
+
+def test_the_parser_sees_relative_lazy_and_type_checking_imports(tmp_path):
+    """A planted source tree: a cycle made of a relative import and a function-level one."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from . import b\n",
+        "pkg/b.py": """
+            from typing import TYPE_CHECKING
+            if TYPE_CHECKING:
+                from pkg.c import Thing  # never runs: no edge
+            def later():
+                from pkg.a import x  # runs when called: an edge
+            """,
+        "pkg/c.py": "import torch.nn\nfrom pkg import b\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    planted = build_graph(tmp_path)
+    assert planted == {
+        "pkg": set(),
+        "pkg.a": {"pkg.b"},
+        "pkg.b": {"typing", "pkg.a"},
+        "pkg.c": {"torch", "pkg.b"},
+    }
+    assert find_cycle(planted) == ["pkg.a", "pkg.b", "pkg.a"]
