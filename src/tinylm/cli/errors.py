@@ -29,6 +29,9 @@ FLAGS = {
     "text_field": "--text-field",
     "pattern": "--pattern",
     "unknown": "--unknown reserve",
+    "budget": "--budget steps=N|tokens=N|seconds=N",
+    "seeds": "--seeds N",
+    "vary": "--vary KEY=V1,V2",
 }
 
 
