@@ -23,6 +23,7 @@ from tinylm.errors import TinylmError
 COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.cli.train_cmds")
 COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
+COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
 COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
 
 
