@@ -31,9 +31,19 @@ FLAGS = {
     "unknown": "--unknown",
     "format": "--format",
     "engine": "--engine",
+    "budget": "--budget",
+    "seeds": "--seeds",
+    "vary": "--vary",
 }
 #: What to show as the value when an error gives none.
-PLACEHOLDERS = {"out_dir": "DIR", "steps": "N", "text_field": "FIELD"}
+PLACEHOLDERS = {
+    "out_dir": "DIR",
+    "steps": "N",
+    "text_field": "FIELD",
+    "budget": "steps=N|tokens=N|seconds=N",
+    "seeds": "N",
+    "vary": "KEY=V1,V2",
+}
 
 
 def spelled(setting: str, value: Any = None) -> str:

@@ -33,6 +33,7 @@ COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.
 COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
+COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 
