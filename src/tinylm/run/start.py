@@ -309,7 +309,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
             setting="init_from",
             reason="init_from_changes_shape",
             key=changed[0],
-            value=meta["config"].get(changed[0]),
+            model_value=meta["config"].get(changed[0]),
         )
     if meta.get("tokenizer") is None:
         raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
