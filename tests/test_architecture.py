@@ -8,6 +8,7 @@ which never runs -- become edges of a module graph. The rules:
 * ``tinylm.tokenizers`` stands alone: it reaches neither torch nor the model,
   training or the CLI;
 * ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
+* ``tinylm.data`` turns text into batches without the model, training or the CLI;
 * ``tinylm.train`` never reaches into the CLI;
 * ``tinylm.scratch`` imports only the standard library.
 
@@ -38,6 +39,7 @@ Graph = Mapping[str, set[str]]
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
+    "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.train": ("tinylm.cli",),
 }
 #: packages whose modules may import only the standard library (and each other).
@@ -249,6 +251,7 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
         ("tinylm.model.gpt", "tinylm.progress"),
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),
+        ("tinylm.data.batches", "tinylm.train.trainer"),
     ],
 )
 def test_each_planted_wrong_way_import_is_found(module, target):
