@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.data.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
-from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
+from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
 
 FINAL_SAMPLES = 2
 
@@ -66,7 +66,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", metavar="RUN", help="start from a trained run or checkpoint (fine-tune)"
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="pytorch",
+        help="pytorch (default), or scratch: the microgpt preset in pure Python scalars, one "
+        f"document per step (default data: {BUILTIN_WORDS!r}, one document per line)",
+    )
     add_doc_sep(p)
+    p.set_defaults(doc_sep=None)  # eot, or line for the scratch engine (see run_train)
     p.add_argument("--quiet", action="store_true", help="no progress bar or periodic output")
     p.set_defaults(run=run_train)
 
@@ -161,7 +169,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.resume:
             trainer = resume_run(args.out, **given)
         else:
-            trainer = start_run(out_dir=args.out, separator=args.doc_sep, **given)
+            separator = args.doc_sep or ("line" if args.engine == "scratch" else "eot")
+            trainer = start_run(out_dir=args.out, separator=separator, engine=args.engine, **given)
         out_dir = Path(trainer.config.out_dir)
         try:
             summary = trainer.fit()

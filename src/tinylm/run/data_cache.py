@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS, corpus_from_specs
 from tinylm.data.prepared import META_FILE
 from tinylm.errors import SettingError
 from tinylm.run.folder import DATA_CACHE, relative_to
@@ -35,8 +35,8 @@ def corpus_fingerprint(specs: Sequence[str]) -> str:
     size and modification time change whenever a file is edited.
     """
     digest = hashlib.sha256()
-    if not specs or list(specs) == [BUILTIN_CORPUS]:
-        for doc in corpus_from_specs([]):
+    if not specs or list(specs) in ([BUILTIN_CORPUS], [BUILTIN_WORDS]):
+        for doc in corpus_from_specs(list(specs)):
             digest.update(doc.encode("utf-8"))
             digest.update(b"\0")
     else:
