@@ -25,14 +25,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tinylm.data.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
-from tinylm.run.settings import RunSettings, layer_settings
+from tinylm.run.settings import ENGINES, RunSettings, layer_settings
 from tinylm.tokenizers.spec import load_tokenizer_file
 from tinylm.train import distributed
+from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
+from tinylm.train.scratch_trainer import (
+    is_scratch_run,
+    new_scratch_trainer,
+    resume_scratch_trainer,
+    scratch_model_config,
+    scratch_train_config,
+)
 from tinylm.train.trainer import Trainer
 
 PathLike = str | os.PathLike
@@ -50,6 +58,7 @@ def start_run(
     init_from: PathLike | None = None,
     separator: str = "eot",
     progress: bool = True,
+    engine: str = "pytorch",
 ) -> Trainer:
     """A new run (or a fine-tune, with ``init_from``), ready to ``fit()``.
 
@@ -59,17 +68,30 @@ def start_run(
     settings' layers (see :mod:`tinylm.run.settings`). ``out_dir``: the run
     folder (default: the ``out_dir`` setting, else ``runs/<preset>``).
     ``separator`` cuts text files into documents. ``progress=False`` silences
-    data preparation and training alike.
+    data preparation and training alike. ``engine="scratch"`` trains with
+    ``tinylm.scratch`` instead (a ``ScratchTrainer``: default preset microgpt,
+    default data the built-in words; see ``tinylm.train.scratch_trainer``).
     """
+    _check_engine(engine)
+    if engine == "scratch":
+        preset = preset or SCRATCH_PRESET
+        data = data if data is not None else BUILTIN_WORDS
     settings = _settings(preset, config_file, overrides, progress)
     folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
     dist = _join_processes(settings)
     with _locked(folder, dist) as lock:
         trainer = _new_trainer(
-            settings, folder, _data_specs(data), tokenizer, init_from, separator, progress, dist
+            settings,
+            folder,
+            _data_specs(data),
+            tokenizer,
+            init_from,
+            separator,
+            progress,
+            dist,
+            engine,
         )
-    trainer.run_lock = lock
-    return trainer
+    return _holding(trainer, lock)
 
 
 def init_from(
@@ -126,8 +148,7 @@ def resume_run(
     }
     with _locked(folder, dist) as lock:
         trainer = _resumed_trainer(settings, folder, given, dist)
-    trainer.run_lock = lock
-    return trainer
+    return _holding(trainer, lock)
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -143,6 +164,17 @@ def _settings(
     if not progress:  # progress=False wins; otherwise the progress setting is honoured
         settings.train["progress"] = False
     return settings
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise SettingError(
+            f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}",
+            setting="engine",
+            reason="unknown_engine",
+            key="engine",
+            value=engine,
+        )
 
 
 def _data_specs(data: DataSpec) -> list[str]:
@@ -195,21 +227,32 @@ def _new_trainer(
     separator: str,
     progress: bool,
     dist: distributed.DistInfo,
+    engine: str = "pytorch",
 ) -> Trainer:
     """A fresh run (or a fine-tune), after every check passes."""
     import torch
 
     from tinylm.checkpoint import load_checkpoint
+    from tinylm.inference.loading import model_for_checkpoint
     from tinylm.model import GPT, ModelConfig
     from tinylm.train.config import TrainConfig
     from tinylm.train.trainer import check_writable
 
     rules.refuse_existing_run(out_dir)
-    train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
+    scratch = engine == "scratch"
+    if scratch:  # fail on a setting the scalar loop cannot honour before any data
+        scratch_train_config({**settings.train, "out_dir": str(out_dir)})
+    else:
+        train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
     base = _base_model(init_from, settings.model) if init_from is not None else None
     if base is None:  # fail on a bad preset or model setting before preparing any data
-        guess = ModelConfig.from_preset(settings.preset, **settings.model)
-        _check_fits(guess, train_config, dist)
+        if scratch:
+            scratch_model_config(
+                settings.preset, settings.model, settings.model.get("vocab_size", 27)
+            )
+        else:
+            guess = ModelConfig.from_preset(settings.preset, **settings.model)
+            _check_fits(guess, train_config, dist)
     if dist.is_main:
         check_writable(out_dir)
     spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
@@ -222,6 +265,22 @@ def _new_trainer(
         progress=progress,
         dist=dist,
     )
+    if scratch:
+        run_info = {
+            "preset": None if base else settings.preset,
+            "init_from": str(base["path"]) if base else None,
+            **found.info,
+        }
+        return new_scratch_trainer(
+            out_dir,
+            found.data,
+            found.tokenizer,
+            settings.model,
+            settings.train,
+            preset=settings.preset,
+            base=base,
+            run_info=run_info,
+        )
     if base is not None:
         config = ModelConfig.from_dict({**base["config"], **settings.model})
     else:
@@ -229,8 +288,10 @@ def _new_trainer(
         config = ModelConfig.from_preset(settings.preset, **{**vocab, **settings.model})
     _check_fits(config, train_config, dist)
     torch.manual_seed(train_config.seed)
-    model = GPT(config)
-    if base is not None:
+    if base is None:
+        model = GPT(config)
+    else:  # the checkpoint's weights are checked to fit before anything is allocated
+        model = model_for_checkpoint(base["path"], config.to_dict())
         load_checkpoint(base["path"], model)
     run_info = {
         "preset": None if base else settings.preset,
@@ -241,6 +302,18 @@ def _new_trainer(
     return Trainer(
         model, data.train, data.val, found.tokenizer, train_config, run_info=run_info, dist=dist
     )
+
+
+def _holding(trainer: Any, lock: RunLock | None) -> Any:
+    """Hand the folder's lock to the trainer, which releases it when ``fit`` ends.
+
+    A trainer that cannot hold it (the scratch engine's) gives it back now.
+    """
+    if lock is not None and hasattr(trainer, "run_lock"):
+        trainer.run_lock = lock
+    elif lock is not None:
+        lock.release()
+    return trainer
 
 
 def _check_fits(config: Any, train_config: Any, dist: distributed.DistInfo) -> None:
@@ -271,7 +344,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
             setting="init_from",
             reason="init_from_changes_shape",
             key=changed[0],
-            value=meta["config"].get(changed[0]),
+            model_value=meta["config"].get(changed[0]),
         )
     if meta.get("tokenizer") is None:
         raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
@@ -288,14 +361,20 @@ def _resumed_trainer(
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
     import torch
 
-    from tinylm.checkpoint import TOKENIZER_FILE
+    from tinylm.checkpoint import TOKENIZER_FILE, CheckpointManager
     from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.model import GPT, ModelConfig
+    from tinylm.inference.loading import model_for_checkpoint
+    from tinylm.model import ModelConfig
     from tinylm.train.config import TrainConfig
 
+    if dist.is_main and out_dir.is_dir():  # a killed run's leftovers, before choosing latest
+        CheckpointManager(out_dir).recover()
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)
     rules.check_same_run(run, out_dir, settings.model, given)
+    if is_scratch_run(run):  # the engine that started a run continues it
+        tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+        return resume_scratch_trainer(out_dir, run, latest, tokenizer, settings.train)
     rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
@@ -305,7 +384,7 @@ def _resumed_trainer(
     config = ModelConfig.from_dict(run["model"])
     _check_fits(config, train_config, dist)
     torch.manual_seed(train_config.seed)
-    model = GPT(config)
+    model = model_for_checkpoint(latest, run["model"])  # refused before allocating if unfit
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
     trainer = Trainer(
         model, data.train, data.val, tokenizer, train_config, run_info=run_info, dist=dist
