@@ -169,7 +169,9 @@ def run_train(args: argparse.Namespace) -> int:
         if args.resume:
             trainer = resume_run(args.out, **given)
         else:
-            separator = args.doc_sep or ("line" if args.engine == "scratch" else "eot")
+            separator = args.doc_sep  # None: not given; "" is refused by the library
+            if separator is None:
+                separator = "line" if args.engine == "scratch" else "eot"
             trainer = start_run(out_dir=args.out, separator=separator, engine=args.engine, **given)
         out_dir = Path(trainer.config.out_dir)
         try:
