@@ -37,7 +37,7 @@ def save_run(run_dir: Path, model: GPT, tokenizer: CharTokenizer, with_data: boo
     CheckpointManager(run_dir).save(7, model, None, tokenizer=tokenizer)
     if with_data:
         prepare(CORPUS, tokenizer, run_dir / "data" / "corpus", progress=False, val_fraction=0.1)
-        info = {"prepared": "data/corpus", "model": model.config.to_dict()}
+        info = {"prepared": "data/corpus", "model": model.config.to_dict(), "train": {}}
         (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
     return run_dir
 

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinylm.cli.options import add_doc_sep
-from tinylm.cli.train_cmds import parse_value
+from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
 from tinylm.errors import SettingError
 
 DEFAULT_OUT = Path("runs/compare")
@@ -55,14 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", help="model preset (default: small)")
     p.add_argument("--tokenizer", metavar="SPEC", help="char, bpe:N or a tokenizer file")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="a setting shared by every run, e.g. --set n_layer=2 (repeatable)",
-    )
+    add_overrides(p, "a setting shared by every run, e.g. --set n_layer=2 (repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="config file for every run")
     p.add_argument(
         "--out",
@@ -94,25 +86,13 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
     return axes
 
 
-def _pairs(items: list[str]) -> dict[str, Any]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SettingError(
-                f"--set wants KEY=VALUE, got {item!r}", setting="overrides", reason="usage"
-            )
-        pairs[key.strip()] = parse_value(value.strip())
-    return pairs
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from tinylm.compare.execute import run_comparison
     from tinylm.compare.plan import parse_budget, plan_comparison
     from tinylm.compare.results import write_report
 
     axes = parse_vary(args.vary)
-    overrides = _pairs(args.overrides)
+    overrides = parse_overrides(args.overrides)
     varied_and_set = sorted(set(axes) & set(overrides))
     if varied_and_set:
         raise SettingError(

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinylm.cli.options import add_doc_sep
+from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
@@ -52,13 +52,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULT_TOKENIZER}; a prepared folder brings its own)",
     )
     p.add_argument("--steps", type=int, help="optimiser steps (TrainConfig.steps)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="set a model or train config field, e.g. --set n_layer=2 --set lr=3e-4 (repeatable)",
+    add_overrides(
+        p, "set a model or train config field, e.g. --set n_layer=2 --set lr=3e-4 (repeatable)"
     )
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="config file ([model]/[train])")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/<preset>)")
@@ -118,35 +113,9 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 # -- train ------------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: bool, none, int, float, a comma list of those, or a string.
-
-    The config classes then check the type, so ``--set lr=fast`` fails with the
-    field's own message.
-    """
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if "," in text:
-        return [parse_value(part) for part in text.split(",")]
-    return text
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` pairs, then ``--steps``: the last layer of settings."""
-    pairs: dict[str, Any] = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise TinylmError(f"--set wants KEY=VALUE, got {item!r}; e.g. --set n_layer=2")
-        pairs[key.strip()] = parse_value(value.strip())
+    pairs = parse_overrides(args.overrides)
     if args.steps is not None:
         pairs["steps"] = args.steps
     return pairs

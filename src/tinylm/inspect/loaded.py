@@ -204,18 +204,16 @@ def _check_index(value: int | None, size: int, what: str, field_name: str) -> No
 def _count_training_tokens(
     run_dir: Path, tokenizer: Tokenizer, vocab_size: int
 ) -> np.ndarray | None:
-    import json
-
     from tinylm.data.prepared import check_tokenizer, load_prepared
+    from tinylm.run.folder import read_run_info
 
+    if not (run_dir / "run.json").is_file():
+        return None  # a checkpoint copied on its own
     try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        prepared = info["prepared"]
-        if not isinstance(prepared, str):
-            return None
-        data = load_prepared(run_dir / prepared)  # an absolute path replaces run_dir
+        info = read_run_info(run_dir)
+        data = load_prepared(run_dir / info["prepared"])  # an absolute path replaces run_dir
         check_tokenizer(data, tokenizer)
-    except (OSError, ValueError, KeyError, TypeError):  # TinylmError is a ValueError
+    except (OSError, TinylmError):
         return None
     tokens = np.asarray(data.train[:FREQUENCY_SAMPLE], dtype=np.int64)
     if tokens.size == 0 or tokens.max() >= vocab_size:

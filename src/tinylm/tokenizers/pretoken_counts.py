@@ -165,6 +165,7 @@ def count_chunk(
 # workers count it.
 
 _DONE = None  # task that tells a worker to send its counts and stop
+_EXITED_GRACE_S = 10.0  # how long to wait for messages once every worker has exited
 
 
 def _count_in_workers(
@@ -228,7 +229,13 @@ def _offer(tasks, task) -> bool:
 
 
 def _poll(results, processes: list) -> tuple[str, object]:
-    """The next message from the workers; fail if a worker died without one."""
+    """The next message from the workers; fail if a worker died without one.
+
+    A message a worker sent just before exiting can still be in the pipe, so when
+    every worker has exited cleanly the queue gets a grace period; after it, waiting
+    longer could only hang, so that is an error too.
+    """
+    quiet_since_all_exited = 0.0
     while True:
         try:
             return results.get(timeout=0.5)
@@ -239,6 +246,13 @@ def _poll(results, processes: list) -> tuple[str, object]:
                     f"a pre-tokenization worker died (exit code {dead[0]}); "
                     "out of memory? try fewer workers"
                 ) from None
+            if all(p.exitcode == 0 for p in processes):
+                quiet_since_all_exited += 0.5
+                if quiet_since_all_exited >= _EXITED_GRACE_S:
+                    raise RuntimeError(
+                        "the pre-tokenization workers exited without sending their counts; "
+                        "try again, or with workers=1"
+                    ) from None
 
 
 def _handle(message: tuple[str, object], done: _Progress, total: Counter[str]) -> int:
