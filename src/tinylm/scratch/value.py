@@ -30,7 +30,9 @@ Two choices keep the graph small without changing a single number it computes:
   is not wrapped in a ``Value``: it needs no gradient, so it is no node at all.
 * ``Value.sum(values)`` adds many values in one ``add`` node with a local
   gradient of 1 for each, instead of a chain of ``len(values) - 1`` binary adds.
-  It adds left to right, exactly as the chain would.
+  It adds left to right, exactly as the chain would. ``Value.dot(a, b)``, the
+  sum of products at the heart of every linear layer and attention score, is
+  built on it.
 
 And one outside it: a graph holds no reference cycles (a node only points at
 the nodes it was computed from), so reference counting frees it the moment the
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -99,6 +101,15 @@ class Value:
         for v in values:  # left to right, like a chain of binary adds
             total += v.data
         return Value(total, values, (1.0,) * len(values))
+
+    @staticmethod
+    def dot(a: Sequence[Value], b: Sequence[Value | float]) -> Value:
+        """``a[0] * b[0] + a[1] * b[1] + ...``: one ``mul`` node per pair, one ``add`` node.
+
+        A derived operation, no new kind of node: the sum of products that every
+        linear layer and every attention score is made of, named once.
+        """
+        return Value.sum([x * y for x, y in zip(a, b, strict=True)])
 
     # -- derived operations -----------------------------------------------------------
 
