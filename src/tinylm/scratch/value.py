@@ -148,7 +148,10 @@ class Value:
         self.grad = 1.0
         for node in reversed(order):
             grad = node.grad
-            for child, local in zip(node.children, node.local_grads, strict=False):
+            # No ``strict=``: any keyword sends ``zip`` down CPython's slow calling
+            # path (a keyword dict per call), and this runs once per node; the two
+            # tuples are made together in ``__init__``, so their lengths agree.
+            for child, local in zip(node.children, node.local_grads):  # noqa: B905
                 child.grad += local * grad
 
 
