@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--cli-before", metavar="SRC", help="src/ of a checkout to compare")
     parser.add_argument("--cli-steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, help="alternation rounds (default 10; --quick 2)")
+    parser.add_argument("--per-round", type=int, help="steps per side per round (default 15)")
     args = parser.parse_args(argv)
 
     text = data_path("corpora/tinyshakespeare.txt").read_text(encoding="utf-8")
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     cut = int(0.9 * len(ids))
     train, val = ids[:cut], ids[cut:]
     rounds, per_round = (2, 5) if args.quick else (10, 15)
+    rounds, per_round = args.rounds or rounds, args.per_round or per_round
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(

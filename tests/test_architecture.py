@@ -9,7 +9,9 @@ which never runs -- become edges of a module graph. The rules:
   training or the CLI;
 * ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
 * ``tinylm.data`` turns text into batches without the model, training or the CLI;
-* ``tinylm.train`` never reaches into the CLI;
+* ``tinylm.train`` never reaches into the CLI or the run layer above it;
+* ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
+  layer or CLI, and the run layer no CLI;
 * ``tinylm.scratch`` imports only the standard library.
 
 "Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
@@ -40,7 +42,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
     "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
-    "tinylm.train": ("tinylm.cli",),
+    "tinylm.train": ("tinylm.cli", "tinylm.run"),
+    "tinylm.inference": ("tinylm.train", "tinylm.run", "tinylm.cli"),
+    "tinylm.run": ("tinylm.cli",),
 }
 #: packages whose modules may import only the standard library (and each other).
 STDLIB_ONLY = ("tinylm.scratch",)

@@ -172,3 +172,36 @@ def test_bpe_options_with_a_char_tokenizer_are_refused(tmp_path):
         "tinylm: error: --vocab-size, --pattern only apply to BPE; drop them or use --kind bpe"
     )
     assert not out.exists()
+
+
+def test_a_corpus_of_only_special_tokens_is_refused_and_writes_nothing(tmp_path, capsys):
+    corpus = tmp_path / "eot.txt"
+    corpus.write_text("<|endoftext|>", encoding="utf-8")
+    out = tmp_path / "tok.json"
+    args = ["tokenizer", "train", str(corpus), "--vocab-size", "300", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds only special tokens" in err[0], err
+    assert not out.exists()
+
+
+def test_a_vocabulary_smaller_than_asked_says_so(tmp_path, capsys):
+    corpus = tmp_path / "ab.txt"
+    corpus.write_text("ab<|endoftext|>ab", encoding="utf-8")
+    out = tmp_path / "tok.json"
+    args = ["tokenizer", "train", str(corpus), "--vocab-size", "300", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "258 ids" in printed and "fewer than the 300 asked" in printed
+
+
+def test_no_specials_with_a_special_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world " * 20, encoding="utf-8")
+    out = tmp_path / "tok.json"
+    argv = ["tokenizer", "train", str(corpus), "--no-specials", "--special", "<|x|>"]
+    assert main([*argv, "--vocab-size", "300", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tinylm: error: --no-specials and --special contradict each other; "
+                   "give one of them"]  # fmt: skip
+    assert not out.exists()

@@ -456,3 +456,50 @@ def test_ctrl_c_before_the_first_checkpoint_says_so(tmp_path, corpus, capsys, mo
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "stopped at step 1 of 8; no checkpoint was saved yet" in err
+
+
+def test_an_over_long_prompt_warns_in_one_line_without_python_source(trained, capsys):
+    prompt = "Beautiful is better than ugly. " * 3  # BOS + 93 characters, block_size 32
+    assert main(["sample", str(trained), "--prompt", prompt, "--max-tokens", "3"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinylm: warning: prompt has 94 tokens"), err
+
+
+def test_sample_best_of_a_run_whose_best_folder_was_lost_is_an_error(run_copy, capsys):
+    shutil.rmtree(run_copy / "best")
+    latest = sorted(run_copy.glob("ckpt-*"))[-1]
+    for old in sorted(run_copy.glob("ckpt-*"))[:-1]:
+        shutil.rmtree(old)  # the best step's own folder is gone too
+    state = json.loads((latest / "state.json").read_text())
+    state["best"] = {"step": 2, "val_loss": 1.0}  # an earlier step was best
+    (latest / "state.json").write_text(json.dumps(state))
+    fails_with(capsys, ["sample", str(run_copy), "--best"], "best checkpoint of")
+    fails_with(capsys, ["eval", str(run_copy), "--best", "--data", str(run_copy)], "(step 2,")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB file system of its own (tmpfs), where a checkpoint does not fit."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root in a privileged container): "
+                    f"{done.stderr.strip()}")  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(small_disk, corpus, capsys):
+    out = small_disk / "run"
+    argv = ["train", "--data", str(corpus), "--steps", "5", "--out", str(out), *TINY]
+    argv += ["--set", "n_embd=64"]  # about 200 KB of weights and optimizer state
+    message = fails_with(capsys, argv, "no space left on the device")
+    assert f"cannot write {out}" in message and "bytes needed" in message
+    assert not [p for p in small_disk.rglob(".*")]  # no half-written leftovers

@@ -41,12 +41,20 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import _umask, atomic_directory, check_format
+from tinylm.fileio import atomic_directory, check_format, recover_interrupted
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.validate import (
+    FLOAT_DTYPES,
+    Record,
+    is_number,
+    metadata_json,
+    read_json,
+    safetensors_header,
+)
 
 FORMAT_NAME = "tinylm-checkpoint"
 FORMAT_VERSION = 1
@@ -109,33 +117,112 @@ def _save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, st
 
 
 def _save_file(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """``safetensors`` ``save_file`` with the permissions a plain ``open()`` would give.
+    """Serialise to safetensors bytes, then write them with a plain ``open()``.
 
-    safetensors creates its files 0600, so without this the weights of a run were
-    private while the JSON files beside them were readable like any other file.
+    Writing ourselves (rather than ``safetensors.torch.save_file``) gives the file
+    the permissions any other file gets (safetensors makes them 0600) and turns a
+    full disk into an ``OSError`` with its errno, which ``atomic_directory``
+    reports in one line, instead of a ``SafetensorError`` traceback.
     """
-    save_file(tensors, str(path), metadata=metadata)
-    os.chmod(path, 0o666 & ~_umask())
+    data = safetensors_bytes(tensors, metadata=metadata)
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors of a safetensors file (aliases re-attached) and its metadata."""
+def _corrupt_hint(folder: Path) -> str:
+    return (
+        f"point at an earlier ckpt-* folder of the run, or move {folder.name} out of the run "
+        "folder to resume from the one before"
+    )
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checked header of a checkpoint's safetensors file (nothing loaded)."""
     if not path.is_file():
         raise TinylmError(
             f"{path.parent} is not a tinylm checkpoint (missing {path.name}); {_HINT}"
         )
+    hint = f"the file is truncated or corrupt; {_corrupt_hint(path.parent)}"
+    return safetensors_header(path, hint)
+
+
+def _aliases(path: Path, names: set[str], metadata: dict[str, str]) -> dict[str, str]:
+    """``{alias: stored name}`` from the metadata, every alias new and every target stored."""
+    hint = f"the file is corrupt; {_corrupt_hint(path.parent)}"
+    aliases = metadata_json(metadata, "aliases", str(path), hint, default={})
+    if not isinstance(aliases, dict) or not all(
+        isinstance(alias, str) and isinstance(name, str) and name in names and alias not in names
+        for alias, name in aliases.items()
+    ):
+        raise TinylmError(
+            f"{path}: metadata 'aliases' must map new names to stored tensors; {hint}"
+        )
+    return aliases
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors of a safetensors file (aliases re-attached) and its metadata."""
+    infos, metadata = _read_header(path)
+    aliases = _aliases(path, set(infos), metadata)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
         raise TinylmError(
-            f"{path} is truncated or corrupt ({exc}); point at an earlier ckpt-* folder of the "
-            f"run, or move {path.parent.name} out of the run folder to resume from the one before"
+            f"{path} is truncated or corrupt ({exc}); {_corrupt_hint(path.parent)}"
         ) from None
-    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+    for alias, name in aliases.items():
         tensors[alias] = tensors[name]
     return tensors, metadata
+
+
+def stored_tensors(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (safetensors dtype, shape)}`` of a checkpoint's weights, read from the header.
+
+    Nothing is loaded, so a caller can compare the shapes with a model built on
+    the ``meta`` device before allocating one (an edited ``config.json`` asking
+    for a vocabulary of 10^12 is refused in milliseconds).
+    """
+    file = resolve_checkpoint(path) / MODEL_FILE
+    infos, metadata = _read_header(file)
+    shapes = {name: (info.dtype, info.shape) for name, info in infos.items()}
+    for alias, name in _aliases(file, set(infos), metadata).items():
+        shapes[alias] = shapes[name]
+    return shapes
+
+
+def check_fits(path: str | os.PathLike, model: nn.Module) -> None:
+    """Refuse a checkpoint whose weights' names, shapes or dtypes do not fit ``model``.
+
+    ``model`` may live on the ``meta`` device: only its state dict's shapes and
+    dtypes are used. Integer or boolean tensors where the model has floating
+    weights are refused rather than cast, which would load garbage silently.
+    """
+    folder = resolve_checkpoint(path)
+    stored = stored_tensors(folder)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        odd = len(missing) + len(unexpected)
+        detail = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        detail += f" and {odd - 1} more" if odd > 1 else ""
+        raise TinylmError(
+            f"checkpoint {folder} does not fit this model ({detail}); build the model from "
+            f"the checkpoint's {CONFIG_FILE}"
+        )
+    for name, tensor in expected.items():
+        dtype, shape = stored[name]
+        if tuple(tensor.shape) != shape:
+            raise TinylmError(
+                f"checkpoint {folder} does not fit this model ({name} is {list(shape)} there, "
+                f"{list(tensor.shape)} here); build the model from the checkpoint's {CONFIG_FILE}"
+            )
+        if tensor.is_floating_point() and dtype not in FLOAT_DTYPES:
+            raise TinylmError(
+                f"checkpoint {folder} stores {name} as {dtype}, which cannot hold weights; "
+                f"the file was made by another program or edited, {_corrupt_hint(folder)}"
+            )
 
 
 # -- optimizer state as JSON + tensors -------------------------------------------------
@@ -171,16 +258,33 @@ def _encode(value: Any, tensors: dict[str, Tensor], where: str) -> Any:
 
 
 def _decode(value: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of :func:`_encode`; a malformed tag raises ``ValueError`` naming it."""
     if isinstance(value, list):
         return [_decode(v, tensors) for v in value]
     if not isinstance(value, dict):
         return value
     if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
+        name = value["__tensor__"]
+        if not isinstance(name, str) or name not in tensors:
+            raise ValueError(f"tensor {name!r} is not stored")
+        return tensors[name]
     if "__tuple__" in value:
+        if not isinstance(value["__tuple__"], list):
+            raise ValueError("a __tuple__ tag must hold a list")
         return tuple(_decode(v, tensors) for v in value["__tuple__"])
     if "__dict__" in value:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["__dict__"]}
+        pairs = value["__dict__"]
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in pairs
+        ):
+            raise ValueError("a __dict__ tag must hold [key, value] pairs")
+        decoded = {}
+        for k, v in pairs:
+            key = _decode(k, tensors)
+            if not isinstance(key, (str, int, float, bool, tuple)) and key is not None:
+                raise ValueError(f"a dict key cannot be {type(key).__name__}")
+            decoded[key] = _decode(v, tensors)
+        return decoded
     return {k: _decode(v, tensors) for k, v in value.items()}
 
 
@@ -200,13 +304,22 @@ def _load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
             "resume from a training checkpoint or start a new run"
         )
     tensors, _ = _load_tensors(folder / OPTIMIZER_FILE)
-    saved = _read_json(folder / OPTIMIZER_JSON)
+    saved = Record(_read_json(folder / OPTIMIZER_JSON), str(folder / OPTIMIZER_JSON), _HINT)
+    name = saved.str("optimizer", "unknown")
+    state = saved.dict("state")
     try:
-        optimizer.load_state_dict(_decode(saved["state"], tensors))
-    except (KeyError, ValueError, RuntimeError) as exc:
+        decoded = _decode(state, tensors)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise TinylmError(
-            f"optimizer state in {folder} does not fit this optimizer ({saved.get('optimizer')} "
-            f"saved; {str(exc).splitlines()[0]}); resume with the run's own settings"
+            f"{folder / OPTIMIZER_JSON} is corrupt ({exc}); {_corrupt_hint(folder)}"
+        ) from None
+    try:
+        optimizer.load_state_dict(decoded)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise TinylmError(
+            f"optimizer state in {folder} does not fit this optimizer ({name} saved; {first}); "
+            "resume with the run's own settings"
         ) from None
 
 
@@ -234,17 +347,56 @@ def _capture_rng(generators: dict[str, torch.Generator] | None) -> tuple[dict, d
     return tensors, metadata
 
 
-def _restore_global_rng(tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    torch.set_rng_state(tensors["torch"])
-    np_name, np_pos, np_has_gauss, np_gauss = json.loads(metadata["numpy"])
-    np_keys = tensors["numpy"].numpy().astype(np.uint32)
-    np.random.set_state((np_name, np_keys, np_pos, np_has_gauss, np_gauss))
-    py_version, py_gauss = json.loads(metadata["python"])
-    random.setstate((py_version, tuple(tensors["python"].tolist()), py_gauss))
+def _rng_state(path: Path, tensors: dict[str, Tensor], name: str, like: Tensor) -> Tensor:
+    """The saved state ``name``, checked to have the dtype and size of a live one (``like``)."""
+    state = tensors.get(name)
+    if state is None or state.dtype != like.dtype or state.shape != like.shape:
+        found = "missing" if state is None else f"{state.dtype} {list(state.shape)}"
+        raise TinylmError(
+            f"{path}: RNG state {name!r} is {found}, expected {like.dtype} {list(like.shape)}; "
+            f"the file is corrupt, {_corrupt_hint(path.parent)}"
+        )
+    return state
+
+
+def _restore_global_rng(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Set torch's, numpy's and python's global RNGs; every saved part is checked first."""
+    hint = f"the file is corrupt; {_corrupt_hint(path.parent)}"
+    torch_state = _rng_state(path, tensors, "torch", torch.get_rng_state())
+    np_now = np.random.get_state()
+    np_keys = _rng_state(path, tensors, "numpy", torch.from_numpy(np.asarray(np_now[1], np.int64)))
+    py_now = random.getstate()
+    py_state = _rng_state(path, tensors, "python", torch.tensor(py_now[1], dtype=torch.int64))
+    numpy_meta = metadata_json(metadata, "numpy", str(path), hint)
+    python_meta = metadata_json(metadata, "python", str(path), hint)
+    if not (
+        isinstance(numpy_meta, list)
+        and len(numpy_meta) == 4
+        and numpy_meta[0] == np_now[0]
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in numpy_meta[1:3])
+        and isinstance(numpy_meta[3], (int, float))
+    ):
+        raise TinylmError(f"{path}: metadata 'numpy' is not a numpy RNG state; {hint}")
+    if not (
+        isinstance(python_meta, list)
+        and len(python_meta) == 2
+        and python_meta[0] == py_now[0]
+        and (python_meta[1] is None or isinstance(python_meta[1], float))
+    ):
+        raise TinylmError(f"{path}: metadata 'python' is not a python RNG state; {hint}")
+    _, np_pos, np_has_gauss, np_gauss = numpy_meta
+    try:
+        np_key_array = np_keys.numpy().astype(np.uint32)
+        np.random.set_state((np_now[0], np_key_array, np_pos, np_has_gauss, float(np_gauss)))
+        random.setstate((python_meta[0], tuple(py_state.tolist()), python_meta[1]))
+        torch.set_rng_state(torch_state)
+    except (ValueError, TypeError, OverflowError, RuntimeError) as exc:
+        raise TinylmError(f"{path} holds an invalid RNG state ({exc}); {hint}") from None
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             if f"cuda.{index}" in tensors:
-                torch.cuda.set_rng_state(tensors[f"cuda.{index}"], index)
+                like = torch.cuda.get_rng_state(index)
+                torch.cuda.set_rng_state(_rng_state(path, tensors, f"cuda.{index}", like), index)
 
 
 def _restore_generators(
@@ -258,7 +410,9 @@ def _restore_generators(
                 f"checkpoint {folder} holds no state for generator {name!r} "
                 f"(it has: {', '.join(saved) or 'none'}); pass the names used when saving"
             )
-        generator.set_state(state)
+        generator.set_state(
+            _rng_state(folder / RNG_FILE, tensors, f"generator.{name}", generator.get_state())
+        )
 
 
 # -- small JSON helpers -------------------------------------------------------------------
@@ -275,14 +429,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TinylmError(
-            f"{path.parent} is not a tinylm checkpoint (missing {path.name}); {_HINT}"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{path} is unreadable or corrupt ({exc})") from None
+    missing = f"{path.parent} is not a tinylm checkpoint (missing {path.name}); {_HINT}"
+    return read_json(path, _corrupt_hint(path.parent), missing=missing)
 
 
 def _config_dict(config: Any, model: nn.Module) -> dict[str, Any] | None:
@@ -312,6 +460,7 @@ def save_checkpoint(
     generators: dict[str, torch.Generator] | None = None,
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    best: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``path`` atomically; return its path.
 
@@ -320,10 +469,15 @@ def save_checkpoint(
     ``generators`` are named ``torch.Generator``s whose state must resume (the
     batch generator). ``extra`` is the trainer's own JSON-able resume state (data
     position, counters); ``metrics`` (e.g. ``val_loss``) and ``train_config`` are
-    JSON too. The global RNG states are always saved.
+    JSON too. ``best`` (``{"step", "val_loss"}``) records which step is the run's
+    best so far (:class:`CheckpointManager` sets it). The global RNG states are
+    always saved.
     """
     path = Path(path)
-    with atomic_directory(path, STATE_FILE, "tinylm checkpoint") as tmp:
+    size = _tensor_bytes(model.state_dict()) + _tensor_bytes(
+        optimizer.state_dict() if optimizer is not None else {}
+    )
+    with atomic_directory(path, STATE_FILE, "tinylm checkpoint", size=size) as tmp:
         _save_tensors(tmp / MODEL_FILE, model.state_dict(), {"format": "pt"})
         if optimizer is not None:
             _save_optimizer(tmp, optimizer)
@@ -338,14 +492,33 @@ def save_checkpoint(
             if not Path(tokenizer).is_file():
                 raise TinylmError(f"tokenizer file {tokenizer} does not exist; pass a Tokenizer")
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
-        _write_json(tmp / STATE_FILE, _state_record(step, metrics, extra))
+        _write_json(tmp / STATE_FILE, _state_record(step, metrics, extra, best))
     return path
 
 
-def _state_record(step: int, metrics: dict | None, extra: dict | None) -> dict[str, Any]:
+def _tensor_bytes(value: Any, seen: set | None = None) -> int:
+    """Bytes of every tensor in a (nested) state dict, tied ones once: the bulk of a
+    checkpoint's size, for a full disk's error message."""
+    seen = set() if seen is None else seen
+    if isinstance(value, Tensor):
+        key = (value.device, value.untyped_storage().data_ptr(), value.storage_offset())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    return 0
+
+
+def _state_record(
+    step: int, metrics: dict | None, extra: dict | None, best: dict | None
+) -> dict[str, Any]:
     from tinylm import __version__
 
-    return {
+    record = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "created_by": f"tinylm {__version__}",
@@ -353,6 +526,9 @@ def _state_record(step: int, metrics: dict | None, extra: dict | None) -> dict[s
         "metrics": {name: float(value) for name, value in (metrics or {}).items()},
         "extra": extra or {},
     }
+    if best is not None:
+        record["best"] = {"step": int(best["step"]), "val_loss": float(best["val_loss"])}
+    return record
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -372,9 +548,39 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def _read_state(folder: Path) -> dict[str, Any]:
+    """state.json, every field checked: a hand-edited or damaged file is one line."""
     state = _read_json(folder / STATE_FILE)
     what = f"tinylm checkpoint ({STATE_FILE} is foreign or from another version)"
-    return check_format(state, FORMAT_NAME, FORMAT_VERSION, folder, what, _HINT)
+    check_format(state, FORMAT_NAME, FORMAT_VERSION, folder, what, _HINT)
+    record = Record(state, str(folder / STATE_FILE), _corrupt_hint(folder))
+    checked = {
+        **state,
+        "step": record.int("step", minimum=0),
+        "metrics": _metrics(record),
+        "extra": record.dict("extra", {}),
+    }
+    if record.has("best"):
+        best = record.record("best")
+        checked["best"] = {
+            "step": best.int("step", minimum=0),
+            "val_loss": best.float("val_loss"),
+        }
+    return checked
+
+
+def _metrics(record: Record) -> dict[str, float]:
+    """Metrics are numbers; NaN is allowed (a diverged evaluation is recorded as such)."""
+    metrics = record.dict("metrics", {})
+    for name, value in metrics.items():
+        if not is_number(value, finite=False):
+            raise record.error(f"metrics.{name}", "a number", value)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _read_config(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(model config, train config)`` from config.json; either may be null."""
+    record = Record(_read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE), _HINT)
+    return record.dict("model", None, nullable=True), record.dict("train", None, nullable=True)
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -387,15 +593,15 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """
     folder = resolve_checkpoint(path)
     state = _read_state(folder)
-    config = _read_json(folder / CONFIG_FILE)
+    model_config, train_config = _read_config(folder)
     tokenizer = folder / TOKENIZER_FILE
     return {
         "path": folder,
         "step": state["step"],
-        "config": config.get("model"),
-        "train_config": config.get("train"),
-        "metrics": state.get("metrics", {}),
-        "extra": state.get("extra", {}),
+        "config": model_config,
+        "train_config": train_config,
+        "metrics": state["metrics"],
+        "extra": state["extra"],
         "state": state,
         "tokenizer": tokenizer if tokenizer.is_file() else None,
     }
@@ -418,6 +624,7 @@ def load_checkpoint(
     """
     folder = resolve_checkpoint(path)
     state = _read_state(folder)
+    check_fits(folder, model)
     _load_model(folder, model)
     if optimizer is not None:
         _load_optimizer(folder, optimizer)
@@ -427,7 +634,7 @@ def load_checkpoint(
         rng_tensors, rng_metadata = _load_tensors(folder / RNG_FILE)
         _restore_generators(folder, rng_tensors, generators or {})
         if restore_rng:
-            _restore_global_rng(rng_tensors, rng_metadata)
+            _restore_global_rng(folder / RNG_FILE, rng_tensors, rng_metadata)
     return int(state["step"])
 
 
@@ -451,8 +658,12 @@ class CheckpointManager:
 
     ``best`` is its own complete checkpoint directory (hard links to the files
     of the step that earned it, or copies where links are not possible), so
-    pruning old steps never touches it. The file system is the only state: a
-    manager made on an existing run directory continues where it left off.
+    pruning old steps never touches it. Which step is best is also written into
+    every checkpoint's state.json (``best``), so the identity survives a ``best/``
+    lost to a crash between its two renames: it is then found again (the step's
+    own folder, or the copy left aside) or refused with a message, never replaced
+    silently by the latest checkpoint. A manager made on an existing run
+    directory continues where it left off.
     """
 
     def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3) -> None:
@@ -477,12 +688,23 @@ class CheckpointManager:
         generators, train_config).
         """
         metrics = dict(metrics or {})
-        if val_loss is not None:
+        best = self.recorded_best()
+        improved = val_loss is not None and _improves(float(val_loss), best)
+        if improved:
+            metrics["val_loss"] = float(val_loss)
+            best = {"step": int(step), "val_loss": float(val_loss)}
+        elif val_loss is not None:
             metrics["val_loss"] = float(val_loss)
         path = save_checkpoint(
-            self.run_dir / f"ckpt-{step:06d}", model, optimizer, step, metrics=metrics, **kwargs
+            self.run_dir / f"ckpt-{step:06d}",
+            model,
+            optimizer,
+            step,
+            metrics=metrics,
+            best=best,
+            **kwargs,
         )
-        if val_loss is not None and self._improves(float(val_loss)):
+        if improved:
             self._publish_best(path)
         self._prune()
         return path
@@ -502,21 +724,72 @@ class CheckpointManager:
         found = self.checkpoints()
         return found[-1] if found else None
 
+    def recorded_best(self) -> dict[str, Any] | None:
+        """``{"step", "val_loss"}`` of the run's best checkpoint, as the run state records it.
+
+        The latest checkpoint's state.json says which step is best; runs saved
+        before it did fall back to what ``best/`` itself holds.
+        """
+        latest = self.latest()
+        if latest is not None:
+            state = _read_state(latest)
+            if "best" in state:
+                return state["best"]
+        folder = self.run_dir / "best"
+        if not (folder / STATE_FILE).is_file():
+            return None
+        state = _read_state(folder)
+        val_loss = state["metrics"].get("val_loss")
+        if val_loss is None or val_loss != val_loss:
+            return None
+        return {"step": state["step"], "val_loss": val_loss}
+
     def best(self) -> Path | None:
-        best = self.run_dir / "best"
-        return best if (best / STATE_FILE).is_file() else None
+        """The best checkpoint's folder; None if no evaluation has been saved yet.
+
+        Usually ``best/``. If ``best/`` is missing or holds another step (a crash
+        between saving a step and publishing it), the recorded step's own folder
+        is used when it still exists; otherwise this is an error, never the latest.
+        """
+        record = self.recorded_best()
+        folder = self.run_dir / "best"
+        if record is None:
+            return folder if (folder / STATE_FILE).is_file() else None
+        if (folder / STATE_FILE).is_file() and _read_state(folder)["step"] == record["step"]:
+            return folder
+        own = self.run_dir / f"ckpt-{record['step']:06d}"
+        if (own / STATE_FILE).is_file():
+            return own
+        raise TinylmError(
+            f"the best checkpoint of {self.run_dir} (step {record['step']}, val loss "
+            f"{record['val_loss']:.4f}) is missing: {folder} was lost or replaced; resume the "
+            "run once to restore it, or use the latest checkpoint instead"
+        )
 
     def best_val_loss(self) -> float | None:
-        best = self.best()
-        if best is None:
-            return None
-        return _read_state(best).get("metrics", {}).get("val_loss")
+        record = self.recorded_best()
+        return None if record is None else record["val_loss"]
 
-    def _improves(self, val_loss: float) -> bool:
-        if val_loss != val_loss:  # NaN is never an improvement
-            return False
-        best = self.best_val_loss()
-        return best is None or val_loss < best
+    def recover(self) -> list[str]:
+        """Tidy up after a killed run; return what was done, one line each.
+
+        Removes the hidden temporary folders and files an interrupted save leaves
+        (``.ckpt-N.tmp-*``, ``.best.tmp-*``, ``.metrics.jsonl.*.tmp``), puts a
+        folder renamed aside (``.best.old-*``) back when its place is empty, and
+        republishes ``best/`` from the recorded best step when it went missing.
+        Call it when a run starts writing, never while another process writes.
+        """
+        done = recover_interrupted(self.run_dir, STATE_FILE)
+        record = self.recorded_best() if self.run_dir.is_dir() else None
+        folder = self.run_dir / "best"
+        if record is not None:
+            has_best = (folder / STATE_FILE).is_file()
+            if not has_best or _read_state(folder)["step"] != record["step"]:
+                own = self.run_dir / f"ckpt-{record['step']:06d}"
+                if (own / STATE_FILE).is_file():
+                    self._publish_best(own)
+                    done.append(f"restored {folder} from {own.name}")
+        return done
 
     def _publish_best(self, source: Path) -> None:
         with atomic_directory(self.run_dir / "best", STATE_FILE, "tinylm checkpoint") as tmp:
@@ -527,5 +800,19 @@ class CheckpointManager:
                     shutil.copy2(file, tmp / file.name)
 
     def _prune(self) -> None:
+        """Delete all but the last ``keep_last`` steps, and never the only copy of the best."""
+        record = self.recorded_best()
+        folder = self.run_dir / "best"
+        published = record is None or (
+            (folder / STATE_FILE).is_file() and _read_state(folder)["step"] == record["step"]
+        )
+        keep = set() if published else {self.run_dir / f"ckpt-{record['step']:06d}"}
         for old in self.checkpoints()[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _improves(val_loss: float, best: dict[str, Any] | None) -> bool:
+    if val_loss != val_loss:  # NaN is never an improvement
+        return False
+    return best is None or val_loss < best["val_loss"]

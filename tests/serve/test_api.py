@@ -393,3 +393,35 @@ def test_the_page_and_its_files_are_served_and_fetch_nothing_from_elsewhere(serv
         assert text.replace("http://www.w3.org/2000/svg", "").count("http") == 0, path.name
         with urllib.request.urlopen(server.url + "static/" + path.name, timeout=10) as response:
             assert response.read().decode() == text
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_generation_not_the_server(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    body = json.dumps({"run": "alpha", "text": "the", "max_tokens": 40, "seed": 2})
+    conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data: ")  # the first token arrived
+    conn.close()  # the page's Stop button: the connection goes away mid-stream
+    status, events = request(server, "/api/generate", {"run": "alpha", "text": "the", "seed": 2})
+    assert status == 200 and events[-1]["type"] == "done"
+    assert request(server, "/api/runs")[0] == 200
+
+
+def test_the_lens_last_layer_is_the_models_own_prediction_at_every_position(server, api):
+    text = "the fox"
+    status, answer = request(server, "/api/lens", {"run": "alpha", "text": text, "k": 2})
+    assert status == 200
+    assert answer["stages"] == ["embeddings", "layer 0", "layer 1"]
+    model = api.runs["alpha"].loaded.model
+    with torch.no_grad():
+        probs = torch.softmax(model(model_input(api, "alpha", text))[0][0].double(), dim=-1)
+    top = torch.topk(probs, 2, dim=-1)
+    last = answer["top"][-1]
+    assert len(last) == len(text) + 1
+    assert [[g["id"] for g in guesses] for guesses in last] == top.indices.tolist()
+    got = torch.tensor([[g["prob"] for g in guesses] for guesses in last], dtype=torch.float64)
+    torch.testing.assert_close(got, top.values, atol=1e-5, rtol=1e-5)
+    status, answer = request(server, "/api/lens", {"run": "alpha", "text": text, "k": 11})
+    assert status == 400 and "k must be between 1 and 10" in answer["error"]

@@ -289,3 +289,28 @@ def test_missing_file_and_folder(tmp_path):
         load_tokenizer(tmp_path / "nope.json")
     with pytest.raises(TinylmError, match="folder"):
         load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [20_000, 49_000])
+def test_a_merges_file_cut_short_is_refused_not_turned_into_specials(tmp_path, keep):
+    # A vocab.bpe cut to `keep` merges leaves 50,000 - keep encoder entries that no merge
+    # builds; read as special tokens they would split "Hello world" into 6 tokens.
+    shutil.copy(data_path("vocab/gpt2_vocab.json"), tmp_path / "encoder.json")
+    lines = data_path("vocab/gpt2_merges.txt").read_text(encoding="utf-8").splitlines()
+    header = 1 if lines[0].startswith("#version") else 0
+    (tmp_path / "vocab.bpe").write_text("\n".join(lines[: header + keep]) + "\n", "utf-8")
+    with pytest.raises(TinylmError) as exc:
+        load_tokenizer(tmp_path / "encoder.json")
+    message = str(exc.value)
+    assert "\n" not in message
+    assert f"{50_001 - keep:,} tokens of encoder.json" in message  # and <|endoftext|>
+    assert "cut short or from another vocabulary" in message
+
+
+def test_merges_that_build_tokens_the_encoder_lacks_are_refused(tmp_path):
+    encoder = json.loads(data_path("vocab/gpt2_vocab.json").read_text(encoding="utf-8"))
+    del encoder["Ġthe"]  # a token the merges file builds early on
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    shutil.copy(data_path("vocab/gpt2_merges.txt"), tmp_path / "vocab.bpe")
+    with pytest.raises(TinylmError, match=r"needs token b' the', which encoder.json lacks"):
+        load_tokenizer(tmp_path / "encoder.json")

@@ -100,6 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
         given = [flag for key, flag in BPE_ONLY.items() if getattr(args, key) is not None]
         if given:
             raise TinylmError(f"{', '.join(given)} only apply to BPE; drop them or use --kind bpe")
+    if args.no_specials and args.special:
+        raise TinylmError("--no-specials and --special contradict each other; give one of them")
     check_save_path(args.out)  # before training, not after it
     corpus = corpus_from_specs(args.corpus)
     specials = () if args.no_specials else tuple(args.special or DEFAULT_SPECIALS)
@@ -124,8 +126,16 @@ def run_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     tokenizer.save(args.out)
     print(f"trained a {args.kind} tokenizer: {tokenizer.vocab_size} ids in {elapsed:.2f} s")
+    asked = BPE_VOCAB if args.vocab_size is None else args.vocab_size
+    if args.kind == "bpe" and tokenizer.vocab_size < asked:
+        print(
+            f"(fewer than the {asked} asked: the corpus has no more pairs to merge; "
+            "give more text for a larger vocabulary)"
+        )
     print(f"saved to {args.out}")
-    sample = next(iter(iter_documents(corpus, args.doc_sep)))[:240]
+    sample = next(iter(iter_documents(corpus, args.doc_sep)), "")[:240]
+    if not sample:
+        return 0
     print("\nhow it tokenizes the start of the corpus:")
     ids = encode_shown(tokenizer, sample)
     print(render_tokens(token_pieces(tokenizer, ids), color=_use_color("auto")))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinylm.cli.options import add_doc_sep
+from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
@@ -52,13 +52,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULT_TOKENIZER}; a prepared folder brings its own)",
     )
     p.add_argument("--steps", type=int, help="optimiser steps (TrainConfig.steps)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="set a model or train config field, e.g. --set n_layer=2 --set lr=3e-4 (repeatable)",
+    add_overrides(
+        p, "set a model or train config field, e.g. --set n_layer=2 --set lr=3e-4 (repeatable)"
     )
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="config file ([model]/[train])")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/<preset>)")
@@ -118,35 +113,9 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 # -- train ------------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: bool, none, int, float, a comma list of those, or a string.
-
-    The config classes then check the type, so ``--set lr=fast`` fails with the
-    field's own message.
-    """
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if "," in text:
-        return [parse_value(part) for part in text.split(",")]
-    return text
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` pairs, then ``--steps``: the last layer of settings."""
-    pairs: dict[str, Any] = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise TinylmError(f"--set wants KEY=VALUE, got {item!r}; e.g. --set n_layer=2")
-        pairs[key.strip()] = parse_value(value.strip())
+    pairs = parse_overrides(args.overrides)
     if args.steps is not None:
         pairs["steps"] = args.steps
     return pairs
@@ -220,16 +189,9 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from tinylm.inference.loading import load_model
     from tinylm.train.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    model, tokenizer, meta = load_model(
-        args.run_path, str(device), "best" if args.best else "latest"
-    )
-    if tokenizer is None:
-        raise TinylmError(
-            f"checkpoint {meta['path']} has no tokenizer.json, so text cannot be encoded or "
-            "written; point at a checkpoint saved with its tokenizer"
-        )
-    return model, tokenizer, meta
+    device = str(resolve_device(args.device))
+    which = "best" if args.best else "latest"
+    return load_model(args.run_path, device, which, require_tokenizer=True)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -262,39 +224,22 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinylm.data.batches import check_long_enough, sequential_batches
-    from tinylm.train.evaluation import full_pass_loss
+    from tinylm.inference.evaluation import evaluate
 
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, tokenizer, meta = _load_run(args)
-    tokens, what = _eval_tokens(args, tokenizer)
-    block_size = model.config.block_size
-    check_long_enough(tokens, block_size, what, hint="give more text to evaluate on")
-    device = next(model.parameters()).device
-    batches = sequential_batches(tokens, block_size, args.batch_size, device, args.max_batches)
-    result = full_pass_loss(model, batches)
+    result = evaluate(
+        model,
+        tokenizer,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        separator=args.doc_sep,
+    )
     print(
-        f"{what}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
+        f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
         f"over {result['tokens']:,} tokens (checkpoint {meta['path']}, step {meta['step']})"
     )
     return 0
-
-
-def _eval_tokens(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, str]:
-    """The token ids to score: a prepared split, or raw text encoded with the run's tokenizer."""
-    import numpy as np
-
-    from tinylm.data.corpus import corpus_from_specs, iter_documents
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.run.data_cache import is_prepared_dir
-
-    if len(args.data) == 1 and is_prepared_dir(args.data[0]):
-        data = load_prepared(args.data[0])
-        check_tokenizer(data, tokenizer)
-        return (data.val if args.split == "val" else data.train), f"{args.data[0]} ({args.split})"
-    corpus = corpus_from_specs(args.data)
-    ids: list[int] = []
-    for document in iter_documents(corpus, args.doc_sep):
-        ids.extend(tokenizer.encode_document(document))
-    return np.asarray(ids, dtype=np.int64), " ".join(args.data)

@@ -18,7 +18,6 @@ Numpy only, no torch: ``tinylm prepare`` and its worker processes never need it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from tinylm.errors import TinylmError
 from tinylm.fileio import check_format
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.validate import Record, read_json
 
 #: Identifies a tinylm prepared-data directory; bumped when the layout changes.
 FORMAT_NAME = "tinylm-data"
@@ -70,7 +70,12 @@ class PreparedData:
 
 
 def _rerun_hint(path: Path) -> str:
-    return f"re-run `tinylm prepare CORPUS --tokenizer FILE --out {path}`"
+    return f"prepare the corpus into {path} again (tinylm prepare)"
+
+
+def is_prepared_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a prepared dataset folder (it has meta.json), not raw text."""
+    return Path(path).is_dir() and (Path(path) / META_FILE).is_file()
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedData:
@@ -83,15 +88,13 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         raise TinylmError(
             f"{path} is not a tinylm dataset (missing {META_FILE}); {_rerun_hint(path)}"
         )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{meta_path} is unreadable ({exc}); {_rerun_hint(path)}") from None
+    meta = read_json(meta_path, _rerun_hint(path))
     check_format(meta, FORMAT_NAME, FORMAT_VERSION, path, "tinylm dataset", _rerun_hint(path))
+    record = Record(meta, str(meta_path), _rerun_hint(path))
     try:
         dtype = np.dtype(meta["dtype"])
-        train, val = (_open_split(path, meta, split, dtype) for split in ("train", "val"))
-        tokenizer_path = path / meta["tokenizer"]["file"]
+        train, val = (_open_split(path, record, split, dtype) for split in ("train", "val"))
+        tokenizer_path = path / record.record("tokenizer").file_name("file")
     except TinylmError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -101,9 +104,10 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
     return PreparedData(path, train, val, {**meta, "path": str(path)}, tokenizer_path)
 
 
-def _open_split(path: Path, meta: dict[str, Any], split: str, dtype: np.dtype) -> np.memmap:
-    file = path / meta[split]["file"]
-    count = int(meta[split]["tokens"])
+def _open_split(path: Path, meta: Record, split: str, dtype: np.dtype) -> np.memmap:
+    record = meta.record(split)
+    file = path / record.file_name("file")  # never a path out of the dataset's folder
+    count = record.int("tokens")
     if count < 1:
         raise TinylmError(f"the {split} split of {path} is empty; {_rerun_hint(path)}")
     expected = count * dtype.itemsize
@@ -127,7 +131,7 @@ def check_tokenizer(meta: dict[str, Any] | PreparedData, tokenizer: Tokenizer) -
     if theirs != ours:
         raise TinylmError(
             f"data in {where} was prepared with tokenizer {theirs}, but the run uses {ours}; "
-            "prepare the text again with this tokenizer (tinylm prepare ... --tokenizer FILE), "
+            "prepare the text again with this tokenizer (tinylm prepare), "
             f"or use the tokenizer it was made with ({where}/{TOKENIZER_FILE})"
         )
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.checkpoint import (
+    MODEL_FILE,
     CheckpointManager,
+    check_fits,
     load_checkpoint,
     read_checkpoint_meta,
     resolve_checkpoint,
@@ -31,23 +33,59 @@ def resolve_model_checkpoint(path: str | os.PathLike, which: str = "latest") -> 
     if which not in WHICH:
         raise TinylmError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     path = Path(path)
-    if which == "best" and path.is_dir():
-        best = CheckpointManager(path).best()
-        if best is not None:
-            return best
-    return resolve_checkpoint(path)
+    if which != "best" or (path / MODEL_FILE).is_file():
+        return resolve_checkpoint(path)  # a checkpoint folder is its own best
+    resolve_checkpoint(path)  # a missing or foreign folder gets its usual message
+    best = CheckpointManager(path).best()  # a lost best/ is an error, never the latest
+    if best is None:
+        raise TinylmError(
+            f"{path} has no best checkpoint: no evaluation was saved yet; use its latest "
+            "checkpoint instead"
+        )
+    return best
 
 
 def load_model(
-    path: str | os.PathLike, device: str = "cpu", which: str = "latest"
+    path: str | os.PathLike,
+    device: str = "cpu",
+    which: str = "latest",
+    *,
+    require_tokenizer: bool = False,
 ) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
-    """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode."""
+    """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode.
+
+    The tokenizer is ``None`` for a checkpoint saved without one, unless
+    ``require_tokenizer`` makes that an error (text can be neither encoded nor written).
+    """
     folder = resolve_model_checkpoint(path, which)
     meta = read_checkpoint_meta(folder)
     if not isinstance(meta.get("config"), dict):
         raise TinylmError(f"checkpoint {folder} has no model config; it cannot be rebuilt")
-    model = GPT(ModelConfig.from_dict(meta["config"]))
+    model = model_for_checkpoint(folder, meta["config"])
     load_checkpoint(folder, model)
     model.to(device).eval()
-    tokenizer = load_tokenizer_file(meta["tokenizer"]) if meta.get("tokenizer") else None
-    return model, tokenizer, meta
+    if meta.get("tokenizer") is None:
+        if require_tokenizer:
+            raise TinylmError(
+                f"checkpoint {folder} has no tokenizer.json, so text cannot be encoded or "
+                "written; point at a checkpoint saved with its tokenizer"
+            )
+        return model, None, meta
+    return model, load_tokenizer_file(meta["tokenizer"]), meta
+
+
+def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> GPT:
+    """A fresh GPT built from ``config``, once the checkpoint's weights are known to fit it.
+
+    The model is first built on torch's ``meta`` device (shapes, no memory) and
+    compared with the weights' header, so a config edited to ask for a huge
+    vocabulary, or one that does not match the weights, is refused before
+    anything is allocated.
+    """
+    import torch
+
+    model_config = ModelConfig.from_dict(config)
+    with torch.device("meta"):
+        skeleton = GPT(model_config)
+    check_fits(folder, skeleton)
+    return GPT(model_config)

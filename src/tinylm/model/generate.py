@@ -300,6 +300,9 @@ def _padded_causal_mask(valid: Tensor) -> Tensor:
 def _eval_mode(model: GPT) -> Iterator[None]:
     """Switch dropout off for one step, then put the model back as it was."""
     was_training = model.training
+    if not was_training:  # the usual case: nothing to switch (and no walk over every module)
+        yield
+        return
     model.eval()
     try:
         yield

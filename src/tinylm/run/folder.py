@@ -23,12 +23,11 @@ The rules:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from tinylm.errors import SettingError, TinylmError
+from tinylm.errors import SettingError
 from tinylm.train.trainer import RUN_FILE
 
 DATA_CACHE = "data"
@@ -124,22 +123,22 @@ def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
+    from tinylm.validate import Record, read_json
+
     path = run_dir / RUN_FILE
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TinylmError(f"{run_dir} has no {RUN_FILE}; it is not a tinylm run") from None
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{path} is unreadable or corrupt ({exc})") from None
-    if not isinstance(info, dict):
-        raise TinylmError(f"{path} is not a tinylm run description")
-    expected = {"model": dict, "train": dict, "prepared": str}
-    for key, kind in expected.items():
-        if not isinstance(info.get(key), kind):
-            raise TinylmError(
-                f"{path} is corrupt: {key!r} should be a {kind.__name__}, got "
-                f"{info.get(key)!r}; start a new run"
-            )
+    hint = "it was damaged or edited; restore it, or start a new run in another folder"
+    missing = f"{run_dir} has no {RUN_FILE}; it is not a tinylm run"
+    info = read_json(path, hint, missing=missing)
+    record = Record(info, str(path), hint)
+    record.dict("model")
+    record.dict("train")
+    record.str("prepared")
+    for key in ("tokenizer", "preset", "init_from"):
+        if info.get(key) is not None:
+            record.str(key)
+    data = record.list("data", [])
+    if not all(isinstance(spec, str) for spec in data):
+        raise record.error("data", "a list of paths", data)
     return info
 
 

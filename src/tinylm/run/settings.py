@@ -24,7 +24,7 @@ DEFAULT_PRESET = "small"
 #: The training engines: tinylm's PyTorch model, or the scalar one of ``tinylm.scratch``.
 ENGINES = ("pytorch", "scratch")
 DEFAULT_TOKENIZER = "char"  # a spec: see tinylm.tokenizers.spec
-#: How the error for an unknown key names the last layer (the CLI names it ``--set``).
+#: How the error for an unknown key names the last layer (the CLI names its flag).
 OVERRIDES = "overrides"
 
 

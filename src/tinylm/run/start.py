@@ -221,6 +221,7 @@ def _new_trainer(
     import torch
 
     from tinylm.checkpoint import load_checkpoint
+    from tinylm.inference.loading import model_for_checkpoint
     from tinylm.model import GPT, ModelConfig
     from tinylm.train.config import TrainConfig
     from tinylm.train.trainer import check_writable
@@ -273,8 +274,10 @@ def _new_trainer(
         vocab = {"vocab_size": found.tokenizer.vocab_size}
         config = ModelConfig.from_preset(settings.preset, **{**vocab, **settings.model})
     torch.manual_seed(train_config.seed)
-    model = GPT(config)
-    if base is not None:
+    if base is None:
+        model = GPT(config)
+    else:  # the checkpoint's weights are checked to fit before anything is allocated
+        model = model_for_checkpoint(base["path"], config.to_dict())
         load_checkpoint(base["path"], model)
     run_info = {
         "preset": None if base else settings.preset,
@@ -306,7 +309,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
             setting="init_from",
             reason="init_from_changes_shape",
             key=changed[0],
-            value=meta["config"].get(changed[0]),
+            model_value=meta["config"].get(changed[0]),
         )
     if meta.get("tokenizer") is None:
         raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
@@ -323,11 +326,13 @@ def _resumed_trainer(
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
     import torch
 
-    from tinylm.checkpoint import TOKENIZER_FILE
+    from tinylm.checkpoint import TOKENIZER_FILE, CheckpointManager
     from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.model import GPT, ModelConfig
+    from tinylm.inference.loading import model_for_checkpoint
     from tinylm.train.config import TrainConfig
 
+    if dist.is_main and out_dir.is_dir():  # a killed run's leftovers, before choosing latest
+        CheckpointManager(out_dir).recover()
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)
     rules.check_same_run(run, out_dir, settings.model, given)
@@ -340,7 +345,7 @@ def _resumed_trainer(
     tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
     torch.manual_seed(train_config.seed)
-    model = GPT(ModelConfig.from_dict(run["model"]))
+    model = model_for_checkpoint(latest, run["model"])  # refused before allocating if unfit
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
     trainer = Trainer(
         model, data.train, data.val, tokenizer, train_config, run_info=run_info, dist=dist

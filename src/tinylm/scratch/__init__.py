@@ -14,7 +14,7 @@ each rung equal to the one above it:
   ``tinylm.tokenizers.bpe_train`` and ``BPETokenizer``.
 
 Nothing here imports anything but the standard library: no torch, no numpy, no
-other part of tinylm. ``tinylm train --engine scratch`` runs it.
+other part of tinylm. Training with ``engine="scratch"`` runs it.
 """
 
 from tinylm.scratch.bpe import BPE

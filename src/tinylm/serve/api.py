@@ -26,6 +26,7 @@ from typing import Any
 from tinylm.errors import TinylmError
 from tinylm.inference.sampling import prompt_ids
 from tinylm.inspect.attention import attention_maps
+from tinylm.inspect.lens import logit_lens
 from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
 from tinylm.serve.request import ApiError, Fields
@@ -41,6 +42,7 @@ class Limits:
     max_prompt_chars: int = 4000
     max_new_tokens: int = 500
     max_top_k: int = 100  # bars in the next-token view
+    max_lens_k: int = 10  # guesses per position and layer in the logit lens
     max_attention_values: int = 2_000_000  # layers x heads x (T (T + 1) / 2) weights
     generate_seconds: float = 60.0
     max_temperature: float = 5.0
@@ -159,6 +161,32 @@ class Api:
             "n_head": len(maps.heads),
             "weights": weights,
         }
+
+    def lens(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The logit lens: the top ``k`` next-token guesses at every position, after every layer.
+
+        ``top[stage][position]`` lists ``{id, text, prob}``; stage 0 reads out the
+        embeddings, the last stage is the model's own prediction.
+        """
+        fields = Fields(body)
+        run = self._run(fields)
+        text = fields.text("text", self.limits.max_prompt_chars, allow_empty=False)
+        k = fields.integer("k", 3, 1, self.limits.max_lens_k)
+        with _user_errors(), run.inference() as loaded:
+            lens = logit_lens(loaded, text, k=k)
+        top = [
+            [
+                [
+                    {"id": int(i), "text": piece, "prob": float(p)}
+                    for i, piece, p in zip(ids, pieces, probs, strict=True)
+                ]
+                for ids, pieces, probs in zip(stage_ids, stage_pieces, stage_probs, strict=True)
+            ]
+            for stage_ids, stage_pieces, stage_probs in zip(
+                lens.top_ids, lens.top_pieces, lens.top_probs, strict=True
+            )
+        ]
+        return {"tokens": _tokens(run.tokenizer, lens.ids), "stages": lens.stages, "top": top}
 
     def start_generation(self, body: dict[str, Any]) -> GenerateRequest:
         """Check a generation request completely, before any answer is sent."""

@@ -9,6 +9,7 @@ does without a dependency (FastAPI and uvicorn would bring a dozen)::
     POST /api/tokenize           Api.tokenize      (JSON body, JSON answer)
     POST /api/next               Api.next_token
     POST /api/attention          Api.attention
+    POST /api/lens               Api.lens: the logit lens
     POST /api/generate           Api.generate: server-sent events, one per token
 
 Every answer is JSON, errors too (``{"error": "..."}`` with a 4xx/5xx status),
@@ -124,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/tokenize": api.tokenize,
             "/api/next": api.next_token,
             "/api/attention": api.attention,
+            "/api/lens": api.lens,
         }
         path = urlsplit(self.path).path
         if path != "/api/generate" and path not in routes:

@@ -86,6 +86,11 @@ def train_bpe(
     )
     if nbytes == 0:
         raise TinylmError("the training corpus is empty; give some text or a non-empty file")
+    if not word_counts:  # the text was special tokens only: nothing to learn from
+        raise TinylmError(
+            "the training corpus holds only special tokens, no text to learn merges from; "
+            "give some ordinary text"
+        )
     merges = learn_merges(word_counts, num_merges, progress=progress)
 
     vocab = {i: bytes([i]) for i in range(256)}

@@ -68,7 +68,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
@@ -219,9 +219,11 @@ def read_tiktoken(
             "is incomplete or renamed, download it again"
         )
     if pattern is None and family is None:
-        raise TinylmError(
+        raise SettingError(
             f"cannot tell the pre-tokenizer of {path.name} from its name; pass the pattern "
-            "(gpt2, cl100k, o200k or a regex), e.g. --pattern gpt2"
+            "(gpt2, cl100k, o200k or a regex), e.g. pattern='gpt2'",
+            setting="pattern",
+            value="gpt2",
         )
     specials = TIKTOKEN_SPECIALS[family] if family else {}
     try:
@@ -310,10 +312,48 @@ def read_gpt2_files(
             vocab[i] = token
         else:
             specials[name] = i
+    _check_gpt2_pair(encoder_path, merges_path, merges, set(vocab.values()), specials)
     try:
         return BPETokenizer(vocab, merges, specials, pattern or "gpt2")
     except TinylmError as exc:
         raise TinylmError(f"{encoder_path} + {merges_path.name}: {exc}") from None
+
+
+#: At most this many encoder.json entries may be special tokens (not built by merges).
+#: GPT-2 has one; a merges file cut short would leave thousands, each then a "special".
+MAX_GPT2_SPECIALS = 256
+
+
+def _check_gpt2_pair(
+    encoder_path: Path,
+    merges_path: Path,
+    merges: list[tuple[bytes, bytes]],
+    tokens: set[bytes],
+    specials: dict[str, int],
+) -> None:
+    """Refuse an encoder.json and a merges file that are not one vocabulary's pair.
+
+    Every merge must combine tokens of the encoder into a token of the encoder,
+    and only a few encoder entries may be left unexplained by the merges (the
+    special tokens): otherwise the merges file is cut short, or comes from
+    another vocabulary, and ordinary words would silently become special tokens.
+    """
+    hint = "give the encoder and merges files of the same vocabulary, complete"
+    for number, (left, right) in enumerate(merges, 1):
+        missing = next((t for t in (left, right, left + right) if t not in tokens), None)
+        if missing is not None:
+            raise TinylmError(
+                f"{merges_path.name} merge {number} ({left!r} + {right!r}) needs token "
+                f"{missing!r}, which {encoder_path.name} lacks; the files do not belong "
+                f"together, {hint}"
+            )
+    if len(specials) > MAX_GPT2_SPECIALS:
+        examples = ", ".join(repr(name) for name in sorted(specials, key=specials.get)[:3])
+        raise TinylmError(
+            f"{len(specials):,} tokens of {encoder_path.name} (e.g. {examples}) are built by no "
+            f"merge of {merges_path.name} ({len(merges):,} merges); the merges file is cut "
+            f"short or from another vocabulary, {hint}"
+        )
 
 
 def _gpt2_pair(path: Path) -> tuple[Path, Path] | None:

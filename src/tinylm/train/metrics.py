@@ -41,6 +41,7 @@ class MetricsLogger:
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self._writer = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
+        self._handle: Any = None  # opened at the first record, line-buffered
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record; ``step`` is required so every line can be placed on a curve."""
@@ -48,8 +49,11 @@ class MetricsLogger:
             raise ValueError("a metrics record needs a 'step'")
         line = json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False)
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+            # One handle for the run; line buffering hands each record to the OS as it
+            # is written (a crash loses at most a torn last line, which readers skip).
+            if self._handle is None:
+                self._handle = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._handle.write(line + "\n")
         except OSError as exc:
             raise TinylmError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self._writer is not None:
@@ -58,16 +62,25 @@ class MetricsLogger:
                     self._writer.add_scalar(key, value, record["step"])
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step``: the part of an interrupted run being redone."""
+        """Drop records with ``step > step`` (the part of an interrupted run being redone)
+        and any torn line a crash left mid-write, so the next record starts a line of
+        its own instead of being glued onto half of one."""
+        self._close_file()  # the file is replaced below
         records = read_metrics(self.path)
-        kept = [r for r in records if r.get("step", 0) <= step]
-        if len(kept) != len(records):
+        kept = [r for r in records if r["step"] <= step]
+        if len(kept) != len(records) or not _is_clean(self.path):
             atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
+        self._close_file()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def _close_file(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def _tensorboard_writer(log_dir: Path) -> Any:
@@ -84,13 +97,38 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}") from None
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(record, dict) and _is_number(record.get("step")):
+            records.append(record)  # a line without a numeric step cannot be placed
     return records
+
+
+def _is_clean(path: Path) -> bool:
+    """Every line of ``path`` is a JSON object and the file ends with a newline."""
+    if not path.exists():
+        return True
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return True  # read_metrics has already said why it cannot be read
+    if raw and not raw.endswith(b"\n"):
+        return False
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            if not isinstance(json.loads(line), dict):
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def plot_losses(records: Iterable[dict[str, Any]], out_path: str | os.PathLike) -> Path | None:

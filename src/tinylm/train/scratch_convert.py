@@ -6,7 +6,7 @@ checkpoint; this module can. The scalar model names its weights as
 layout, and its Adam keeps ``m``, ``v`` and ``t`` as ``AdamW`` keeps ``m``, ``v``
 and ``step``. So a conversion is a ``tolist()`` one way and a ``torch.tensor``
 the other, and a scratch run's checkpoint is an ordinary tinylm checkpoint that
-``tinylm sample``, ``tinylm eval`` and the PyTorch engine's ``--init-from`` read.
+``tinylm sample``, ``tinylm eval`` and the PyTorch engine's fine-tuning (``init_from``) read.
 
 The tensors are float64, the scalar engine's precision, so resuming a scratch
 run continues it exactly; loading them into a float32 ``GPT`` just rounds them.

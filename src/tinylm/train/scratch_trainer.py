@@ -1,4 +1,4 @@
-"""Training runs of the scratch engine: ``tinylm train --engine scratch``.
+"""Training runs of the scratch engine (``engine="scratch"``).
 
 The algorithm is ``tinylm.scratch`` (plain Python scalars); this module gives it
 what a tinylm run has, so that a scratch run is a tinylm run like any other:
@@ -10,8 +10,8 @@ what a tinylm run has, so that a scratch run is a tinylm run like any other:
   ``metrics.jsonl``, ``loss.png``, ``ckpt-*`` and ``best/``;
 * the same **checkpoints**: an ordinary ``GPT`` checkpoint (float64 tensors, see
   ``scratch_convert``), so ``tinylm sample`` and ``tinylm eval`` read it, the
-  PyTorch engine continues it with ``--init-from``, and ``--resume`` continues
-  it here, exactly;
+  PyTorch engine fine-tunes it (``init_from``), and resuming continues it here,
+  exactly;
 * a progress bar, validation loss, samples and a summary.
 
 The training settings are ``TrainConfig``'s, with the seed's defaults
@@ -34,7 +34,7 @@ import numpy as np
 
 from tinylm.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
 from tinylm.data.prepared import PreparedData, check_tokenizer, load_prepared
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.model import ModelConfig
 from tinylm.progress import progress_bar
@@ -313,9 +313,10 @@ class ScratchTrainer:
         """Continue from a scratch checkpoint: weights, Adam state, step."""
         meta = read_checkpoint_meta(path)
         if (meta.get("extra") or {}).get("engine") != ENGINE:
-            raise TinylmError(
+            raise SettingError(
                 f"checkpoint {meta['path']} was not written by the scratch engine; continue it "
-                "with the PyTorch engine, or start from its weights with --init-from"
+                "with the PyTorch engine, or start from its weights with init_from",
+                setting="init_from",
             )
         gpt = gpt_from_scratch(self.model, self.model_config)
         optimizer = adamw_from_adam(self.optimizer, self.model, gpt, self.config.lr)

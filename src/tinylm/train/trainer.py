@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
@@ -65,6 +65,7 @@ from tinylm.train.runtime import (
     resolve_dtype,
 )
 from tinylm.train.schedule import Schedule
+from tinylm.validate import Record
 
 __all__ = ["Trainer", "TrainConfig"]
 
@@ -278,9 +279,12 @@ class Trainer:
             if self.last_checkpoint
             else ("no checkpoint was saved yet")
         )
+        advice = f"lower lr (it was {lr:.3g})" + (
+            "" if self.config.grad_clip > 0 else " or turn gradient clipping on (grad_clip=1.0)"
+        )
         raise TinylmError(
             f"{what} became {value} at step {self.step + 1}; stopped before updating the "
-            f"weights ({saved}); lower lr (it was {lr:.3g}) or keep grad_clip on"
+            f"weights ({saved}); {advice}"
         )
 
     # -- measuring -----------------------------------------------------------------------
@@ -391,6 +395,7 @@ class Trainer:
         if self.run_dir is None:
             return
         check_writable(self.run_dir)
+        self.checkpoints.recover()  # leftovers of a killed run; best/ restored if lost
         self._metrics = MetricsLogger(self.run_dir)
         self._metrics.truncate_after(self.step)  # drop what a resumed run will redo
         info = {
@@ -444,15 +449,17 @@ class Trainer:
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}
         )
-        extra = read_checkpoint_meta(path).get("extra") or {}
-        saved_world = extra.get("world_size", self.dist.world_size)
+        meta = read_checkpoint_meta(path)
+        hint = "the file was edited or damaged; resume from an earlier ckpt-* folder"
+        extra = Record(meta["extra"], f"{meta['path'] / 'state.json'}: extra", hint)
+        saved_world = extra.int("world_size", self.dist.world_size, minimum=1)
         if saved_world != self.dist.world_size:
             raise TinylmError(
                 f"checkpoint {path} was trained with {saved_world} processes, this run has "
                 f"{self.dist.world_size}; resume with the same number of processes"
             )
-        best = extra.get("best_val_loss")
-        self.best_val_loss = math.inf if best is None else float(best)
+        has_best = extra.data.get("best_val_loss") is not None
+        self.best_val_loss = extra.float("best_val_loss", finite=False) if has_best else math.inf
         self.step = self.saved_step = int(step)
         self.last_checkpoint = Path(path)
         return self.step
@@ -505,9 +512,10 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise TinylmError(
+        raise SettingError(
             f"cannot write to output folder {folder}: {exc.strerror or exc}; "
-            "choose another with --out"
+            "choose another out_dir",
+            setting="out_dir",
         ) from None
 
 

@@ -284,6 +284,32 @@ function refreshAttentionChoice() {
     Number(c.dataset.layer) === state.layer && Number(c.dataset.head) === state.head));
 }
 
+// -- logit lens --------------------------------------------------------------------------
+
+async function refreshLens() {
+  const answer = await latest("lens", () =>
+    api("/api/lens", { run: runName(), text: promptText(), k: 3 }));
+  if (!answer) return;
+  const table = $("#lens-table");
+  table.replaceChildren();
+  table.append(el("tr", {}, [el("th", {}, "after"),
+    ...answer.tokens.map((t) => el("th", { className: "lens-token", title: tokenTitle(t) }, shown(t.text, true)))]));
+  answer.top.forEach((stage, s) => {
+    const cells = stage.map((guesses, t) => {
+      const best = guesses[0];
+      const cell = el("td", {
+        className: "lens-cell",
+        title: guesses.map((g) => `${shown(g.text, true)} ${g.prob.toFixed(3)}`).join("\n"),
+        dataset: { stage: s, position: t, id: best.id, prob: best.prob },
+      }, shown(best.text, true));
+      cell.style.background = `rgba(45, 108, 223, ${(0.08 + 0.8 * best.prob).toFixed(3)})`;
+      cell.style.color = best.prob > 0.55 ? "#fff" : "";
+      return cell;
+    });
+    table.append(el("tr", {}, [el("th", {}, answer.stages[s]), ...cells]));
+  });
+}
+
 // -- generation --------------------------------------------------------------------------
 
 function probColour(p) {
@@ -512,7 +538,7 @@ function drawParamsTable(runs) {
 // -- the page ----------------------------------------------------------------------------
 
 const VIEWS = {
-  tokens: refreshTokens, next: refreshNext, attention: refreshAttention,
+  tokens: refreshTokens, next: refreshNext, attention: refreshAttention, lens: refreshLens,
   generate: async () => {}, training: refreshTraining,
 };
 
@@ -524,12 +550,14 @@ function showView(view) {
   refresh();
 }
 
-const NEEDS_TEXT = new Set(["tokens", "next", "attention"]);
+const NEEDS_TEXT = new Set(["tokens", "next", "attention", "lens"]);
 
 function refresh() {
   if (NEEDS_TEXT.has(state.view) && !promptText()) {
     state.requests[state.view] = (state.requests[state.view] || 0) + 1; // drop answers in flight
-    for (const id of ["#token-rows", "#bars", "#attn-tokens", "#attn-grid"]) $(id).replaceChildren();
+    for (const id of ["#token-rows", "#bars", "#attn-tokens", "#attn-grid", "#lens-table"]) {
+      $(id).replaceChildren();
+    }
     state.attention = null;
     showError("");
     return;

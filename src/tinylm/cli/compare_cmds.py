@@ -1,0 +1,149 @@
+"""``tinylm compare``: an ablation, run by ``tinylm.compare`` in this process.
+
+This module parses ``--vary``, ``--budget`` and the run options, calls
+:func:`tinylm.compare.execute.run_comparison`, prints a line per run and an
+overall one, then the table. Torch is imported inside ``run_compare`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
+from tinylm.errors import SettingError
+
+DEFAULT_OUT = Path("runs/compare")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="ablation: train several configurations on the same data and budget, compare them",
+        description="Train every combination of the --vary values (or one axis at a time) on "
+        "the same data, tokenizer and budget; write a table (Markdown, CSV) and loss curves. "
+        "Finished runs are kept: run the same command again to continue a stopped comparison.",
+    )
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        required=True,
+        help="a setting and the values to try, e.g. --vary position=learned,rope (repeatable)",
+    )
+    p.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="change one setting at a time from the baseline (each setting's first value) "
+        "instead of every combination",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="runs per configuration (default: 1)")
+    p.add_argument(
+        "--budget",
+        metavar="KIND=N",
+        help="what every run gets: steps=N, tokens=N or seconds=N (default: the steps setting)",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="PATH",
+        help="corpus or prepared folder (default: the built-in corpus)",
+    )
+    p.add_argument("--preset", help="model preset (default: small)")
+    p.add_argument("--tokenizer", metavar="SPEC", help="char, bpe:N or a tokenizer file")
+    add_overrides(p, "a setting shared by every run, e.g. --set n_layer=2 (repeatable)")
+    p.add_argument("--config", type=Path, metavar="FILE.toml", help="config file for every run")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"comparison folder (default: {DEFAULT_OUT})",
+    )
+    add_doc_sep(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run_compare)
+
+
+def parse_vary(items: list[str]) -> dict[str, list[Any]]:
+    """``["position=learned,rope"]`` → ``{"position": ["learned", "rope"]}``."""
+    axes: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise SettingError(
+                f"--vary wants KEY=V1,V2,..., got {item!r}; e.g. --vary position=learned,rope",
+                setting="vary",
+                reason="usage",
+            )
+        if key in axes:
+            raise SettingError(f"--vary {key} is given twice", setting="vary", reason="usage")
+        axes[key] = [parse_value(v.strip()) for v in values.split(",")]
+    return axes
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from tinylm.compare.execute import run_comparison
+    from tinylm.compare.plan import parse_budget, plan_comparison
+    from tinylm.compare.results import write_report
+
+    axes = parse_vary(args.vary)
+    overrides = parse_overrides(args.overrides)
+    varied_and_set = sorted(set(axes) & set(overrides))
+    if varied_and_set:
+        raise SettingError(
+            f"{', '.join(varied_and_set)} is both varied and set; drop one of --vary/--set",
+            setting="vary",
+            reason="usage",
+        )
+    budget = parse_budget(args.budget) if args.budget else None
+    variants = plan_comparison(axes, one_at_a_time=args.one_at_a_time, seeds=args.seeds)
+    started = time.monotonic()
+    if not args.quiet:
+        what = "one setting at a time" if args.one_at_a_time else "every combination"
+        print(
+            f"compare: {len(variants)} runs ({what}, {args.seeds} seed(s) each"
+            f"{', budget ' + str(budget) if budget else ''}) into {args.out}",
+            flush=True,
+        )
+
+    def report(event: Any) -> None:
+        if args.quiet:
+            return
+        r = event.result
+        how = "done earlier" if event.skipped else f"{r.seconds:.0f} s"
+        print(
+            f"[{event.index}/{event.total}] {r.label} seed {r.seed}: val loss "
+            f"{r.final_val_loss:.4f} (best {r.best_val_loss:.4f}), {r.tokens_per_s:,.0f} "
+            f"tokens/s, {how}",
+            flush=True,
+        )
+        elapsed = time.monotonic() - started
+        left = event.total - event.index
+        eta = f", about {elapsed / event.index * left:.0f} s left" if left else ""
+        print(f"compare: {event.index}/{event.total} runs, {elapsed:.0f} s{eta}", flush=True)
+
+    results = run_comparison(
+        variants,
+        args.out,
+        data=args.data,
+        preset=args.preset,
+        tokenizer=args.tokenizer,
+        config_file=args.config,
+        overrides=overrides,
+        budget=budget,
+        separator=args.doc_sep,
+        progress=not args.quiet,
+        on_run=report,
+    )
+    title = "tinylm compare: " + ", ".join(
+        f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in axes.items()
+    )
+    paths = write_report(results, args.out, title)
+    print(Path(paths["table"]).read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,285 @@
+"""Run a comparison's variants through the run layer, resumably.
+
+Every variant is an ordinary run (``OUT/runs/<slug>/``) started with
+:func:`~tinylm.run.start.start_run` in this process, on data prepared once for
+the whole comparison (``OUT/data/``), so all runs see the same tokens. When a run
+finishes, its numbers go to ``compare.json`` in its folder; that file is what
+"finished" means. Running the same comparison again therefore skips finished
+runs, resumes a run that has a checkpoint (exactly, like ``resume_run``), and
+starts over a run that was killed before its first checkpoint.
+
+Time is the sum of the runs' own step times (``ms_per_step`` in
+``metrics.jsonl``): training time, across interruptions, without evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinylm.compare.plan import Budget, Variant
+from tinylm.errors import SettingError, TinylmError
+from tinylm.fileio import atomic_write
+from tinylm.progress import progress_bar
+
+RUNS_DIR = "runs"
+DATA_DIR = "data"
+RESULT_FILE = "compare.json"
+EVALS_PER_RUN = 10  # evaluations per run, unless eval_every is set: the curve's points
+
+
+@dataclass
+class RunResult:
+    """One finished run: its variant, size, speed and losses, and its val-loss curve."""
+
+    label: str
+    settings: dict[str, Any]
+    seed: int
+    run_dir: str
+    steps: int
+    params_total: int
+    params_embedding: int
+    tokens_per_s: float
+    seconds: float
+    final_val_loss: float
+    best_val_loss: float
+    curve: list[list[float]] = field(default_factory=list)  # [step, seconds, val_loss]
+
+    @classmethod
+    def read(cls, path: Path) -> RunResult:
+        """A result file, checked field by field (it is a file on disk, so untrusted)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            result = cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise TinylmError(
+                f"cannot read {path}: {exc}; delete it to run that variant again"
+            ) from None
+        numbers = (result.tokens_per_s, result.seconds, result.final_val_loss)
+        if not all(isinstance(x, (int, float)) for x in numbers) or not isinstance(
+            result.curve, list
+        ):
+            raise TinylmError(f"{path} is damaged; delete it to run that variant again")
+        return result
+
+
+@dataclass
+class RunEvent:
+    """What a progress callback hears after each run: which, how, and the result."""
+
+    index: int  # 1-based
+    total: int
+    variant: Variant
+    result: RunResult
+    skipped: bool  # finished in an earlier session
+
+
+ProgressCallback = Callable[[RunEvent], None]
+
+
+def prepare_comparison_data(
+    out_dir: Path,
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None,
+    tokenizer: str | os.PathLike | None,
+    *,
+    separator: str = "eot",
+    progress: bool = True,
+) -> Path:
+    """The prepared folder every run trains on: ``data`` itself, or made once in ``OUT/data``."""
+    from tinylm.run.data_cache import is_prepared_dir, prepare_cached
+
+    specs = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else data
+    specs = [os.fspath(s) for s in specs]
+    if len(specs) == 1 and is_prepared_dir(specs[0]):
+        if tokenizer is not None:
+            raise SettingError(
+                f"{specs[0]} is already tokenized; leave tokenizer unset", setting="tokenizer"
+            )
+        return Path(specs[0])
+    tokenizer_spec = None if tokenizer is None else os.fspath(tokenizer)
+    return prepare_cached(
+        specs, tokenizer_spec, out_dir / DATA_DIR, separator=separator, progress=progress
+    )
+
+
+def run_settings(
+    variant: Variant,
+    budget: Budget | None,
+    *,
+    preset: str | None,
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The overrides of one run: the base ones, the variant's values, its seed and budget.
+
+    Checked here with the run layer's own rules (both configs are built), so a bad
+    value fails before any run starts.
+    """
+    from tinylm.model.config import ModelConfig
+    from tinylm.run.settings import layer_settings
+    from tinylm.train.config import TrainConfig
+
+    given = {**(overrides or {}), **variant.settings, "seed": variant.seed}
+    layered = layer_settings(preset, config_file, given)
+    model = ModelConfig.from_preset(layered.preset, **layered.model)
+    train = TrainConfig.from_dict(layered.train)
+    steps = train.steps
+    if budget is not None:
+        tokens_per_step = train.batch_size * train.grad_accum * model.block_size
+        steps = budget.steps_for(tokens_per_step, train.steps)
+    given["steps"] = steps
+    if "eval_every" not in layered.train:  # enough points for a curve
+        given["eval_every"] = max(1, steps // EVALS_PER_RUN)
+    if "sample_every" not in layered.train:  # samples are for people, not tables
+        given["sample_every"] = 0
+    layer_settings(preset, config_file, given)  # the final layers must still be valid
+    return given
+
+
+def run_comparison(
+    variants: Sequence[Variant],
+    out_dir: str | os.PathLike,
+    *,
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    preset: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    separator: str = "eot",
+    progress: bool = True,
+    on_run: ProgressCallback | None = None,
+) -> list[RunResult]:
+    """Train every variant (or take its finished result) and return the results in order.
+
+    ``progress`` shows data preparation and a bar per run (in a terminal);
+    ``on_run`` is called after each run, finished now or earlier.
+    """
+    out = Path(out_dir)
+    plans = [
+        run_settings(v, budget, preset=preset, config_file=config_file, overrides=overrides)
+        for v in variants
+    ]
+    prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
+    results = []
+    for index, (variant, settings) in enumerate(zip(variants, plans, strict=True), start=1):
+        run_dir = out / RUNS_DIR / variant.slug
+        done = run_dir / RESULT_FILE
+        skipped = done.is_file()
+        if skipped:
+            result = RunResult.read(done)
+        else:
+            bar = f"[{index}/{len(variants)}] {variant.label} seed {variant.seed}"
+            result = _train(
+                variant, settings, run_dir, prepared, preset, config_file, budget, bar, progress
+            )
+            atomic_write(done, json.dumps(asdict(result), indent=1) + "\n")
+        results.append(result)
+        if on_run is not None:
+            on_run(RunEvent(index, len(variants), variant, result, skipped))
+    return results
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+class _Clock:
+    """A trainer callback: a progress bar, and the stop when a seconds budget is spent."""
+
+    def __init__(self, seconds_before: float, budget_seconds: float | None, bar: Any) -> None:
+        self.seconds = seconds_before
+        self.budget_seconds = budget_seconds
+        self.bar = bar
+
+    def on_step(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.seconds += record["ms_per_step"] / 1000
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+        if self.budget_seconds is not None and self.seconds >= self.budget_seconds:
+            trainer.should_stop = True
+
+
+def _train(
+    variant: Variant,
+    settings: dict[str, Any],
+    run_dir: Path,
+    prepared: Path,
+    preset: str | None,
+    config_file: str | os.PathLike | None,
+    budget: Budget | None,
+    description: str,
+    progress: bool,
+) -> RunResult:
+    from tinylm.run import folder as rules
+    from tinylm.run.start import resume_run, start_run
+
+    common = {"config_file": config_file, "overrides": settings, "progress": False}
+    if rules.has_checkpoints(run_dir):
+        try:
+            trainer = resume_run(run_dir, preset=preset, **common)
+        except SettingError as exc:
+            if exc.reason != "run_finished":  # killed between its last save and compare.json
+                raise
+            return collect_result(variant, run_dir)
+    else:
+        if run_dir.exists():  # killed before its first checkpoint: nothing worth keeping
+            shutil.rmtree(run_dir)
+        trainer = start_run(prepared, preset=preset, out_dir=run_dir, **common)
+    seconds_before = _training_seconds(_read_records(run_dir))
+    with progress_bar(
+        progress, total=trainer.config.steps, initial=trainer.step, desc=description, leave=False
+    ) as bar:
+        trainer.callbacks.append(_Clock(seconds_before, budget and budget.seconds, bar))
+        trainer.fit()
+    return collect_result(variant, run_dir, trainer.model)
+
+
+def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunResult:
+    """A run's numbers, read back from its own ``metrics.jsonl`` (and its model's size)."""
+    if model is None:
+        from tinylm.inference.loading import load_model
+
+        model = load_model(run_dir)[0]
+    records = _read_records(run_dir)
+    steps = [r for r in records if "loss" in r and "ms_per_step" in r]
+    evals = [r for r in records if "val_loss" in r]
+    if not steps or not evals:
+        raise TinylmError(f"{run_dir} has no training steps or evaluations in metrics.jsonl")
+    counts = model.param_counts()
+    seconds = _training_seconds(records)
+    tokens = sum(r["tokens_per_s"] * r["ms_per_step"] / 1000 for r in steps)
+    curve = []
+    for e in evals:
+        before = [r["ms_per_step"] for r in steps if r["step"] <= e["step"]]
+        curve.append([e["step"], sum(before) / 1000, e["val_loss"]])
+    return RunResult(
+        label=variant.label,
+        settings=variant.settings,
+        seed=variant.seed,
+        run_dir=str(run_dir),
+        steps=steps[-1]["step"],
+        params_total=counts["total"],
+        params_embedding=counts["embedding"],
+        tokens_per_s=tokens / seconds if seconds > 0 else math.nan,
+        seconds=seconds,
+        final_val_loss=evals[-1]["val_loss"],
+        best_val_loss=min(e["val_loss"] for e in evals),
+        curve=curve,
+    )
+
+
+def _read_records(run_dir: Path) -> list[dict[str, Any]]:
+    from tinylm.train.metrics import read_metrics
+
+    path = run_dir / "metrics.jsonl"
+    return read_metrics(path) if path.is_file() else []
+
+
+def _training_seconds(records: list[dict[str, Any]]) -> float:
+    return sum(r["ms_per_step"] for r in records if "ms_per_step" in r) / 1000

@@ -1,0 +1,360 @@
+"""Reading files from disk: every field checked, every failure one line.
+
+A file on disk may be cut short by a crash, edited by hand, or sent by someone
+else, so nothing read from one is trusted. Every reader in tinylm (checkpoint
+JSON and safetensors headers, run state, prepared-data sidecars, tokenizer
+files) goes through the helpers here, and they fail in one way only: a
+:class:`~tinylm.errors.TinylmError` whose one line names the file, the field and
+what was expected. Without them a missing key is a ``KeyError``, a string where
+a number belongs a ``TypeError`` three calls later, and a huge number an
+allocation that takes the machine down.
+
+* :func:`read_json` parses a file (unreadable, non-UTF-8, invalid JSON: one line).
+* :class:`Record` wraps one JSON object and hands out typed fields:
+  ``Record(data, "state.json", hint).int("step", minimum=0)``.
+* :func:`safetensors_header` reads a safetensors file's header (names, dtypes,
+  shapes, metadata) and checks that it describes the file's bytes exactly,
+  without loading a tensor — so a checkpoint can be checked before anything is
+  allocated. The standard library suffices; this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import TinylmError
+
+_REQUIRED = object()
+
+#: Largest safetensors header tinylm reads (the format's own reader allows 100 MB).
+MAX_HEADER_BYTES = 100_000_000
+
+#: safetensors dtype names and their sizes in bytes.
+DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+#: The dtypes that can hold learned weights.
+FLOAT_DTYPES = frozenset({"F8_E5M2", "F8_E4M3", "F16", "BF16", "F32", "F64"})
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value reads to a person: ``a string ('abc')``, ``a list``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# -- JSON files ------------------------------------------------------------------------
+
+
+def read_json(path: str | os.PathLike, hint: str, *, missing: str | None = None) -> Any:
+    """The parsed contents of a JSON file, or one line saying why it cannot be read.
+
+    ``hint`` says what to do (re-create the file, point elsewhere); ``missing``
+    replaces the default message for an absent file.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TinylmError(missing or f"{path} does not exist; {hint}") from None
+    except IsADirectoryError:
+        raise TinylmError(f"{path} is a folder, not a JSON file; {hint}") from None
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
+    return parse_json(raw, path, hint)
+
+
+def parse_json(raw: bytes | str, source: object, hint: str) -> Any:
+    """``json.loads`` with one-line errors (NaN literals parse; :class:`Record` checks ranges)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise TinylmError(f"{source} is not UTF-8 text; it is damaged, {hint}") from None
+    except json.JSONDecodeError as exc:
+        raise TinylmError(
+            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); it is damaged or "
+            f"truncated, {hint}"
+        ) from None
+    except RecursionError:
+        raise TinylmError(f"{source} nests too deeply to be a tinylm file; {hint}") from None
+    except ValueError as exc:  # e.g. an integer literal too long to convert
+        raise TinylmError(f"{source} is not valid JSON ({exc}); {hint}") from None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One JSON object read from ``source``, handing out fields checked for type and range.
+
+    Each accessor raises a one-line :class:`TinylmError` naming ``source``, the
+    field and what it holds, followed by ``hint``. A ``default`` makes a field
+    optional (absent, not null, unless ``None`` is the default).
+    """
+
+    data: Any
+    source: str
+    hint: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, dict):
+            raise TinylmError(
+                f"{self.source} holds {_kind(self.data)}, not a JSON object; {self.hint}"
+            )
+
+    def error(self, key: str, expected: str, value: Any = _REQUIRED) -> TinylmError:
+        """The one-line error for field ``key`` (missing when ``value`` is not given)."""
+        found = "is missing" if value is _REQUIRED else f"is {_kind(value)}"
+        return TinylmError(
+            f"{self.source}: field {key!r} {found}, expected {expected}; {self.hint}"
+        )
+
+    def _get(self, key: str, default: Any, expected: str) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _REQUIRED:
+            raise self.error(key, expected)
+        return default
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def int(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> Any:
+        """An integer (never a bool or a float) within ``[minimum, maximum]``."""
+        expected = _range_text("an integer", minimum, maximum)
+        value = self._get(key, default, expected)
+        if value is default and key not in self.data:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, expected, value)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise self.error(key, expected, value)
+        return value
+
+    def float(self, key: str, default: Any = _REQUIRED, *, finite: bool = True) -> Any:
+        """A number (int or float, not bool), finite unless ``finite=False``."""
+        expected = "a finite number" if finite else "a number"
+        value = self._get(key, default, expected)
+        if value is default and key not in self.data:
+            return value
+        if not is_number(value, finite=finite):
+            raise self.error(key, expected, value)
+        return float(value)
+
+    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default, "a string")
+        if value is default and key not in self.data:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, "a string", value)
+        return value
+
+    def file_name(self, key: str, default: Any = _REQUIRED) -> Any:
+        """The name of a file beside this one: no folders, no ``..``, no control characters
+        (a sidecar naming ``../../etc/passwd`` must not be followed)."""
+        expected = "a plain file name"
+        value = self.str(key, default)
+        if value is default and key not in self.data:
+            return value
+        if (
+            not value
+            or value in (".", "..")
+            or any(sep in value for sep in ("/", "\\"))
+            or not value.isprintable()
+        ):
+            raise self.error(key, expected, value)
+        return value
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default, "true or false")
+        if value is default and key not in self.data:
+            return value
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false", value)
+        return value
+
+    def list(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default, "a list")
+        if value is default and key not in self.data:
+            return value
+        if not isinstance(value, list):
+            raise self.error(key, "a list", value)
+        return value
+
+    def dict(self, key: str, default: Any = _REQUIRED, *, nullable: bool = False) -> Any:
+        """A JSON object (a plain ``dict``); ``nullable`` also accepts ``null`` as ``None``."""
+        expected = "an object or null" if nullable else "an object"
+        value = self._get(key, default, expected)
+        if value is default and key not in self.data:
+            return value
+        if value is None and nullable:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(key, expected, value)
+        return value
+
+    def record(self, key: str, default: Any = _REQUIRED) -> Record:
+        """A nested object as a :class:`Record` (its errors name ``source: key``)."""
+        value = self.dict(key, default)
+        return Record(value, f"{self.source}: {key}", self.hint)
+
+    def number_map(self, key: str, default: Any = _REQUIRED) -> dict[str, float]:
+        """An object of name -> finite number (metrics)."""
+        value = self.dict(key, default)
+        for name, number in value.items():
+            if not is_number(number):
+                raise self.error(f"{key}.{name}", "a finite number", number)
+        return {name: float(number) for name, number in value.items()}
+
+
+def _range_text(what: str, minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{what} from {minimum:,} to {maximum:,}"
+    if minimum is not None:
+        return f"{what} of at least {minimum:,}"
+    if maximum is not None:
+        return f"{what} of at most {maximum:,}"
+    return what
+
+
+def is_number(value: Any, *, finite: bool = True) -> bool:
+    """A JSON number (not a bool), finite unless ``finite=False``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return not finite or math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+# -- safetensors headers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as a safetensors header describes it."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def safetensors_header(
+    path: str | os.PathLike, hint: str
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """``({name: TensorInfo}, metadata)`` of a safetensors file, checked against its size.
+
+    The header is JSON after an 8-byte length. Each tensor must have a known
+    dtype, a shape of non-negative integers and ``data_offsets`` that match its
+    size and tile the data section exactly, so a truncated, padded or edited
+    file is refused here, before any tensor is read.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise TinylmError(f"{path} is truncated (no safetensors header); {hint}")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(MAX_HEADER_BYTES, size - 8):
+                raise TinylmError(
+                    f"{path} is truncated or not a safetensors file (its header claims "
+                    f"{length:,} bytes of {size:,}); {hint}"
+                )
+            header_bytes = handle.read(length)
+    except FileNotFoundError:
+        raise TinylmError(f"{path} does not exist; {hint}") from None
+    except IsADirectoryError:
+        raise TinylmError(f"{path} is a folder, not a safetensors file; {hint}") from None
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
+    header = Record(parse_json(header_bytes, f"{path} (header)", hint), f"{path}", hint)
+    metadata = header.dict("__metadata__", {}, nullable=True) or {}
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise header.error(f"__metadata__.{key}", "a string", value)
+    tensors: dict[str, TensorInfo] = {}
+    spans = []
+    for name in header.data:
+        if name == "__metadata__":
+            continue
+        entry = header.record(name)
+        dtype = entry.str("dtype")
+        if dtype not in DTYPE_SIZES:
+            raise entry.error("dtype", "a safetensors dtype (F32, BF16, I64, ...)", dtype)
+        shape = entry.list("shape")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise entry.error("shape", "a list of non-negative integers", shape)
+        offsets = entry.list("data_offsets")
+        if (
+            len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise entry.error("data_offsets", "[begin, end] with 0 <= begin <= end", offsets)
+        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_SIZES[dtype]:
+            raise TinylmError(
+                f"{path}: tensor {name!r} ({dtype} {shape}) does not match its "
+                f"{offsets[1] - offsets[0]:,} bytes; the file is corrupt, {hint}"
+            )
+        spans.append((offsets[0], offsets[1]))
+        tensors[name] = TensorInfo(dtype, tuple(shape))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise TinylmError(f"{path} has overlapping or missing tensor data; {hint}")
+        position = end
+    if position != size - 8 - length:
+        raise TinylmError(
+            f"{path} holds {size - 8 - length:,} bytes of tensor data, its header describes "
+            f"{position:,}; the file is truncated or corrupt, {hint}"
+        )
+    return tensors, dict(metadata)
+
+
+def metadata_json(
+    metadata: dict[str, str], key: str, source: str, hint: str, default: Any = _REQUIRED
+) -> Any:
+    """A JSON value stored as a string in safetensors metadata (``aliases``, RNG scalars)."""
+    if key not in metadata:
+        if default is _REQUIRED:
+            raise TinylmError(f"{source}: metadata {key!r} is missing; {hint}")
+        return default
+    return parse_json(metadata[key], f"{source}: metadata {key!r}", hint)

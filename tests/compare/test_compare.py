@@ -1,0 +1,287 @@
+"""``tinylm compare``: the plan, the runs it makes, resuming, the table and the CLI.
+
+Runs are tiny (one layer, 32 wide, a few steps on a small text) so the module
+takes seconds. What is checked comes from outside the comparison code: counts
+from the axes' sizes, settings read back from each run's own ``run.json``,
+losses from its own ``metrics.jsonl``, and an uninterrupted comparison for the
+resumed one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinylm.compare import execute
+from tinylm.compare.execute import RunResult, run_comparison
+from tinylm.compare.plan import Budget, combinations, parse_budget, plan_comparison
+from tinylm.compare.results import markdown_table, summarise, write_report
+from tinylm.errors import TinylmError
+
+TINY = {
+    "n_layer": 1,
+    "n_embd": 32,
+    "n_head": 2,
+    "block_size": 16,
+    "batch_size": 4,
+    "eval_batches": 2,
+    "threads": 1,
+    "compile": False,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    lines = [f"the {w} sat on the mat and the {w} ran away." for w in ("cat", "dog", "fox")]
+    path.write_text("\n".join(lines * 40), encoding="utf-8")
+    return path
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+def test_grid_is_every_combination():
+    axes = {"position": ["learned", "rope", "none"], "activation": ["gelu", "swiglu"]}
+    configs = combinations(axes)
+    assert len(configs) == 3 * 2
+    expected = [
+        {"position": p, "activation": a} for p in axes["position"] for a in ("gelu", "swiglu")
+    ]
+    assert configs == expected
+
+
+def test_one_at_a_time_changes_one_setting_from_the_baseline():
+    axes = {"position": ["learned", "rope", "none"], "activation": ["gelu", "swiglu"]}
+    configs = combinations(axes, one_at_a_time=True)
+    assert len(configs) == 1 + (3 - 1) + (2 - 1)
+    baseline = {"position": "learned", "activation": "gelu"}
+    assert configs[0] == baseline
+    for config in configs[1:]:
+        changed = [k for k in config if config[k] != baseline[k]]
+        assert len(changed) == 1
+    assert {"position": "none", "activation": "gelu"} in configs
+    assert {"position": "learned", "activation": "swiglu"} in configs
+
+
+def test_seeds_repeat_each_configuration_with_distinct_seeds():
+    variants = plan_comparison({"norm": ["rmsnorm", "layernorm"]}, seeds=3, first_seed=10)
+    assert [(v.settings["norm"], v.seed) for v in variants] == [
+        ("rmsnorm", 10), ("rmsnorm", 11), ("rmsnorm", 12),
+        ("layernorm", 10), ("layernorm", 11), ("layernorm", 12),
+    ]  # fmt: skip
+    assert len({v.slug for v in variants}) == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "amount"),
+    [
+        ("steps=300", "steps", 300),
+        ("tokens=1000000", "tokens", 1e6),
+        ("seconds=2.5", "seconds", 2.5),
+    ],
+)
+def test_budget_parses(text, kind, amount):
+    assert parse_budget(text) == Budget(kind, amount)
+
+
+@pytest.mark.parametrize(
+    "text", ["steps", "steps=0", "steps=1.5", "minutes=3", "tokens=-1", "seconds=nan", "steps=x"]
+)
+def test_bad_budget_is_refused(text):
+    with pytest.raises(TinylmError, match="budget"):
+        parse_budget(text)
+
+
+def test_tokens_budget_gives_steps_from_each_runs_batch():
+    assert Budget("tokens", 1000).steps_for(4 * 16, default_steps=800) == math.ceil(1000 / 64)
+    assert Budget("seconds", 5).steps_for(64, default_steps=800) == 800
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_runs_differ_only_in_the_varied_settings(tmp_path, corpus):
+    variants = plan_comparison(
+        {"position": ["learned", "rope"], "activation": ["gelu", "relu"]}, one_at_a_time=True
+    )
+    results = run_comparison(
+        variants, tmp_path, data=corpus, overrides=TINY, budget=Budget("steps", 4), progress=False
+    )
+    infos = [json.loads((Path(r.run_dir) / "run.json").read_text()) for r in results]
+    base = infos[0]
+    for variant, info in zip(variants, infos, strict=True):
+        for part in ("model", "train"):
+            differs = {k for k in base[part] if base[part][k] != info[part][k]}
+            assert differs <= {*variant.settings, "out_dir"}, (variant.label, differs)
+        assert info["model"]["position"] == variant.settings["position"]
+        assert info["model"]["activation"] == variant.settings["activation"]
+        assert info["train"]["steps"] == 4
+    # every run trained on the same prepared tokens
+    prepared = {
+        (Path(r.run_dir) / i["prepared"]).resolve() for r, i in zip(results, infos, strict=True)
+    }
+    assert len(prepared) == 1 and prepared.pop().is_relative_to(tmp_path / "data")
+
+
+def test_table_numbers_are_the_runs_own_metrics(tmp_path, corpus):
+    variants = plan_comparison({"norm": ["rmsnorm", "layernorm"]})
+    results = run_comparison(
+        variants,
+        tmp_path,
+        data=corpus,
+        overrides=TINY,
+        budget=Budget("tokens", 300),
+        progress=False,
+    )
+    for r in results:
+        records = _read(Path(r.run_dir) / "metrics.jsonl")
+        evals = [x["val_loss"] for x in records if "val_loss" in x]
+        steps = [x for x in records if "ms_per_step" in x]
+        assert r.final_val_loss == evals[-1]
+        assert r.best_val_loss == min(evals)
+        assert r.steps == steps[-1]["step"] == math.ceil(300 / (4 * 16))
+        assert r.seconds == pytest.approx(sum(x["ms_per_step"] for x in steps) / 1000)
+    paths = write_report(results, tmp_path, "norms")
+    table = paths["table"].read_text()
+    for r in results:
+        assert f"{r.final_val_loss:.4f}" in table
+    rows = paths["csv"].read_text().splitlines()
+    assert len(rows) == 1 + len(results)
+    for path in (paths["steps_plot"], paths["time_plot"]):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_killed_comparison_continues_and_matches_an_uninterrupted_one(
+    tmp_path, corpus, monkeypatch
+):
+    variants = plan_comparison({"activation": ["gelu", "relu"]})
+    options = {
+        "data": corpus,
+        "overrides": {**TINY, "eval_every": 2},
+        "progress": False,
+        "budget": Budget("steps", 6),
+    }
+    whole = run_comparison(variants, tmp_path / "whole", **options)
+
+    # Kill the second run after its step-4 checkpoint.
+    original = execute._Clock.on_step
+
+    def killing(self, trainer, record):
+        original(self, trainer, record)
+        if (
+            trainer.config.to_dict()["seed"]
+            and "relu" in str(trainer.run_dir)
+            and trainer.step == 5
+        ):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute._Clock, "on_step", killing)
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(variants, tmp_path / "killed", **options)
+    first = tmp_path / "killed" / "runs" / variants[0].slug / execute.RESULT_FILE
+    before = first.stat().st_mtime_ns
+    monkeypatch.setattr(execute._Clock, "on_step", original)
+
+    events = []
+    again = run_comparison(variants, tmp_path / "killed", on_run=events.append, **options)
+    assert [e.skipped for e in events] == [True, False]
+    assert first.stat().st_mtime_ns == before  # the finished run was not repeated
+    for a, b in zip(whole, again, strict=True):
+        assert a.final_val_loss == b.final_val_loss  # resumed exactly
+        assert [p[2] for p in a.curve] == [p[2] for p in b.curve]
+
+
+def test_a_damaged_result_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "compare.json"
+    path.write_text('{"label": 3}')
+    with pytest.raises(TinylmError, match="delete it"):
+        RunResult.read(path)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def _result(label: str, seed: int, final: float) -> RunResult:
+    return RunResult(
+        label=label,
+        settings={"x": label},
+        seed=seed,
+        run_dir="r",
+        steps=10,
+        params_total=100,
+        params_embedding=10,
+        tokens_per_s=1000.0,
+        seconds=1.0,
+        final_val_loss=final,
+        best_val_loss=final,
+        curve=[[10, 1.0, final]],
+    )
+
+
+def test_differences_inside_the_seed_spread_are_marked():
+    # a: mean 2.0, sd 0.1; b: mean 2.05, sd 0.1 -> |0.05| <= 0.2: noise;
+    # c: mean 3.0, sd 0.1 -> 1.0 > 0.2: real.
+    results = [
+        _result("a", 1, 1.9),
+        _result("a", 2, 2.1),
+        _result("b", 1, 1.95),
+        _result("b", 2, 2.15),
+        _result("c", 1, 2.9),
+        _result("c", 2, 3.1),
+    ]
+    by_label = {s.label: s for s in summarise(results)}
+    assert by_label["a"].final == pytest.approx(2.0)
+    assert by_label["a"].final_std == pytest.approx(math.sqrt(0.02))  # sample sd of 1.9, 2.1
+    assert by_label["a"].delta == 0
+    assert by_label["b"].within_noise is True
+    assert by_label["c"].within_noise is False
+    table = markdown_table(list(by_label.values()))
+    assert "| b |" in table and "+0.0500 ≈" in table
+    assert "+1.0000 |" in table
+
+
+def test_one_seed_says_the_spread_is_unknown():
+    summaries = summarise([_result("a", 1, 2.0), _result("b", 1, 2.5)])
+    assert all(s.within_noise is None for s in summaries)
+    assert "more seeds" in markdown_table(summaries)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--vary", "position"], "--vary wants KEY=V1,V2"),
+        (["--vary", "position=learned,rope", "--budget", "steps=0"], "budget steps"),
+        (["--vary", "position=learned,rope", "--budget", "hours=1"], "--budget"),
+        (["--vary", "colour=red,blue"], "unknown"),
+        (["--vary", "position=learned,learned"], "repeats"),
+        (["--vary", "n_layer=1,2", "--set", "n_layer=3"], "both varied and set"),
+        (["--vary", "position=learned,sideways"], "position"),
+        (["--vary", "position=learned,rope", "--seeds", "0"], "seeds"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinylm.cli.main", "compare", *args, "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), proc.stderr
+    assert needle in lines[0]
+    assert not out.exists()
