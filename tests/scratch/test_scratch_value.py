@@ -32,6 +32,7 @@ PRIMITIVES = {
     "rsub": (lambda a: 2.5 - a, [(0.3,)]),
     "rdiv": (lambda a: 2.5 / a, [(0.3,)]),
     "sum": (lambda a, b: Value.sum([a, b, a]), [(0.3, -1.7)]),
+    "dot": (lambda a, b: Value.dot([a, b, a], [b, 0.5, a]), [(0.3, -1.7)]),
 }
 
 
@@ -144,3 +145,21 @@ def test_exponent_must_be_a_number():
     with pytest.raises(TypeError):
         Value(2.0) ** Value(3.0)
     assert math.isclose((Value(4.0) ** 0.5).data, 2.0)
+
+
+def test_dot_is_the_sum_of_products_bit_for_bit():
+    # Value.dot is a derived op: the same data and the same gradients as the
+    # products added by Value.sum, and a length mismatch is an error, not a truncation.
+    rng = random.Random(3)
+    xs = [rng.uniform(-2, 2) for _ in range(7)]
+    ys = [rng.uniform(-2, 2) for _ in range(7)]
+    a, b = [Value(x) for x in xs], [Value(y) for y in ys]
+    out = Value.dot(a, b)
+    out.backward()
+    total = 0.0
+    for x, y in zip(xs, ys, strict=True):
+        total += x * y
+    assert out.data == total
+    assert [v.grad for v in a] == ys and [v.grad for v in b] == xs
+    with pytest.raises(ValueError):
+        Value.dot(a, b[:-1])

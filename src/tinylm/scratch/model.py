@@ -76,12 +76,12 @@ def parameter_shapes(config: Config) -> dict[str, tuple[int, int]]:
 
 def linear(x: Vector, w: Matrix) -> Vector:
     """``W x``: one dot product per row of ``w``."""
-    return [Value.sum([wi * xi for wi, xi in zip(row, x, strict=True)]) for row in w]
+    return [Value.dot(row, x) for row in w]
 
 
 def rmsnorm(x: Vector, eps: float) -> Vector:
     """``x / sqrt(mean(x^2) + eps)``: every vector leaves with a root-mean-square of ~1."""
-    mean_square = Value.sum([xi * xi for xi in x]) * (1.0 / len(x))
+    mean_square = Value.dot(x, x) * (1.0 / len(x))
     scale = (mean_square + eps) ** -0.5
     return [xi * scale for xi in x]
 
@@ -158,14 +158,9 @@ class MicroGPT:
         for head in range(c.n_head):
             s = slice(head * d, (head + 1) * d)
             q_h = q[s]
-            scores = [
-                Value.sum([a * b for a, b in zip(q_h, k[s], strict=True)]) * scale for k in keys
-            ]
+            scores = [Value.dot(q_h, k[s]) * scale for k in keys]
             weights = softmax(scores)
-            heads += [
-                Value.sum([w * v[j] for w, v in zip(weights, values, strict=True)])
-                for j in range(s.start, s.stop)
-            ]
+            heads += [Value.dot(weights, [v[j] for v in values]) for j in range(s.start, s.stop)]
         out = linear(heads, p[prefix + "w_o.weight"])
         return [a + b for a, b in zip(x, out, strict=True)]  # residual
 

@@ -30,7 +30,9 @@ Two choices keep the graph small without changing a single number it computes:
   is not wrapped in a ``Value``: it needs no gradient, so it is no node at all.
 * ``Value.sum(values)`` adds many values in one ``add`` node with a local
   gradient of 1 for each, instead of a chain of ``len(values) - 1`` binary adds.
-  It adds left to right, exactly as the chain would.
+  It adds left to right, exactly as the chain would. ``Value.dot(a, b)``, the
+  sum of products at the heart of every linear layer and attention score, is
+  built on it.
 
 And one outside it: a graph holds no reference cycles (a node only points at
 the nodes it was computed from), so reference counting frees it the moment the
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -100,6 +102,15 @@ class Value:
             total += v.data
         return Value(total, values, (1.0,) * len(values))
 
+    @staticmethod
+    def dot(a: Sequence[Value], b: Sequence[Value | float]) -> Value:
+        """``a[0] * b[0] + a[1] * b[1] + ...``: one ``mul`` node per pair, one ``add`` node.
+
+        A derived operation, no new kind of node: the sum of products that every
+        linear layer and every attention score is made of, named once.
+        """
+        return Value.sum([x * y for x, y in zip(a, b, strict=True)])
+
     # -- derived operations -----------------------------------------------------------
 
     def __neg__(self) -> Value:
@@ -137,7 +148,10 @@ class Value:
         self.grad = 1.0
         for node in reversed(order):
             grad = node.grad
-            for child, local in zip(node.children, node.local_grads, strict=False):
+            # No ``strict=``: any keyword sends ``zip`` down CPython's slow calling
+            # path (a keyword dict per call), and this runs once per node; the two
+            # tuples are made together in ``__init__``, so their lengths agree.
+            for child, local in zip(node.children, node.local_grads):  # noqa: B905
                 child.grad += local * grad
 
 
