@@ -8,7 +8,10 @@ which never runs -- become edges of a module graph. The rules:
 * ``tinylm.tokenizers`` stands alone: it reaches neither torch nor the model,
   training or the CLI;
 * ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
-* ``tinylm.train`` never reaches into the CLI;
+* ``tinylm.data`` turns text into batches without the model, training or the CLI;
+* ``tinylm.train`` never reaches into the CLI or the run layer above it;
+* ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
+  layer or CLI, and the run layer no CLI;
 * ``tinylm.scratch`` imports only the standard library.
 
 "Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
@@ -38,7 +41,10 @@ Graph = Mapping[str, set[str]]
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
-    "tinylm.train": ("tinylm.cli",),
+    "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
+    "tinylm.train": ("tinylm.cli", "tinylm.run"),
+    "tinylm.inference": ("tinylm.train", "tinylm.run", "tinylm.cli"),
+    "tinylm.run": ("tinylm.cli",),
 }
 #: packages whose modules may import only the standard library (and each other).
 STDLIB_ONLY = ("tinylm.scratch",)
@@ -249,6 +255,7 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
         ("tinylm.model.gpt", "tinylm.progress"),
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),
+        ("tinylm.data.batches", "tinylm.train.trainer"),
     ],
 )
 def test_each_planted_wrong_way_import_is_found(module, target):

@@ -8,8 +8,8 @@ can catch it with the exception they would expect for bad input.
 The library speaks the library's language: a message names a *setting*
 (``out_dir``, ``block_size``, ``prompt``), never a command-line flag. When the fix
 is to change one setting, the error is a :class:`SettingError` that carries the
-setting's name, so a front end can add its own spelling of it (the CLI writes
-``--out DIR`` for ``out_dir``; see ``tinylm.cli.errors``).
+setting's name, so a front end can add its own spelling of it (the CLI adds the
+flag that sets it; see ``tinylm.cli.errors``).
 """
 
 from __future__ import annotations
@@ -36,3 +36,14 @@ class SettingError(TinylmError):
         self.setting = setting
         self.reason = reason
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors raised in worker processes are pickled back to the caller; the
+        # default would call SettingError(message) and lose (or fail on) the rest.
+        return (_rebuild, (type(self), str(self), self.setting, self.reason, self.details))
+
+
+def _rebuild(
+    cls: type[SettingError], message: str, setting: str, reason: str | None, details: dict
+) -> SettingError:
+    return cls(message, setting, reason, **details)

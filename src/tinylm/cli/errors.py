@@ -14,10 +14,11 @@ from typing import Any
 
 from tinylm.errors import SettingError, TinylmError
 
-#: How the command line spells each setting that an error can name.
+#: The flag that sets each setting an error can name; any other setting is a model or
+#: train config field, set with ``--set NAME=VALUE``.
 FLAGS = {
-    "out_dir": "--out DIR",
-    "steps": "--steps N",
+    "out_dir": "--out",
+    "steps": "--steps",
     "data": "--data",
     "tokenizer": "--tokenizer",
     "preset": "--preset",
@@ -25,18 +26,33 @@ FLAGS = {
     "resume": "--resume",
     "overrides": "--set",
     "prompt": "--prompt",
-    "block_size": "--set block_size=N",
     "text_field": "--text-field",
     "pattern": "--pattern",
-    "unknown": "--unknown reserve",
-    "budget": "--budget steps=N|tokens=N|seconds=N",
-    "seeds": "--seeds N",
-    "vary": "--vary KEY=V1,V2",
+    "unknown": "--unknown",
+    "format": "--format",
+    "engine": "--engine",
+    "budget": "--budget",
+    "seeds": "--seeds",
+    "vary": "--vary",
+}
+#: What to show as the value when an error gives none.
+PLACEHOLDERS = {
+    "out_dir": "DIR",
+    "steps": "N",
+    "text_field": "FIELD",
+    "budget": "steps=N|tokens=N|seconds=N",
+    "seeds": "N",
+    "vary": "KEY=V1,V2",
 }
 
 
-def _flag(setting: str) -> str:
-    return FLAGS.get(setting, f"--set {setting}=...")
+def spelled(setting: str, value: Any = None) -> str:
+    """How the command line sets ``setting`` (to ``value``): ``--out DIR``, ``--set lr=N``."""
+    shown = PLACEHOLDERS.get(setting, "") if value is None else str(value)
+    flag = FLAGS.get(setting)
+    if flag is None:
+        return f"--set {setting}={shown or 'N'}"
+    return f"{flag} {shown}".rstrip()
 
 
 # Rules whose fix on the command line is worded differently from the library's.
@@ -52,8 +68,8 @@ _REWORDED: dict[str, Callable[[dict[str, Any], str], str]] = {
         f"with N > {d['step']} to train further"
     ),
     "differs_from_run": lambda d, setting: (
-        f"{FLAGS[setting]} {d['given']} differs from the run's ({d['stored']}); resume "
-        "without it, or start a new run with --out DIR"
+        f"{FLAGS.get(setting, setting)} {d['given']} differs from the run's ({d['stored']}); "
+        "resume without it, or start a new run with --out DIR"
     ),
     "unknown_key": lambda d, setting: (
         f"unknown {FLAGS.get(setting, setting)} key {d['key']!r}; valid keys are {d['valid']}"
@@ -63,7 +79,7 @@ _REWORDED: dict[str, Callable[[dict[str, Any], str], str]] = {
     ),
     "init_from_changes_shape": lambda d, _: (
         f"--init-from keeps the model's shape; only dropout can be set, not {d['key']} "
-        f"(the model has {d['key']}={d['value']!r})"
+        f"(the model has {d['key']}={d['model_value']!r})"
     ),
 }
 
@@ -76,5 +92,5 @@ def cli_message(exc: TinylmError) -> str:
     if exc.reason in _REWORDED:
         return _REWORDED[exc.reason](exc.details, exc.setting)
     if exc.reason is None:  # a plain "change this setting": say how, on the command line
-        return f"{message} ({_flag(exc.setting)})"
+        return f"{message} ({spelled(exc.setting, exc.details.get('value'))})"
     return message

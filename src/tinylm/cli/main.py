@@ -24,6 +24,7 @@ COMMAND_MODULES = ("tinylm.cli.tokenizer_cmds", "tinylm.cli.data_cmds", "tinylm.
 COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
+COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
 
 
 class Parser(argparse.ArgumentParser):

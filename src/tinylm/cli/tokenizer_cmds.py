@@ -133,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(spec: str) -> str:
+def spec_label(spec: str) -> str:
     """A short column name: the file name for files, the spec itself otherwise."""
     return Path(spec).name if Path(spec).is_file() else spec
 
@@ -143,7 +143,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     specs = args.tokenizer or ["char", "bpe:1024"]
     # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
     tokenizers = {
-        _label(spec): tokenizer_from_spec(spec, corpus, unknown="reserve", pattern=args.pattern)
+        spec_label(spec): tokenizer_from_spec(spec, corpus, unknown="reserve", pattern=args.pattern)
         for spec in specs
     }
     texts = args.text or list(SEED_EXAMPLES)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep
-from tinylm.data.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
-from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
+from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
 
 FINAL_SAMPLES = 2
 
@@ -66,7 +66,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", metavar="RUN", help="start from a trained run or checkpoint (fine-tune)"
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="pytorch",
+        help="pytorch (default), or scratch: the microgpt preset in pure Python scalars, one "
+        f"document per step (default data: {BUILTIN_WORDS!r}, one document per line)",
+    )
     add_doc_sep(p)
+    p.set_defaults(doc_sep=None)  # eot, or line for the scratch engine (see run_train)
     p.add_argument("--quiet", action="store_true", help="no progress bar or periodic output")
     p.set_defaults(run=run_train)
 
@@ -161,7 +169,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.resume:
             trainer = resume_run(args.out, **given)
         else:
-            trainer = start_run(out_dir=args.out, separator=args.doc_sep, **given)
+            separator = args.doc_sep or ("line" if args.engine == "scratch" else "eot")
+            trainer = start_run(out_dir=args.out, separator=separator, engine=args.engine, **given)
         out_dir = Path(trainer.config.out_dir)
         try:
             summary = trainer.fit()
@@ -211,16 +220,9 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from tinylm.inference.loading import load_model
     from tinylm.train.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    model, tokenizer, meta = load_model(
-        args.run_path, str(device), "best" if args.best else "latest"
-    )
-    if tokenizer is None:
-        raise TinylmError(
-            f"checkpoint {meta['path']} has no tokenizer.json, so text cannot be encoded or "
-            "written; point at a checkpoint saved with its tokenizer"
-        )
-    return model, tokenizer, meta
+    device = str(resolve_device(args.device))
+    which = "best" if args.best else "latest"
+    return load_model(args.run_path, device, which, require_tokenizer=True)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -253,39 +255,22 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinylm.data.batches import check_long_enough, sequential_batches
-    from tinylm.train.evaluation import full_pass_loss
+    from tinylm.inference.evaluation import evaluate
 
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, tokenizer, meta = _load_run(args)
-    tokens, what = _eval_tokens(args, tokenizer)
-    block_size = model.config.block_size
-    check_long_enough(tokens, block_size, what, hint="give more text to evaluate on")
-    device = next(model.parameters()).device
-    batches = sequential_batches(tokens, block_size, args.batch_size, device, args.max_batches)
-    result = full_pass_loss(model, batches)
+    result = evaluate(
+        model,
+        tokenizer,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        separator=args.doc_sep,
+    )
     print(
-        f"{what}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
+        f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
         f"over {result['tokens']:,} tokens (checkpoint {meta['path']}, step {meta['step']})"
     )
     return 0
-
-
-def _eval_tokens(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, str]:
-    """The token ids to score: a prepared split, or raw text encoded with the run's tokenizer."""
-    import numpy as np
-
-    from tinylm.data.corpus import corpus_from_specs, iter_documents
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.run.data_cache import is_prepared_dir
-
-    if len(args.data) == 1 and is_prepared_dir(args.data[0]):
-        data = load_prepared(args.data[0])
-        check_tokenizer(data, tokenizer)
-        return (data.val if args.split == "val" else data.train), f"{args.data[0]} ({args.split})"
-    corpus = corpus_from_specs(args.data)
-    ids: list[int] = []
-    for document in iter_documents(corpus, args.doc_sep):
-        ids.extend(tokenizer.encode_document(document))
-    return np.asarray(ids, dtype=np.int64), " ".join(args.data)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 
 #: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).
 IGNORE_INDEX = -100
@@ -50,14 +50,23 @@ def check_long_enough(
     data: TokenArray,
     block_size: int,
     name: str,
-    hint: str = "give more text or a smaller block_size",
+    hint: str | None = None,
 ) -> None:
-    """The data (``name`` says which, e.g. "validation split") must hold one full window."""
-    if num_windows(data, block_size) < 1:
-        raise TinylmError(
-            f"need at least block_size + 1 = {block_size + 1} tokens for a batch, the {name} "
-            f"has {len(data)} tokens; {hint}"
-        )
+    """The data (``name`` says which, e.g. "validation split") must hold one full window.
+
+    The default ``hint`` is to give more text or lower ``block_size`` (a
+    :class:`SettingError` naming it); a ``hint`` of the caller's replaces that,
+    for data whose model is already made (evaluation).
+    """
+    if num_windows(data, block_size) >= 1:
+        return
+    message = (
+        f"need at least block_size + 1 = {block_size + 1} tokens for a batch, the {name} "
+        f"has {len(data)} tokens; {hint or 'give more text or a smaller block_size'}"
+    )
+    if hint is None:
+        raise SettingError(message, setting="block_size")
+    raise TinylmError(message)
 
 
 def draw_offsets(n_windows: int, count: int, generator: torch.Generator | None) -> Tensor:

@@ -21,6 +21,8 @@ from tinylm.errors import TinylmError
 
 #: Name that selects the built-in corpus wherever a corpus is asked for.
 BUILTIN_CORPUS = "pydocs"
+#: The built-in corpus of short documents: its distinct lowercase words, one per document.
+BUILTIN_WORDS = "pydocs-words"
 
 #: Named document separators; any other string is used literally.
 SEPARATORS: dict[str, str | None] = {
@@ -38,6 +40,22 @@ def builtin_documents() -> list[str]:
     from pydoc_data.topics import topics
 
     return [topics[name] for name in sorted(topics)]
+
+
+def builtin_words() -> list[str]:
+    """The distinct all-lowercase words (a-z, two letters or more) of the built-in corpus.
+
+    About 3,400 short documents such as ``iterator`` or ``keyword``, sorted: the
+    default corpus of the scratch engine, which trains one short document per
+    step. They ship with every CPython, and their alphabet is microgpt's (26
+    letters, plus BOS: a vocabulary of 27), like the names list the seed uses.
+    """
+    import re
+
+    words: set[str] = set()
+    for document in builtin_documents():
+        words.update(w for w in re.findall(r"[A-Za-z]+", document) if w.islower() and len(w) > 1)
+    return sorted(words)
 
 
 def expand_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -148,4 +166,6 @@ def corpus_from_specs(specs: Sequence[str]) -> list[str] | list[Path]:
     """What the CLI passes on: the built-in documents, or the expanded file list."""
     if not specs or list(specs) == [BUILTIN_CORPUS]:
         return builtin_documents()
+    if list(specs) == [BUILTIN_WORDS]:
+        return builtin_words()
     return expand_paths(specs)

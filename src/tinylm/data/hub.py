@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 
 _ROWS_PER_READ = 1024
 
@@ -76,9 +76,11 @@ def load_hub_dataset(
         ) from None
     columns = dataset.column_names
     if columns is not None and text_field not in columns:
-        raise TinylmError(
+        raise SettingError(
             f"dataset {name!r} has no field {text_field!r}; its fields are "
-            f"{', '.join(columns)}; pass text_field=<one of them> (--text-field)"
+            f"{', '.join(columns)}; set text_field to one of them",
+            setting="text_field",
+            value="FIELD",
         )
     return _documents(dataset.iter(batch_size=_ROWS_PER_READ), name, text_field)
 

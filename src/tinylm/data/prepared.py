@@ -70,7 +70,12 @@ class PreparedData:
 
 
 def _rerun_hint(path: Path) -> str:
-    return f"re-run `tinylm prepare CORPUS --tokenizer FILE --out {path}`"
+    return f"prepare the corpus into {path} again (tinylm prepare)"
+
+
+def is_prepared_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a prepared dataset folder (it has meta.json), not raw text."""
+    return Path(path).is_dir() and (Path(path) / META_FILE).is_file()
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedData:
@@ -127,7 +132,7 @@ def check_tokenizer(meta: dict[str, Any] | PreparedData, tokenizer: Tokenizer) -
     if theirs != ours:
         raise TinylmError(
             f"data in {where} was prepared with tokenizer {theirs}, but the run uses {ours}; "
-            "prepare the text again with this tokenizer (tinylm prepare ... --tokenizer FILE), "
+            "prepare the text again with this tokenizer (tinylm prepare), "
             f"or use the tokenizer it was made with ({where}/{TOKENIZER_FILE})"
         )
 

@@ -39,9 +39,17 @@ def resolve_model_checkpoint(path: str | os.PathLike, which: str = "latest") -> 
 
 
 def load_model(
-    path: str | os.PathLike, device: str = "cpu", which: str = "latest"
+    path: str | os.PathLike,
+    device: str = "cpu",
+    which: str = "latest",
+    *,
+    require_tokenizer: bool = False,
 ) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
-    """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode."""
+    """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode.
+
+    The tokenizer is ``None`` for a checkpoint saved without one, unless
+    ``require_tokenizer`` makes that an error (text can be neither encoded nor written).
+    """
     folder = resolve_model_checkpoint(path, which)
     meta = read_checkpoint_meta(folder)
     if not isinstance(meta.get("config"), dict):
@@ -49,5 +57,11 @@ def load_model(
     model = GPT(ModelConfig.from_dict(meta["config"]))
     load_checkpoint(folder, model)
     model.to(device).eval()
-    tokenizer = load_tokenizer_file(meta["tokenizer"]) if meta.get("tokenizer") else None
-    return model, tokenizer, meta
+    if meta.get("tokenizer") is None:
+        if require_tokenizer:
+            raise TinylmError(
+                f"checkpoint {folder} has no tokenizer.json, so text cannot be encoded or "
+                "written; point at a checkpoint saved with its tokenizer"
+            )
+        return model, None, meta
+    return model, load_tokenizer_file(meta["tokenizer"]), meta

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError
 from tinylm.tokenizers.base import Tokenizer
 
 
@@ -24,7 +24,9 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str = "") -> list[int]:
     ids = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
     ids += tokenizer.encode(prompt) if prompt else []
     if not ids:
-        raise TinylmError("this tokenizer has no BOS token; give a --prompt to start from")
+        raise SettingError(
+            "this tokenizer has no BOS token; give a prompt to start from", setting="prompt"
+        )
     return ids
 
 

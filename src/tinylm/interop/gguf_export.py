@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.interop.hf_config import hf_architecture
 from tinylm.interop.hf_tokenizer import all_splits
 from tinylm.model.config import ModelConfig
@@ -98,14 +98,18 @@ def check_gguf(config: ModelConfig, tokenizer: Tokenizer) -> str:
     """Refuse what GGUF cannot hold; return llama.cpp's name of the pre-tokenizer."""
     family = hf_architecture(config)
     if family != "llama":
-        raise TinylmError(
+        raise SettingError(
             "GGUF export covers Llama-style models (position=rope, rmsnorm, swiglu); "
-            "this one is GPT-2-style, export it with --format hf"
+            "this one is GPT-2-style, export it in the hf format",
+            setting="format",
+            value="hf",
         )
     if not isinstance(tokenizer, BPETokenizer):
-        raise TinylmError(
+        raise SettingError(
             f"GGUF embeds byte-level BPE tokenizers; this model uses a {tokenizer.kind} "
-            "tokenizer (retrain with --tokenizer bpe:N, or export with --format hf)"
+            "tokenizer (retrain it with a bpe:N tokenizer, or export it in the hf format)",
+            setting="format",
+            value="hf",
         )
     pre = LLAMA_CPP_PRE_TOKENIZERS.get(tokenizer.pattern)
     if pre is None:

@@ -9,7 +9,7 @@ shard names must be plain files inside the folder. Weights only in pickle form
 (``pytorch_model.bin``) are refused without being opened: unpickling runs code.
 
 The result is an ordinary run folder (``run.json`` + ``ckpt-000000``), which
-``sample``, ``eval``, ``inspect`` and ``train --init-from`` accept. A tokenizer
+``sample``, ``eval``, ``inspect`` and fine-tuning (``init_from``) accept. A tokenizer
 that is not byte-level BPE (SentencePiece Llamas) cannot come along; the weights
 still import, and the run says so.
 """

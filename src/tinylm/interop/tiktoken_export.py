@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.interop.hf_tokenizer import first_merges
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer
@@ -33,9 +33,11 @@ SPEC_FILE = "tiktoken.json"
 def tiktoken_files(tokenizer: Tokenizer, name: str = "tinylm") -> tuple[str, dict[str, Any]]:
     """``(rank file text, tiktoken.json dict)`` for a BPE tokenizer."""
     if not isinstance(tokenizer, BPETokenizer):
-        raise TinylmError(
+        raise SettingError(
             f"a {tokenizer.kind} tokenizer cannot be written as a tiktoken file: tiktoken "
-            "holds byte-level BPE only (export --format hf writes the char tokenizer)"
+            "holds byte-level BPE only (the hf export format writes the char tokenizer)",
+            setting="format",
+            value="hf",
         )
     _check_rank_order(tokenizer)
     lines = [
@@ -68,7 +70,9 @@ def _check_rank_order(tokenizer: BPETokenizer) -> None:
             )
     ids = [id_of[token] for token in first]
     if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
-        raise TinylmError(
+        raise SettingError(
             "this tokenizer's ids do not rise in merge order; tiktoken ranks tokens by id, "
-            "so it would merge in another order (export --format hf keeps the merge order)"
+            "so it would merge in another order (the hf export format keeps the merge order)",
+            setting="format",
+            value="hf",
         )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
-from tinylm.data.prepared import META_FILE
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS, corpus_from_specs
+from tinylm.data.prepared import META_FILE, is_prepared_dir
 from tinylm.errors import SettingError
 from tinylm.run.folder import DATA_CACHE, relative_to
 from tinylm.run.settings import DEFAULT_TOKENIZER
@@ -35,8 +34,8 @@ def corpus_fingerprint(specs: Sequence[str]) -> str:
     size and modification time change whenever a file is edited.
     """
     digest = hashlib.sha256()
-    if not specs or list(specs) == [BUILTIN_CORPUS]:
-        for doc in corpus_from_specs([]):
+    if not specs or list(specs) in ([BUILTIN_CORPUS], [BUILTIN_WORDS]):
+        for doc in corpus_from_specs(list(specs)):
             digest.update(doc.encode("utf-8"))
             digest.update(b"\0")
     else:
@@ -60,11 +59,6 @@ def cache_key(data_specs: Sequence[str], tokenizer_key: str, separator: str) -> 
 
 
 # -- preparing ------------------------------------------------------------------------
-
-
-def is_prepared_dir(spec: str | os.PathLike) -> bool:
-    """A folder written by ``prepare`` (it has meta.json)."""
-    return Path(spec).is_dir() and (Path(spec) / META_FILE).is_file()
 
 
 def prepare_cached(

@@ -21,8 +21,10 @@ from typing import Any
 from tinylm.errors import SettingError, TinylmError
 
 DEFAULT_PRESET = "small"
+#: The training engines: tinylm's PyTorch model, or the scalar one of ``tinylm.scratch``.
+ENGINES = ("pytorch", "scratch")
 DEFAULT_TOKENIZER = "char"  # a spec: see tinylm.tokenizers.spec
-#: How the error for an unknown key names the last layer (the CLI names it ``--set``).
+#: How the error for an unknown key names the last layer (the CLI names its flag).
 OVERRIDES = "overrides"
 
 

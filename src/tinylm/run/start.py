@@ -25,13 +25,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tinylm.data.corpus import BUILTIN_CORPUS
+from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
-from tinylm.run.settings import RunSettings, layer_settings
+from tinylm.run.settings import ENGINES, RunSettings, layer_settings
 from tinylm.tokenizers.spec import load_tokenizer_file
 from tinylm.train import distributed
+from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
+from tinylm.train.scratch_trainer import (
+    is_scratch_run,
+    new_scratch_trainer,
+    resume_scratch_trainer,
+    scratch_model_config,
+    scratch_train_config,
+)
 from tinylm.train.trainer import Trainer
 
 PathLike = str | os.PathLike
@@ -49,6 +57,7 @@ def start_run(
     init_from: PathLike | None = None,
     separator: str = "eot",
     progress: bool = True,
+    engine: str = "pytorch",
 ) -> Trainer:
     """A new run (or a fine-tune, with ``init_from``), ready to ``fit()``.
 
@@ -58,14 +67,28 @@ def start_run(
     settings' layers (see :mod:`tinylm.run.settings`). ``out_dir``: the run
     folder (default: the ``out_dir`` setting, else ``runs/<preset>``).
     ``separator`` cuts text files into documents. ``progress=False`` silences
-    data preparation and training alike.
+    data preparation and training alike. ``engine="scratch"`` trains with
+    ``tinylm.scratch`` instead (a ``ScratchTrainer``: default preset microgpt,
+    default data the built-in words; see ``tinylm.train.scratch_trainer``).
     """
+    _check_engine(engine)
+    if engine == "scratch":
+        preset = preset or SCRATCH_PRESET
+        data = data if data is not None else BUILTIN_WORDS
     settings = _settings(preset, config_file, overrides, progress)
     folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
     dist = _join_processes(settings)
     with _removed_if_failed(folder, dist):
         return _new_trainer(
-            settings, folder, _data_specs(data), tokenizer, init_from, separator, progress, dist
+            settings,
+            folder,
+            _data_specs(data),
+            tokenizer,
+            init_from,
+            separator,
+            progress,
+            dist,
+            engine,
         )
 
 
@@ -140,6 +163,17 @@ def _settings(
     return settings
 
 
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise SettingError(
+            f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}",
+            setting="engine",
+            reason="unknown_engine",
+            key="engine",
+            value=engine,
+        )
+
+
 def _data_specs(data: DataSpec) -> list[str]:
     """The data argument as a list of strings (what ``run.json`` records)."""
     if data is None:
@@ -181,6 +215,7 @@ def _new_trainer(
     separator: str,
     progress: bool,
     dist: distributed.DistInfo,
+    engine: str = "pytorch",
 ) -> Trainer:
     """A fresh run (or a fine-tune), after every check passes."""
     import torch
@@ -191,10 +226,19 @@ def _new_trainer(
     from tinylm.train.trainer import check_writable
 
     rules.refuse_existing_run(out_dir)
-    train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
+    scratch = engine == "scratch"
+    if scratch:  # fail on a setting the scalar loop cannot honour before any data
+        scratch_train_config({**settings.train, "out_dir": str(out_dir)})
+    else:
+        train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
     base = _base_model(init_from, settings.model) if init_from is not None else None
     if base is None:  # fail on a bad preset or model setting before preparing any data
-        ModelConfig.from_preset(settings.preset, **settings.model)
+        if scratch:
+            scratch_model_config(
+                settings.preset, settings.model, settings.model.get("vocab_size", 27)
+            )
+        else:
+            ModelConfig.from_preset(settings.preset, **settings.model)
     if dist.is_main:
         check_writable(out_dir)
     spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
@@ -207,6 +251,22 @@ def _new_trainer(
         progress=progress,
         dist=dist,
     )
+    if scratch:
+        run_info = {
+            "preset": None if base else settings.preset,
+            "init_from": str(base["path"]) if base else None,
+            **found.info,
+        }
+        return new_scratch_trainer(
+            out_dir,
+            found.data,
+            found.tokenizer,
+            settings.model,
+            settings.train,
+            preset=settings.preset,
+            base=base,
+            run_info=run_info,
+        )
     if base is not None:
         config = ModelConfig.from_dict({**base["config"], **settings.model})
     else:
@@ -246,7 +306,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
             setting="init_from",
             reason="init_from_changes_shape",
             key=changed[0],
-            value=meta["config"].get(changed[0]),
+            model_value=meta["config"].get(changed[0]),
         )
     if meta.get("tokenizer") is None:
         raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
@@ -271,6 +331,9 @@ def _resumed_trainer(
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)
     rules.check_same_run(run, out_dir, settings.model, given)
+    if is_scratch_run(run):  # the engine that started a run continues it
+        tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+        return resume_scratch_trainer(out_dir, run, latest, tokenizer, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run

@@ -22,7 +22,7 @@ def check_save_path(path: str | os.PathLike) -> None:
     """Raise a one-line error if ``path`` cannot be a tokenizer file: it is a folder.
 
     Callers that work long before saving (training) check first, so a wrong
-    ``--out`` fails at once instead of after the work.
+    output path fails at once instead of after the work.
     """
     if os.path.isdir(path):
         raise TinylmError(

@@ -472,8 +472,8 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BPETokenizer:
-        """Build from a parsed tinylm file (see :mod:`tinylm.tokenizers.formats`), checking
-        every field."""
+        """Build from a parsed tinylm file, checking every field (the layout is in
+        :mod:`tinylm.tokenizers.formats`, which dispatches every kind of file)."""
         pattern = data.get("pattern")
         if not isinstance(pattern, str):
             raise TinylmError("BPE tokenizer file lacks its 'pattern' string; the file is corrupt")

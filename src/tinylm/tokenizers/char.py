@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tinylm.data.corpus import iter_documents
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.tokenizers.base import Tokenizer
 
 UNKNOWN_POLICIES = ("error", "reserve")
@@ -88,10 +88,12 @@ class CharTokenizer(Tokenizer):
             elif self.UNK is not None:
                 ids.append(self.UNK)
             else:
-                raise TinylmError(
+                raise SettingError(
                     f"character {_describe(ch)} at position {position} was not in the "
                     "training text; retrain the tokenizer on text that has it, or reserve an "
-                    "unknown id (unknown='reserve', or --unknown reserve on the command line)"
+                    "unknown id (unknown='reserve')",
+                    setting="unknown",
+                    value="reserve",
                 )
         return ids
 

@@ -68,7 +68,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
@@ -219,9 +219,11 @@ def read_tiktoken(
             "is incomplete or renamed, download it again"
         )
     if pattern is None and family is None:
-        raise TinylmError(
+        raise SettingError(
             f"cannot tell the pre-tokenizer of {path.name} from its name; pass the pattern "
-            "(gpt2, cl100k, o200k or a regex), e.g. --pattern gpt2"
+            "(gpt2, cl100k, o200k or a regex), e.g. pattern='gpt2'",
+            setting="pattern",
+            value="gpt2",
         )
     specials = TIKTOKEN_SPECIALS[family] if family else {}
     try:

@@ -46,14 +46,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import regex
-from tqdm import tqdm
 
 from tinylm.errors import TinylmError
 from tinylm.progress import progress_bar
 from tinylm.tokenizers.pretokenize import pretokenizer, split_on_specials
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: Target size of one unit of work. Big enough that per-chunk costs (sending it to a
 #: worker, finding a cut) are negligible next to the regex; small enough to stream

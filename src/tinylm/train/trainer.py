@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
@@ -505,9 +505,10 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise TinylmError(
+        raise SettingError(
             f"cannot write to output folder {folder}: {exc.strerror or exc}; "
-            "choose another with --out"
+            "choose another out_dir",
+            setting="out_dir",
         ) from None
 
 

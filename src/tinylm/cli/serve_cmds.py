@@ -1,0 +1,105 @@
+"""``tinylm serve``: the inspector, a local web page over one or more trained runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinylm.errors import TinylmError
+
+DEFAULT_PORT = 8765
+DEFAULT_COMPARE = ("char",)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web page to look inside trained runs (tokens, attention, sampling)",
+        description="Serve the inspector: type a prompt and see its tokens, the next-token "
+        "distribution, attention and a streamed generation; compare runs' training curves.",
+    )
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="run or checkpoint folders, or a folder of runs (default: every run in runs/)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free one"
+    )
+    p.add_argument(
+        "--tokenizer",
+        "-t",
+        action="append",
+        metavar="SPEC",
+        help="a tokenizer to compare with on the page: a file (tinylm .json, .tiktoken, "
+        "encoder.json), 'char' or 'bpe:N' (repeatable; default: char)",
+    )
+    p.add_argument("--best", action="store_true", help="use each run's best checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
+    )
+    p.add_argument("--log", action="store_true", help="print each request")
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tinylm.cli.tokenizer_cmds import spec_label
+    from tinylm.data.corpus import corpus_from_specs
+    from tinylm.serve.api import Api, Limits
+    from tinylm.serve.served import load_runs
+    from tinylm.serve.server import LOOPBACK, InspectorServer
+    from tinylm.tokenizers.spec import tokenizer_from_spec
+    from tinylm.train.runtime import resolve_device
+
+    if not 0 <= args.port <= 65535:
+        raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_new_tokens < 1:
+        raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    device = str(resolve_device(args.device))
+    runs = load_runs(
+        args.runs,
+        device=device,
+        which="best" if args.best else "latest",
+        on_load=lambda name, path: print(f"loading {name} from {path}", file=sys.stderr),
+    )
+    specs = args.tokenizer or list(DEFAULT_COMPARE)
+    corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus
+    # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
+    tokenizers = {
+        spec_label(spec): tokenizer_from_spec(spec, corpus, unknown="reserve") for spec in specs
+    }
+    if len(runs) > 1:
+        tokenizers.update({f"{name} (run)": run.tokenizer for name, run in runs.items()})
+    limits = replace(Limits(), max_new_tokens=args.max_new_tokens)
+    api = Api(runs, tokenizers, limits)
+    try:
+        server = InspectorServer(api, args.host, args.port, log=_log if args.log else None)
+    except OSError as exc:
+        raise TinylmError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+            "pick another --port (0 picks a free one)"
+        ) from None
+    if args.host not in LOOPBACK:
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can use "
+            "the inspector and run the model (there is no login); the default, 127.0.0.1, "
+            "keeps it to this machine",
+            file=sys.stderr,
+        )
+    print(f"tinylm inspector: {server.url}  ({', '.join(runs)}; Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

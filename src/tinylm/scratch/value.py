@@ -1,0 +1,178 @@
+"""A scalar that remembers how it was made, so it can tell every input its gradient.
+
+This is reverse-mode automatic differentiation on single numbers, the whole idea
+behind ``loss.backward()`` in PyTorch. Every arithmetic operation on a ``Value``
+returns a new ``Value`` that records its inputs (``children``) and the derivative
+of the output with respect to each input (``local_grads``), computed right away
+while the input numbers are at hand. Six primitives are enough for a GPT:
+
+    a + b      d/da = 1,             d/db = 1
+    a * b      d/da = b,             d/db = a
+    a ** k     d/da = k * a^(k-1)    (k a plain number)
+    exp(a)     d/da = exp(a)
+    log(a)     d/da = 1 / a
+    relu(a)    d/da = 1 if a > 0 else 0
+
+Everything else is derived from them: ``-a`` is ``a * -1``, ``a - b`` is
+``a + (-b)``, ``a / b`` is ``a * b ** -1``.
+
+``backward()`` then applies the chain rule from the output back to the inputs.
+It first lists the graph's nodes in topological order (each node after all the
+nodes it was computed from), then walks that list backwards: when a node is
+reached, every use of it has already added its share to ``node.grad``, so the
+node can pass ``local_grad * node.grad`` on to each child. The sort is written
+with an explicit stack rather than recursion, so a deep graph (a long document
+through many layers) never hits Python's recursion limit.
+
+Two choices keep the graph small without changing a single number it computes:
+
+* A plain Python number taking part in an operation (``x * 0.5``, ``x + 1e-5``)
+  is not wrapped in a ``Value``: it needs no gradient, so it is no node at all.
+* ``Value.sum(values)`` adds many values in one ``add`` node with a local
+  gradient of 1 for each, instead of a chain of ``len(values) - 1`` binary adds.
+  It adds left to right, exactly as the chain would.
+
+And one outside it: a graph holds no reference cycles (a node only points at
+the nodes it was computed from), so reference counting frees it the moment the
+loss goes out of scope. Python's cycle collector would only walk the millions of
+live nodes again and again looking for cycles; ``no_cycle_collector`` switches
+it off while training.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+
+class Value:
+    """A float in a computation graph: ``data``, its ``grad``, and how it was made."""
+
+    __slots__ = ("data", "grad", "children", "local_grads")
+
+    def __init__(
+        self, data: float, children: tuple[Value, ...] = (), local_grads: tuple[float, ...] = ()
+    ) -> None:
+        self.data = data
+        self.grad = 0.0  # d(output of backward()) / d(self), filled in by backward()
+        self.children = children
+        self.local_grads = local_grads  # d(self) / d(child), one per child
+
+    def __repr__(self) -> str:
+        return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
+
+    # -- the six primitives ---------------------------------------------------------
+
+    def __add__(self, other: Value | float) -> Value:
+        if type(other) is Value:
+            return Value(self.data + other.data, (self, other), (1.0, 1.0))
+        return Value(self.data + other, (self,), (1.0,))
+
+    def __mul__(self, other: Value | float) -> Value:
+        if type(other) is Value:
+            return Value(self.data * other.data, (self, other), (other.data, self.data))
+        return Value(self.data * other, (self,), (other,))
+
+    def __pow__(self, k: float) -> Value:
+        if isinstance(k, Value):
+            raise TypeError("only a plain number can be an exponent: a ** k with k a float")
+        return Value(self.data**k, (self,), (k * self.data ** (k - 1),))
+
+    def exp(self) -> Value:
+        out = math.exp(self.data)
+        return Value(out, (self,), (out,))
+
+    def log(self) -> Value:
+        return Value(math.log(self.data), (self,), (1.0 / self.data,))
+
+    def relu(self) -> Value:
+        positive = self.data > 0
+        return Value(self.data if positive else 0.0, (self,), (1.0 if positive else 0.0,))
+
+    @staticmethod
+    def sum(values: Iterable[Value]) -> Value:
+        """``values[0] + values[1] + ...`` as one add node (same result, fewer nodes)."""
+        values = tuple(values)
+        total = 0.0
+        for v in values:  # left to right, like a chain of binary adds
+            total += v.data
+        return Value(total, values, (1.0,) * len(values))
+
+    # -- derived operations -----------------------------------------------------------
+
+    def __neg__(self) -> Value:
+        return self * -1.0
+
+    def __sub__(self, other: Value | float) -> Value:
+        return self + (-other)
+
+    def __rsub__(self, other: float) -> Value:
+        return (-self) + other
+
+    def __truediv__(self, other: Value | float) -> Value:
+        if isinstance(other, Value):
+            return self * other**-1
+        return self * (1.0 / other)
+
+    def __rtruediv__(self, other: float) -> Value:
+        return self**-1 * other
+
+    def __radd__(self, other: float) -> Value:
+        return self + other
+
+    def __rmul__(self, other: float) -> Value:
+        return self * other
+
+    # -- the chain rule -----------------------------------------------------------------
+
+    def backward(self) -> None:
+        """Fill in ``grad`` of every node this value was computed from (d self / d node).
+
+        Gradients add up: call ``zero_grad`` on reused inputs (the parameters)
+        between backward passes.
+        """
+        order = topological_order(self)
+        self.grad = 1.0
+        for node in reversed(order):
+            grad = node.grad
+            for child, local in zip(node.children, node.local_grads, strict=False):
+                child.grad += local * grad
+
+
+def topological_order(root: Value) -> list[Value]:
+    """The nodes ``root`` was computed from, each after all of its children.
+
+    Depth-first with an explicit stack: a node is pushed once to expand its
+    children and emitted when it comes off the stack the second time, when all
+    of its children have been emitted. Leaves (the parameters and inputs, which
+    have no children) are left out: they have no gradient to pass on, so they
+    need no place in the order, and a third of the work is skipping them.
+    """
+    order: list[Value] = []
+    visited: set[Value] = set()
+    stack: list[tuple[Value, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+        elif node not in visited:
+            visited.add(node)
+            stack.append((node, True))
+            for child in node.children:
+                if child.children and child not in visited:
+                    stack.append((child, False))
+    return order
+
+
+@contextmanager
+def no_cycle_collector() -> Iterator[None]:
+    """Switch Python's cycle collector off for a block (graphs have no cycles)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,157 @@
+"""The runs a server holds: each loaded once at start and shared by every request.
+
+A request names a run; the server never loads weights while answering, so a page
+stays fast and a bad request cannot leave a half-loaded model behind.
+
+Sharing between threads. ``ThreadingHTTPServer`` answers each request on its own
+thread, so two requests may reach one model at the same time. The weights are
+never written after loading, and torch's grad mode is per thread, so concurrent
+no-grad forwards would most likely be fine; but PyTorch does not promise that
+calling one ``nn.Module`` from several threads is safe, and on a CPU the forwards
+would only fight over the cores torch already uses inside one forward. So each
+run has a lock, and :meth:`ServedRun.inference` holds it for one computation at a
+time: one forward, or one generated token, never a whole generation, so a long
+stream advances token by token between the other requests instead of stalling
+them. Different runs have different locks and proceed in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import TinylmError
+from tinylm.inspect.loaded import LoadedModel, run_folder
+from tinylm.tokenizers.base import Tokenizer
+
+#: Where ``tinylm train`` puts runs; served when no run is named.
+DEFAULT_RUNS_DIR = Path("runs")
+_MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class ServedRun:
+    """One loaded model (as ``tinylm.inspect`` views take it), the run's records, a lock."""
+
+    name: str
+    loaded: LoadedModel  # model in eval mode, tokenizer, run_dir
+    meta: dict[str, Any]  # read_checkpoint_meta's answer: step, config, train_config, ...
+    info: dict[str, Any]  # run.json, or {} for a lone checkpoint
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.loaded.tokenizer
+
+    @property
+    def run_dir(self) -> Path:
+        return self.loaded.run_dir
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[LoadedModel]:
+        """The loaded model, for one computation: this run's lock held, gradients off."""
+        import torch
+
+        with self.lock, torch.no_grad():
+            yield self.loaded
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / _MODEL_FILE).is_file()
+
+
+def is_run(path: Path) -> bool:
+    """A run folder with at least one checkpoint, or a checkpoint folder itself."""
+    from tinylm.run.folder import has_checkpoints
+
+    return is_checkpoint(path) or (path.is_dir() and has_checkpoints(path))
+
+
+def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The run folders ``paths`` mean, in order.
+
+    Each path is a run, a checkpoint, or a folder of runs (``runs/``, or the
+    folder ``tinylm compare`` writes its variants into), which stands for every
+    run directly inside it. No path means ``runs/`` in the working directory.
+    """
+    if not paths:
+        if not DEFAULT_RUNS_DIR.is_dir():
+            raise TinylmError(
+                "no run named and no runs/ folder here; train one with `tinylm train` "
+                "or name a run folder"
+            )
+        paths = [DEFAULT_RUNS_DIR]
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if is_run(path):
+            found.append(path)
+            continue
+        if not path.exists():
+            raise TinylmError(f"run {path} does not exist; name a run or checkpoint folder")
+        inside = (
+            sorted(p for p in path.iterdir() if p.is_dir() and is_run(p)) if path.is_dir() else []
+        )
+        if not inside:
+            raise TinylmError(
+                f"{path} is not a run, a checkpoint or a folder of runs (no checkpoint found); "
+                "train one with `tinylm train`"
+            )
+        found.extend(inside)
+    return found
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """Short names for the page: the folder name, with its parent's where two collide."""
+    base = [p.name or str(p) for p in paths]
+    names = [
+        f"{p.parent.name}/{p.name}" if base.count(b) > 1 else b
+        for p, b in zip(paths, base, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # still equal (one folder given twice): number them
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}-{seen[name]}"
+    return names
+
+
+def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
+    """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
+    from tinylm.inference.loading import load_model
+    from tinylm.run.folder import read_run_info
+
+    model, tokenizer, meta = load_model(path, device=device, which=which)
+    if tokenizer is None:
+        raise TinylmError(
+            f"run {path} has no tokenizer in its checkpoint; the inspector needs one to "
+            "turn text into ids"
+        )
+    run_dir = run_folder(path, Path(meta["path"]))
+    try:
+        info = read_run_info(run_dir)
+    except TinylmError:
+        info = {}  # a lone checkpoint: the page shows its config without run details
+    loaded = LoadedModel(model, tokenizer, name=name, step=meta.get("step"), run_dir=run_dir)
+    return ServedRun(name, loaded, meta, info)
+
+
+def load_runs(
+    paths: Sequence[str | os.PathLike],
+    device: str = "cpu",
+    which: str = "latest",
+    on_load: Callable[[str, Path], None] | None = None,
+) -> dict[str, ServedRun]:
+    """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each."""
+    folders = find_runs(paths)
+    runs = {}
+    for name, folder in zip(unique_names(folders), folders, strict=True):
+        if on_load is not None:
+            on_load(name, folder)
+        runs[name] = load_run(name, folder, device, which)
+    return runs

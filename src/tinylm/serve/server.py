@@ -1,0 +1,262 @@
+"""HTTP for the inspector: the standard library's threading server, JSON in and out.
+
+The page needs a handful of routes, JSON and one stream, which ``http.server``
+does without a dependency (FastAPI and uvicorn would bring a dozen)::
+
+    GET  /                       the page (static/index.html); /static/NAME its files
+    GET  /api/runs               Api.describe: runs, configs, parameters, tokenizers, limits
+    GET  /api/metrics?run=NAME   Api.metrics: loss curves
+    POST /api/tokenize           Api.tokenize      (JSON body, JSON answer)
+    POST /api/next               Api.next_token
+    POST /api/attention          Api.attention
+    POST /api/generate           Api.generate: server-sent events, one per token
+
+Every answer is JSON, errors too (``{"error": "..."}`` with a 4xx/5xx status),
+so the page can show the message. A request runs on its own thread; whatever
+it raises is answered (500 for a bug, with the traceback on the server's
+stderr) and never reaches the server loop, so one bad request cannot stop the
+server. Bodies are capped, sockets time out, and at most ``max_requests`` are
+answered at once (503 beyond that).
+
+Bound to a loopback address (the default), the server also refuses requests
+whose ``Host`` header names another host: a web page elsewhere cannot reach it
+through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import traceback
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from tinylm.serve.api import Api
+from tinylm.serve.request import ApiError, parse_body
+
+STATIC_DIR = Path(__file__).with_name("static")
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+#: Nothing but this server: no script, style, font or connection from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'none'"
+)
+MAX_BODY_BYTES = 64 * 1024
+SOCKET_TIMEOUT_S = 30
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class InspectorServer(ThreadingHTTPServer):
+    """A threading HTTP server holding the :class:`Api` its handlers call."""
+
+    daemon_threads = True  # a stuck client never keeps the process alive at exit
+
+    def __init__(
+        self,
+        api: Api,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_requests: int = 16,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if ":" in host:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), Handler)
+        self.api = api
+        self.slots = threading.BoundedSemaphore(max_requests)
+        self.max_requests = max_requests
+        self.log = log
+        self.loopback_only = host in LOOPBACK
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/"
+
+    def allowed_hosts(self) -> set[str]:
+        port = self.server_address[1]
+        return {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes a request to the :class:`Api`, and its answer (or error) back as JSON."""
+
+    server: InspectorServer
+    server_version = "tinylm-inspector"
+    timeout = SOCKET_TIMEOUT_S
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._host_allowed():
+            return
+        url = urlsplit(self.path)
+        api = self.server.api
+        if url.path in ("/", "/index.html"):
+            self._static("index.html")
+        elif url.path.startswith("/static/"):
+            self._static(url.path[len("/static/") :])
+        elif url.path == "/api/runs":
+            self._answer(api.describe)
+        elif url.path == "/api/metrics":
+            query = dict(parse_qsl(url.query))
+            self._answer(lambda: api.metrics(query))
+        else:
+            self._send_json(404, {"error": f"no such page {url.path!r}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._host_allowed():
+            return
+        api = self.server.api
+        routes: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "/api/tokenize": api.tokenize,
+            "/api/next": api.next_token,
+            "/api/attention": api.attention,
+        }
+        path = urlsplit(self.path).path
+        if path != "/api/generate" and path not in routes:
+            self._send_json(404, {"error": f"no such endpoint {path!r}"})
+            return
+        try:
+            body = parse_body(self._read_body())
+        except ApiError as exc:
+            self._send_json(exc.status, {"error": exc.message})
+            return
+        if path == "/api/generate":
+            self._stream(body)
+        else:
+            self._answer(lambda: routes[path](body))
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _answer(self, handler: Callable[[], Any]) -> None:
+        """Run one handler in a request slot; answer its result or its error as JSON."""
+        if not self.server.slots.acquire(blocking=False):
+            self._busy()
+            return
+        try:
+            status, answer = 200, handler()
+        except ApiError as exc:
+            status, answer = exc.status, {"error": exc.message}
+        except Exception as exc:  # a bug: say so, keep serving
+            status, answer = 500, self._internal_error(exc)
+        finally:
+            self.server.slots.release()
+        self._send_json(status, answer)
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        """A generation as server-sent events: ``data: {json}`` per token, then ``done``."""
+        if not self.server.slots.acquire(blocking=False):
+            self._busy()
+            return
+        try:
+            try:
+                request = self.server.api.start_generation(body)
+            except ApiError as exc:
+                self._send_json(exc.status, {"error": exc.message})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            events = self.server.api.generate(request)
+            try:
+                for event in events:
+                    self._send_event(event)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass  # the page stopped listening (Stop, or closed): stop generating
+            except Exception as exc:
+                self._send_event({"type": "error", **self._internal_error(exc)})
+            finally:
+                events.close()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        except Exception as exc:
+            self._send_json(500, self._internal_error(exc))
+        finally:
+            self.server.slots.release()
+
+    def _send_event(self, event: dict[str, Any]) -> None:
+        self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _static(self, name: str) -> None:
+        path = STATIC_DIR / name
+        if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+            self._send_json(404, {"error": f"no such file {name!r}"})
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self._common_headers()
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_json(self, status: int, answer: Any) -> None:
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._common_headers()
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _common_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors (a malformed request line, say) as JSON like every other answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._send_json(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise ApiError(411, "the request needs a Content-Length header")
+        try:
+            size = int(length)
+        except ValueError:
+            raise ApiError(400, f"bad Content-Length {length!r}") from None
+        if size > MAX_BODY_BYTES:
+            raise ApiError(
+                413, f"the request body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,}"
+            )
+        return self.rfile.read(size) if size > 0 else b""
+
+    def _host_allowed(self) -> bool:
+        """On loopback, only requests addressed to loopback (see the module docstring)."""
+        host = self.headers.get("Host", "")
+        if not self.server.loopback_only or host in self.server.allowed_hosts():
+            return True
+        self._send_json(403, {"error": f"requests for host {host!r} are refused"})
+        return False
+
+    def _busy(self) -> None:
+        limit = self.server.max_requests
+        self._send_json(503, {"error": f"the server is busy ({limit} requests at once); retry"})
+
+    def _internal_error(self, exc: Exception) -> dict[str, str]:
+        traceback.print_exception(exc)
+        return {"error": f"internal error ({type(exc).__name__}: {exc}); see the server's log"}
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+        if self.server.log is not None:
+            self.server.log(f"{self.address_string()} {format % args}")

@@ -1,0 +1,118 @@
+"""The scalar microgpt against tinylm's PyTorch ``GPT`` (microgpt preset), in float64.
+
+Both start from the same weights (the GPT's, copied as lists of floats) and see
+the same documents; logits, loss and every parameter's gradient must agree to
+1e-9, and so must the parameters after 10 steps of each engine's own optimiser
+(``tinylm.scratch.train.Adam`` against ``tinylm.train.optim.AdamW``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tinylm.model import GPT, ModelConfig
+from tinylm.scratch.model import Config, MicroGPT, parameter_shapes
+from tinylm.scratch.train import Adam, document_tokens, linear_decay, sample
+from tinylm.train.optim import AdamW
+
+TOLERANCE = 1e-9
+BOS = 26
+
+
+def _pair(seed: int = 0, **overrides) -> tuple[GPT, MicroGPT]:
+    torch.manual_seed(seed)
+    config = ModelConfig.from_preset("microgpt", init_std=0.3, **overrides)
+    gpt = GPT(config).double()
+    weights = {name: t.tolist() for name, t in gpt.state_dict().items()}
+    scratch = MicroGPT(
+        Config(
+            vocab_size=config.vocab_size,
+            block_size=config.block_size,
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
+            norm_eps=config.norm_eps,
+        ),
+        weights=weights,
+    )
+    return gpt, scratch
+
+
+def _documents(n: int, seed: int = 0, longest: int = 20) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(26) for _ in range(rng.randint(1, longest))] for _ in range(n)]
+
+
+def _max_diff(scratch_rows, tensor) -> float:
+    return max(
+        abs(a - b)
+        for row, trow in zip(scratch_rows, tensor.tolist(), strict=True)
+        for a, b in zip(row, trow, strict=True)
+    )
+
+
+def test_parameter_names_and_shapes_are_the_gpt_state_dict():
+    gpt, scratch = _pair()
+    assert {k: tuple(v.shape) for k, v in gpt.state_dict().items()} == parameter_shapes(
+        scratch.config
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, pytest.param({"n_layer": 2, "n_head": 2}, marks=pytest.mark.slow)]
+)
+def test_logits_loss_and_gradients_match_gpt(overrides):
+    gpt, scratch = _pair(**overrides)
+    for document in _documents(2) + [list(range(20))]:  # the last one fills the context
+        tokens = document_tokens(document, BOS, gpt.config.block_size)
+        idx, targets = torch.tensor([tokens[:-1]]), torch.tensor([tokens[1:]])
+        gpt.zero_grad()
+        logits, loss = gpt(idx, targets)
+        loss.backward()
+        ours = scratch.loss(tokens)
+        ours.backward()
+        assert abs(ours.data - loss.item()) < TOLERANCE
+        scratch_logits = [[v.data for v in row] for row in scratch.logits(tokens[:-1])]
+        assert _max_diff([[v for v in row] for row in scratch_logits], logits[0]) < TOLERANCE
+        for name, param in gpt.named_parameters():
+            grads = [[v.grad for v in row] for row in scratch.params[name]]
+            assert _max_diff(grads, param.grad) < TOLERANCE, name
+        for v in scratch.parameters():
+            v.grad = 0.0
+
+
+@pytest.mark.slow
+def test_ten_adam_steps_match_tinylm_adamw():
+    gpt, scratch = _pair(seed=1)
+    betas, eps, weight_decay, lr, steps = (0.85, 0.99), 1e-8, 0.1, 0.01, 10
+    theirs = AdamW(gpt.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    ours = Adam(scratch.parameters(), betas=betas, eps=eps, weight_decay=weight_decay)
+    start = {name: t.clone() for name, t in gpt.state_dict().items()}
+    for step, document in enumerate(_documents(steps, seed=1, longest=6)):
+        tokens = document_tokens(document, BOS, gpt.config.block_size)
+        rate = linear_decay(step, lr, steps)
+        gpt.zero_grad()
+        _, loss = gpt(torch.tensor([tokens[:-1]]), torch.tensor([tokens[1:]]))
+        loss.backward()
+        for group in theirs.param_groups:
+            group["lr"] = rate
+        theirs.step()
+        scratch.loss(tokens).backward()
+        ours.step(rate)
+    trained = scratch.weights()
+    assert all(_max_diff(trained[name], start[name]) > 1e-3 for name in start)  # it trained
+    for name, param in gpt.named_parameters():
+        assert _max_diff(trained[name], param.detach()) < TOLERANCE, name
+
+
+def test_sample_stops_at_bos_and_is_reproducible():
+    _, scratch = _pair()
+    first = sample(scratch, BOS, temperature=0.7, rng=random.Random(3))
+    again = sample(scratch, BOS, temperature=0.7, rng=random.Random(3))
+    assert first == again
+    assert BOS not in first and len(first) <= scratch.config.block_size
+    with pytest.raises(ValueError):
+        sample(scratch, BOS, temperature=0)

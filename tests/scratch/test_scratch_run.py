@@ -1,0 +1,163 @@
+"""``tinylm train --engine scratch``: a run like any other, continued by either engine.
+
+Independent references: the PyTorch ``GPT`` and ``AdamW`` (the conversion is
+checked by round trips through them), and an uninterrupted scratch run (against
+which a resumed one must be identical).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm.checkpoint import load_checkpoint
+from tinylm.cli.main import main
+from tinylm.data.corpus import BUILTIN_WORDS, builtin_words, corpus_from_specs
+from tinylm.model import GPT, ModelConfig
+from tinylm.scratch.model import Config, MicroGPT
+from tinylm.scratch.train import Adam
+from tinylm.tokenizers.char import CharTokenizer
+from tinylm.train.scratch_convert import (
+    adam_from_adamw,
+    adamw_from_adam,
+    check_scratch_config,
+    gpt_from_scratch,
+    scratch_from_gpt,
+)
+
+NAMES = (
+    "\n".join(
+        [
+            "emma",
+            "olivia",
+            "ava",
+            "isabella",
+            "sophia",
+            "mia",
+            "amelia",
+            "harper",
+            "evelyn",
+            "abigail",
+            "emily",
+            "ella",
+            "liam",
+            "noah",
+            "oliver",
+        ]
+        * 3
+    )
+    + "\n"
+)
+FAST = ["--set", "eval_every=3", "--set", "eval_batches=3", "--quiet"]
+
+
+@pytest.fixture
+def names(tmp_path) -> Path:
+    path = tmp_path / "names.txt"
+    path.write_text(NAMES, encoding="utf-8")
+    return path
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    config = ModelConfig.from_dict(json.loads((run / "run.json").read_text())["model"])
+    gpt = GPT(config).double()
+    load_checkpoint(run, gpt)
+    return gpt.state_dict()
+
+
+def test_conversion_round_trips_weights_and_adam_state():
+    config = ModelConfig.from_preset("microgpt", vocab_size=7, n_embd=8, n_head=2)
+    model = MicroGPT(Config(vocab_size=7, n_embd=8, n_head=2), seed=3)
+    adam = Adam(model.parameters(), weight_decay=0.1)
+    model.loss([6, 1, 2, 3, 6]).backward()
+    adam.step(0.01)
+    gpt = gpt_from_scratch(model, config)
+    assert gpt.state_dict()["lm_head.weight"].dtype == torch.float64
+    optimizer = adamw_from_adam(adam, model, gpt, lr=0.01)
+    back = scratch_from_gpt(gpt)
+    assert back.weights() == model.weights()
+    again = adam_from_adamw(optimizer, back, gpt)
+    assert (again.m, again.v, again.t) == (adam.m, adam.v, adam.t)
+    assert (again.betas, again.eps, again.weight_decay) == (adam.betas, adam.eps, 0.1)
+
+
+def test_only_the_microgpt_network_is_accepted():
+    check_scratch_config(ModelConfig.from_preset("microgpt", n_layer=2, n_embd=32))
+    for change in ({"activation": "gelu"}, {"tie_embeddings": True}, {"n_kv_head": 2}):
+        with pytest.raises(Exception, match="scratch engine implements the microgpt"):
+            check_scratch_config(ModelConfig.from_preset("microgpt", **change))
+
+
+@pytest.mark.slow
+def test_scratch_run_samples_evaluates_resumes_and_crosses_engines(tmp_path, names, capsys):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    common = ["train", "--engine", "scratch", "--data", str(names), *FAST]
+    assert main([*common, "--steps", "6", "--out", str(whole)]) == 0
+    run = json.loads((whole / "run.json").read_text())
+    assert (
+        run["engine"] == "scratch" and run["model"]["vocab_size"] == len(set(NAMES) - {"\n"}) + 1
+    )  # + BOS
+    assert (whole / "loss.png").is_file() and (whole / "ckpt-000006").is_dir()
+    losses = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+    # As if stopped after the checkpoint of step 3, then resumed (no --engine needed):
+    # the same run, bit for bit.
+    shutil.copytree(whole, part)
+    shutil.rmtree(part / "ckpt-000006")
+    shutil.rmtree(part / "best")
+    assert main(["train", "--resume", "--out", str(part), "--quiet"]) == 0
+    resumed, straight = _weights(part), _weights(whole)
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+    capsys.readouterr()
+    assert main(["sample", str(whole), "--num", "2", "--max-tokens", "8", "--seed", "0"]) == 0
+    assert main(["eval", str(whole), "--data", str(names), "--doc-sep", "line"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+    # The PyTorch engine continues from the scratch weights, and the scratch engine back.
+    torch_run, back = tmp_path / "torch", tmp_path / "back"
+    argv = ["train", "--init-from", str(whole), "--data", str(names), "--doc-sep", "line"]
+    assert (
+        main([*argv, "--steps", "2", "--set", "batch_size=2", *FAST, "--out", str(torch_run)]) == 0
+    )
+    assert main([*common, "--init-from", str(torch_run), "--steps", "1", "--out", str(back)]) == 0
+    assert json.loads((back / "run.json").read_text())["engine"] == "scratch"
+
+
+def test_settings_the_scalar_loop_cannot_honour_are_refused(tmp_path, names, capsys):
+    out = tmp_path / "bad"
+    for setting, message in (
+        ("batch_size=8", "batch_size must be 1"),
+        ("optimizer=muon", "optimizer must be 'adamw'"),
+        ("activation=gelu", "activation must be 'relu'"),
+    ):
+        argv = [
+            "train",
+            "--engine",
+            "scratch",
+            "--data",
+            str(names),
+            "--set",
+            setting,
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
+
+
+def test_builtin_words_fit_the_microgpt_preset():
+    words = builtin_words()
+    assert len(words) > 2000 and words == sorted(set(words))
+    assert all(w.isascii() and w.isalpha() and w.islower() and len(w) > 1 for w in words)
+    tokenizer = CharTokenizer.train(words)
+    assert tokenizer.vocab_size == ModelConfig.from_preset("microgpt").vocab_size == 27
+    assert corpus_from_specs([BUILTIN_WORDS]) == words

@@ -1,0 +1,93 @@
+"""``tinylm serve`` as a user runs it, and how it finds the runs it is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tinylm.cli.main import main
+from tinylm.errors import TinylmError
+from tinylm.serve.served import find_runs, load_run, unique_names
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_folder_of_runs_stands_for_each_run_inside(runs_root):
+    assert find_runs([runs_root]) == [runs_root / "alpha", runs_root / "beta"]
+    assert find_runs([runs_root / "beta", runs_root / "alpha"]) == [
+        runs_root / "beta",
+        runs_root / "alpha",
+    ]
+
+
+def test_a_checkpoint_folder_is_served_with_its_runs_metrics(runs_root):
+    checkpoint = runs_root / "alpha" / "ckpt-000060"
+    assert find_runs([checkpoint]) == [checkpoint]
+    run = load_run("alpha", checkpoint)
+    assert run.run_dir == runs_root / "alpha" and run.meta["step"] == 60
+
+
+def test_names_are_folder_names_made_unique():
+    paths = [Path("a/small"), Path("b/small"), Path("c/tiny"), Path("c/tiny")]
+    assert unique_names(paths) == ["a/small", "b/small", "c/tiny", "c/tiny-2"]
+
+
+def test_what_is_not_a_run_is_an_error(tmp_path):
+    with pytest.raises(TinylmError, match="does not exist"):
+        find_runs([tmp_path / "missing"])
+    with pytest.raises(TinylmError, match="not a run, a checkpoint or a folder of runs"):
+        find_runs([tmp_path])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing-run"], "run missing-run does not exist"),
+        (["--port", "70000", "x"], "--port must be between 0 and 65535"),
+        (["--max-new-tokens", "0", "x"], "--max-new-tokens must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinylm: error: ") and message in err and err.count("\n") == 1
+
+
+def test_no_run_and_no_runs_folder_says_what_to_do(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 2
+    assert "train one with `tinylm train`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_starts_answers_and_stops_on_ctrl_c(runs_root):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-m", "tinylm.cli.main", "serve", str(runs_root), "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--host", "0.0.0.0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("tinylm inspector: http://0.0.0.0:"), line
+        port = int(line.split(":")[3].split("/")[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=30) as response:
+            names = [run["name"] for run in json.load(response)["runs"]]
+        assert names == ["alpha", "beta"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "warning: listening on 0.0.0.0: anyone who can reach this machine" in err
+    assert "Traceback" not in err

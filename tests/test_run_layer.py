@@ -1,0 +1,202 @@
+"""The run layer against the CLI: each ``tinylm train`` form and its notebook equivalent.
+
+Each form runs twice, once through ``tinylm train`` and once through
+``tinylm.run``, into separate folders; the two must record the same losses (bit
+for bit: one thread, same seed) and leave the same files, with the same weights.
+The README's Library API section shows these same calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import one_torch_thread
+from tinylm.cli.main import main
+from tinylm.errors import SettingError
+from tinylm.run.settings import layer_settings
+from tinylm.run.start import init_from, resume_run, start_run
+
+pytestmark = pytest.mark.slow  # a few seconds per form: two tiny training runs each
+
+CORPUS = (
+    "Beautiful is better than ugly. Explicit is better than implicit. Simple is better "
+    "than complex. Complex is better than complicated. Flat is better than nested.\n"
+) * 12
+TINY = {
+    "n_layer": 1,
+    "n_embd": 16,
+    "n_head": 2,
+    "block_size": 32,
+    "batch_size": 4,
+    "eval_batches": 2,
+    "sample_tokens": 20,
+    "eval_every": 2,
+}
+
+
+def as_flags(settings: dict) -> list[str]:
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def cli(*argv: str) -> None:
+    assert main(["train", *argv, "--quiet"]) == 0
+
+
+def fit(trainer) -> None:
+    trainer.fit()
+
+
+def metrics(run: Path) -> list[dict]:
+    """Every loss and validation record (timings and samples aside, which may differ)."""
+    keep = ("step", "loss", "val_loss", "lr", "grad_norm")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in keep if k in r} for r in records if "sample" not in r]
+
+
+def files(run: Path) -> set[str]:
+    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+
+
+def weights(run: Path) -> dict[str, str]:
+    """A hash of every checkpoint's tensors (not of the file: its metadata order varies)."""
+    found = {}
+    for path in sorted(run.rglob("model.safetensors")):
+        digest = hashlib.sha256()
+        for name, tensor in sorted(load_file(path).items()):
+            digest.update(name.encode() + tensor.numpy().tobytes())
+        found[str(path.relative_to(run))] = digest.hexdigest()
+    return found
+
+
+def run_json(run: Path) -> dict:
+    info = json.loads((run / "run.json").read_text())
+    info["train"].pop("out_dir")
+    return info
+
+
+def assert_same_run(by_cli: Path, by_library: Path) -> None:
+    assert metrics(by_cli) == metrics(by_library)
+    assert any("val_loss" in r for r in metrics(by_cli))
+    assert files(by_cli) == files(by_library)
+    assert weights(by_cli) == weights(by_library) and weights(by_cli)
+    assert run_json(by_cli) == run_json(by_library)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "zen.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, corpus) -> Path:
+    """A finished 4-step run (checkpoints at 2 and 4), made through the library."""
+    out = tmp_path_factory.mktemp("runs") / "base"
+    with one_torch_thread():
+        fit(start_run(corpus, overrides={**TINY, "steps": 4}, out_dir=out, progress=False))
+    return out
+
+
+def test_a_plain_run(tmp_path, corpus):
+    cli("--data", str(corpus), "--steps", "3", *as_flags(TINY), "--out", str(tmp_path / "cli"))
+    overrides = {**TINY, "steps": 3}
+    fit(start_run(corpus, overrides=overrides, out_dir=tmp_path / "lib", progress=False))
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+
+
+def test_tokenizer_preset_config_file_and_overrides(tmp_path, corpus):
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nn_embd = 24\nn_head = 2\n[train]\nsteps = 3\nlr = 0.002\n")
+    layers = {**TINY, "n_embd": 32, "n_kv_head": 2}  # overrides win over the file
+    cli(
+        "--data", str(corpus), "--tokenizer", "bpe:300", "--preset", "llama",
+        "--config", str(config), *as_flags(layers), "--out", str(tmp_path / "cli"),
+    )  # fmt: skip
+    trainer = start_run(
+        corpus,
+        tokenizer="bpe:300",
+        preset="llama",
+        config_file=config,
+        overrides=layers,
+        out_dir=tmp_path / "lib",
+        progress=False,
+    )
+    assert trainer.model.config.n_embd == 32 and trainer.config.lr == 0.002
+    assert trainer.tokenizer.vocab_size == 300
+    fit(trainer)
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+
+
+def test_resume_an_interrupted_run(tmp_path, base):
+    for name in ("cli", "lib"):  # both lose the last checkpoint: stopped after step 2
+        shutil.copytree(base, tmp_path / name)
+        shutil.rmtree(tmp_path / name / "ckpt-000004")
+    cli("--resume", "--out", str(tmp_path / "cli"))
+    trainer = resume_run(tmp_path / "lib", progress=False)
+    assert trainer.step == 2
+    fit(trainer)
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+    assert metrics(tmp_path / "lib") == metrics(base)  # and both repeat the whole run
+
+
+def test_extend_a_finished_run(tmp_path, base):
+    for name in ("cli", "lib"):
+        shutil.copytree(base, tmp_path / name)
+    cli("--resume", "--out", str(tmp_path / "cli"), "--steps", "6")
+    fit(resume_run(tmp_path / "lib", overrides={"steps": 6}, progress=False))
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+    assert (tmp_path / "lib" / "ckpt-000006").is_dir()
+
+
+def test_fine_tune_with_init_from(tmp_path, base):
+    more = tmp_path / "more.txt"
+    more.write_text("Flat is better than nested. Simple is better. " * 30, encoding="utf-8")
+    cli("--init-from", str(base), "--data", str(more), "--steps", "2", "--set", "batch_size=4",
+        "--set", "eval_batches=2", "--out", str(tmp_path / "cli"))  # fmt: skip
+    overrides = {"steps": 2, "batch_size": 4, "eval_batches": 2}
+    fit(init_from(base, more, overrides=overrides, out_dir=tmp_path / "lib", progress=False))
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+    assert run_json(tmp_path / "lib")["init_from"].endswith("ckpt-000004")
+
+
+@pytest.mark.parametrize(
+    ("call", "setting", "reason"),
+    [
+        (lambda out, c: start_run(c, out_dir=out, overrides=TINY), "out_dir", "run_exists"),
+        (lambda out, c: resume_run(out), "steps", "run_finished"),
+        (lambda out, c: resume_run(out, overrides={"n_layer": 2}), "n_layer", None),
+        (lambda out, c: resume_run(out.parent / "none"), "resume", "nothing_to_resume"),
+        (lambda out, c: resume_run(out, data="other.txt"), "data", "differs_from_run"),
+        (lambda out, c: init_from(out, c, overrides={"n_embd": 8}), "init_from", None),
+        (lambda out, c: init_from(out, c, overrides={"layers": 2}), "overrides", "unknown_key"),
+    ],
+)
+def test_the_run_folder_rules_name_the_setting(
+    tmp_path, base, corpus, monkeypatch, call, setting, reason
+):
+    monkeypatch.chdir(tmp_path)  # where a default runs/ folder would go
+    run = Path(shutil.copytree(base, tmp_path / "run"))
+    with pytest.raises(SettingError) as caught:
+        call(run, corpus)
+    assert caught.value.setting == setting
+    assert reason is None or caught.value.reason == reason
+    assert "--" not in str(caught.value)  # the library's words: no flags
+    assert metrics(run) == metrics(base)  # the run is left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # and nothing else made
+
+
+def test_settings_layers_later_wins(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('preset = "llama"\nlr = 0.1\n[model]\nn_layer = 3\n[train]\nsteps = 9\n')
+    settings = layer_settings(None, config, {"n_layer": 2, "lr": 0.5})
+    assert settings.preset == "llama"
+    assert settings.model == {"n_layer": 2}
+    assert settings.train == {"lr": 0.5, "steps": 9}
+    assert layer_settings("small", config).preset == "small"  # a named preset wins
