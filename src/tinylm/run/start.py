@@ -206,6 +206,7 @@ def _locked(folder: Path, dist: distributed.DistInfo) -> Iterator[RunLock | None
     A start that fails leaves no empty run folder behind (only one it created).
     """
     created = not folder.exists()
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     lock = lock_run_folder(folder) if dist.is_main else None
     try:
         yield lock
@@ -214,7 +215,8 @@ def _locked(folder: Path, dist: distributed.DistInfo) -> Iterator[RunLock | None
             lock.release()
             if created and isinstance(exc, TinylmError):
                 remove_lock_file(folder)
-                rules.remove_if_empty(folder)
+                for made in (folder, *folder.parents[: len(missing) - 1]):
+                    rules.remove_if_empty(made)  # and the parents the lock created
         raise
 
 
