@@ -38,7 +38,9 @@ def sampleable_ids(model, tokenizer: Tokenizer) -> list[int] | None:
     would fail to decode, so generation never picks them.
     """
     defined = tokenizer.defined_ids()
-    if defined is None and tokenizer.vocab_size >= model.config.vocab_size:
+    config = getattr(model, "config", None)  # a stand-in model may have none: trust its ids
+    model_vocab = tokenizer.vocab_size if config is None else config.vocab_size
+    if defined is None and tokenizer.vocab_size >= model_vocab:
         return None
     return list(range(tokenizer.vocab_size)) if defined is None else defined
 
