@@ -116,3 +116,32 @@ def test_sample_stops_at_bos_and_is_reproducible():
     assert BOS not in first and len(first) <= scratch.config.block_size
     with pytest.raises(ValueError):
         sample(scratch, BOS, temperature=0)
+
+
+def test_textbook_engine_trains_bit_for_bit_the_same():
+    # bench/scalar_baseline.py is an independent engine of the textbook design (recursive
+    # sort, a Value per constant, chains of binary adds); same arithmetic in the same
+    # order means the same losses and parameters, to the last bit, step after step.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        from scalar_baseline import BaselineAdam, BaselineGPT
+    finally:
+        sys.path.pop(0)
+    ours = MicroGPT(Config(n_layer=2, block_size=8), seed=3)
+    weights = ours.weights()
+    theirs = BaselineGPT(weights, n_layer=2, n_head=4)
+    ours_adam, theirs_adam = Adam(ours.parameters()), BaselineAdam(theirs.params)
+    rng = random.Random(5)
+    for step in range(3):
+        tokens = document_tokens([rng.randrange(26) for _ in range(rng.randint(2, 9))], BOS, 8)
+        ours_loss, theirs_loss = ours.loss(tokens), theirs.loss(tokens)
+        assert ours_loss.data == theirs_loss.data, step
+        ours_loss.backward()
+        theirs_loss.backward()
+        assert [p.grad for p in ours.parameters()] == [p.grad for p in theirs.params], step
+        ours_adam.step(linear_decay(step, 0.01, 3))
+        theirs_adam.step(linear_decay(step, 0.01, 3))
+    assert [p.data for p in ours.parameters()] == [p.data for p in theirs.params]

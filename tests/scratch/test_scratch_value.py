@@ -163,3 +163,31 @@ def test_dot_is_the_sum_of_products_bit_for_bit():
     assert [v.grad for v in a] == ys and [v.grad for v in b] == xs
     with pytest.raises(ValueError):
         Value.dot(a, b[:-1])
+
+
+def _recursive_order(root: Value) -> list[Value]:
+    """The textbook's recursive depth-first sort, leaves left out (the reference)."""
+    order: list[Value] = []
+    visited: set[Value] = set()
+
+    def visit(node: Value) -> None:
+        if node not in visited:
+            visited.add(node)
+            for child in node.children:
+                visit(child)
+            if node.children:
+                order.append(node)
+
+    visit(root)
+    return order
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_topological_order_is_the_recursive_textbook_order(seed):
+    # Not just any valid order: the same one, so gradients meeting at a shared node are
+    # added in the same sequence as a recursive engine adds them (bit-identical sums).
+    rng = random.Random(seed)
+    leaves = [Value(rng.uniform(-1, 1)) for _ in range(5)]
+    outputs = _random_graph(rng, leaves, _ops(Value.exp, Value.log, Value.relu), 80)
+    root = Value.sum(outputs + [outputs[0] * outputs[1]])
+    assert topological_order(root) == _recursive_order(root)

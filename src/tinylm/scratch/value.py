@@ -160,9 +160,14 @@ def topological_order(root: Value) -> list[Value]:
 
     Depth-first with an explicit stack: a node is pushed once to expand its
     children and emitted when it comes off the stack the second time, when all
-    of its children have been emitted. Leaves (the parameters and inputs, which
-    have no children) are left out: they have no gradient to pass on, so they
-    need no place in the order, and a third of the work is skipping them.
+    of its children have been emitted. Children are pushed last first, so they
+    come off the stack first first: the order is exactly the one the recursive
+    textbook version produces, and so is the order in which ``backward`` adds
+    the gradients that meet at a shared node (floating-point addition is not
+    associative; this is what makes the two engines agree to the last bit).
+    Leaves (the parameters and inputs, which have no children) are left out:
+    they have no gradient to pass on, so they need no place in the order, and a
+    third of the work is skipping them.
     """
     order: list[Value] = []
     visited: set[Value] = set()
@@ -174,7 +179,7 @@ def topological_order(root: Value) -> list[Value]:
         elif node not in visited:
             visited.add(node)
             stack.append((node, True))
-            for child in node.children:
+            for child in reversed(node.children):
                 if child.children and child not in visited:
                     stack.append((child, False))
     return order
