@@ -587,8 +587,11 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
             f"{name}: pre {fmt_loss(pre) if pre else 'all diverged'} vs post "
             f"{fmt_loss(post) if post else 'all diverged'}, divergences {d['pre']} vs {d['post']}"
         )
+    post_diverged_more = any(d["post"] > d["pre"] for d in diverged.values())
     word = (
         "confirmed"
+        if post_worse == len(by) and post_diverged_more
+        else "qualified (no run diverged, but pre-norm trained further)"
         if post_worse == len(by)
         else "contradicted"
         if pre_worse == len(by)
