@@ -11,8 +11,8 @@ continue the same prompts greedily for the same number of tokens, with KV caches
   transformers' ``generate`` with left padding and an attention mask.
 
 Tokens/s counts new tokens over the whole call (prefill included); each figure is the
-best of ``--repeats`` calls. The two must produce the same tokens (checked, printed).
-The ratio is tinylm's tokens/s over transformers'.
+best of ``--repeats`` calls, the two sides' calls alternating. The two must produce
+the same tokens (checked, printed). The ratio is tinylm's tokens/s over transformers'.
 """
 
 from __future__ import annotations
@@ -63,14 +63,21 @@ def hf_twin(model: GPT):
     return hf.eval()
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    result = fn()  # warm-up, and the output to compare
-    times = []
+def best_times(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, object]]:
+    """Each function's best time over ``repeats`` calls, and its output.
+
+    The calls alternate (a, b, a, b, ...) rather than running one side's repeats
+    and then the other's, so a change in the machine's load during the run hits
+    both sides alike instead of skewing the ratio.
+    """
+    outputs = [fn() for fn in fns]  # warm-up, and the outputs to compare
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for fn, fn_times in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [(min(fn_times), out) for fn_times, out in zip(times, outputs, strict=True)]
 
 
 def hf_generate(hf, prompts: list[list[int]], n_new: int) -> list[list[int]]:
@@ -108,8 +115,8 @@ def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
             ours = lambda p=prompts[0]: [list(model.generate(p, n_new, temperature=0))]  # noqa: E731
         else:
             ours = lambda p=prompts: generate_batch(model, p, n_new, temperature=0)  # noqa: E731
-        t_ours, out_ours = best_time(ours, repeats)
-        t_hf, out_hf = best_time(lambda p=prompts: hf_generate(hf, p, n_new), repeats)
+        theirs = lambda p=prompts: hf_generate(hf, p, n_new)  # noqa: E731
+        (t_ours, out_ours), (t_hf, out_hf) = best_times([ours, theirs], repeats)
         tokens = batch * n_new
         same = sum(a == b for a, b in zip(out_ours, out_hf, strict=True))
         rows.append((name, params, batch, tokens / t_ours, tokens / t_hf, same))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from tinylm.model import GPT, scaled_dot_product_attention
 from tinylm.model.attention import CausalSelfAttention, causal_mask, repeat_kv
+from tinylm.model.kv_cache import KVCache
 
 
 def test_sdpa_matches_torch_causal():
@@ -85,6 +86,29 @@ def test_explicit_and_fused_attention_agree(tiny_config, position, n_kv_head):
     out_fused, none = fused(x, positions)
     assert none is None and weights.shape == (3, 4, 10, 10)
     torch.testing.assert_close(out_explicit, out_fused, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_kv_head", [2, 1])
+@pytest.mark.parametrize("padded", [False, True])
+def test_one_cached_query_under_gqa_matches_the_explicit_formula(tiny_config, n_kv_head, padded):
+    """The fused decode step stacks a group's query heads instead of repeating K/V heads."""
+    config = tiny_config(position="rope", n_kv_head=n_kv_head, attention="explicit")
+    explicit = CausalSelfAttention(config)
+    fused = CausalSelfAttention(tiny_config(position="rope", n_kv_head=n_kv_head))
+    fused.load_state_dict(explicit.state_dict())
+    prompt, new = torch.randn(3, 7, 16), torch.randn(3, 1, 16)
+    mask = None
+    if padded:  # each row hides a different number of leading (pad) keys
+        valid = torch.arange(8)[None, :] >= torch.tensor([[0], [2], [5]])
+        mask = valid[:, None, None, :]
+    outputs = []
+    for layer in (explicit, fused):
+        cache = KVCache(1, 3, config.kv_heads, 12, config.head_dim)
+        layer(prompt, torch.arange(7), cache)  # fill positions 0..6 (causal, unpadded)
+        cache.advance(7)
+        out, _ = layer(new, torch.tensor([7]), cache, attn_mask=mask)
+        outputs.append(out)
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
 
 
 def _mha_state_from_gqa(state: dict, config) -> dict:

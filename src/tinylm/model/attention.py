@@ -127,15 +127,13 @@ class CausalSelfAttention(nn.Module):
         k = self._split_heads(self.w_k(x), self.kv_heads)  # (B, kv_heads, T, head_dim)
         v = self._split_heads(self.w_v(x), self.kv_heads)
         if self.rotary is not None:
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
+            q, k = self.rotary.rotate_pair(q, k, positions)
         elif self.use_rope:
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # now all T_k tokens so far
 
-        n_rep = self.n_head // self.kv_heads
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         out, weights = self._attend(q, k, v, need_weights, attn_mask)
 
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # concat heads
@@ -148,8 +146,13 @@ class CausalSelfAttention(nn.Module):
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool, attn_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        q_len, k_len = q.shape[-2], k.shape[-2]
+        q_len = q.shape[-2]
+        n_rep = self.n_head // self.kv_heads
         dropout_p = self.dropout_p if self.training else 0.0
+        if self.fused and not need_weights and q_len == 1 and n_rep > 1:
+            return self._attend_grouped(q, k, v, attn_mask, dropout_p), None
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        k_len = k.shape[-2]
         if self.fused and not need_weights:
             if attn_mask is not None:
                 out = F.scaled_dot_product_attention(
@@ -165,3 +168,23 @@ class CausalSelfAttention(nn.Module):
         mask = causal_mask(q_len, k_len, q.device) if attn_mask is None else attn_mask
         out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
         return out, (weights if need_weights else None)
+
+    def _attend_grouped(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float
+    ) -> Tensor:
+        """One new token under GQA/MQA, without copying any key or value head.
+
+        ``repeat_kv`` copies every cached key and value ``n_rep`` times, each step,
+        so that each query head has its own. With a single query position there is
+        no causal mask to tell the heads apart, so the ``n_rep`` query heads sharing
+        a key/value head can instead be stacked as ``n_rep`` query *rows* against
+        that head: ``(B, n_head, 1, d)`` viewed as ``(B, kv_heads, n_rep, d)``. Each
+        row is the same softmax over the same keys; only the copies are gone. A
+        padding mask ``(B, 1, 1, T_k)`` broadcasts over the rows unchanged.
+        """
+        B, _, _, head_dim = q.shape
+        grouped = q.reshape(B, self.kv_heads, self.n_head // self.kv_heads, head_dim)
+        out = F.scaled_dot_product_attention(
+            grouped, k, v, attn_mask=attn_mask, dropout_p=dropout_p
+        )
+        return out.reshape(B, self.n_head, 1, head_dim)

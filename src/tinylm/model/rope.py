@@ -95,9 +95,21 @@ class Rotary(nn.Module):
         ``positions`` is ``(T,)``, or ``(B, T)`` (each row its own positions) for
         ``x`` of shape ``(B, heads, T, head_dim)``.
         """
+        return self._rotate(x, self._lookup(positions))
+
+    def rotate_pair(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``q`` and ``k`` rotated for the same ``positions``, looking the table up once."""
+        rotations = self._lookup(positions)
+        return self._rotate(q, rotations), self._rotate(k, rotations)
+
+    def _lookup(self, positions: Tensor) -> Tensor:
         rotations = self.rotations[positions]
         if positions.dim() == 2:
             rotations = rotations[:, None]  # the same rotations for every head
+        return rotations
+
+    @staticmethod
+    def _rotate(x: Tensor, rotations: Tensor) -> Tensor:
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         pairs = torch.view_as_complex(x.to(compute_dtype).unflatten(-1, (-1, 2)).contiguous())
         rotated = torch.view_as_real(pairs * rotations).flatten(-2)
