@@ -13,7 +13,7 @@ import pickle
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import data_path
@@ -202,9 +202,10 @@ def test_lone_surrogates_are_replaced_as_tiktoken_does(gpt2):
 
 @SLOW
 @given(st.text())
+@example("<|endoftext|>")  # a special token's text, encoded as ordinary text, comes back too
 def test_round_trip_any_text(gpt2, small, text):
     for tok in (gpt2[0], small[0]):
-        assert tok.decode(tok.encode(text)) == text
+        assert tok.decode(tok.encode(text, disallowed_special=())) == text
 
 
 @SLOW
@@ -218,9 +219,10 @@ def test_round_trip_with_specials_allowed(small, parts):
 
 
 @given(st.text(max_size=30))
+@example("<|pad|>")  # Hypothesis finds the specials' names in the source and tries them
 def test_toy_round_trip(text):
     tok = toy()
-    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode(text, disallowed_special=())) == text
 
 
 def test_toy_merges_by_rank():
