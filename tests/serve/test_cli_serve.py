@@ -77,6 +77,10 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(runs_root):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # As from a terminal: a job started in the background of a script (as CI may
+        # run this suite) inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt. A user's Ctrl-C reaches a foreground process.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = process.stdout.readline()
