@@ -238,6 +238,11 @@ def best_label(results: list[RunResult]) -> tuple[str, float]:
     return label, means[label]
 
 
+def verdict_word(holds: int, total: int) -> str:
+    """The verdict when a claim is checked once per corpus: holds everywhere, somewhere, nowhere."""
+    return "confirmed" if holds == total else "qualified" if holds else "contradicted"
+
+
 def noise_note(scale: Scale, seeds: int | None = None) -> str:
     n = seeds or scale.seeds
     if n == 1:
@@ -693,7 +698,7 @@ def claim_positions(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
             "past the trained length the loss changes by "
             + ", ".join(f"{k} {v:+.2f}" for k, v in ext.items())
         )
-    word = "confirmed" if rope_wins == len(names) else "qualified" if rope_wins else "contradicted"
+    word = verdict_word(rope_wins, len(names))
     verdict = (
         f"**{word}** that RoPE is the best choice at an equal budget ({'; '.join(detail)}); "
         f"{noise_note(scale)}."
@@ -862,7 +867,7 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         detail.append(
             f"{n}: best {label.split('=')[1]} {loss:.3f}, SwiGLU {swiglu:.3f}, ReLU {relu:.3f}"
         )
-    word = "confirmed" if wins == len(by) else "qualified" if wins else "contradicted"
+    word = verdict_word(wins, len(by))
     verdict = (
         f"**{word}** that SwiGLU is best at an equal parameter count ({'; '.join(detail)}); "
         f"{noise_note(scale)}."
@@ -1033,7 +1038,7 @@ def claim_embeddings(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     lifted = [
         n for n, r in rates.items() if r["after"][0] > max(r["before"][0], r["after"][1]) + 0.1
     ]
-    word = "confirmed" if len(lifted) == len(rates) else "qualified" if lifted else "contradicted"
+    word = verdict_word(len(lifted), len(rates))
     detail = "; ".join(
         f"{n}: {r['before'][0]:.0%} → {r['after'][0]:.0%} (chance {r['after'][1]:.0%})"
         for n, r in rates.items()
