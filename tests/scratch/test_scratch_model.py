@@ -17,6 +17,7 @@ from tinylm.model import GPT, ModelConfig
 from tinylm.scratch.model import Config, MicroGPT, parameter_shapes
 from tinylm.scratch.train import Adam, document_tokens, linear_decay, sample
 from tinylm.train.optim import AdamW
+from tinylm.train.scratch_convert import scratch_from_gpt
 
 TOLERANCE = 1e-9
 BOS = 26
@@ -26,19 +27,7 @@ def _pair(seed: int = 0, **overrides) -> tuple[GPT, MicroGPT]:
     torch.manual_seed(seed)
     config = ModelConfig.from_preset("microgpt", init_std=0.3, **overrides)
     gpt = GPT(config).double()
-    weights = {name: t.tolist() for name, t in gpt.state_dict().items()}
-    scratch = MicroGPT(
-        Config(
-            vocab_size=config.vocab_size,
-            block_size=config.block_size,
-            n_layer=config.n_layer,
-            n_embd=config.n_embd,
-            n_head=config.n_head,
-            norm_eps=config.norm_eps,
-        ),
-        weights=weights,
-    )
-    return gpt, scratch
+    return gpt, scratch_from_gpt(gpt)  # the same weights, as lists of floats
 
 
 def _documents(n: int, seed: int = 0, longest: int = 20) -> list[list[int]]:
