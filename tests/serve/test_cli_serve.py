@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tinylm.cli.main import main
+from tinylm.cli.serve_cmds import _serve_until_interrupted
 from tinylm.errors import TinylmError
 from tinylm.serve.served import find_runs, load_run, unique_names
+from tinylm.serve.server import InspectorServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,6 +95,31 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(runs_root):
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
-    assert process.returncode == 0
+    assert process.returncode == 0, err
     assert "warning: listening on 0.0.0.0: anyone who can reach this machine" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_the_server_through_a_flag_not_an_exception(api):
+    """SIGINT ends the serving loop without a KeyboardInterrupt (which Python drops when it
+    lands in a weakref callback or a finaliser), and the previous handler comes back."""
+    server = InspectorServer(api, "127.0.0.1", 0)
+    answers: list[str] = []
+
+    def ask_then_interrupt() -> None:
+        with urllib.request.urlopen(server.url + "api/runs", timeout=30) as response:
+            answers.extend(run["name"] for run in json.load(response)["runs"])
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def outer_handler(signum, frame):
+        raise AssertionError("SIGINT reached the handler that was there before serving")
+
+    previous = signal.signal(signal.SIGINT, outer_handler)
+    try:
+        threading.Thread(target=ask_then_interrupt, daemon=True).start()
+        _serve_until_interrupted(server)
+        assert signal.getsignal(signal.SIGINT) is outer_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        server.server_close()
+    assert answers == ["alpha", "beta"]

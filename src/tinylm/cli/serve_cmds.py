@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from typing import TYPE_CHECKING
 
 from tinylm.errors import TinylmError
+
+if TYPE_CHECKING:
+    from tinylm.serve.server import InspectorServer
 
 DEFAULT_PORT = 8765
 DEFAULT_COMPARE = ("char",)
@@ -95,12 +100,26 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     print(f"tinylm inspector: {server.url}  ({', '.join(runs)}; Ctrl-C stops it)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        _serve_until_interrupted(server)
     finally:
         server.server_close()
+    print("stopped", file=sys.stderr)
     return 0
+
+
+def _serve_until_interrupted(server: InspectorServer) -> None:
+    """Serve until Ctrl-C (SIGINT), which raises a flag rather than an exception.
+
+    An interrupt the shell told this process to ignore (a background job) stays ignored.
+    """
+    interrupted: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        server.serve_until(lambda: bool(interrupted))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _log(line: str) -> None:

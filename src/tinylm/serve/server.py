@@ -86,6 +86,20 @@ class InspectorServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/"
 
+    def serve_until(self, stopped: Callable[[], bool], poll_s: float = 0.5) -> None:
+        """Answer requests until ``stopped()`` is true; it is asked at least every ``poll_s``.
+
+        For a caller that stops on a signal (``tinylm serve`` on Ctrl-C): its handler
+        only sets a flag that this loop reads. ``serve_forever`` stopped by a
+        ``KeyboardInterrupt`` instead is unreliable: the exception is raised wherever
+        the main thread happens to be, and inside a weakref callback or a finaliser
+        (a finished request's thread being freed) Python prints it, drops it, and the
+        server goes on.
+        """
+        self.timeout = poll_s  # handle_request returns after this long without a request
+        while not stopped():
+            self.handle_request()
+
     def allowed_hosts(self) -> set[str]:
         port = self.server_address[1]
         return {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
