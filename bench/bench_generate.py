@@ -13,6 +13,12 @@ continue the same prompts greedily for the same number of tokens, with KV caches
 Tokens/s counts new tokens over the whole call (prefill included); each figure is the
 best of ``--repeats`` calls, the two sides' calls alternating. The two must produce
 the same tokens (checked, printed). The ratio is tinylm's tokens/s over transformers'.
+
+Where the time goes: one more tinylm call per row runs under ``torch.profiler``, and
+the share of its CPU time spent in matrix multiplies (``aten::addmm``, ``mm``,
+``bmm``: the same kernels transformers calls on the same weights) is printed, with
+the ceiling it puts on the ratio: transformers' time over tinylm's matmul time, the
+ratio tinylm would reach if everything else it does took no time at all.
 """
 
 from __future__ import annotations
@@ -80,6 +86,20 @@ def best_times(fns: list[Callable[[], object]], repeats: int) -> list[tuple[floa
     return [(min(fn_times), out) for fn_times, out in zip(times, outputs, strict=True)]
 
 
+MATMULS = {"aten::addmm", "aten::mm", "aten::bmm"}
+
+
+def matmul_share(fn: Callable[[], object]) -> float:
+    """The fraction of ``fn``'s CPU time (self time, all ops) spent in matrix multiplies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / total
+
+
 def hf_generate(hf, prompts: list[list[int]], n_new: int) -> list[list[int]]:
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -119,11 +139,14 @@ def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
         (t_ours, out_ours), (t_hf, out_hf) = best_times([ours, theirs], repeats)
         tokens = batch * n_new
         same = sum(a == b for a, b in zip(out_ours, out_hf, strict=True))
-        rows.append((name, params, batch, tokens / t_ours, tokens / t_hf, same))
+        share = matmul_share(ours)
+        ceiling = t_hf / (t_ours * share)
+        rows.append((name, params, batch, tokens / t_ours, tokens / t_hf, same, share, ceiling))
         print(
             f"  {name:<18} batch {batch}: tinylm {tokens / t_ours:8.0f} tok/s, "
             f"transformers {tokens / t_hf:8.0f} tok/s, ratio {t_hf / t_ours:5.2f}x, "
-            f"rows identical {same}/{batch}",
+            f"rows identical {same}/{batch}; tinylm in matmuls {share:.0%}, "
+            f"ceiling {ceiling:.2f}x",
             flush=True,
         )
     return rows
@@ -149,12 +172,15 @@ def main() -> None:
         if args.quick and name.startswith("gpt2-small"):
             continue
         rows += measure(name, fields, args.new_tokens, args.repeats)
-    print("\n| model | parameters | batch | tinylm tok/s | transformers tok/s | ratio | same |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, params, batch, ours, theirs, same in rows:
+    print(
+        "\n| model | parameters | batch | tinylm tok/s | transformers tok/s | ratio | same "
+        "| tinylm in matmuls | ceiling |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, params, batch, ours, theirs, same, share, ceiling in rows:
         print(
             f"| {name} | {params / 1e6:.1f}M | {batch} | {ours:,.0f} | {theirs:,.0f} | "
-            f"{ours / theirs:.2f}x | {same}/{batch} |"
+            f"{ours / theirs:.2f}x | {same}/{batch} | {share:.0%} | {ceiling:.2f}x |"
         )
 
 
