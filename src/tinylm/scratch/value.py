@@ -4,7 +4,8 @@ This is reverse-mode automatic differentiation on single numbers, the whole idea
 behind ``loss.backward()`` in PyTorch. Every arithmetic operation on a ``Value``
 returns a new ``Value`` that records its inputs (``children``) and the derivative
 of the output with respect to each input (``local_grads``), computed right away
-while the input numbers are at hand. Six primitives are enough for a GPT:
+while the input numbers are at hand (for adds and products, a marker saying how
+to read them off later; see below). Six primitives are enough for a GPT:
 
     a + b      d/da = 1,             d/db = 1
     a * b      d/da = b,             d/db = a
@@ -23,6 +24,21 @@ reached, every use of it has already added its share to ``node.grad``, so the
 node can pass ``local_grad * node.grad`` on to each child. The sort is written
 with an explicit stack rather than recursion, so a deep graph (a long document
 through many layers) never hits Python's recursion limit.
+
+Two kinds of node need not store their local gradients, because they can be read
+off for free when ``backward`` reaches them, and they are most of the graph:
+
+* an add (``a + b``, ``Value.sum``) passes its gradient on unchanged, so its
+  ``local_grads`` is the marker ``ONES``;
+* a product of two ``Value``s, ``a * b``, sends ``b.data`` to ``a`` and
+  ``a.data`` to ``b``: its ``local_grads`` is the marker ``PRODUCT``, and
+  ``backward`` reads the two numbers from the children themselves (nothing
+  changes ``data`` between a forward pass and its ``backward``).
+
+That is the same chain rule with the same numbers (``1.0 * g`` is ``g``, to the
+bit), but one tuple fewer for every such node to build, to free, and for the
+cycle collector to look at: about a fifth of a training step when the collector
+is off, and more when it is on.
 
 Two choices keep the graph small without changing a single number it computes:
 
@@ -47,6 +63,14 @@ import gc
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Final, Literal
+
+# Markers for the local gradients of the two commonest nodes, which backward() works
+# out from the node itself instead of reading a stored tuple (see the module's docstring).
+ONES: Final = "ones"  # an add: d(a + b + ...) / d(each child) = 1
+PRODUCT: Final = "product"  # a * b of two Values: d/da = b.data, d/db = a.data
+
+LocalGrads = tuple[float, ...] | Literal["ones", "product"]
 
 
 class Value:
@@ -55,12 +79,13 @@ class Value:
     __slots__ = ("data", "grad", "children", "local_grads")
 
     def __init__(
-        self, data: float, children: tuple[Value, ...] = (), local_grads: tuple[float, ...] = ()
+        self, data: float, children: tuple[Value, ...] = (), local_grads: LocalGrads = ()
     ) -> None:
         self.data = data
         self.grad = 0.0  # d(output of backward()) / d(self), filled in by backward()
         self.children = children
-        self.local_grads = local_grads  # d(self) / d(child), one per child
+        # d(self) / d(child), one per child, or the marker ONES or PRODUCT
+        self.local_grads = local_grads
 
     def __repr__(self) -> str:
         return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
@@ -69,12 +94,12 @@ class Value:
 
     def __add__(self, other: Value | float) -> Value:
         if type(other) is Value:
-            return Value(self.data + other.data, (self, other), (1.0, 1.0))
-        return Value(self.data + other, (self,), (1.0,))
+            return Value(self.data + other.data, (self, other), ONES)
+        return Value(self.data + other, (self,), ONES)
 
     def __mul__(self, other: Value | float) -> Value:
         if type(other) is Value:
-            return Value(self.data * other.data, (self, other), (other.data, self.data))
+            return Value(self.data * other.data, (self, other), PRODUCT)
         return Value(self.data * other, (self,), (other,))
 
     def __pow__(self, k: float) -> Value:
@@ -100,7 +125,7 @@ class Value:
         total = 0.0
         for v in values:  # left to right, like a chain of binary adds
             total += v.data
-        return Value(total, values, (1.0,) * len(values))
+        return Value(total, values, ONES)
 
     @staticmethod
     def dot(a: Sequence[Value], b: Sequence[Value | float]) -> Value:
@@ -148,11 +173,20 @@ class Value:
         self.grad = 1.0
         for node in reversed(order):
             grad = node.grad
-            # No ``strict=``: any keyword sends ``zip`` down CPython's slow calling
-            # path (a keyword dict per call), and this runs once per node; the two
-            # tuples are made together in ``__init__``, so their lengths agree.
-            for child, local in zip(node.children, node.local_grads):  # noqa: B905
-                child.grad += local * grad
+            local_grads = node.local_grads
+            if local_grads is ONES:  # an add passes its gradient on unchanged
+                for child in node.children:
+                    child.grad += grad
+            elif local_grads is PRODUCT:  # a * b: d/da = b, d/db = a
+                a, b = node.children
+                a.grad += b.data * grad
+                b.grad += a.data * grad
+            else:
+                # No ``strict=``: any keyword sends ``zip`` down CPython's slow calling
+                # path (a keyword dict per call), and this runs once per node; the two
+                # tuples are made together in the primitives, so their lengths agree.
+                for child, local in zip(node.children, local_grads):  # noqa: B905
+                    child.grad += local * grad
 
 
 def topological_order(root: Value) -> list[Value]:
