@@ -124,6 +124,27 @@ def test_a_huge_vocab_size_in_config_json_is_refused_before_allocating(ckpt):
     assert "vocab_size 1,000,000,000,000 is larger than any real vocabulary" in one_line(exc)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "position"),
+    [
+        # No weight tensor bounds the context of a RoPE model: its rotation table (and a
+        # KV cache) would be allocated from this number, 8 GB of it here.
+        ("block_size", 10**9, "rope"),
+        ("n_embd", 2**63, "learned"),  # overflowed torch's shape arithmetic: a traceback
+        ("n_layer", 2**40, "learned"),  # built 10^12 modules on the meta device: a hang
+        ("d_ff", 10**7, "learned"),
+    ],
+)
+def test_sizes_beyond_any_real_model_in_config_json_are_refused_first(ckpt, field, value, position):
+    edit_json(
+        ckpt / "config.json",
+        lambda d: {**d, "model": {**d["model"], "position": position, field: value}},
+    )
+    with pytest.raises(TinylmError) as exc:
+        load_model(ckpt)
+    assert f"{field} {value:,} is larger than any real model's" in one_line(exc)
+
+
 # -- safetensors headers ------------------------------------------------------------------------
 
 

@@ -95,8 +95,9 @@ CASES = [
     (["train", "--tokenizer", "{fifo}", "--out", "{out}"], "named pipe"),
     (["train", "--data", "{corpus}", "--doc-sep", "", "--out", "{out}"], "--doc-sep"),
     (["train", "--data", "{corpus}", "--set", f"seed={HUGE_SEED}", "--out", "{out}"], "seed"),
-    (["train", "--data", "{corpus}", "--set", "n_embd=100000000", "--out", "{out}"], "GiB"),
+    (["train", "--data", "{corpus}", "--set", "n_embd=200000", "--out", "{out}"], "GiB"),
     (["train", "--data", "{corpus}", "--set", "batch_size=100000000", "--out", "{out}"], "GiB"),
+    (["train", "--data", "{corpus}", "--set", "n_layer=100000", "--out", "{out}"], "n_layer"),
     (["train", "--data", "{corpus}", "--set", "vocab_size=4000000001", "--out", "{out}"], "vocab"),
     (["train", "--out", "{run}", "--resume", "--steps", "9", "--set", "optimizer=adamw"], "muon"),
     # sample

@@ -27,14 +27,25 @@ def is_number(value: object) -> bool:
     )
 
 
-def check_int(name: str, value: object, low: int, allow_none: bool = False) -> None:
-    """``value`` is an integer ``>= low`` (or ``None`` when allowed)."""
+def check_int(
+    name: str, value: object, low: int, allow_none: bool = False, high: int | None = None
+) -> None:
+    """``value`` is an integer ``>= low`` and, if given, ``<= high`` (or ``None`` when allowed).
+
+    ``high`` is for sizes read from files: far above any real model, it stops a
+    damaged or hostile number before something is built or allocated from it.
+    """
     if allow_none and value is None:
         return
     if not is_int(value) or value < low:
         if low == 1:
             raise TinylmError(f"{name} must be a positive integer, got {value!r}")
         raise TinylmError(f"{name} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise TinylmError(
+            f"{name} {value:,} is larger than any real model's; the most tinylm accepts is "
+            f"{high:,} (is the config damaged or the number mistyped?)"
+        )
 
 
 #: The most ids a vocabulary may have: 64 times the largest in real use (~262K).

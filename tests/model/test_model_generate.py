@@ -63,6 +63,37 @@ def test_cache_is_sized_for_kv_heads(tiny_config):
     assert cache.values.shape == cache.keys.shape
 
 
+def test_cache_length_can_be_less_than_block_size_and_never_more(tiny_config):
+    model = GPT(tiny_config())
+    assert model.new_kv_cache(2, max_len=5).keys.shape[3] == 5
+    assert model.new_kv_cache(2, max_len=1000).keys.shape[3] == 12  # block_size
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_generation_sets_aside_only_the_cache_it_needs(lively, monkeypatch, batch):
+    # A long-context model (imported Llamas have 128K) asked for a short answer: the
+    # cache is prompt + new tokens long, not block_size, and the tokens are unchanged.
+    from tinylm.model.generate import generate_batch
+
+    model = lively(position="rope", block_size=4096)
+    lengths = []
+    make_cache = GPT.new_kv_cache
+
+    def spy(self, batch_size=1, max_len=None):
+        cache = make_cache(self, batch_size, max_len)
+        lengths.append(cache.max_len)
+        return cache
+
+    monkeypatch.setattr(GPT, "new_kv_cache", spy)
+    prompts = [[3, 1, 4, 1, 5], [2, 7], [1, 8, 2]][:batch]
+    if batch == 1:
+        out = [list(model.generate(prompts[0], 6, temperature=0))]
+    else:
+        out = generate_batch(model, prompts, 6, temperature=0)
+    assert lengths == [max(map(len, prompts)) + 6]
+    assert out == [greedy_reference(model, prompt, 6) for prompt in prompts]
+
+
 def test_cache_overflow_is_an_error(tiny_config):
     model = GPT(tiny_config())
     cache = model.new_kv_cache()

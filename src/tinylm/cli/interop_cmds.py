@@ -57,5 +57,10 @@ def run_import(args: argparse.Namespace) -> int:
     print(f"imported a {info['family']} model ({info['params']:,} parameters) into {args.out}")
     if info["tokenizer_note"]:
         print(f"no tokenizer came along: {info['tokenizer_note']}")
-    print(f"next: tinylm sample {args.out}")
+        print(
+            "sample, eval and inspect need one: give the folder a byte-level BPE "
+            "tokenizer.json (or vocab.json + merges.txt) and import it again into a new folder"
+        )
+    else:
+        print(f"next: tinylm sample {args.out}")
     return 0

@@ -152,12 +152,25 @@ def field_names() -> list[str]:
 # -- validation ----------------------------------------------------------------
 
 
+#: Upper bounds on the sizes, each far above any real model, so that a damaged or
+#: hostile config.json is refused before anything is built from it. Loading builds
+#: the model on torch's meta device first (shapes, no memory) and compares it with
+#: the weights, but its Python modules are real (``n_layer`` of them), and the RoPE
+#: and sinusoidal tables and the KV cache are sized by ``block_size``, which no
+#: weight tensor bounds.
+MAX_LAYERS = 1 << 12  # 4,096 blocks: 32x the deepest (Llama 3.1 405B has 126)
+MAX_WIDTH = 1 << 18  # 262,144 for n_embd, d_ff, multiple_of: ~5x the widest FFN (53,248)
+MAX_BLOCK_SIZE = 1 << 20  # 1,048,576 tokens of context
+
+
 def _validate(c: ModelConfig) -> None:
-    for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "multiple_of"):
-        check_int(name, getattr(c, name), 1)
     check_vocab_size("vocab_size", c.vocab_size)
-    check_int("n_kv_head", c.n_kv_head, 1, allow_none=True)
-    check_int("d_ff", c.d_ff, 1, allow_none=True)
+    check_int("block_size", c.block_size, 1, high=MAX_BLOCK_SIZE)
+    check_int("n_layer", c.n_layer, 1, high=MAX_LAYERS)
+    for name in ("n_embd", "n_head", "multiple_of"):
+        check_int(name, getattr(c, name), 1, high=MAX_WIDTH)
+    check_int("n_kv_head", c.n_kv_head, 1, allow_none=True, high=MAX_WIDTH)
+    check_int("d_ff", c.d_ff, 1, allow_none=True, high=MAX_WIDTH)
 
     check_choice("position", c.position, POSITIONS)
     check_choice("activation", c.activation, ACTIVATIONS)

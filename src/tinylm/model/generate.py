@@ -179,7 +179,7 @@ def _generate_tokens(
     temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
     device = model.lm_head.weight.device
-    cache = model.new_kv_cache(batch_size=1) if use_cache else None
+    cache = model.new_kv_cache(1, len(tokens) + max_new_tokens) if use_cache else None
     cache_start = 0  # position in ``tokens`` of the cache's first entry
     for _ in range(max_new_tokens):
         start = max(0, len(tokens) - block_size)  # the sliding context window
@@ -271,7 +271,8 @@ def _generate_rows(
     temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
     device = model.lm_head.weight.device
-    cache = model.new_kv_cache(batch_size=len(rows))
+    longest = max(len(row) for row in rows)
+    cache = model.new_kv_cache(len(rows), longest + max_new_tokens)
     outputs: list[list[int]] = [[] for _ in rows]
     running = [True] * len(rows)
     valid = next_pos = None  # (B, cache length) real-token columns; (B,) next positions

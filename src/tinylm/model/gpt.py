@@ -249,13 +249,18 @@ class GPT(nn.Module):
 
     # -- generation ------------------------------------------------------------------
 
-    def new_kv_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty KV cache for this model: ``block_size`` tokens, ``kv_heads`` heads."""
+    def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for this model: ``kv_heads`` heads, room for ``max_len`` tokens.
+
+        ``max_len`` defaults to (and is capped at) ``block_size``. Generation passes
+        the prompt's length plus the new tokens: the cache is allocated up front, and
+        an imported model with a context of 128K tokens would otherwise set aside
+        gigabytes for a short answer.
+        """
         c = self.config
         ref = self.lm_head.weight
-        return KVCache(
-            c.n_layer, batch_size, c.kv_heads, c.block_size, c.head_dim, ref.dtype, ref.device
-        )
+        length = c.block_size if max_len is None else max(1, min(max_len, c.block_size))
+        return KVCache(c.n_layer, batch_size, c.kv_heads, length, c.head_dim, ref.dtype, ref.device)
 
     def generate(
         self,
