@@ -135,3 +135,20 @@ def test_tabulated_rotary_equals_apply_rope(offset):
     (g_expected,) = torch.autograd.grad(expected.square().sum(), x)
     (g_got,) = torch.autograd.grad(got.square().sum(), x)
     torch.testing.assert_close(g_got, g_expected, atol=1e-5, rtol=1e-5)
+
+
+def test_one_rotation_table_serves_every_layer(tiny_config):
+    # A long-context model (imported Llamas have 128K positions) holds the table once,
+    # not once per layer; the layers still agree with the explicit path's angles.
+    from tinylm.model import GPT
+
+    fused = GPT(tiny_config(position="rope", n_layer=3))
+    tables = {id(block.attn.rotary.rotations) for block in fused.blocks}
+    assert len(tables) == 1
+    assert sum(b.numel() for b in fused.buffers()) == fused.blocks[0].attn.rotary.rotations.numel()
+    fused = fused.double()
+    assert len({id(block.attn.rotary.rotations) for block in fused.blocks}) == 1
+    explicit = GPT(tiny_config(position="rope", n_layer=3, kernels="explicit")).double()
+    explicit.load_state_dict(fused.state_dict())
+    idx = torch.randint(0, 11, (2, 9))
+    torch.testing.assert_close(fused(idx)[0], explicit(idx)[0], atol=1e-6, rtol=1e-5)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tinylm.model.config import ModelConfig
 from tinylm.model.kv_cache import KVCache
-from tinylm.model.rope import Rotary, apply_rope
+from tinylm.model.rope import Rotary, apply_rope, build_rotary
 
 
 def scaled_dot_product_attention(
@@ -83,7 +83,11 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 class CausalSelfAttention(nn.Module):
     """Multi-head (or grouped-/multi-query) causal self-attention for one layer."""
 
-    def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
+    def __init__(
+        self, config: ModelConfig, layer_idx: int = 0, rotary: Rotary | None = None
+    ) -> None:
+        """``rotary``: the model's shared RoPE table (``rope.build_rotary``); a layer
+        built on its own makes its own."""
         super().__init__()
         self.layer_idx = layer_idx  # which slot of a KVCache is ours
         self.n_head = config.n_head
@@ -91,11 +95,8 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.use_rope = config.position == "rope"
         self.rope_theta = config.rope_theta
-        # kernels=fused: the rotations are tabulated once (rope.Rotary)
-        fused_rope = self.use_rope and config.kernels == "fused"
-        self.rotary = (
-            Rotary(config.block_size, config.head_dim, config.rope_theta) if fused_rope else None
-        )
+        # kernels=fused: the rotations are tabulated once per model (rope.Rotary)
+        self.rotary = rotary if rotary is not None else build_rotary(config)
         self.fused = config.attention == "fused"
         self.dropout_p = config.dropout
 

@@ -22,14 +22,17 @@ from tinylm.model.config import ModelConfig
 from tinylm.model.feedforward import build_feedforward
 from tinylm.model.kv_cache import KVCache
 from tinylm.model.norms import build_norm
+from tinylm.model.rope import Rotary
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
+    def __init__(
+        self, config: ModelConfig, layer_idx: int = 0, rotary: Rotary | None = None
+    ) -> None:
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
         self.norm1 = build_norm(config)
-        self.attn = CausalSelfAttention(config, layer_idx)
+        self.attn = CausalSelfAttention(config, layer_idx, rotary)
         self.norm2 = build_norm(config)
         self.ffn = build_feedforward(config)
 

@@ -38,6 +38,7 @@ from tinylm.model.embeddings import (
 from tinylm.model.kv_cache import KVCache
 from tinylm.model.norms import build_norm
 from tinylm.model.roles import ParamRoles, split_by_shape
+from tinylm.model.rope import build_rotary
 
 
 def check_token_ids(ids: Any, vocab_size: int) -> None:
@@ -74,7 +75,8 @@ class GPT(nn.Module):
         self.pos_emb = build_position_embedding(config)  # None for rope and none
         self.emb_norm = build_norm(config) if config.embedding_norm else None
         self.emb_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        rotary = build_rotary(config)  # one RoPE table for every layer (or None)
+        self.blocks = nn.ModuleList(Block(config, i, rotary) for i in range(config.n_layer))
         self.final_norm = build_norm(config) if config.final_norm else None
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:

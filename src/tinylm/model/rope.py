@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.errors import TinylmError
+from tinylm.model.config import ModelConfig
 
 
 def rope_angles(positions: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
@@ -73,6 +74,19 @@ def apply_rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
     rotated_odd = x_even * sin + x_odd * cos
     rotated = torch.stack((rotated_even, rotated_odd), dim=-1).flatten(-2)
     return rotated.to(x.dtype)
+
+
+def build_rotary(config: ModelConfig) -> Rotary | None:
+    """The rotation table a model's attention layers share, or None.
+
+    None unless the model uses RoPE on the fused path (``kernels = fused``); the
+    explicit path computes its angles on every call instead. One table serves
+    every layer (the rotations depend only on position and head size), so a model
+    with a long context holds it once, not ``n_layer`` times.
+    """
+    if config.position != "rope" or config.kernels != "fused":
+        return None
+    return Rotary(config.block_size, config.head_dim, config.rope_theta)
 
 
 class Rotary(nn.Module):
