@@ -387,3 +387,67 @@ def test_edited_trainer_state_is_one_line_on_resume(tmp_path, extra, message):
     with pytest.raises(TinylmError) as exc:
         trainer.resume(folder)
     assert message in one_line(exc)
+
+
+def _edit_groups(index, key, value):
+    def change(d):
+        group = d["state"]["param_groups"][index]
+        if value is KeyError:
+            del group[key]
+        else:
+            group[key] = value
+        return d
+
+    return change
+
+
+def _edit_state(kind, key, value):
+    """Set ``key`` of the first parameter state holding ``kind`` (a state key) to ``value``."""
+
+    def change(d):
+        for _, state in d["state"]["state"]["__dict__"]:
+            if kind in state:
+                state[key] = value
+                return d
+        raise AssertionError(f"no parameter state holds {kind}")
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_edit_groups(-1, "eps", KeyError), "eps must be a finite number, got None"),
+        (_edit_groups(-1, "betas", {"__tuple__": ["x", 0.95]}), "betas must be two numbers"),
+        (_edit_groups(0, "weight_decay", ""), "weight_decay must be a finite number"),
+        (_edit_groups(0, "lr", float("nan")), "learning rate must be a finite number"),
+        (_edit_groups(0, "nesterov", 1), "nesterov must be true or false"),
+        (_edit_groups(0, "use_muon", "yes"), "use_muon must be true or false"),
+        (_edit_state("m", "step", -3), "step must be an integer >= 0, got -3"),
+        (_edit_state("m", "v", None), "v is NoneType, not a tensor of the parameter's shape"),
+        (_edit_state("momentum_buffer", "m", None), "this optimiser keeps ['momentum_buffer']"),
+    ],
+)
+def test_edited_optimizer_state_is_one_line_on_resume(tmp_path, change, message):
+    # torch's load_state_dict copies whatever the file holds: these edits used to fail
+    # (KeyError, TypeError) inside the first optimizer step after the resume.
+    import numpy as np
+
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.trainer import Trainer
+
+    ids = np.arange(200, dtype=np.uint16) % CONFIG["vocab_size"]
+    config = TrainConfig.from_dict(
+        {"steps": 5, "batch_size": 2, "out_dir": None, "progress": False, "optimizer": "muon"}
+    )
+    trainer = Trainer(tiny_gpt(1), ids, ids, None, config)
+    trainer.train_step()
+    generators = {"batches": trainer.batch_generator}
+    folder = save_checkpoint(
+        tmp_path / "c", trainer.model, trainer.optimizer, 1, generators=generators
+    )
+    edit_json(folder / "optimizer.json", change)
+    fresh = Trainer(tiny_gpt(1), ids, ids, None, config)
+    with pytest.raises(TinylmError) as exc:
+        fresh.resume(folder)
+    assert message in one_line(exc) and "optimizer state in" in str(exc.value)

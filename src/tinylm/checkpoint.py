@@ -315,7 +315,7 @@ def _load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
         ) from None
     try:
         optimizer.load_state_dict(decoded)
-    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, TinylmError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise TinylmError(
             f"optimizer state in {folder} does not fit this optimizer ({name} saved; {first}); "

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tinylm.checks import is_int, is_number
 from tinylm.errors import TinylmError
 from tinylm.model.roles import ParamRoles, split_by_shape
 
@@ -74,6 +75,30 @@ class _GroupwiseOptimizer(torch.optim.Optimizer):
 
     def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Refuse hyperparameters this optimiser cannot step with (``TinylmError``)."""
+        raise NotImplementedError
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The per-parameter state an update of ``group`` reads (besides ``step``)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, then every group and state checked as at creation.
+
+        torch copies whatever the saved state holds; a damaged checkpoint would then
+        fail (or step wrongly) deep inside the first update. Here each group's
+        hyperparameters pass the checks the constructor applies, and each
+        parameter's state holds exactly the tensors its update reads, shaped like
+        the parameter. A ``TinylmError`` names what is wrong.
+        """
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            self._check_group(group)
+            for param in group["params"]:
+                if self.state.get(param):
+                    _check_param_state(self.state[param], param, self._state_keys(group))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -180,7 +205,13 @@ class AdamW(_GroupwiseOptimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        _check_adam_group(self.param_groups[-1])
+        self._check_group(self.param_groups[-1])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_adam_group(group)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ADAM_STATE
 
     def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
         _adamw_update_group(params, [self.state[p] for p in params], group)
@@ -325,11 +356,18 @@ class Muon(_GroupwiseOptimizer):
         if not param_group.get("use_muon", True):
             param_group.setdefault("lr", self.adamw_lr)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        self._check_group(self.param_groups[-1])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        if not isinstance(group.get("use_muon"), bool):
+            raise TinylmError(f"use_muon must be true or false, got {group.get('use_muon')!r}")
         if group["use_muon"]:
             _check_muon_group(group)
         else:
             _check_adam_group(group)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return MUON_STATE if group["use_muon"] else ADAM_STATE
 
     def _update(self, params: list[Tensor], group: dict[str, Any]) -> None:
         states = [self.state[p] for p in params]
@@ -490,32 +528,70 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
 # -- argument checks --------------------------------------------------------------------
 
 
+#: The per-parameter state each kind of update keeps.
+ADAM_STATE = ("step", "m", "v")
+MUON_STATE = ("momentum_buffer",)
+
+
+def _number(group: dict[str, Any], key: str, what: str) -> float:
+    """``group[key]``, a finite number (not a bool), or a ``TinylmError`` naming it."""
+    value = group.get(key)
+    if not is_number(value):
+        raise TinylmError(f"{what} must be a finite number, got {value!r}")
+    return value
+
+
 def _check_adam_group(group: dict[str, Any]) -> None:
-    beta1, beta2 = group["betas"]
-    if group["lr"] < 0:
+    betas = group.get("betas")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(map(is_number, betas))):
+        raise TinylmError(f"betas must be two numbers in [0, 1), got {betas!r}; try (0.9, 0.95)")
+    beta1, beta2 = betas
+    if _number(group, "lr", "learning rate") < 0:
         raise TinylmError(f"learning rate must be 0 or more, got {group['lr']}")
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise TinylmError(f"betas must lie in [0, 1), got {group['betas']}; try (0.9, 0.95)")
-    if group["eps"] < 0:
+    if _number(group, "eps", "eps") < 0:
         raise TinylmError(f"eps must be 0 or more, got {group['eps']}; try 1e-8")
-    if group["weight_decay"] < 0:
+    if _number(group, "weight_decay", "weight_decay") < 0:
         raise TinylmError(f"weight_decay must be 0 or more, got {group['weight_decay']}")
 
 
 def _check_muon_group(group: dict[str, Any]) -> None:
-    if group["lr"] < 0:
+    if _number(group, "lr", "learning rate") < 0:
         raise TinylmError(f"learning rate must be 0 or more, got {group['lr']}")
-    if not 0.0 <= group["momentum"] < 1.0:
+    if not 0.0 <= _number(group, "momentum", "momentum") < 1.0:
         raise TinylmError(f"momentum must lie in [0, 1), got {group['momentum']}; try 0.95")
-    if int(group["ns_steps"]) != group["ns_steps"] or group["ns_steps"] < 1:
+    ns_steps = _number(group, "ns_steps", "ns_steps")
+    if int(ns_steps) != ns_steps or ns_steps < 1:
         raise TinylmError(f"ns_steps must be a positive integer, got {group['ns_steps']}")
-    if group["weight_decay"] < 0:
+    if not isinstance(group.get("nesterov"), bool):
+        raise TinylmError(f"nesterov must be true or false, got {group.get('nesterov')!r}")
+    if _number(group, "weight_decay", "weight_decay") < 0:
         raise TinylmError(f"weight_decay must be 0 or more, got {group['weight_decay']}")
     for p in group["params"]:
         if p.dim() != 2:
             raise TinylmError(
                 f"Muon updates only 2-D weight matrices, got a tensor of shape "
                 f"{tuple(p.shape)}; put it in a param group with use_muon=False"
+            )
+
+
+def _check_param_state(state: dict[str, Any], param: Tensor, keys: tuple[str, ...]) -> None:
+    """A restored state holds exactly ``keys``: ``step`` a count, the rest shaped as ``param``."""
+    if set(state) != set(keys):
+        raise TinylmError(
+            f"a parameter's state holds {sorted(state)}, but this optimiser keeps {list(keys)}"
+        )
+    for key in keys:
+        value = state[key]
+        if key == "step":
+            if not is_int(value) or value < 0:
+                raise TinylmError(f"a parameter's step must be an integer >= 0, got {value!r}")
+        elif not isinstance(value, Tensor) or value.shape != param.shape:
+            found = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise TinylmError(
+                f"a parameter's {key} is {found}, not a tensor of the parameter's shape "
+                f"{tuple(param.shape)}"
             )
 
 
