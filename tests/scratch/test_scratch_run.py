@@ -154,6 +154,26 @@ def test_settings_the_scalar_loop_cannot_honour_are_refused(tmp_path, names, cap
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("best", "message"), [([1.0], "is a list"), ("low", "is a string"), (True, "is a boolean")]
+)
+def test_an_edited_state_json_is_one_line_on_a_scratch_resume(
+    tmp_path, names, capsys, best, message
+):
+    # Read with the PyTorch trainer's own checks; float([1.0]) used to be a traceback.
+    run = tmp_path / "run"
+    argv = ["train", "--engine", "scratch", "--data", str(names), "--steps", "4", "--out", str(run)]
+    assert main([*argv, "--set", "eval_every=2", "--quiet"]) == 0
+    state = sorted(run.glob("ckpt-*"))[-1] / "state.json"
+    data = json.loads(state.read_text())
+    data["extra"]["best_val_loss"] = best
+    state.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main([*argv[:-4], "--steps", "6", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "best_val_loss" in err[0] and message in err[0], err
+
+
 def test_builtin_words_fit_the_microgpt_preset():
     words = builtin_words()
     assert len(words) > 2000 and words == sorted(set(words))

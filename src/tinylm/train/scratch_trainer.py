@@ -54,7 +54,12 @@ from tinylm.train.scratch_convert import (
     scratch_config,
     scratch_from_gpt,
 )
-from tinylm.train.trainer import RUN_FILE, check_writable
+from tinylm.train.trainer import (
+    RUN_FILE,
+    check_writable,
+    saved_best_val_loss,
+    saved_extra,
+)
 
 ENGINE = "scratch"
 DEFAULT_PRESET = "microgpt"
@@ -323,8 +328,7 @@ class ScratchTrainer:
         step = load_checkpoint(meta["path"], gpt, optimizer, restore_rng=False)
         self.model = scratch_from_gpt(gpt)
         self.optimizer = adam_from_adamw(optimizer, self.model, gpt)
-        best = meta["extra"].get("best_val_loss")
-        self.best_val_loss = math.inf if best is None else float(best)
+        self.best_val_loss = saved_best_val_loss(saved_extra(meta))
         self.step = self.saved_step = step
         self.last_checkpoint = Path(meta["path"])
         return step

@@ -459,17 +459,14 @@ class Trainer:
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}
         )
-        meta = read_checkpoint_meta(path)
-        hint = "the file was edited or damaged; resume from an earlier ckpt-* folder"
-        extra = Record(meta["extra"], f"{meta['path'] / 'state.json'}: extra", hint)
+        extra = saved_extra(read_checkpoint_meta(path))
         saved_world = extra.int("world_size", self.dist.world_size, minimum=1)
         if saved_world != self.dist.world_size:
             raise TinylmError(
                 f"checkpoint {path} was trained with {saved_world} processes, this run has "
                 f"{self.dist.world_size}; resume with the same number of processes"
             )
-        has_best = extra.data.get("best_val_loss") is not None
-        self.best_val_loss = extra.float("best_val_loss", finite=False) if has_best else math.inf
+        self.best_val_loss = saved_best_val_loss(extra)
         self.step = self.saved_step = int(step)
         self.last_checkpoint = Path(path)
         return self.step
@@ -532,3 +529,16 @@ def check_writable(folder: Path) -> None:
 def losses(history: Sequence[dict[str, Any]]) -> list[float]:
     """The training losses of a history, in step order (handy in notebooks and tests)."""
     return [r["loss"] for r in history if "loss" in r]
+
+
+def saved_extra(meta: dict[str, Any]) -> Record:
+    """The ``extra`` fields of a checkpoint's state.json, read as untrusted (``Record``)."""
+    hint = "the file was edited or damaged; resume from an earlier ckpt-* folder"
+    return Record(meta["extra"], f"{meta['path'] / 'state.json'}: extra", hint)
+
+
+def saved_best_val_loss(extra: Record) -> float:
+    """The best validation loss a checkpoint recorded (``inf`` when it had none yet)."""
+    if extra.data.get("best_val_loss") is None:
+        return math.inf
+    return extra.float("best_val_loss", finite=False)
