@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,34 @@ def test_a_damaged_result_file_is_a_clear_error(tmp_path):
     path.write_text('{"label": 3}')
     with pytest.raises(TinylmError, match="delete it"):
         RunResult.read(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("settings", [], "an object"),
+        ("settings", {"lr": [[1]]}, "a setting's value"),
+        ("seed", "x", "an integer"),
+        ("params_total", None, "an integer"),
+        ("best_val_loss", "low", "a finite number"),
+        ("final_val_loss", float("nan"), "a finite number"),
+        ("curve", [[1, 2]], "[step, seconds, val_loss] triples"),
+        ("curve", [["a", 1, 2]], "[step, seconds, val_loss] triples"),
+    ],
+)
+def test_every_field_of_a_result_file_is_checked_before_the_report(tmp_path, key, value, expected):
+    # Each of these used to pass read() and fail inside the report (a TypeError,
+    # an IndexError, statistics on a NaN) when a resumed comparison wrote its table.
+    good = asdict(_result("a", 1, 2.0))
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps({**good, key: value}))
+    with pytest.raises(TinylmError) as exc:
+        RunResult.read(path)
+    message = str(exc.value)
+    assert "\n" not in message and f"field '{key}" in message and expected in message
+    assert message.endswith("delete it to run that variant again")
+    path.write_text(json.dumps(good))
+    assert RunResult.read(path) == _result("a", 1, 2.0)  # the good file reads back equal
 
 
 # -- the table -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
+from tinylm.validate import Record, is_number, read_json
 
 RUNS_DIR = "runs"
 DATA_DIR = "data"
@@ -54,19 +55,30 @@ class RunResult:
     @classmethod
     def read(cls, path: Path) -> RunResult:
         """A result file, checked field by field (it is a file on disk, so untrusted)."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            result = cls(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            raise TinylmError(
-                f"cannot read {path}: {exc}; delete it to run that variant again"
-            ) from None
-        numbers = (result.tokens_per_s, result.seconds, result.final_val_loss)
-        if not all(isinstance(x, (int, float)) for x in numbers) or not isinstance(
-            result.curve, list
-        ):
-            raise TinylmError(f"{path} is damaged; delete it to run that variant again")
-        return result
+        hint = "delete it to run that variant again"
+        record = Record(read_json(path, hint), str(path), hint)
+        settings = record.dict("settings")
+        for name, value in settings.items():
+            if not (value is None or isinstance(value, (str, bool)) or is_number(value)):
+                raise record.error(f"settings.{name}", "a setting's value", value)
+        curve = record.list("curve")
+        for point in curve:
+            if not (isinstance(point, list) and len(point) == 3 and all(map(is_number, point))):
+                raise record.error("curve", "[step, seconds, val_loss] triples", point)
+        return cls(
+            label=record.str("label"),
+            settings=settings,
+            seed=record.int("seed", minimum=0),
+            run_dir=record.str("run_dir"),
+            steps=record.int("steps", minimum=0),
+            params_total=record.int("params_total", minimum=0),
+            params_embedding=record.int("params_embedding", minimum=0),
+            tokens_per_s=record.float("tokens_per_s", finite=False),  # nan: no time measured
+            seconds=record.float("seconds"),
+            final_val_loss=record.float("final_val_loss"),
+            best_val_loss=record.float("best_val_loss"),
+            curve=curve,
+        )
 
 
 @dataclass
