@@ -97,7 +97,7 @@ class _GroupwiseOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self._check_group(group)
             for param in group["params"]:
-                if self.state.get(param):
+                if param in self.state:
                     _check_param_state(self.state[param], param, self._state_keys(group))
 
     @torch.no_grad()
@@ -577,7 +577,14 @@ def _check_muon_group(group: dict[str, Any]) -> None:
 
 
 def _check_param_state(state: dict[str, Any], param: Tensor, keys: tuple[str, ...]) -> None:
-    """A restored state holds exactly ``keys``: ``step`` a count, the rest shaped as ``param``."""
+    """A restored state holds exactly ``keys``: ``step`` a count, the rest shaped as ``param``.
+
+    An empty state is a parameter that has not been stepped yet (its update starts it).
+    """
+    if not isinstance(state, dict):
+        raise TinylmError(f"a parameter's state is {type(state).__name__}, not an object")
+    if not state:
+        return
     if set(state) != set(keys):
         raise TinylmError(
             f"a parameter's state holds {sorted(state)}, but this optimiser keeps {list(keys)}"
