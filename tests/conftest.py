@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,38 @@ def one_torch_thread() -> Iterator[None]:
 def _one_torch_thread() -> Iterator[None]:
     with one_torch_thread():
         yield
+
+
+#: Values a damaged or hand-edited JSON file might hold where a field belongs.
+ODD_JSON_VALUES = [None, -1, 0, 10**12, 2**63, 1.5, "x", [], {}, True, float("nan"), ""]
+
+
+def damage_json(tree: Any, rng: random.Random) -> Any:
+    """One random change in a parsed JSON tree, in place: a field dropped or set to an odd value.
+
+    For the mutation tests of files tinylm reads: whatever comes out, a reader must
+    load it or refuse it in one line.
+    """
+    paths: list[list[Any]] = []
+
+    def walk(node: Any, path: list[Any]) -> None:
+        paths.append(path)
+        if isinstance(node, dict):
+            children = list(node.items())
+        elif isinstance(node, list):
+            children = list(enumerate(node[:40]))
+        else:
+            return
+        for key, child in children:
+            walk(child, [*path, key])
+
+    walk(tree, [])
+    path = rng.choice(paths[1:])
+    parent = tree
+    for key in path[:-1]:
+        parent = parent[key]
+    if rng.random() < 0.25:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = rng.choice(ODD_JSON_VALUES)
+    return tree

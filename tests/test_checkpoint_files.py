@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import damage_json
 from tinylm.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -389,6 +390,31 @@ def test_edited_trainer_state_is_one_line_on_resume(tmp_path, extra, message):
     assert message in one_line(exc)
 
 
+def stepped_muon_checkpoint(tmp_path: Path):
+    """A checkpoint of a Muon run one step in (so every parameter has optimiser state),
+    and a function that builds a fresh trainer of the same run to resume it."""
+    import numpy as np
+
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.trainer import Trainer
+
+    ids = np.arange(200, dtype=np.uint16) % CONFIG["vocab_size"]
+    config = TrainConfig.from_dict(
+        {"steps": 5, "batch_size": 2, "out_dir": None, "progress": False, "optimizer": "muon"}
+    )
+
+    def new_trainer() -> Trainer:
+        return Trainer(tiny_gpt(1), ids, ids, None, config)
+
+    trainer = new_trainer()
+    trainer.train_step()
+    generators = {"batches": trainer.batch_generator}
+    folder = save_checkpoint(
+        tmp_path / "c", trainer.model, trainer.optimizer, 1, generators=generators
+    )
+    return folder, new_trainer
+
+
 def _edit_groups(index, key, value):
     def change(d):
         group = d["state"]["param_groups"][index]
@@ -431,54 +457,12 @@ def _edit_state(kind, key, value):
 def test_edited_optimizer_state_is_one_line_on_resume(tmp_path, change, message):
     # torch's load_state_dict copies whatever the file holds: these edits used to fail
     # (KeyError, TypeError) inside the first optimizer step after the resume.
-    import numpy as np
-
-    from tinylm.train.config import TrainConfig
-    from tinylm.train.trainer import Trainer
-
-    ids = np.arange(200, dtype=np.uint16) % CONFIG["vocab_size"]
-    config = TrainConfig.from_dict(
-        {"steps": 5, "batch_size": 2, "out_dir": None, "progress": False, "optimizer": "muon"}
-    )
-    trainer = Trainer(tiny_gpt(1), ids, ids, None, config)
-    trainer.train_step()
-    generators = {"batches": trainer.batch_generator}
-    folder = save_checkpoint(
-        tmp_path / "c", trainer.model, trainer.optimizer, 1, generators=generators
-    )
+    folder, new_trainer = stepped_muon_checkpoint(tmp_path)
     edit_json(folder / "optimizer.json", change)
-    fresh = Trainer(tiny_gpt(1), ids, ids, None, config)
+    fresh = new_trainer()
     with pytest.raises(TinylmError) as exc:
         fresh.resume(folder)
     assert message in one_line(exc) and "optimizer state in" in str(exc.value)
-
-
-def _damage_json(tree, rng):
-    """One random change in a JSON tree: a field dropped, or set to an odd value."""
-    paths = []
-
-    def walk(node, path):
-        paths.append(path)
-        if isinstance(node, dict):
-            children = list(node.items())
-        elif isinstance(node, list):
-            children = list(enumerate(node[:30]))
-        else:
-            return
-        for key, child in children:
-            walk(child, [*path, key])
-
-    walk(tree, [])
-    path = rng.choice(paths[1:])
-    parent = tree
-    for key in path[:-1]:
-        parent = parent[key]
-    odd = [None, -1, 0, 10**12, 1.5, "x", [], {}, True, float("nan"), ""]
-    if rng.random() < 0.25:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = rng.choice(odd)
-    return tree
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -486,28 +470,14 @@ def test_randomly_damaged_optimizer_json_resumes_and_steps_or_is_one_line(tmp_pa
     import copy
     import random
 
-    import numpy as np
-
-    from tinylm.train.config import TrainConfig
-    from tinylm.train.trainer import Trainer
-
-    ids = np.arange(200, dtype=np.uint16) % CONFIG["vocab_size"]
-    config = TrainConfig.from_dict(
-        {"steps": 5, "batch_size": 2, "out_dir": None, "progress": False, "optimizer": "muon"}
-    )
-    trainer = Trainer(tiny_gpt(1), ids, ids, None, config)
-    trainer.train_step()
-    generators = {"batches": trainer.batch_generator}
-    folder = save_checkpoint(
-        tmp_path / "c", trainer.model, trainer.optimizer, 1, generators=generators
-    )
+    folder, new_trainer = stepped_muon_checkpoint(tmp_path)
     original = json.loads((folder / "optimizer.json").read_text())
     rng = random.Random(seed)
     refused = 0
     for _ in range(60):
-        damaged = _damage_json(copy.deepcopy(original), rng)
+        damaged = damage_json(copy.deepcopy(original), rng)
         (folder / "optimizer.json").write_text(json.dumps(damaged))
-        fresh = Trainer(tiny_gpt(1), ids, ids, None, config)
+        fresh = new_trainer()
         try:
             fresh.resume(folder)
         except TinylmError as exc:

@@ -16,6 +16,7 @@ import struct
 import pytest
 import torch
 
+from conftest import damage_json
 from tinylm.checkpoint import save_checkpoint
 from tinylm.cli.main import main
 from tinylm.inference.loading import load_model
@@ -23,7 +24,6 @@ from tinylm.inference.loading import load_model
 from .conftest import VARIANTS, make_model
 
 FAMILIES = ("gpt2-tied-gelu", "llama-gqa-tied")
-ODD_VALUES = [None, -1, 0, 10**12, 1.5, "x", [], {}, True, float("nan"), "", 2**63]
 
 
 @pytest.fixture(scope="module")
@@ -41,33 +41,6 @@ def exported(bpe, tmp_path_factory):
     return folders
 
 
-def mutate_json(tree, rng: random.Random):
-    """One random change somewhere in a JSON tree: a key dropped or a value replaced."""
-    paths = []
-
-    def walk(node, path):
-        paths.append(path)
-        if isinstance(node, dict):
-            children = list(node.items())
-        elif isinstance(node, list):
-            children = list(enumerate(node[:40]))
-        else:
-            return
-        for key, child in children:
-            walk(child, [*path, key])
-
-    walk(tree, [])
-    path = rng.choice(paths[1:])
-    parent = tree
-    for key in path[:-1]:
-        parent = parent[key]
-    if rng.random() < 0.3:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = rng.choice(ODD_VALUES)
-    return tree
-
-
 def mutate_safetensors(data: bytes, rng: random.Random) -> bytes:
     """Truncated, a header field changed, or bytes overwritten."""
     kind = rng.randrange(3)
@@ -75,7 +48,7 @@ def mutate_safetensors(data: bytes, rng: random.Random) -> bytes:
         return data[: rng.randrange(len(data))]
     if kind == 1:
         (size,) = struct.unpack("<Q", data[:8])
-        header = mutate_json(json.loads(data[8 : 8 + size]), rng)
+        header = damage_json(json.loads(data[8 : 8 + size]), rng)
         text = json.dumps(header).encode()
         text += b" " * (-len(text) % 8)
         return struct.pack("<Q", len(text)) + text + data[8 + size :]
@@ -89,7 +62,7 @@ def damage(folder, rng: random.Random) -> str:
     name = rng.choice(["config.json", "model.safetensors", "tokenizer.json"])
     path = folder / name
     if name.endswith(".json") and rng.random() < 0.8:
-        path.write_text(json.dumps(mutate_json(json.loads(path.read_text()), rng)))
+        path.write_text(json.dumps(damage_json(json.loads(path.read_text()), rng)))
     elif name.endswith(".json"):
         path.write_bytes(path.read_bytes()[: rng.randrange(path.stat().st_size)])
     else:
