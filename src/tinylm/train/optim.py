@@ -81,7 +81,7 @@ class _GroupwiseOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The per-parameter state an update of ``group`` reads (besides ``step``)."""
+        """The per-parameter state an update of ``group`` keeps (``ADAM_STATE``, ``MUON_STATE``)."""
         raise NotImplementedError
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
