@@ -80,6 +80,11 @@ class _GroupwiseOptimizer(torch.optim.Optimizer):
         """Refuse hyperparameters this optimiser cannot step with (``TinylmError``)."""
         raise NotImplementedError
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group`` (which fills in the defaults), then ``_check_group``."""
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The per-parameter state an update of ``group`` keeps (``ADAM_STATE``, ``MUON_STATE``)."""
         raise NotImplementedError
@@ -202,10 +207,6 @@ class AdamW(_GroupwiseOptimizer):
     ) -> None:
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
 
     def _check_group(self, group: dict[str, Any]) -> None:
         _check_adam_group(group)
@@ -355,8 +356,7 @@ class Muon(_GroupwiseOptimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not param_group.get("use_muon", True):
             param_group.setdefault("lr", self.adamw_lr)
-        super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
+        super().add_param_group(param_group)  # checks the group too
 
     def _check_group(self, group: dict[str, Any]) -> None:
         if not isinstance(group.get("use_muon"), bool):
