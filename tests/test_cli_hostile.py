@@ -50,6 +50,8 @@ def place(tmp_path_factory) -> dict[str, str]:
     os.symlink("loop", root / "loop")  # a link to itself: ELOOP on open
     (root / "latin1.toml").write_bytes(b"[train]\nsteps = 1\n# caf\xe9\n")
     (root / "folder").mkdir()
+    (root / "hfpipe").mkdir()  # a Hugging Face folder whose config.json is a FIFO
+    os.mkfifo(root / "hfpipe" / "config.json")
     run = root / "run"
     with one_torch_thread():
         argv = ["train", "--data", str(corpus), "--steps", "5", "--out", str(run), *TINY]
@@ -62,6 +64,7 @@ def place(tmp_path_factory) -> dict[str, str]:
         "loop": str(root / "loop"),
         "latin1": str(root / "latin1.toml"),
         "folder": str(root / "folder"),
+        "hfpipe": str(root / "hfpipe"),
         "missing": str(root / "missing.txt"),
         "run": str(run),
         "out": str(root / "new"),
@@ -120,6 +123,7 @@ CASES = [
     (["inspect", "lens", "{missing}", "Flat", "--out", "{out}"], "does not exist"),
     (["export", "{fifo}", "--out", "{out}"], "{fifo}"),
     (["import", "{fifo}", "--out", "{out}"], "{fifo}"),
+    (["import", "{hfpipe}", "--out", "{out}"], "named pipe"),
     (["serve", "{missing}"], "does not exist"),
     (["serve", "{run}", "--tokenizer", "{fifo}"], "named pipe"),
 ]

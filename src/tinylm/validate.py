@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.filekinds import describe
 
 _REQUIRED = object()
 
@@ -84,6 +85,9 @@ def read_json(path: str | os.PathLike, hint: str, *, missing: str | None = None)
     replaces the default message for an absent file.
     """
     path = Path(path)
+    kind = describe(path)  # before opening: a named pipe would block the read forever
+    if kind is not None and kind != "missing":
+        raise TinylmError(f"{path} is {kind}, not a JSON file; {hint}")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -105,7 +105,7 @@ def test_damaged_tokenizer_keeps_the_weights_and_says_what_to_do(exported, tmp_p
     (folder / "tokenizer.json").write_text(text[: len(text) // 2])
     assert main(["import", str(folder), "--out", str(tmp_path / "run")]) == 0
     printed = capsys.readouterr().out
-    assert "no tokenizer came along" in printed and "not JSON" in printed
+    assert "no tokenizer came along" in printed and "is not valid JSON" in printed
     assert "import it again" in printed and "next: tinylm sample" not in printed
     assert main(["sample", str(tmp_path / "run"), "--max-tokens", "3"]) == 2
     err = capsys.readouterr().err

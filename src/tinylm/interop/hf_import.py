@@ -30,6 +30,7 @@ from tinylm.interop.hf_config import from_hf_config
 from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json
 from tinylm.interop.hf_weights import from_hf_state_dict
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.validate import read_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -64,14 +65,11 @@ def read_hf_checkpoint(folder: str | os.PathLike) -> tuple[Any, Tokenizer | None
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TinylmError(
-            f"{path.parent} has no {path.name}; it is not a Hugging Face checkpoint folder"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise TinylmError(f"{path} is unreadable or not JSON ({exc})") from None
+    return read_json(
+        path,
+        "the Hugging Face folder is damaged; fetch it again",
+        missing=f"{path.parent} has no {path.name}; it is not a Hugging Face checkpoint folder",
+    )
 
 
 # -- weights ------------------------------------------------------------------------------
