@@ -154,14 +154,70 @@ def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
     return rows
 
 
+def matvec_times(out_features: int, in_features: int, rounds: int = 3) -> tuple[float, float]:
+    """Best time of one ``(1, in) @ (out, in)^T`` product, row-major then column-major weight.
+
+    Enough distinct weights are cycled through (at least 64 MB) that each call reads
+    its weight from memory, not from a cache, as a decode step does.
+    """
+    import torch.nn.functional as F
+
+    copies = max(2, int(64e6 // (out_features * in_features * 4)))
+    rows = [torch.randn(out_features, in_features) for _ in range(copies)]
+    cols = [w.t().contiguous().t() for w in rows]  # same shape and values, other strides
+    x = torch.randn(1, in_features)
+    best = []
+    with torch.inference_mode():
+        for weights in (rows, cols):
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for w in weights:
+                    F.linear(x, w)
+                times.append((time.perf_counter() - start) / len(weights))
+            best.append(min(times))
+    return best[0], best[1]
+
+
+def layouts_table(sizes: dict[str, dict]) -> None:
+    """Each linear layer shape of the benchmark's models: matvec time in both layouts."""
+    shapes = set()
+    for fields in sizes.values():
+        model = GPT(ModelConfig(block_size=256, **fields))
+        shapes |= {
+            (m.out_features, m.in_features)
+            for m in model.modules()
+            if isinstance(m, torch.nn.Linear)
+        }
+    print("\n| weight (out, in) | row-major | column-major | row / column | decoding uses |")
+    print("|---|---:|---:|---:|---|")
+    for out_features, in_features in sorted(shapes, key=lambda s: s[0] * s[1]):
+        row, col = matvec_times(out_features, in_features)
+        used = "column-major" if out_features > in_features else "row-major"
+        print(
+            f"| ({out_features}, {in_features}) | {row * 1e6:.0f} us | {col * 1e6:.0f} us | "
+            f"{row / col:.2f} | {used} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="only time each weight shape's matrix-vector product in both memory layouts",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layouts:
+        sizes = {k: v for k, v in SIZES.items() if not (args.quick and k.startswith("gpt2-small"))}
+        layouts_table(sizes)
+        return
     import transformers
 
     print(

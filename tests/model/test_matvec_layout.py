@@ -1,0 +1,133 @@
+"""Decoding holds widening weights column-major, and gives every weight back untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tinylm.model import GPT
+from tinylm.model.generate import matvec_layout
+
+
+@pytest.fixture
+def model(tiny_config) -> GPT:
+    """Vocabulary wider than the model, so the tied head widens too (11 tokens, 8 wide)."""
+    return GPT(tiny_config(n_embd=8, n_head=2, init_std=0.5, tie_embeddings=True)).eval()
+
+
+def linear_weights(model: GPT) -> dict[str, nn.Parameter]:
+    return {
+        name: module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+    }
+
+
+def snapshot(model: GPT) -> dict[str, tuple[int, torch.Tensor]]:
+    """Each linear weight's storage address and a copy of its values."""
+    return {name: (w.data_ptr(), w.detach().clone()) for name, w in linear_weights(model).items()}
+
+
+def assert_given_back(model: GPT, before: dict[str, tuple[int, torch.Tensor]]) -> None:
+    for name, weight in linear_weights(model).items():
+        address, values = before[name]
+        assert weight.data_ptr() == address, name  # its own tensor, not a copy of it
+        assert weight.is_contiguous(), name
+        assert torch.equal(weight, values), name
+
+
+def test_widening_weights_are_column_major_while_decoding(model):
+    before = snapshot(model)
+    tokens = model.generate([1, 2, 3], 4, temperature=0)
+    next(tokens)
+    widening = 0
+    for name, weight in linear_weights(model).items():
+        out_features, in_features = weight.shape
+        assert torch.equal(weight, before[name][1]), name  # same values throughout
+        if out_features > in_features:
+            widening += 1
+            assert weight.stride() == (1, out_features), name
+        else:
+            assert weight.is_contiguous(), name
+    # per layer the feed-forward's expansion, plus the head
+    assert widening == model.config.n_layer + 1
+    assert model.lm_head.weight is model.tok_emb.weight  # still tied
+    list(tokens)
+    assert_given_back(model, before)
+
+
+def test_weights_come_back_when_the_iterator_is_closed_early(model):
+    before = snapshot(model)
+    tokens = model.generate([1, 2], 6, temperature=0)
+    next(tokens)
+    tokens.close()
+    assert_given_back(model, before)
+
+
+def test_weights_come_back_when_a_stop_token_ends_decoding(model):
+    before = snapshot(model)
+    first = next(model.generate([1, 2], 1, temperature=0))
+    assert list(model.generate([1, 2], 6, temperature=0, stop_ids=[first])) == []
+    assert_given_back(model, before)
+
+
+def test_a_write_between_two_tokens_is_kept(model):
+    """A training step between two tokens must not be undone when decoding ends."""
+    expand = model.blocks[0].ffn.w1.weight
+    expected = expand.detach() + 0.25
+    tokens = model.generate([1, 2], 4, temperature=0)
+    next(tokens)
+    with torch.no_grad():
+        expand.add_(0.25)
+    list(tokens)
+    assert expand.is_contiguous()
+    assert torch.equal(expand, expected)
+
+
+def test_the_model_still_trains_between_two_tokens(model):
+    tokens = model.generate([1, 2], 4, temperature=0)
+    next(tokens)
+    _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
+    loss.backward()
+    assert model.lm_head.weight.grad is not None
+    assert torch.isfinite(model.lm_head.weight.grad).all()
+    list(tokens)
+
+
+def test_greedy_output_matches_the_row_major_layout(model):
+    """The layout changes where values sit, not what is computed (beyond rounding)."""
+    with_layout = list(model.generate([1, 2, 3], 9, temperature=0))
+    without = list(model.generate([1, 2, 3], 9, temperature=0, use_cache=False))
+    assert with_layout == without
+
+
+def test_nothing_moves_without_a_cache_or_off_the_float32_cpu(model):
+    before = snapshot(model)
+    tokens = model.generate([1, 2], 3, temperature=0, use_cache=False)
+    next(tokens)
+    for weight in linear_weights(model).values():
+        assert weight.is_contiguous()
+    list(tokens)
+    model.double()
+    with matvec_layout(model):
+        for weight in linear_weights(model).values():
+            assert weight.is_contiguous()
+    model.float()
+    assert all(torch.equal(w, before[n][1]) for n, w in linear_weights(model).items())
+
+
+def test_interleaved_generations_give_the_weights_back(model):
+    """The server runs requests token by token, in turns: the first to start restores."""
+    before = snapshot(model)
+    alone = [list(model.generate(p, 5, temperature=0)) for p in ([1, 2], [3])]
+    first, second = model.generate([1, 2], 5, temperature=0), model.generate([3], 5, temperature=0)
+    outputs: list[list[int]] = [[], []]
+    for _ in range(5):
+        outputs[0].append(next(first))
+        outputs[1].append(next(second))
+    assert list(first) == []  # the first ends, and gives the weights back ...
+    assert_given_back(model, before)
+    assert list(second) == []  # ... and the second, which moved nothing, leaves them so
+    assert_given_back(model, before)
+    assert outputs == alone
