@@ -180,20 +180,31 @@ def matvec_times(out_features: int, in_features: int, rounds: int = 3) -> tuple[
 
 
 def layouts_table(sizes: dict[str, dict]) -> None:
-    """Each linear layer shape of the benchmark's models: matvec time in both layouts."""
-    shapes = set()
+    """Each weight shape of the benchmark's models: matvec time in both layouts.
+
+    Beside the linear layers' own shapes, the joined query/key/value matrix that
+    decoding multiplies instead of W_q, W_k and W_v (``tinylm.model.decode_layout``).
+    """
+    from tinylm.model.attention import CausalSelfAttention
+
+    shapes: dict[tuple[int, int], str] = {}
     for fields in sizes.values():
         model = GPT(ModelConfig(block_size=256, **fields))
-        shapes |= {
-            (m.out_features, m.in_features)
-            for m in model.modules()
-            if isinstance(m, torch.nn.Linear)
-        }
+        for module in model.modules():
+            if isinstance(module, CausalSelfAttention):
+                rows = sum(p.out_features for p in (module.w_q, module.w_k, module.w_v))
+                shapes[(rows, module.w_q.in_features)] = "column-major (joined Q/K/V)"
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                widening = module.out_features > module.in_features
+                shape = (module.out_features, module.in_features)
+                shapes.setdefault(shape, "column-major" if widening else "row-major")
     print("\n| weight (out, in) | row-major | column-major | row / column | decoding uses |")
     print("|---|---:|---:|---:|---|")
-    for out_features, in_features in sorted(shapes, key=lambda s: s[0] * s[1]):
+    for (out_features, in_features), used in sorted(
+        shapes.items(), key=lambda s: s[0][0] * s[0][1]
+    ):
         row, col = matvec_times(out_features, in_features)
-        used = "column-major" if out_features > in_features else "row-major"
         print(
             f"| ({out_features}, {in_features}) | {row * 1e6:.0f} us | {col * 1e6:.0f} us | "
             f"{row / col:.2f} | {used} |",

@@ -1,4 +1,4 @@
-"""Decoding holds widening weights column-major, and gives every weight back untouched."""
+"""Decoding lays weights out for matrix-vector products, and gives every weight back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tinylm.model import GPT
-from tinylm.model.generate import matvec_layout
+from tinylm.model.decode_layout import matvec_layout
 
 
 @pytest.fixture
@@ -25,35 +25,68 @@ def linear_weights(model: GPT) -> dict[str, nn.Parameter]:
 
 
 def snapshot(model: GPT) -> dict[str, tuple[int, torch.Tensor]]:
-    """Each linear weight's storage address and a copy of its values."""
-    return {name: (w.data_ptr(), w.detach().clone()) for name, w in linear_weights(model).items()}
+    """Each parameter's storage address and a copy of its values."""
+    return {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
 
 
 def assert_given_back(model: GPT, before: dict[str, tuple[int, torch.Tensor]]) -> None:
-    for name, weight in linear_weights(model).items():
+    for name, param in model.named_parameters():
         address, values = before[name]
-        assert weight.data_ptr() == address, name  # its own tensor, not a copy of it
-        assert weight.is_contiguous(), name
-        assert torch.equal(weight, values), name
+        assert param.data_ptr() == address, name  # its own tensor, not a copy of it
+        assert param.is_contiguous(), name
+        assert torch.equal(param, values), name
 
 
 def test_widening_weights_are_column_major_while_decoding(model):
     before = snapshot(model)
+    values = {name: weight.detach().clone() for name, weight in linear_weights(model).items()}
     tokens = model.generate([1, 2, 3], 4, temperature=0)
     next(tokens)
     widening = 0
     for name, weight in linear_weights(model).items():
         out_features, in_features = weight.shape
-        assert torch.equal(weight, before[name][1]), name  # same values throughout
+        assert torch.equal(weight, values[name]), name  # same values throughout
         if out_features > in_features:
             widening += 1
             assert weight.stride() == (1, out_features), name
-        else:
+        elif ".w_o" in name:
             assert weight.is_contiguous(), name
     # per layer the feed-forward's expansion, plus the head
     assert widening == model.config.n_layer + 1
     assert model.lm_head.weight is model.tok_emb.weight  # still tied
     list(tokens)
+    assert_given_back(model, before)
+
+
+@pytest.mark.parametrize("n_kv_head", [None, 1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_query_key_value_weights_are_rows_of_one_matrix_while_decoding(
+    tiny_config, n_kv_head, bias
+):
+    model = GPT(tiny_config(init_std=0.5, n_kv_head=n_kv_head, bias=bias)).eval()
+    before = snapshot(model)
+    alone = list(model.generate([1, 2, 3], 6, temperature=0, use_cache=False))
+    tokens = model.generate([1, 2, 3], 6, temperature=0)
+    decoded = [next(tokens)]
+    for block in model.blocks:
+        attention = block.attn
+        weight, joined_bias = attention.joined_qkv
+        projections = (attention.w_q, attention.w_k, attention.w_v)
+        assert weight.stride() == (1, weight.shape[0])  # column-major
+        assert torch.equal(weight, torch.cat([p.weight for p in projections]))
+        assert (
+            weight.untyped_storage().data_ptr() == attention.w_q.weight.untyped_storage().data_ptr()
+        )
+        if bias:
+            assert torch.equal(joined_bias, torch.cat([p.bias for p in projections]))
+        else:
+            assert joined_bias is None
+        x = torch.randn(2, 1, model.config.n_embd)
+        for joined, separate in zip(attention.project_qkv(x), projections, strict=True):
+            torch.testing.assert_close(joined, separate(x), atol=1e-6, rtol=1e-6)
+    decoded += list(tokens)
+    assert decoded == alone
+    assert all(block.attn.joined_qkv is None for block in model.blocks)
     assert_given_back(model, before)
 
 
@@ -114,7 +147,7 @@ def test_nothing_moves_without_a_cache_or_off_the_float32_cpu(model):
         for weight in linear_weights(model).values():
             assert weight.is_contiguous()
     model.float()
-    assert all(torch.equal(w, before[n][1]) for n, w in linear_weights(model).items())
+    assert all(torch.equal(p, before[n][1]) for n, p in model.named_parameters())
 
 
 def test_interleaved_generations_give_the_weights_back(model):

@@ -106,6 +106,8 @@ class CausalSelfAttention(nn.Module):
         self.w_v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_o = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # (weight, bias) whose row blocks are W_q, W_k, W_v, while decoding: see project_qkv
+        self.joined_qkv: tuple[Tensor, Tensor | None] | None = None
 
     def forward(
         self,
@@ -124,9 +126,10 @@ class CausalSelfAttention(nn.Module):
         ``positions`` is ``(B, T)``.
         """
         B, T, _ = x.shape
-        q = self._split_heads(self.w_q(x), self.n_head)  # (B, n_head, T, head_dim)
-        k = self._split_heads(self.w_k(x), self.kv_heads)  # (B, kv_heads, T, head_dim)
-        v = self._split_heads(self.w_v(x), self.kv_heads)
+        q, k, v = self.project_qkv(x)
+        q = self._split_heads(q, self.n_head)  # (B, n_head, T, head_dim)
+        k = self._split_heads(k, self.kv_heads)  # (B, kv_heads, T, head_dim)
+        v = self._split_heads(v, self.kv_heads)
         if self.rotary is not None:
             q, k = self.rotary.rotate_pair(q, k, positions)
         elif self.use_rope:
@@ -139,6 +142,21 @@ class CausalSelfAttention(nn.Module):
 
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # concat heads
         return self.resid_dropout(self.w_o(out)), weights
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The queries, keys and values of ``x``: three products, or one.
+
+        While tokens are decoded one at a time, ``tinylm.model.decode_layout`` holds
+        W_q, W_k and W_v as the row blocks of one matrix, ``joined_qkv``; a single
+        product with it then reads all three weights in one pass. Same numbers,
+        up to float rounding.
+        """
+        if self.joined_qkv is None:
+            return self.w_q(x), self.w_k(x), self.w_v(x)
+        weight, bias = self.joined_qkv
+        widths = (self.w_q.out_features, self.w_k.out_features, self.w_v.out_features)
+        q, k, v = F.linear(x, weight, bias).split(widths, dim=-1)
+        return q, k, v
 
     def _split_heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape

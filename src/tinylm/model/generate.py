@@ -30,10 +30,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinylm.checks import check_seed, is_number
 from tinylm.errors import TinylmError
+from tinylm.model.decode_layout import matvec_layout
 
 if TYPE_CHECKING:
     from tinylm.model.gpt import GPT
@@ -341,72 +342,6 @@ def _eval_mode(model: GPT) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-#: Only weights of this dtype, on this device, are re-laid out: where it was measured.
-_MATVEC_LAYOUT_WHERE = (torch.float32, "cpu")
-
-
-@contextlib.contextmanager
-def matvec_layout(model: GPT, enabled: bool = True) -> Iterator[None]:
-    """Hold each widening weight column-major while tokens are decoded one at a time.
-
-    With a KV cache every step feeds one token, so every linear layer is a
-    matrix-vector product, and its time is the time to read the weight from
-    memory. CPU BLAS reads a matrix faster along its longer side: an
-    ``(out, in)`` weight with more outputs than inputs (the feed-forward's
-    expansion, SwiGLU's gate and value, the output head) is read 1.3-2.5x faster
-    stored transposed in memory, and a narrowing one slower
-    (``bench/bench_generate.py --layouts`` measures each shape). So for the
-    duration each widening weight gets a column-major copy of itself: same
-    shape, same values, other strides. A single-token step then costs up to a
-    fifth less; the outputs may differ from the row-major layout's only in float
-    rounding (the sums run in another order).
-
-    Training never sees the copies: on exit every weight gets its own tensor back,
-    so a run that samples mid-training stays bit-for-bit reproducible. A weight
-    written to meanwhile (a training step between two tokens) has that write kept.
-    Only float32 weights on the CPU are moved, where the effect was measured.
-    """
-    moved = _to_column_major(_widening_weights(model)) if enabled else []
-    try:
-        yield
-    finally:
-        with torch.inference_mode(False), torch.no_grad():
-            for weight, original, version in moved:
-                if weight._version != version:  # a write landed on the copy: keep it
-                    original.copy_(weight.data)
-                weight.data = original
-
-
-def _widening_weights(model: GPT) -> list[nn.Parameter]:
-    """The weights of the linear layers with more outputs than inputs, each once.
-
-    Only row-major ones: a weight already moved belongs to a generation still
-    running (the server interleaves requests token by token), which gives it back.
-    """
-    dtype, device_type = _MATVEC_LAYOUT_WHERE
-    found: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features > module.in_features:
-            weight = module.weight
-            measured_here = (weight.dtype, weight.device.type) == (dtype, device_type)
-            if measured_here and weight.is_contiguous():
-                found[id(weight)] = weight  # a tied head is the embedding: move it once
-    return list(found.values())
-
-
-def _to_column_major(weights: list[nn.Parameter]) -> list[tuple[nn.Parameter, Tensor, int]]:
-    """Give each weight a column-major copy; return it with its original tensor."""
-    moved = []
-    # Outside inference mode, so that the copies are ordinary tensors a caller may
-    # still train between two tokens.
-    with torch.inference_mode(False), torch.no_grad():
-        for weight in weights:
-            original = weight.data
-            weight.data = original.t().contiguous().t()
-            moved.append((weight, original, weight._version))
-    return moved
 
 
 def _check_prompt(model: GPT, prompt_ids: Sequence[int] | Tensor) -> list[int]:

@@ -1,0 +1,131 @@
+"""Where the weights sit in memory while tokens are decoded one at a time.
+
+With a KV cache every step of batch-1 generation feeds a single token, so every
+linear layer is a matrix-vector product, and its time is the time to read the
+weight from memory. How fast the CPU's BLAS reads a matrix depends on its layout:
+an ``(out, in)`` weight with more outputs than inputs (the feed-forward's
+expansion, SwiGLU's gate and value, the output head) is read 1.1-2.6x faster
+stored column-major, and a narrowing one 1.3-1.5x slower; square ones are even
+(``python bench/bench_generate.py --layouts`` times every shape both ways).
+
+So while decoding, :func:`matvec_layout`
+
+* gives each widening weight a column-major copy of itself: same shape, same
+  values, other strides;
+* stacks each layer's query, key and value weights as the rows of one
+  column-major matrix (they all read the same input), which the attention layer
+  then multiplies once (``CausalSelfAttention.joined_qkv``): one wide product
+  instead of three narrower ones, each read in the faster layout.
+
+Nothing is computed differently beyond float rounding (the sums run in another
+order). Training never sees the new layout: on exit every weight gets its own
+tensor back, so a run that samples mid-training stays bit-for-bit reproducible,
+and a write to a weight in between (a training step between two tokens) is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from tinylm.model.attention import CausalSelfAttention
+
+if TYPE_CHECKING:
+    from tinylm.model.gpt import GPT
+
+#: Only weights of this dtype, on this device, are moved: where the effect was measured.
+MEASURED_ON = (torch.float32, "cpu")
+
+#: A parameter that was given new storage, its original tensor, and its version then.
+Moved = tuple[nn.Parameter, Tensor, int]
+
+
+@contextlib.contextmanager
+def matvec_layout(model: GPT, enabled: bool = True) -> Iterator[None]:
+    """Lay the model's weights out for matrix-vector products, for the duration."""
+    moved: list[Moved] = []
+    joined: list[CausalSelfAttention] = []
+    try:
+        if enabled:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary, trainable tensors
+                for attention in _movable_attention(model):
+                    moved += _join_qkv(attention)
+                    joined.append(attention)
+                moved += _to_column_major(_widening_weights(model))
+        yield
+    finally:
+        with torch.inference_mode(False), torch.no_grad():
+            for attention in joined:
+                attention.joined_qkv = None
+            for param, original, version in moved:
+                if param._version != version:  # a write landed on the new storage: keep it
+                    original.copy_(param.data)
+                param.data = original
+
+
+def _measured_here(param: Tensor) -> bool:
+    return (param.dtype, param.device.type) == MEASURED_ON
+
+
+def _movable_attention(model: GPT) -> list[CausalSelfAttention]:
+    """Attention layers whose Q/K/V weights can be joined.
+
+    Not those already joined: they belong to a generation still running (the
+    server interleaves requests token by token), which gives them back.
+    """
+    return [
+        module
+        for module in model.modules()
+        if isinstance(module, CausalSelfAttention)
+        and module.joined_qkv is None
+        and all(_measured_here(p) for p in module.parameters())
+    ]
+
+
+def _join_qkv(attention: CausalSelfAttention) -> list[Moved]:
+    """Make W_q, W_k, W_v (and their biases) row blocks of one column-major matrix."""
+    projections = (attention.w_q, attention.w_k, attention.w_v)
+    weight = torch.cat([p.weight for p in projections]).t().contiguous().t()
+    moved = _share_rows(weight, [p.weight for p in projections])
+    bias = None
+    if attention.w_q.bias is not None:
+        bias = torch.cat([p.bias for p in projections])
+        moved += _share_rows(bias, [p.bias for p in projections])
+    attention.joined_qkv = (weight, bias)
+    return moved
+
+
+def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[Moved]:
+    """Point each parameter at its block of rows of ``joined`` (in order)."""
+    moved = []
+    start = 0
+    for param in params:
+        original = param.data
+        param.data = joined[start : start + len(original)]
+        start += len(original)
+        moved.append((param, original, param._version))
+    return moved
+
+
+def _widening_weights(model: GPT) -> list[nn.Parameter]:
+    """Row-major weights of linear layers with more outputs than inputs, each once."""
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features > module.in_features:
+            weight = module.weight
+            if _measured_here(weight) and weight.is_contiguous():
+                found[id(weight)] = weight  # a tied head is the embedding: move it once
+    return list(found.values())
+
+
+def _to_column_major(weights: list[nn.Parameter]) -> list[Moved]:
+    moved = []
+    for weight in weights:
+        original = weight.data
+        weight.data = original.t().contiguous().t()
+        moved.append((weight, original, weight._version))
+    return moved
