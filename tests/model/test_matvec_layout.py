@@ -37,11 +37,16 @@ def assert_given_back(model: GPT, before: dict[str, tuple[int, torch.Tensor]]) -
         assert torch.equal(param, values), name
 
 
+def past_the_prompt(tokens) -> list[int]:
+    """The first two tokens: the prompt's step, then the first one-token step."""
+    return [next(tokens), next(tokens)]
+
+
 def test_widening_weights_are_column_major_while_decoding(model):
     before = snapshot(model)
     values = {name: weight.detach().clone() for name, weight in linear_weights(model).items()}
     tokens = model.generate([1, 2, 3], 4, temperature=0)
-    next(tokens)
+    past_the_prompt(tokens)
     widening = 0
     for name, weight in linear_weights(model).items():
         out_features, in_features = weight.shape
@@ -67,7 +72,7 @@ def test_query_key_value_weights_are_rows_of_one_matrix_while_decoding(
     before = snapshot(model)
     alone = list(model.generate([1, 2, 3], 6, temperature=0, use_cache=False))
     tokens = model.generate([1, 2, 3], 6, temperature=0)
-    decoded = [next(tokens)]
+    decoded = past_the_prompt(tokens)
     for block in model.blocks:
         attention = block.attn
         weight, joined_bias = attention.joined_qkv
@@ -93,7 +98,7 @@ def test_query_key_value_weights_are_rows_of_one_matrix_while_decoding(
 def test_weights_come_back_when_the_iterator_is_closed_early(model):
     before = snapshot(model)
     tokens = model.generate([1, 2], 6, temperature=0)
-    next(tokens)
+    past_the_prompt(tokens)
     tokens.close()
     assert_given_back(model, before)
 
@@ -110,7 +115,7 @@ def test_a_write_between_two_tokens_is_kept(model):
     expand = model.blocks[0].ffn.w1.weight
     expected = expand.detach() + 0.25
     tokens = model.generate([1, 2], 4, temperature=0)
-    next(tokens)
+    past_the_prompt(tokens)
     with torch.no_grad():
         expand.add_(0.25)
     list(tokens)
@@ -120,7 +125,7 @@ def test_a_write_between_two_tokens_is_kept(model):
 
 def test_the_model_still_trains_between_two_tokens(model):
     tokens = model.generate([1, 2], 4, temperature=0)
-    next(tokens)
+    past_the_prompt(tokens)
     _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
     loss.backward()
     assert model.lm_head.weight.grad is not None
@@ -164,3 +169,33 @@ def test_interleaved_generations_give_the_weights_back(model):
     assert list(second) == []  # ... and the second, which moved nothing, leaves them so
     assert_given_back(model, before)
     assert outputs == alone
+
+
+def test_the_prompt_is_read_with_the_weights_as_they_are(model):
+    """The prompt's step is a matrix-matrix product: the layout starts after it."""
+    tokens = model.generate([1, 2, 3, 4, 5], 4, temperature=0)
+    next(tokens)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(block.attn.joined_qkv is None for block in model.blocks)
+    next(tokens)
+    assert not model.lm_head.weight.is_contiguous()
+    tokens.close()
+
+
+def test_a_sliding_window_gives_the_weights_back_at_once(model):
+    """Once the window slides, every step re-reads it all: row-major again."""
+    before = snapshot(model)
+    block_size = model.config.block_size
+    prompt = [1, 2, 3] * 3  # 9 of 12: the window slides for the fifth new token
+    alone = list(model.generate(prompt, 8, temperature=0, use_cache=False))
+    tokens = model.generate(prompt, 8, temperature=0)
+    decoded = past_the_prompt(tokens)
+    assert not model.lm_head.weight.is_contiguous()
+    while len(prompt) + len(decoded) <= block_size:
+        decoded.append(next(tokens))
+    decoded.append(next(tokens))  # the first step over a window that slid
+    assert len(decoded) == 5
+    assert_given_back(model, before)  # during generation, not only after
+    decoded += list(tokens)
+    assert decoded == alone
+    assert_given_back(model, before)

@@ -182,8 +182,11 @@ def _generate_tokens(
     device = model.lm_head.weight.device
     cache = model.new_kv_cache(1, len(tokens) + max_new_tokens) if use_cache else None
     cache_start = 0  # position in ``tokens`` of the cache's first entry
-    with matvec_layout(model, enabled=cache is not None):
-        for _ in range(max_new_tokens):
+    # ``decode_layout``: weights laid out for one-token steps while steps feed one token,
+    # from the first step after the prompt's until the window first slides (from then
+    # on every step re-reads the whole window, a matrix-matrix product again).
+    with contextlib.ExitStack() as layout:
+        for step in range(max_new_tokens):
             start = max(0, len(tokens) - block_size)  # the sliding context window
             with _eval_mode(model):
                 if cache is None:
@@ -192,6 +195,9 @@ def _generate_tokens(
                     if start != cache_start:  # window moved: cached keys are stale
                         cache.reset()
                         cache_start = start
+                        layout.close()
+                    elif step == 1:
+                        layout.enter_context(matvec_layout(model))
                     new = tokens[start + cache.length :]  # only what the cache lacks
                 idx = torch.tensor([new], dtype=torch.long, device=device)
                 logits = model.next_token_logits(idx, cache)[0]
