@@ -5,7 +5,7 @@ linear layer is a matrix-vector product, and its time is the time to read the
 weight from memory. How fast the CPU's BLAS reads a matrix depends on its layout:
 an ``(out, in)`` weight with more outputs than inputs (the feed-forward's
 expansion, SwiGLU's gate and value, the output head) is read 1.1-2.8x faster
-stored column-major, and a narrowing one 1.3-1.5x slower; square ones are even
+stored column-major, and a narrowing one 1.1-1.6x slower; square ones are even
 (``python bench/bench_generate.py --layouts`` times every shape both ways).
 
 So while decoding, :func:`matvec_layout`
