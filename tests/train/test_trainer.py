@@ -275,6 +275,25 @@ def test_muon_trains_the_model(tokenizer, splits):
     assert trainer.evaluate()["val_loss"] < first - 0.3
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_kernels_switch_chooses_the_optimizers_update_too(tokenizer, splits, optimizer):
+    """``kernels=fused`` steps AdamW with torch's fused kernel; ``explicit`` writes it out.
+
+    The two runs agree to float rounding: the same formula, rounded in other places.
+    """
+    config = make_config(optimizer=optimizer, steps=8, schedule="constant", eval_every=0)
+    runs = {}
+    for kernels in ("fused", "explicit"):
+        trainer = make_trainer(tokenizer, splits, config, kernels=kernels)
+        assert trainer.optimizer.fused is (kernels == "fused")
+        trainer.fit()
+        runs[kernels] = trainer.model
+    for (name, a), (_, b) in zip(
+        runs["fused"].named_parameters(), runs["explicit"].named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0, msg=name)
+
+
 def test_quiet_runs_print_nothing(capsys, tokenizer, splits):
     make_trainer(tokenizer, splits, make_config(steps=2, eval_every=1)).fit()
     captured = capsys.readouterr()

@@ -147,6 +147,7 @@ class Trainer:
             decay_embeddings=config.decay_embeddings,
             muon_lr=config.muon_lr,
             muon_momentum=config.muon_momentum,
+            fused=self.model.config.kernels == "fused",  # one switch for every fused kernel
         )
         self.ddp = _wrap_ddp(self.model, self.dist, self.device)
         self.threads = ThreadTuner(config.threads, self.device)
