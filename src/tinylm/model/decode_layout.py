@@ -89,23 +89,28 @@ def _movable_attention(model: GPT) -> list[CausalSelfAttention]:
 def _join_qkv(attention: CausalSelfAttention) -> list[Moved]:
     """Make W_q, W_k, W_v (and their biases) row blocks of one column-major matrix."""
     projections = (attention.w_q, attention.w_k, attention.w_v)
-    weight = torch.cat([p.weight for p in projections]).t().contiguous().t()
+    rows = sum(p.out_features for p in projections)
+    first = attention.w_q.weight
+    # (rows, in) stored column-major; each block is filled by one transposing copy
+    weight = first.new_empty(first.shape[1], rows).t()
     moved = _share_rows(weight, [p.weight for p in projections])
     bias = None
     if attention.w_q.bias is not None:
-        bias = torch.cat([p.bias for p in projections])
+        bias = attention.w_q.bias.new_empty(rows)
         moved += _share_rows(bias, [p.bias for p in projections])
     attention.joined_qkv = (weight, bias)
     return moved
 
 
 def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[Moved]:
-    """Point each parameter at its block of rows of ``joined`` (in order)."""
+    """Copy each parameter into its block of rows of ``joined`` (in order), and point it there."""
     moved = []
     start = 0
     for param in params:
         original = param.data
-        param.data = joined[start : start + len(original)]
+        block = joined[start : start + len(original)]
+        block.copy_(original)
+        param.data = block
         start += len(original)
         moved.append((param, original, param._version))
     return moved
