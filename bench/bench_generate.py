@@ -212,6 +212,36 @@ def layouts_table(sizes: dict[str, dict]) -> None:
         )
 
 
+def layout_pays_table(fields: dict, lengths: tuple[int, ...] = (4, 8, 16, 32, 64)) -> None:
+    """Batch-1 ``generate`` with and without the decode layout, by number of new tokens.
+
+    The layout copies the moved weights once per generation, so it pays only over
+    enough one-token steps; ``decode_layout.MIN_ONE_TOKEN_STEPS`` is set from this.
+    """
+    from tinylm.model import decode_layout
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(block_size=256, **fields)).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (32,)).tolist()
+    shipped = decode_layout.MIN_ONE_TOKEN_STEPS
+
+    def call(n_new: int, layout: bool) -> Callable[[], object]:
+        def run() -> object:
+            decode_layout.MIN_ONE_TOKEN_STEPS = 0 if layout else 10**9
+            try:
+                return list(model.generate(prompt, n_new, temperature=0))
+            finally:
+                decode_layout.MIN_ONE_TOKEN_STEPS = shipped
+
+        return run
+
+    print("\n| new tokens | without the layout / with it |")
+    print("|---:|---:|")
+    for n_new in lengths:
+        (t_off, _), (t_on, _) = best_times([call(n_new, False), call(n_new, True)], 5)
+        print(f"| {n_new} | {t_off / t_on:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
@@ -221,13 +251,15 @@ def main() -> None:
     parser.add_argument(
         "--layouts",
         action="store_true",
-        help="only time each weight shape's matrix-vector product in both memory layouts",
+        help="only time each weight shape's matrix-vector product in both memory layouts, "
+        "and generation with and without the decode layout",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.layouts:
         sizes = {k: v for k, v in SIZES.items() if not (args.quick and k.startswith("gpt2-small"))}
         layouts_table(sizes)
+        layout_pays_table(SIZES["gpt2 6x384"])
         return
     import transformers
 

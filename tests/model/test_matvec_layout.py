@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from tinylm.model import GPT
+from tinylm.model import GPT, decode_layout
 from tinylm.model.decode_layout import matvec_layout
+
+#: The threshold as shipped, before the fixture below lowers it.
+SHIPPED_MIN_STEPS = decode_layout.MIN_ONE_TOKEN_STEPS
+
+
+@pytest.fixture(autouse=True)
+def _layout_for_short_generations(monkeypatch):
+    """The tiny models here decode a few tokens each: take the layout for every one."""
+    monkeypatch.setattr(decode_layout, "MIN_ONE_TOKEN_STEPS", 1)
 
 
 @pytest.fixture
@@ -199,3 +208,24 @@ def test_a_sliding_window_gives_the_weights_back_at_once(model):
     decoded += list(tokens)
     assert decoded == alone
     assert_given_back(model, before)
+
+
+@pytest.mark.parametrize(
+    ("prompt_length", "new_tokens", "moved"),
+    [
+        (2, SHIPPED_MIN_STEPS + 1, True),  # exactly enough one-token steps
+        (2, SHIPPED_MIN_STEPS, False),  # one too few: the copies would not pay
+        (64 - SHIPPED_MIN_STEPS + 1, 100, False),  # the window slides too soon
+        (64 - SHIPPED_MIN_STEPS, 100, True),
+    ],
+)
+def test_the_layout_is_taken_only_when_enough_one_token_steps_lie_ahead(
+    monkeypatch, tiny_config, prompt_length, new_tokens, moved
+):
+    monkeypatch.setattr(decode_layout, "MIN_ONE_TOKEN_STEPS", SHIPPED_MIN_STEPS)
+    model = GPT(tiny_config(block_size=64, init_std=0.5)).eval()
+    tokens = model.generate([1] * prompt_length, new_tokens, temperature=0)
+    past_the_prompt(tokens)
+    assert (model.blocks[0].attn.joined_qkv is not None) is moved
+    assert model.blocks[0].ffn.w1.weight.is_contiguous() is not moved
+    tokens.close()

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from tinylm.checks import check_seed, is_number
 from tinylm.errors import TinylmError
-from tinylm.model.decode_layout import matvec_layout
+from tinylm.model import decode_layout
 
 if TYPE_CHECKING:
     from tinylm.model.gpt import GPT
@@ -184,7 +184,10 @@ def _generate_tokens(
     cache_start = 0  # position in ``tokens`` of the cache's first entry
     # ``decode_layout``: weights laid out for one-token steps while steps feed one token,
     # from the first step after the prompt's until the window first slides (from then
-    # on every step re-reads the whole window, a matrix-matrix product again).
+    # on every step re-reads the whole window, a matrix-matrix product again), when
+    # there are enough such steps to pay for the copies.
+    one_token_steps = min(max_new_tokens - 1, block_size - len(tokens))
+    worth_a_layout = one_token_steps >= decode_layout.MIN_ONE_TOKEN_STEPS
     with contextlib.ExitStack() as layout:
         for step in range(max_new_tokens):
             start = max(0, len(tokens) - block_size)  # the sliding context window
@@ -196,8 +199,8 @@ def _generate_tokens(
                         cache.reset()
                         cache_start = start
                         layout.close()
-                    elif step == 1:
-                        layout.enter_context(matvec_layout(model))
+                    elif step == 1 and worth_a_layout:
+                        layout.enter_context(decode_layout.matvec_layout(model))
                     new = tokens[start + cache.length :]  # only what the cache lacks
                 idx = torch.tensor([new], dtype=torch.long, device=device)
                 logits = model.next_token_logits(idx, cache)[0]
