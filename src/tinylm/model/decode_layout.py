@@ -42,9 +42,9 @@ MEASURED_ON = (torch.float32, "cpu")
 
 #: The fewest one-token steps ahead for which the layout is worth its copies. Each
 #: generation copies the moved weights once; below about 16 steps that costs more than
-#: the faster steps save (the 13.9M GPT-2 of ``bench/bench_generate.py --layouts``, two
-#: runs: 0.58-0.66x at 4 new tokens, 0.98x at 16, 1.05-1.14x at 32, 1.16-1.34x at 64),
-#: so 32 leaves a margin.
+#: the faster steps save. The 13.9M GPT-2 of ``bench/bench_generate.py --layouts``, two
+#: runs (at 64 also the A/B runs of docs/model.md): 0.58-0.66x at 4 new tokens, 0.98x at
+#: 16, 1.05-1.14x at 32, 1.11-1.34x at 64. So 32 leaves a margin.
 MIN_ONE_TOKEN_STEPS = 32
 
 #: A parameter that was given new storage, its original tensor, and its version then.
