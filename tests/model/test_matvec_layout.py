@@ -96,7 +96,15 @@ def test_query_key_value_weights_are_rows_of_one_matrix_while_decoding(
         else:
             assert joined_bias is None
         x = torch.randn(2, 1, model.config.n_embd)
-        for joined, separate in zip(attention.project_qkv(x), projections, strict=True):
+        calls: list[int] = []
+        hook = attention.w_q.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        with torch.no_grad():  # the joined product serves forwards without gradients
+            outputs = attention.project_qkv(x)
+        assert calls == []  # one product with the joined matrix, not W_q's own
+        attention.project_qkv(x)  # with gradients: the parameters' own products
+        assert calls == [1]
+        hook.remove()
+        for joined, separate in zip(outputs, projections, strict=True):
             torch.testing.assert_close(joined, separate(x), atol=1e-6, rtol=1e-6)
     decoded += list(tokens)
     assert decoded == alone
@@ -135,11 +143,19 @@ def test_a_write_between_two_tokens_is_kept(model):
 def test_the_model_still_trains_between_two_tokens(model):
     tokens = model.generate([1, 2], 4, temperature=0)
     past_the_prompt(tokens)
+    assert model.blocks[0].attn.joined_qkv is not None
     _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
     loss.backward()
-    assert model.lm_head.weight.grad is not None
-    assert torch.isfinite(model.lm_head.weight.grad).all()
+    for name, param in model.named_parameters():  # every weight gets its gradient
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+    grads = {name: param.grad.clone() for name, param in model.named_parameters()}
     list(tokens)
+    model.zero_grad()
+    _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
+    loss.backward()
+    for name, param in model.named_parameters():  # the same gradients as without a layout
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_greedy_output_matches_the_row_major_layout(model):

@@ -149,9 +149,11 @@ class CausalSelfAttention(nn.Module):
         While tokens are decoded one at a time, ``tinylm.model.decode_layout`` holds
         W_q, W_k and W_v as the row blocks of one matrix, ``joined_qkv``; a single
         product with it then reads all three weights in one pass. Same numbers,
-        up to float rounding.
+        up to float rounding. Only without gradients: the joined matrix is not a
+        parameter, so a forward that trains (between two generated tokens, say)
+        takes the three products, whose weights are still the parameters.
         """
-        if self.joined_qkv is None:
+        if self.joined_qkv is None or torch.is_grad_enabled():
             return self.w_q(x), self.w_k(x), self.w_v(x)
         weight, bias = self.joined_qkv
         widths = (self.w_q.out_features, self.w_k.out_features, self.w_v.out_features)
