@@ -52,17 +52,20 @@ Moved = tuple[nn.Parameter, Tensor, int]
 
 
 @contextlib.contextmanager
-def matvec_layout(model: GPT, enabled: bool = True) -> Iterator[None]:
-    """Lay the model's weights out for matrix-vector products, for the duration."""
+def matvec_layout(model: GPT) -> Iterator[None]:
+    """Lay the model's weights out for matrix-vector products, for the duration.
+
+    When that pays is the caller's call: ``generate`` takes it for its one-token
+    steps, when at least ``MIN_ONE_TOKEN_STEPS`` of them lie ahead.
+    """
     moved: list[Moved] = []
     joined: list[CausalSelfAttention] = []
     try:
-        if enabled:
-            with torch.inference_mode(False), torch.no_grad():  # ordinary, trainable tensors
-                for attention in _movable_attention(model):
-                    moved += _join_qkv(attention)
-                    joined.append(attention)
-                moved += _to_column_major(_widening_weights(model))
+        with torch.inference_mode(False), torch.no_grad():  # ordinary, trainable tensors
+            for attention in _movable_attention(model):
+                moved += _join_qkv(attention)
+                joined.append(attention)
+            moved += _to_column_major(_widening_weights(model))
         yield
     finally:
         with torch.inference_mode(False), torch.no_grad():
