@@ -117,13 +117,19 @@ def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[Moved]:
     moved = []
     start = 0
     for param in params:
-        original = param.data
-        block = joined[start : start + len(original)]
-        block.copy_(original)
-        param.data = block
-        start += len(original)
-        moved.append((param, original, param._version))
+        block = joined[start : start + len(param)]
+        block.copy_(param.data)
+        moved.append(_move(param, block))
+        start += len(block)
     return moved
+
+
+def _move(param: nn.Parameter, storage: Tensor) -> Moved:
+    """Give ``param`` the tensor ``storage`` (same values), noting what ``matvec_layout``
+    needs to give the original back: the tensor itself and the version it starts from."""
+    original = param.data
+    param.data = storage
+    return param, original, param._version
 
 
 def _widening_weights(model: GPT) -> list[nn.Parameter]:
@@ -138,9 +144,4 @@ def _widening_weights(model: GPT) -> list[nn.Parameter]:
 
 
 def _to_column_major(weights: list[nn.Parameter]) -> list[Moved]:
-    moved = []
-    for weight in weights:
-        original = weight.data
-        weight.data = original.t().contiguous().t()
-        moved.append((weight, original, weight._version))
-    return moved
+    return [_move(weight, weight.data.t().contiguous().t()) for weight in weights]
