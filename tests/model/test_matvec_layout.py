@@ -1,4 +1,5 @@
-"""Decoding lays weights out for matrix-vector products, and gives every weight back."""
+"""One-token steps compute with weights laid out for matrix-vector products; between steps,
+and after, every weight is the model's own again."""
 
 from __future__ import annotations
 
@@ -51,73 +52,134 @@ def past_the_prompt(tokens) -> list[int]:
     return [next(tokens), next(tokens)]
 
 
-def test_widening_weights_are_column_major_while_decoding(model):
+def watch_steps(model: GPT) -> list[dict]:
+    """What each forward of the model computes with, recorded as its head runs."""
+    seen: list[dict] = []
+
+    def record(module, args) -> None:
+        seen.append(
+            {
+                "strides": {name: w.stride() for name, w in linear_weights(model).items()},
+                "values": {name: w.detach().clone() for name, w in linear_weights(model).items()},
+                "joined": [block.attn.joined_qkv for block in model.blocks],
+                "head": model.lm_head.weight.data_ptr(),
+            }
+        )
+
+    model.lm_head.register_forward_pre_hook(record)
+    return seen
+
+
+def column_major(stride: tuple[int, ...], shape: torch.Size) -> bool:
+    return stride == (1, shape[0])
+
+
+def test_one_token_steps_compute_with_column_major_widening_weights(model):
     before = snapshot(model)
     values = {name: weight.detach().clone() for name, weight in linear_weights(model).items()}
-    tokens = model.generate([1, 2, 3], 4, temperature=0)
-    past_the_prompt(tokens)
-    widening = 0
-    for name, weight in linear_weights(model).items():
-        out_features, in_features = weight.shape
-        assert torch.equal(weight, values[name]), name  # same values throughout
-        if out_features > in_features:
-            widening += 1
-            assert weight.stride() == (1, out_features), name
-        elif ".w_o" in name:
-            assert weight.is_contiguous(), name
-    # per layer the feed-forward's expansion, plus the head
-    assert widening == model.config.n_layer + 1
+    seen = watch_steps(model)
+    assert len(list(model.generate([1, 2, 3], 4, temperature=0))) == 4
+    prompt_step, *one_token_steps = seen
+    # the prompt's step is a matrix-matrix product: the weights as they are
+    assert all(prompt_step["strides"][name] == values[name].stride() for name in values)
+    assert all(joined is None for joined in prompt_step["joined"])
+    assert len(one_token_steps) == 3
+    for step in one_token_steps:
+        widening = 0
+        for name, stride in step["strides"].items():
+            assert torch.equal(step["values"][name], values[name]), name  # same values
+            shape = values[name].shape
+            if shape[0] > shape[1]:
+                widening += 1
+                assert column_major(stride, shape), name
+            elif ".w_o" in name:
+                assert stride == values[name].stride(), name
+        # per layer the feed-forward's expansion, plus the head
+        assert widening == model.config.n_layer + 1
     assert model.lm_head.weight is model.tok_emb.weight  # still tied
-    list(tokens)
     assert_given_back(model, before)
 
 
 @pytest.mark.parametrize("n_kv_head", [None, 1])
 @pytest.mark.parametrize("bias", [True, False])
-def test_query_key_value_weights_are_rows_of_one_matrix_while_decoding(
+def test_query_key_value_weights_are_rows_of_one_matrix_in_one_token_steps(
     tiny_config, n_kv_head, bias
 ):
     model = GPT(tiny_config(init_std=0.5, n_kv_head=n_kv_head, bias=bias)).eval()
     before = snapshot(model)
     alone = list(model.generate([1, 2, 3], 6, temperature=0, use_cache=False))
-    tokens = model.generate([1, 2, 3], 6, temperature=0)
-    decoded = past_the_prompt(tokens)
-    for block in model.blocks:
-        attention = block.attn
-        weight, joined_bias = attention.joined_qkv
-        projections = (attention.w_q, attention.w_k, attention.w_v)
-        assert weight.stride() == (1, weight.shape[0])  # column-major
-        assert torch.equal(weight, torch.cat([p.weight for p in projections]))
-        assert (
-            weight.untyped_storage().data_ptr() == attention.w_q.weight.untyped_storage().data_ptr()
-        )
-        if bias:
-            assert torch.equal(joined_bias, torch.cat([p.bias for p in projections]))
-        else:
-            assert joined_bias is None
-        x = torch.randn(2, 1, model.config.n_embd)
-        calls: list[int] = []
-        hook = attention.w_q.register_forward_hook(lambda *_, calls=calls: calls.append(1))
-        with torch.no_grad():  # the joined product serves forwards without gradients
-            outputs = attention.project_qkv(x)
-        assert calls == []  # one product with the joined matrix, not W_q's own
-        attention.project_qkv(x)  # with gradients: the parameters' own products
-        assert calls == [1]
-        hook.remove()
-        for joined, separate in zip(outputs, projections, strict=True):
-            torch.testing.assert_close(joined, separate(x), atol=1e-6, rtol=1e-6)
-    decoded += list(tokens)
-    assert decoded == alone
+    seen = watch_steps(model)
+    assert list(model.generate([1, 2, 3], 6, temperature=0)) == alone
+    for step in seen[1:]:
+        for attention, (weight, joined_bias) in zip(
+            (block.attn for block in model.blocks), step["joined"], strict=True
+        ):
+            projections = (attention.w_q, attention.w_k, attention.w_v)
+            assert column_major(weight.stride(), weight.shape)
+            assert torch.equal(weight, torch.cat([p.weight for p in projections]))
+            if bias:
+                assert torch.equal(joined_bias, torch.cat([p.bias for p in projections]))
+            else:
+                assert joined_bias is None
     assert all(block.attn.joined_qkv is None for block in model.blocks)
     assert_given_back(model, before)
 
 
-def test_weights_come_back_when_the_iterator_is_closed_early(model):
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_joined_product_serves_forwards_without_gradients_only(tiny_config, bias):
+    model = GPT(tiny_config(init_std=0.5, n_kv_head=2, bias=bias)).eval()
+    x = torch.randn(2, 1, model.config.n_embd)
+    with matvec_layout(model):
+        for block in model.blocks:
+            attention = block.attn
+            weight, _ = attention.joined_qkv
+            # the parameters are views into the joined matrix, not copies beside it
+            assert weight.untyped_storage().data_ptr() == (
+                attention.w_q.weight.untyped_storage().data_ptr()
+            )
+            calls: list[int] = []
+            hook = attention.w_q.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+            with torch.no_grad():
+                joined = attention.project_qkv(x)
+            assert calls == []  # one product with the joined matrix, not W_q's own
+            separate = attention.project_qkv(x)  # with gradients: the parameters' own
+            assert calls == [1]
+            hook.remove()
+            for a, b in zip(joined, separate, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert all(block.attn.joined_qkv is None for block in model.blocks)
+
+
+def test_between_two_tokens_the_model_computes_as_with_no_generation_in_flight(tiny_config):
+    """The inspector server answers other requests between the tokens of a generation:
+    they must get, bit for bit, what they get when nothing is generating."""
+    model = GPT(tiny_config(n_embd=64, n_head=4, vocab_size=300, block_size=48)).eval()
+    before = snapshot(model)
+    x = torch.randint(0, 300, (1, 20))
+    with torch.no_grad():
+        expected, _ = model(x)
+    tokens = model.generate([1, 2, 3], 10, temperature=0)
+    past_the_prompt(tokens)
+    assert_given_back(model, before)
+    assert all(block.attn.joined_qkv is None for block in model.blocks)
+    with torch.no_grad():
+        between, _ = model(x)
+    assert torch.equal(between, expected)
+    next(tokens)
+    with torch.inference_mode():
+        between, _ = model(x)
+    assert torch.equal(between, expected)
+    tokens.close()
+
+
+def test_weights_come_back_and_copies_go_when_the_iterator_is_closed_early(model):
     before = snapshot(model)
     tokens = model.generate([1, 2], 6, temperature=0)
     past_the_prompt(tokens)
+    assert id(model) in decode_layout._shared
     tokens.close()
     assert_given_back(model, before)
+    assert id(model) not in decode_layout._shared  # the copies are freed with it
 
 
 def test_weights_come_back_when_a_stop_token_ends_decoding(model):
@@ -125,17 +187,39 @@ def test_weights_come_back_when_a_stop_token_ends_decoding(model):
     first = next(model.generate([1, 2], 1, temperature=0))
     assert list(model.generate([1, 2], 6, temperature=0, stop_ids=[first])) == []
     assert_given_back(model, before)
+    assert id(model) not in decode_layout._shared
 
 
-def test_a_write_between_two_tokens_is_kept(model):
-    """A training step between two tokens must not be undone when decoding ends."""
+def test_a_write_between_two_tokens_reaches_the_next_step_and_is_kept(model):
+    """A training step between two tokens: the next step computes with the new weight,
+    and it is not undone when decoding ends."""
     expand = model.blocks[0].ffn.w1.weight
     expected = expand.detach() + 0.25
+    seen = watch_steps(model)
     tokens = model.generate([1, 2], 4, temperature=0)
     past_the_prompt(tokens)
     with torch.no_grad():
         expand.add_(0.25)
+    next(tokens)
+    assert torch.equal(seen[-1]["values"]["blocks.0.ffn.w1"], expected)
+    assert column_major(seen[-1]["strides"]["blocks.0.ffn.w1"], expand.shape)
     list(tokens)
+    assert expand.is_contiguous()
+    assert torch.equal(expand, expected)
+
+
+def test_a_write_during_a_step_is_kept(model):
+    expand = model.blocks[0].ffn.w1.weight
+    expected = expand.detach() + 0.5
+
+    def write_once(module, args) -> None:
+        if not expand.is_contiguous():  # in a one-token step, on the copy
+            with torch.no_grad():
+                expand.add_(0.5)
+            handle.remove()
+
+    handle = model.lm_head.register_forward_pre_hook(write_once)
+    list(model.generate([1, 2], 4, temperature=0))
     assert expand.is_contiguous()
     assert torch.equal(expand, expected)
 
@@ -143,7 +227,6 @@ def test_a_write_between_two_tokens_is_kept(model):
 def test_the_model_still_trains_between_two_tokens(model):
     tokens = model.generate([1, 2], 4, temperature=0)
     past_the_prompt(tokens)
-    assert model.blocks[0].attn.joined_qkv is not None
     _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
     loss.backward()
     for name, param in model.named_parameters():  # every weight gets its gradient
@@ -155,7 +238,7 @@ def test_the_model_still_trains_between_two_tokens(model):
     _, loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
     loss.backward()
     for name, param in model.named_parameters():  # the same gradients as without a layout
-        torch.testing.assert_close(param.grad, grads[name], atol=1e-6, rtol=1e-5, msg=name)
+        assert torch.equal(param.grad, grads[name]), name
 
 
 def test_greedy_output_matches_the_row_major_layout(model):
@@ -167,62 +250,64 @@ def test_greedy_output_matches_the_row_major_layout(model):
 
 def test_nothing_moves_without_a_cache_or_off_the_float32_cpu(model):
     before = snapshot(model)
-    tokens = model.generate([1, 2], 3, temperature=0, use_cache=False)
-    next(tokens)
-    for weight in linear_weights(model).values():
-        assert weight.is_contiguous()
-    list(tokens)
+    seen = watch_steps(model)
+    list(model.generate([1, 2], 3, temperature=0, use_cache=False))
+    assert len(seen) == 3
+    for step in seen:
+        for name, stride in step["strides"].items():
+            assert stride == (step["values"][name].shape[1], 1), name  # row-major
+        assert all(joined is None for joined in step["joined"])
     model.double()
     with matvec_layout(model):
         for weight in linear_weights(model).values():
             assert weight.is_contiguous()
+        assert all(block.attn.joined_qkv is None for block in model.blocks)
     model.float()
     assert all(torch.equal(p, before[n][1]) for n, p in model.named_parameters())
 
 
-def test_interleaved_generations_give_the_weights_back(model):
-    """The server runs requests token by token, in turns: the first to start restores."""
+def test_interleaved_generations_share_one_set_of_copies(model):
+    """The server runs requests token by token, in turns: one layout serves them all."""
     before = snapshot(model)
     alone = [list(model.generate(p, 5, temperature=0)) for p in ([1, 2], [3])]
+    seen = watch_steps(model)
     first, second = model.generate([1, 2], 5, temperature=0), model.generate([3], 5, temperature=0)
     outputs: list[list[int]] = [[], []]
     for _ in range(5):
         outputs[0].append(next(first))
         outputs[1].append(next(second))
-    assert list(first) == []  # the first ends, and gives the weights back ...
-    assert_given_back(model, before)
-    assert list(second) == []  # ... and the second, which moved nothing, leaves them so
-    assert_given_back(model, before)
+        assert_given_back(model, before)  # between turns, the model's own weights
     assert outputs == alone
+    one_token_steps = seen[2:]  # after both prompts' steps
+    assert len(one_token_steps) == 8
+    assert len({step["head"] for step in one_token_steps}) == 1  # one copy of the head
+    assert one_token_steps[0]["head"] != before["tok_emb.weight"][0]
+    first.close()
+    assert id(model) in decode_layout._shared  # the second still holds it
+    second.close()
+    assert id(model) not in decode_layout._shared
+    assert_given_back(model, before)
 
 
-def test_the_prompt_is_read_with_the_weights_as_they_are(model):
-    """The prompt's step is a matrix-matrix product: the layout starts after it."""
-    tokens = model.generate([1, 2, 3, 4, 5], 4, temperature=0)
-    next(tokens)
-    assert all(p.is_contiguous() for p in model.parameters())
-    assert all(block.attn.joined_qkv is None for block in model.blocks)
-    next(tokens)
-    assert not model.lm_head.weight.is_contiguous()
-    tokens.close()
-
-
-def test_a_sliding_window_gives_the_weights_back_at_once(model):
+def test_a_sliding_window_computes_with_the_weights_as_they_are(model):
     """Once the window slides, every step re-reads it all: row-major again."""
     before = snapshot(model)
     block_size = model.config.block_size
     prompt = [1, 2, 3] * 3  # 9 of 12: the window slides for the fifth new token
     alone = list(model.generate(prompt, 8, temperature=0, use_cache=False))
+    seen = watch_steps(model)
     tokens = model.generate(prompt, 8, temperature=0)
-    decoded = past_the_prompt(tokens)
-    assert not model.lm_head.weight.is_contiguous()
-    while len(prompt) + len(decoded) <= block_size:
-        decoded.append(next(tokens))
+    decoded = [next(tokens) for _ in range(block_size - len(prompt) + 1)]
+    assert id(model) in decode_layout._shared
     decoded.append(next(tokens))  # the first step over a window that slid
     assert len(decoded) == 5
-    assert_given_back(model, before)  # during generation, not only after
+    assert id(model) not in decode_layout._shared  # dropped at once, not at the end
+    assert [column_major(s["strides"]["lm_head"], (11, 8)) for s in seen] == [False] + [
+        True
+    ] * 3 + [False]
     decoded += list(tokens)
     assert decoded == alone
+    assert all(not column_major(s["strides"]["lm_head"], (11, 8)) for s in seen[5:])
     assert_given_back(model, before)
 
 
@@ -240,8 +325,10 @@ def test_the_layout_is_taken_only_when_enough_one_token_steps_lie_ahead(
 ):
     monkeypatch.setattr(decode_layout, "MIN_ONE_TOKEN_STEPS", SHIPPED_MIN_STEPS)
     model = GPT(tiny_config(block_size=64, init_std=0.5)).eval()
+    seen = watch_steps(model)
     tokens = model.generate([1] * prompt_length, new_tokens, temperature=0)
     past_the_prompt(tokens)
-    assert (model.blocks[0].attn.joined_qkv is not None) is moved
-    assert model.blocks[0].ffn.w1.weight.is_contiguous() is not moved
+    assert (seen[1]["joined"][0] is not None) is moved
+    w1 = model.blocks[0].ffn.w1.weight
+    assert column_major(seen[1]["strides"]["blocks.0.ffn.w1"], w1.shape) is moved
     tokens.close()

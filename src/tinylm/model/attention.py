@@ -146,12 +146,12 @@ class CausalSelfAttention(nn.Module):
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The queries, keys and values of ``x``: three products, or one.
 
-        While tokens are decoded one at a time, ``tinylm.model.decode_layout`` holds
+        During a one-token decoding step, ``tinylm.model.decode_layout`` holds
         W_q, W_k and W_v as the row blocks of one matrix, ``joined_qkv``; a single
         product with it then reads all three weights in one pass. Same numbers,
         up to float rounding. Only without gradients: the joined matrix is not a
-        parameter, so a forward that trains (between two generated tokens, say)
-        takes the three products, whose weights are still the parameters.
+        parameter, so a forward that trains inside a layout (``matvec_layout``
+        held around it) takes the three products, whose weights are the parameters.
         """
         if self.joined_qkv is None or torch.is_grad_enabled():
             return self.w_q(x), self.w_k(x), self.w_v(x)

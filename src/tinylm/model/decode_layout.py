@@ -8,7 +8,7 @@ expansion, SwiGLU's gate and value, the output head) is read 1.1-2.8x faster
 stored column-major, and a narrowing one 1.1-1.6x slower; square ones are even
 (``python bench/bench_generate.py --layouts`` times every shape both ways).
 
-So while decoding, :func:`matvec_layout`
+So for decoding, :class:`MatvecLayout`
 
 * gives each widening weight a column-major copy of itself: same shape, same
   values, other strides;
@@ -17,16 +17,24 @@ So while decoding, :func:`matvec_layout`
   then multiplies once (``CausalSelfAttention.joined_qkv``): one wide product
   instead of three narrower ones, each read in the faster layout.
 
+The copies are put in place for one step at a time (:meth:`MatvecLayout.applied`),
+a pointer swap per weight (about 30 us a step for 40 weights). Between two tokens the
+model is exactly as it was, so whatever else runs on it then (the inspector server
+answers other requests between the tokens of a generation; a notebook may train)
+computes what it would with no generation in flight, bit for bit. A write to a
+weight between two steps reaches the copy before the next step; one during a step
+reaches the weight after it.
+
 Nothing is computed differently beyond float rounding (the sums run in another
-order). Training never sees the new layout: on exit every weight gets its own
-tensor back, so a run that samples mid-training stays bit-for-bit reproducible,
-and a write to a weight in between (a training step between two tokens) is kept.
+order).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,34 +55,107 @@ MEASURED_ON = (torch.float32, "cpu")
 #: 16, 1.05-1.14x at 32, 1.11-1.34x at 64. So 32 leaves a margin.
 MIN_ONE_TOKEN_STEPS = 32
 
-#: A parameter that was given new storage, its original tensor, and its version then.
-Moved = tuple[nn.Parameter, Tensor, int]
+
+@dataclass
+class _Copy:
+    """One weight and its copy in the decode layout."""
+
+    param: nn.Parameter
+    copy: Tensor
+    seen: int  # the parameter's version when the copy last matched it
+
+
+class MatvecLayout:
+    """Copies of a model's weights laid out for matrix-vector products.
+
+    Making one copies the weights (nothing of the model changes); :meth:`applied`
+    puts the copies in place for the duration of a ``with`` block.
+    """
+
+    def __init__(self, model: GPT) -> None:
+        self.model = weakref.ref(model)
+        self._copies: list[_Copy] = []
+        self._joined: list[tuple[CausalSelfAttention, tuple[Tensor, Tensor | None]]] = []
+        self._in_place = False
+        with torch.inference_mode(False), torch.no_grad():  # ordinary, trainable tensors
+            for attention in _movable_attention(model):
+                joined, copies = _join_qkv(attention)
+                self._joined.append((attention, joined))
+                self._copies += copies
+            for weight in _widening_weights(model):
+                column_major = weight.data.new_empty(weight.shape[1], weight.shape[0]).t()
+                self._copies.append(_copy(weight, column_major))
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model computes with the copies inside the block, and with its own weights after.
+
+        Re-entering while in place changes nothing: the outer block gives the weights back.
+        """
+        if self._in_place:
+            yield
+            return
+        originals = self._put_in_place()
+        try:
+            yield
+        finally:
+            self._give_back(originals)
+
+    def _put_in_place(self) -> list[Tensor]:
+        originals = []
+        with torch.inference_mode(False), torch.no_grad():
+            for entry in self._copies:
+                original = entry.param.data
+                if entry.param._version != entry.seen:  # written since the copy was made
+                    entry.copy.copy_(original)
+                entry.param.data = entry.copy
+                entry.seen = entry.param._version
+                originals.append(original)
+        for attention, joined in self._joined:
+            attention.joined_qkv = joined
+        self._in_place = True
+        return originals
+
+    def _give_back(self, originals: list[Tensor]) -> None:
+        for attention, _ in self._joined:
+            attention.joined_qkv = None
+        with torch.inference_mode(False), torch.no_grad():
+            for entry, original in zip(self._copies, originals, strict=True):
+                if entry.param._version != entry.seen:  # written during the step: keep it
+                    original.copy_(entry.copy)
+                entry.param.data = original
+                entry.seen = entry.param._version
+        self._in_place = False
 
 
 @contextlib.contextmanager
 def matvec_layout(model: GPT) -> Iterator[None]:
-    """Lay the model's weights out for matrix-vector products, for the duration.
+    """Compute with the model's weights laid out for matrix-vector products, for the duration.
 
-    When that pays is the caller's call: ``generate`` takes it for its one-token
-    steps, when at least ``MIN_ONE_TOKEN_STEPS`` of them lie ahead.
+    When that pays is the caller's call: ``generate`` takes a layout for its
+    one-token steps (:func:`shared_layout`), when at least ``MIN_ONE_TOKEN_STEPS``
+    of them lie ahead.
     """
-    moved: list[Moved] = []
-    joined: list[CausalSelfAttention] = []
-    try:
-        with torch.inference_mode(False), torch.no_grad():  # ordinary, trainable tensors
-            for attention in _movable_attention(model):
-                moved += _join_qkv(attention)
-                joined.append(attention)
-            moved += _to_column_major(_widening_weights(model))
+    with MatvecLayout(model).applied():
         yield
-    finally:
-        with torch.inference_mode(False), torch.no_grad():
-            for attention in joined:
-                attention.joined_qkv = None
-            for param, original, version in moved:
-                if param._version != version:  # a write landed on the new storage: keep it
-                    original.copy_(param.data)
-                param.data = original
+
+
+#: Each model's layout, by ``id(model)``, while something holds it (weak values: the
+#: entry goes when the last generation using the layout drops it).
+_shared: weakref.WeakValueDictionary[int, MatvecLayout] = weakref.WeakValueDictionary()
+
+
+def shared_layout(model: GPT) -> MatvecLayout:
+    """The model's layout: made by the first generation that asks, shared while any holds it.
+
+    Generations of one model that run in turns (the server interleaves requests
+    token by token) then keep one set of copies rather than one each.
+    """
+    layout = _shared.get(id(model))
+    if layout is None or layout.model() is not model:  # none, or an id reused
+        layout = MatvecLayout(model)
+        _shared[id(model)] = layout
+    return layout
 
 
 def _measured_here(param: Tensor) -> bool:
@@ -82,11 +163,7 @@ def _measured_here(param: Tensor) -> bool:
 
 
 def _movable_attention(model: GPT) -> list[CausalSelfAttention]:
-    """Attention layers whose Q/K/V weights can be joined.
-
-    Not those already joined: they belong to a generation still running (the
-    server interleaves requests token by token), which gives them back.
-    """
+    """Attention layers whose Q/K/V weights can be joined (not those in a layout now)."""
     return [
         module
         for module in model.modules()
@@ -96,40 +173,37 @@ def _movable_attention(model: GPT) -> list[CausalSelfAttention]:
     ]
 
 
-def _join_qkv(attention: CausalSelfAttention) -> list[Moved]:
-    """Make W_q, W_k, W_v (and their biases) row blocks of one column-major matrix."""
+def _join_qkv(
+    attention: CausalSelfAttention,
+) -> tuple[tuple[Tensor, Tensor | None], list[_Copy]]:
+    """W_q, W_k, W_v (and their biases) copied as row blocks of one column-major matrix."""
     projections = (attention.w_q, attention.w_k, attention.w_v)
     rows = sum(p.out_features for p in projections)
     first = attention.w_q.weight
     # (rows, in) stored column-major; each block is filled by one transposing copy
     weight = first.new_empty(first.shape[1], rows).t()
-    moved = _share_rows(weight, [p.weight for p in projections])
+    copies = _share_rows(weight, [p.weight for p in projections])
     bias = None
     if attention.w_q.bias is not None:
         bias = attention.w_q.bias.new_empty(rows)
-        moved += _share_rows(bias, [p.bias for p in projections])
-    attention.joined_qkv = (weight, bias)
-    return moved
+        copies += _share_rows(bias, [p.bias for p in projections])
+    return (weight, bias), copies
 
 
-def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[Moved]:
-    """Copy each parameter into its block of rows of ``joined`` (in order), and point it there."""
-    moved = []
+def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[_Copy]:
+    """Copy each parameter into its block of rows of ``joined``, in order."""
+    copies = []
     start = 0
     for param in params:
         block = joined[start : start + len(param)]
-        block.copy_(param.data)
-        moved.append(_move(param, block))
+        copies.append(_copy(param, block))
         start += len(block)
-    return moved
+    return copies
 
 
-def _move(param: nn.Parameter, storage: Tensor) -> Moved:
-    """Give ``param`` the tensor ``storage`` (same values), noting what ``matvec_layout``
-    needs to give the original back: the tensor itself and the version it starts from."""
-    original = param.data
-    param.data = storage
-    return param, original, param._version
+def _copy(param: nn.Parameter, into: Tensor) -> _Copy:
+    into.copy_(param.data)
+    return _Copy(param, into, param._version)
 
 
 def _widening_weights(model: GPT) -> list[nn.Parameter]:
@@ -141,7 +215,3 @@ def _widening_weights(model: GPT) -> list[nn.Parameter]:
             if _measured_here(weight) and weight.is_contiguous():
                 found[id(weight)] = weight  # a tied head is the embedding: move it once
     return list(found.values())
-
-
-def _to_column_major(weights: list[nn.Parameter]) -> list[Moved]:
-    return [_move(weight, weight.data.t().contiguous().t()) for weight in weights]

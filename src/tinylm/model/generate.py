@@ -185,30 +185,31 @@ def _generate_tokens(
     # ``decode_layout``: weights laid out for one-token steps while steps feed one token,
     # from the first step after the prompt's until the window first slides (from then
     # on every step re-reads the whole window, a matrix-matrix product again), when
-    # there are enough such steps to pay for the copies.
+    # there are enough such steps to pay for the copies. In place only during a step.
     one_token_steps = min(max_new_tokens - 1, block_size - len(tokens))
     worth_a_layout = one_token_steps >= decode_layout.MIN_ONE_TOKEN_STEPS
-    with contextlib.ExitStack() as layout:
-        for step in range(max_new_tokens):
-            start = max(0, len(tokens) - block_size)  # the sliding context window
-            with _eval_mode(model):
-                if cache is None:
-                    new = tokens[start:]
-                else:
-                    if start != cache_start:  # window moved: cached keys are stale
-                        cache.reset()
-                        cache_start = start
-                        layout.close()
-                    elif step == 1 and worth_a_layout:
-                        layout.enter_context(decode_layout.matvec_layout(model))
-                    new = tokens[start + cache.length :]  # only what the cache lacks
-                idx = torch.tensor([new], dtype=torch.long, device=device)
+    layout: decode_layout.MatvecLayout | None = None
+    for step in range(max_new_tokens):
+        start = max(0, len(tokens) - block_size)  # the sliding context window
+        with _eval_mode(model):
+            if cache is None:
+                new = tokens[start:]
+            else:
+                if start != cache_start:  # window moved: cached keys are stale
+                    cache.reset()
+                    cache_start = start
+                    layout = None
+                elif step == 1 and worth_a_layout:
+                    layout = decode_layout.shared_layout(model)
+                new = tokens[start + cache.length :]  # only what the cache lacks
+            idx = torch.tensor([new], dtype=torch.long, device=device)
+            with layout.applied() if layout is not None else contextlib.nullcontext():
                 logits = model.next_token_logits(idx, cache)[0]
-            token = sample_next_token(logits, temperature, top_k, top_p, generator, banned)
-            if token in stops:
-                return
-            tokens.append(token)
-            yield token
+        token = sample_next_token(logits, temperature, top_k, top_p, generator, banned)
+        if token in stops:
+            return
+        tokens.append(token)
+        yield token
 
 
 def generate_batch(
