@@ -16,8 +16,10 @@ SHIPPED_MIN_STEPS = decode_layout.MIN_ONE_TOKEN_STEPS
 
 @pytest.fixture(autouse=True)
 def _layout_for_short_generations(monkeypatch):
-    """The tiny models here decode a few tokens each: take the layout for every one."""
+    """The tiny models here decode a few tokens each: take the layout for every one, and
+    copy in pieces of 3 rows, so that every weight's copy has several pieces."""
     monkeypatch.setattr(decode_layout, "MIN_ONE_TOKEN_STEPS", 1)
+    monkeypatch.setattr(decode_layout, "ROWS_PER_COPY", 3)
 
 
 @pytest.fixture
@@ -332,3 +334,17 @@ def test_the_layout_is_taken_only_when_enough_one_token_steps_lie_ahead(
     w1 = model.blocks[0].ffn.w1.weight
     assert column_major(seen[1]["strides"]["blocks.0.ffn.w1"], w1.shape) is moved
     tokens.close()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 10, 11, 128])
+@pytest.mark.parametrize("to_column_major", [True, False])
+def test_a_copy_by_rows_equals_one_copy(monkeypatch, rows, to_column_major):
+    monkeypatch.setattr(decode_layout, "ROWS_PER_COPY", rows)
+    row_major = torch.randn(10, 7)
+    column_major = torch.randn(7, 10).t()
+    source, into = (row_major, column_major) if to_column_major else (column_major, row_major)
+    expected = source.clone()
+    strides = into.stride()
+    decode_layout.copy_by_rows(into, source)
+    assert torch.equal(into, expected)
+    assert into.stride() == strides

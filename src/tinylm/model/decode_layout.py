@@ -107,7 +107,7 @@ class MatvecLayout:
             for entry in self._copies:
                 original = entry.param.data
                 if entry.param._version != entry.seen:  # written since the copy was made
-                    entry.copy.copy_(original)
+                    copy_by_rows(entry.copy, original)
                 entry.param.data = entry.copy
                 entry.seen = entry.param._version
                 originals.append(original)
@@ -122,7 +122,7 @@ class MatvecLayout:
         with torch.inference_mode(False), torch.no_grad():
             for entry, original in zip(self._copies, originals, strict=True):
                 if entry.param._version != entry.seen:  # written during the step: keep it
-                    original.copy_(entry.copy)
+                    copy_by_rows(original, entry.copy)
                 entry.param.data = original
                 entry.seen = entry.param._version
         self._in_place = False
@@ -156,6 +156,23 @@ def shared_layout(model: GPT) -> MatvecLayout:
         layout = MatvecLayout(model)
         _shared[id(model)] = layout
     return layout
+
+
+#: Rows per piece of a transposing copy (see :func:`copy_by_rows`).
+ROWS_PER_COPY = 128
+
+
+def copy_by_rows(into: Tensor, source: Tensor) -> None:
+    """``into.copy_(source)`` between a row-major and a column-major matrix, in pieces.
+
+    One copy of a whole matrix into the other layout walks one side with a stride
+    of a full row or column, so nearly every element read or written is a cache
+    miss; a piece of ``ROWS_PER_COPY`` rows at a time keeps both sides' lines in
+    cache. On this machine, one thread: GPT-2 small's 50257 x 768 head 507 ms in one
+    copy, 93 ms in pieces; the 13.9M model's 8192 x 384 head 16.3 ms and 9.0 ms.
+    """
+    for start in range(0, len(source), ROWS_PER_COPY):
+        into[start : start + ROWS_PER_COPY].copy_(source[start : start + ROWS_PER_COPY])
 
 
 def _measured_here(param: Tensor) -> bool:
@@ -202,7 +219,7 @@ def _share_rows(joined: Tensor, params: list[nn.Parameter]) -> list[_Copy]:
 
 
 def _copy(param: nn.Parameter, into: Tensor) -> _Copy:
-    into.copy_(param.data)
+    copy_by_rows(into, param.data)
     return _Copy(param, into, param._version)
 
 
