@@ -49,10 +49,11 @@ if TYPE_CHECKING:
 MEASURED_ON = (torch.float32, "cpu")
 
 #: The fewest one-token steps ahead for which the layout is worth its copies. Each
-#: generation copies the moved weights once; below about 16 steps that costs more than
-#: the faster steps save. The 13.9M GPT-2 of ``bench/bench_generate.py --layouts``, two
-#: runs (at 64 also the A/B runs of docs/model.md): 0.58-0.66x at 4 new tokens, 0.98x at
-#: 16, 1.05-1.14x at 32, 1.11-1.34x at 64. So 32 leaves a margin.
+#: generation copies the moved weights once; below about 16-24 steps that costs more
+#: than the faster steps save. The 13.9M GPT-2 of ``bench/bench_generate.py --layouts``,
+#: without the layout / with it: 0.58-0.66x at 4 new tokens, 0.98x at 16, 1.05-1.14x at
+#: 32, 1.11-1.34x at 64 (two runs); with the copies made by rows, 0.54x, 0.86x, 1.18x,
+#: 1.20x (one run). So 32 leaves a margin.
 MIN_ONE_TOKEN_STEPS = 32
 
 
