@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tinylm.model import GPT, decode_layout
-from tinylm.model.decode_layout import matvec_layout
+from tinylm.model.decode_layout import MatvecLayout
 
 #: The threshold as shipped, before the fixture below lowers it.
 SHIPPED_MIN_STEPS = decode_layout.MIN_ONE_TOKEN_STEPS
@@ -131,7 +131,7 @@ def test_query_key_value_weights_are_rows_of_one_matrix_in_one_token_steps(
 def test_the_joined_product_serves_forwards_without_gradients_only(tiny_config, bias):
     model = GPT(tiny_config(init_std=0.5, n_kv_head=2, bias=bias)).eval()
     x = torch.randn(2, 1, model.config.n_embd)
-    with matvec_layout(model):
+    with MatvecLayout(model).applied():
         for block in model.blocks:
             attention = block.attn
             weight, _ = attention.joined_qkv
@@ -260,7 +260,7 @@ def test_nothing_moves_without_a_cache_or_off_the_float32_cpu(model):
             assert stride == (step["values"][name].shape[1], 1), name  # row-major
         assert all(joined is None for joined in step["joined"])
     model.double()
-    with matvec_layout(model):
+    with MatvecLayout(model).applied():
         for weight in linear_weights(model).values():
             assert weight.is_contiguous()
         assert all(block.attn.joined_qkv is None for block in model.blocks)

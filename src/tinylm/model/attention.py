@@ -150,7 +150,7 @@ class CausalSelfAttention(nn.Module):
         W_q, W_k and W_v as the row blocks of one matrix, ``joined_qkv``; a single
         product with it then reads all three weights in one pass. Same numbers,
         up to float rounding. Only without gradients: the joined matrix is not a
-        parameter, so a forward that trains inside a layout (``matvec_layout``
+        parameter, so a forward that trains inside a layout (``MatvecLayout.applied``
         held around it) takes the three products, whose weights are the parameters.
         """
         if self.joined_qkv is None or torch.is_grad_enabled():

@@ -70,7 +70,9 @@ class MatvecLayout:
     """Copies of a model's weights laid out for matrix-vector products.
 
     Making one copies the weights (nothing of the model changes); :meth:`applied`
-    puts the copies in place for the duration of a ``with`` block.
+    puts the copies in place for the duration of a ``with`` block. When that pays is
+    the caller's call: ``generate`` takes a layout for its one-token steps
+    (:func:`shared_layout`), when at least ``MIN_ONE_TOKEN_STEPS`` of them lie ahead.
     """
 
     def __init__(self, model: GPT) -> None:
@@ -127,18 +129,6 @@ class MatvecLayout:
                 entry.param.data = original
                 entry.seen = entry.param._version
         self._in_place = False
-
-
-@contextlib.contextmanager
-def matvec_layout(model: GPT) -> Iterator[None]:
-    """Compute with the model's weights laid out for matrix-vector products, for the duration.
-
-    When that pays is the caller's call: ``generate`` takes a layout for its
-    one-token steps (:func:`shared_layout`), when at least ``MIN_ONE_TOKEN_STEPS``
-    of them lie ahead.
-    """
-    with MatvecLayout(model).applied():
-        yield
 
 
 #: Each model's layout, by ``id(model)``, while something holds it (weak values: the
