@@ -314,3 +314,95 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("tinylm: error:"), proc.stderr
     assert needle in lines[0]
     assert not out.exists()
+
+
+# -- issue 23: what a comparison keeps runs by -------------------------------------------------
+
+
+def test_varying_seed_names_the_seeds_of_every_configuration():
+    # --vary seed=1,2 used to label two runs seed=1 and seed=2 and train both with 1337.
+    variants = plan_comparison({"norm": ["rmsnorm", "layernorm"], "seed": [1, 2]})
+    assert [(v.settings, v.seed) for v in variants] == [
+        ({"norm": "rmsnorm"}, 1),
+        ({"norm": "rmsnorm"}, 2),
+        ({"norm": "layernorm"}, 1),
+        ({"norm": "layernorm"}, 2),
+    ]
+    only_seeds = plan_comparison({"seed": [7, 9]})
+    assert [(v.label, v.seed) for v in only_seeds] == [("baseline", 7), ("baseline", 9)]
+
+
+@pytest.mark.parametrize(
+    ("axes", "seeds", "needle"),
+    [
+        ({"seed": [1, 2]}, 2, "drop --seeds"),
+        ({"seed": [1, "x"]}, 1, "integers"),
+        ({"seed": [1, -1]}, 1, "integers"),
+        ({"seed": [1, True]}, 1, "integers"),
+        ({"seed": [3, 3]}, 1, "repeats"),
+    ],
+)
+def test_a_bad_seed_axis_is_refused(axes, seeds, needle):
+    with pytest.raises(TinylmError, match=needle):
+        plan_comparison(axes, seeds=seeds)
+
+
+def test_the_varied_seed_is_the_seed_each_run_trains_with(tmp_path, corpus):
+    variants = plan_comparison({"seed": [3, 4]})
+    options = {"data": corpus, "overrides": TINY, "progress": False}
+    results = run_comparison(variants, tmp_path / "cmp", budget=Budget("steps", 2), **options)
+    for variant, result in zip(variants, results, strict=True):
+        run = json.loads((Path(result.run_dir) / "run.json").read_text())
+        assert run["train"]["seed"] == variant.seed == result.seed
+    assert results[0].final_val_loss != results[1].final_val_loss  # two seeds, two runs
+
+
+def test_values_that_read_alike_as_folder_names_get_folders_of_their_own():
+    # "a b" and "a?b" both became "sample_prompt-a-b_seed1337": one folder, one row.
+    a, b = plan_comparison({"sample_prompt": ["a b", "a?b"]})
+    assert a.slug != b.slug
+    assert a.slug.startswith("sample_prompt-a-b_seed1337-")
+    plain = plan_comparison({"position": ["learned", "rope"]})
+    assert [v.slug for v in plain] == ["position-learned_seed1337", "position-rope_seed1337"]
+
+
+def test_a_result_of_another_variant_in_a_folder_is_refused(tmp_path):
+    variant = plan_comparison({"norm": ["rmsnorm", "layernorm"]})[0]
+    path = tmp_path / "compare.json"
+    other = RunResult(**{**asdict(_result("norm=layernorm", 1337, 2.0))})
+    other.settings = {"norm": "layernorm"}
+    path.write_text(json.dumps(asdict(other)))
+    with pytest.raises(TinylmError, match="not norm=rmsnorm seed 1337"):
+        execute._check_result_is(variant, RunResult.read(path), path)
+    other.settings = {"norm": "rmsnorm"}
+    execute._check_result_is(variant, other, path)  # its own result is taken
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"budget": Budget("steps", 3)}, "budget"),
+        ({"overrides": {**TINY, "lr": 0.01}}, "overrides"),
+        ({"separator": "line"}, "separator"),
+    ],
+)
+def test_another_plan_on_the_same_folder_is_refused(tmp_path, corpus, change, needle):
+    # Re-running with another --budget, --set or --data reused the earlier results.
+    variants = plan_comparison({"activation": ["gelu"]})
+    options = {"data": corpus, "overrides": TINY, "progress": False, "budget": Budget("steps", 2)}
+    first = run_comparison(variants, tmp_path / "cmp", **options)
+    with pytest.raises(TinylmError, match=f"made with {needle}") as exc:
+        run_comparison(variants, tmp_path / "cmp", **{**options, **change})
+    assert "\n" not in str(exc.value) and "another --out" in str(exc.value)
+    again = run_comparison(variants, tmp_path / "cmp", **options)  # the same plan: reused
+    assert again == first
+
+
+def test_another_data_set_on_the_same_folder_is_refused(tmp_path, corpus):
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    variants = plan_comparison({"activation": ["gelu"]})
+    options = {"overrides": TINY, "progress": False, "budget": Budget("steps", 2)}
+    run_comparison(variants, tmp_path / "cmp", data=corpus, **options)
+    with pytest.raises(TinylmError, match="made with data"):
+        run_comparison(variants, tmp_path / "cmp", data=other, **options)

@@ -106,7 +106,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if not args.quiet:
         what = "one setting at a time" if args.one_at_a_time else "every combination"
         print(
-            f"compare: {len(variants)} runs ({what}, {args.seeds} seed(s) each"
+            f"compare: {len(variants)} runs ({what}, {len({v.seed for v in variants})} seed(s) each"
             f"{', budget ' + str(budget) if budget else ''}) into {args.out}",
             flush=True,
         )

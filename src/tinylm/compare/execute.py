@@ -32,6 +32,7 @@ from tinylm.validate import Record, is_number, read_json
 RUNS_DIR = "runs"
 DATA_DIR = "data"
 RESULT_FILE = "compare.json"
+PLAN_FILE = "plan.json"  # what every run of the comparison shares (see shared_plan)
 EVALS_PER_RUN = 10  # evaluations per run, unless eval_every is set: the curve's points
 
 
@@ -178,7 +179,10 @@ def run_comparison(
         run_settings(v, budget, preset=preset, config_file=config_file, overrides=overrides)
         for v in variants
     ]
+    shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator)
+    check_same_plan(out, shared)
     prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
+    atomic_write(out / PLAN_FILE, json.dumps(shared, indent=1) + "\n")
     results = []
     for index, (variant, settings) in enumerate(zip(variants, plans, strict=True), start=1):
         run_dir = out / RUNS_DIR / variant.slug
@@ -186,6 +190,7 @@ def run_comparison(
         skipped = done.is_file()
         if skipped:
             result = RunResult.read(done)
+            _check_result_is(variant, result, done)
         else:
             bar = f"[{index}/{len(variants)}] {variant.label} seed {variant.seed}"
             result = _train(
@@ -196,6 +201,71 @@ def run_comparison(
         if on_run is not None:
             on_run(RunEvent(index, len(variants), variant, result, skipped))
     return results
+
+
+def shared_plan(
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None,
+    preset: str | None,
+    tokenizer: str | os.PathLike | None,
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, Any] | None,
+    budget: Budget | None,
+    separator: str,
+) -> dict[str, Any]:
+    """What every run of a comparison shares, as JSON: the key its finished runs are kept by.
+
+    Variants may be added to a comparison (more values, more seeds) and its
+    finished runs are reused; but a run trained under another budget, other
+    shared settings or other data is a different experiment, so a comparison
+    folder keeps this plan and refuses a command whose plan differs.
+    """
+    specs = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else data
+    config_text = None
+    if config_file is not None and Path(config_file).is_file():
+        config_text = Path(config_file).read_text(encoding="utf-8", errors="replace")
+    return {
+        "data": [os.fspath(s) for s in specs],
+        "preset": preset,
+        "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
+        "config_file": config_text,  # its contents: an edited file is another plan
+        "overrides": {k: v for k, v in sorted((overrides or {}).items())},
+        "budget": None if budget is None else str(budget),
+        "separator": separator,
+    }
+
+
+def check_same_plan(out: Path, plan: dict[str, Any]) -> None:
+    """Refuse to reuse ``out``'s runs under a plan other than the one they were made with."""
+    path = out / PLAN_FILE
+    if not path.is_file():
+        return  # a new comparison (or one made before plans were kept)
+    hint = f"use another --out, or delete {out} to start this comparison over"
+    record = Record(read_json(path, hint), str(path), hint)
+    for key, value in plan.items():
+        kept = record.data.get(key)
+        if json.loads(json.dumps(value)) != kept:
+            raise SettingError(
+                f"{out} holds a comparison made with {key} {_plan_text(key, kept)}, "
+                f"not {_plan_text(key, value)}; {hint}",
+                setting="out",
+                reason="other_plan",
+            )
+
+
+def _plan_text(key: str, value: Any) -> str:
+    if key == "config_file":
+        return "another config file" if value is not None else "no config file"
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _check_result_is(variant: Variant, result: RunResult, path: Path) -> None:
+    """A finished result belongs to this variant (its exact values and seed), or is refused."""
+    expected = json.loads(json.dumps(variant.settings))
+    if result.settings != expected or result.seed != variant.seed:
+        raise TinylmError(
+            f"{path} holds the result of {result.label} seed {result.seed}, not "
+            f"{variant.label} seed {variant.seed}; delete it to run that variant again"
+        )
 
 
 # -- one run -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ run stops when time is up; the learning-rate schedule still plans for its
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import re
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tinylm.checks import MAX_SEED
 from tinylm.errors import SettingError
 
 BUDGET_KINDS = ("steps", "tokens", "seconds")
@@ -46,9 +48,18 @@ class Variant:
 
     @property
     def slug(self) -> str:
-        """A folder name: ``position-rope_activation-gelu_seed1337``."""
+        """A folder name: ``position-rope_activation-gelu_seed1337``.
+
+        Characters a folder name should not hold become ``-``. When that loses
+        anything (``a b`` and ``a?b`` would both read ``a-b``), a short hash of the
+        exact values follows, so two variants never share a folder.
+        """
         parts = [f"{key}-{_show(value)}" for key, value in self.values] + [f"seed{self.seed}"]
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+        raw = "_".join(parts)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
+        if slug != raw:
+            slug += "-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:8]
+        return slug
 
 
 @dataclass(frozen=True)
@@ -129,14 +140,36 @@ def plan_comparison(
     seeds: int = 1,
     first_seed: int = 1337,
 ) -> list[Variant]:
-    """Every run of the comparison: each configuration once per seed."""
+    """Every run of the comparison: each configuration once per seed.
+
+    Varying ``seed`` itself names the seeds: ``{"seed": [1, 2]}`` runs every
+    configuration of the other axes with seed 1 and with seed 2, so the table
+    shows their spread (it is not an axis of its own, whose runs would all get
+    the same ``first_seed``).
+    """
     if not isinstance(seeds, int) or seeds < 1:
         raise SettingError(f"seeds must be a whole number >= 1, got {seeds!r}", setting="seeds")
-    return [
-        Variant(tuple(config.items()), first_seed + s)
-        for config in combinations(axes, one_at_a_time)
-        for s in range(seeds)
-    ]
+    axes = dict(axes)
+    seed_list = [first_seed + s for s in range(seeds)]
+    if "seed" in axes:
+        seed_list = _seed_axis(axes.pop("seed"), seeds)
+    configs = combinations(axes, one_at_a_time) if axes else [{}]
+    return [Variant(tuple(config.items()), seed) for config in configs for seed in seed_list]
+
+
+def _seed_axis(values: Sequence[Any], seeds: int) -> list[int]:
+    """The seeds a ``seed`` axis names: distinct integers, and not beside ``seeds=N``."""
+    if seeds != 1:
+        raise SettingError(
+            "vary seed names the seeds itself; drop --seeds (or vary something else)",
+            setting="vary",
+        )
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+            raise SettingError(
+                f"vary seed wants integers from 0 to 2**64 - 1, got {value!r}", setting="vary"
+            )
+    return list(check_axes({"seed": values})["seed"])
 
 
 def _show(value: Any) -> str:
