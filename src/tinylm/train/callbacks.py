@@ -64,6 +64,8 @@ class ConsoleReporter(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self._write(describe_run(trainer))
+        if trainer.resume_changes:
+            self._write("resumed with new settings: " + ", ".join(trainer.resume_changes))
         self.started, self.first_step = time.perf_counter(), trainer.step
         self.bar = progress_bar(
             total=trainer.config.steps,

@@ -157,6 +157,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.last_checkpoint: Path | None = None  # on rank 0; None on the others
         self.saved_step: int | None = None  # the same on every rank
+        self.resume_changes: list[str] = []  # settings a resume changed (see resume)
         self.should_stop = False  # a callback may set this to end fit() early
         self.history: list[dict[str, Any]] = []  # every record of this session
         self.run_info = dict(run_info or {})
@@ -454,12 +455,24 @@ class Trainer:
         }
 
     def resume(self, path: str | os.PathLike) -> int:
-        """Continue from a checkpoint: weights, optimiser, step, data position, RNG."""
+        """Continue from a checkpoint: weights, optimiser, step, data position, RNG.
+
+        The optimiser's state (moments, step counts) is the checkpoint's, but its
+        hyperparameters are this trainer's config: loading a state dict would put
+        back the saved ``lr``, ``weight_decay``, betas..., so a resume with a new
+        ``lr`` would log the new rate and train at the old one. What the config
+        changed is listed in ``resume_changes`` (and shown when ``fit`` starts).
+        """
         from tinylm.checkpoint import load_checkpoint, read_checkpoint_meta
 
+        wanted = [_hyperparameters(group) for group in self.optimizer.param_groups]
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}
         )
+        saved = [_hyperparameters(group) for group in self.optimizer.param_groups]
+        for group, settings in zip(self.optimizer.param_groups, wanted, strict=True):
+            group.update(settings)
+        self.resume_changes = _changed_hyperparameters(saved, wanted)
         extra = saved_extra(read_checkpoint_meta(path))
         saved_world = extra.int("world_size", self.dist.world_size, minimum=1)
         if saved_world != self.dist.world_size:
@@ -480,6 +493,35 @@ class Trainer:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+#: Group entries a schedule rewrites every step (not a setting the user chose).
+_SCHEDULED = ("lr",)
+
+
+def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
+    """A parameter group's settings: everything but its parameters."""
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def _changed_hyperparameters(
+    saved: list[dict[str, Any]], wanted: list[dict[str, Any]]
+) -> list[str]:
+    """``["base_lr 0.003 -> 0.01", ...]``: the saved settings the config replaces, once each."""
+    changes: dict[str, str] = {}
+    for old, new in zip(saved, wanted, strict=True):
+        for key, value in new.items():
+            if key in _SCHEDULED or old.get(key) == value:
+                continue
+            name = _setting_name(key, bool(new.get("use_muon")))
+            changes.setdefault(name, f"{name} {old.get(key)!r} -> {value!r}")
+    return list(changes.values())
+
+
+def _setting_name(key: str, muon: bool) -> str:
+    """The setting a group entry comes from (Muon's hidden matrices have settings of their own)."""
+    if muon:
+        return {"base_lr": "muon_lr"}.get(key, f"muon_{key}")
+    return {"base_lr": "lr"}.get(key, key)
 
 
 def _due(step: int, every: int) -> bool:
