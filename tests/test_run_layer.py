@@ -3,7 +3,7 @@
 Each form runs twice, once through ``tinylm train`` and once through
 ``tinylm.run``, into separate folders; the two must record the same losses (bit
 for bit: one thread, same seed) and leave the same files, with the same weights.
-The README's Library API section shows these same calls.
+docs/api.md shows these same calls, each beside its command line.
 """
 
 from __future__ import annotations
