@@ -75,6 +75,7 @@ def place(tmp_path_factory) -> dict[str, str]:
 CASES = [
     # tokenizer train
     (["tokenizer", "train", "{fifo}", "--out", "{out}.json"], "named pipe"),
+    (["tokenizer", "train", "{corpus}", "--vocab-size", "300", "--out", "{fifo}"], "not a regular"),
     (["tokenizer", "train", "{loop}", "--out", "{out}.json"], "symlink loop"),
     (["tokenizer", "train", "{missing}", "--out", "{out}.json"], "does not exist"),
     (["tokenizer", "train", "{corpus}", "--doc-sep", "", "--out", "{out}.json"], "--doc-sep"),

@@ -47,3 +47,43 @@ def test_format_header_names_foreign_and_outdated_files():
         check_format({"format": "other"}, "tinylm-x", 2, "f.json", "tinylm x", "hint")
     with pytest.raises(TinylmError, match="format version 1, this tinylm reads version 2; hint"):
         check_format({"format": "tinylm-x", "version": 1}, "tinylm-x", 2, "f", "tinylm x", "hint")
+
+
+def _char_device(path) -> bool:
+    """A character device node like /dev/null at ``path`` (root only), or False."""
+    import stat
+
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except (PermissionError, AttributeError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_only_a_regular_file_is_ever_replaced(tmp_path, kind):
+    # `tinylm tokenizer train --out DEVNODE` replaced the device node with a regular file.
+    import stat
+
+    target = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    elif not _char_device(target):
+        os.mkfifo(target)  # an unprivileged run checks the same rule on a pipe
+    before = os.lstat(target).st_mode
+    with pytest.raises(TinylmError, match="choose a file path") as exc:
+        atomic_write(target, "data")
+    assert "\n" not in str(exc.value)
+    assert os.lstat(target).st_mode == before and not stat.S_ISREG(before)
+    assert [p.name for p in tmp_path.iterdir()] == ["target"]  # no temporary left
+
+
+def test_a_symlink_to_a_file_is_replaced_like_a_rename(tmp_path):
+    real = tmp_path / "real"
+    real.write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    atomic_write(link, "new")
+    assert link.read_text() == "new" and not link.is_symlink() and real.read_text() == "old"

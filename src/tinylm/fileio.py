@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", size: int | None = No
     then says exactly how much space is needed.
     """
     path = Path(path)
+    _refuse_special(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +76,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", size: int | None = No
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _refuse_special(path: Path) -> None:
+    """Only a regular file (or nothing) may be replaced: never a device, pipe, socket or folder.
+
+    The rename at the end would swap a character device's node (``/dev/...``) or a
+    FIFO for a regular file; a folder would fail half-way, after the writing.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # absent (or unreachable: the write itself will say so)
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return  # a symlink is replaced by the file, as a plain rename would
+    kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+    raise TinylmError(f"cannot write {path}: it is {kind}; choose a file path to write to")
 
 
 def write_error(path: Path, exc: OSError, written: int = 0, size: int | None = None) -> TinylmError:
