@@ -155,3 +155,45 @@ def test_llama_config_with_scaled_rope_is_refused():
               "rope_parameters": {"rope_type": "yarn", "factor": 4.0}}  # fmt: skip
     with pytest.raises(TinylmError, match="rope_type='yarn' has no tinylm equivalent"):
         from_hf_config(config, "config.json")
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("target", ["checkpoint", "hf_download", "gguf_folder"])
+def test_an_export_never_replaces_a_folder_that_is_not_a_tinylm_export(
+    bpe, tmp_path, capsys, target
+):
+    # `export --out OTHER_RUN/ckpt-000030` replaced the checkpoint (it has a config.json), and
+    # someone's Hugging Face folder lost its README.md and pytorch_model.bin.
+    make_run(tmp_path / "run", bpe, **VARIANTS["llama-gqa-tied"])
+    victim = tmp_path / target
+    if target == "checkpoint":
+        make_run(tmp_path / "other", bpe, **VARIANTS["llama-gqa-tied"])
+        victim = tmp_path / "other" / "ckpt-000010"
+    else:
+        victim.mkdir()
+        (victim / "config.json").write_text('{"model_type": "gpt2"}')
+        (victim / "model.gguf").write_bytes(b"GGUF")
+        (victim / "README.md").write_text("mine")
+        (victim / "pytorch_model.bin").write_bytes(b"\x80\x02weights")
+    before = _tree(victim)
+    for fmt in ("hf", "gguf", "tiktoken"):
+        argv = ["export", str(tmp_path / "run"), "--format", fmt, "--out", str(victim)]
+        fails(capsys, argv, "is not a tinylm export")
+        assert _tree(victim) == before
+
+
+@pytest.mark.slow
+def test_a_tinylm_export_is_replaced_by_the_next_one(bpe, tmp_path, capsys):
+    make_run(tmp_path / "run", bpe, **VARIANTS["llama-gqa-tied"])
+    out = tmp_path / "hf"
+    for _ in range(2):
+        assert main(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(out)]) == 0
+    assert json.loads((out / "tinylm-export.json").read_text())["format"] == "hf"
+    tiktoken = ["export", str(tmp_path / "run"), "--format", "tiktoken", "--out", str(out)]
+    assert main(tiktoken) == 0  # an export of another format replaces it whole
+    assert not (out / "config.json").exists() and (out / "tokenizer.tiktoken").is_file()

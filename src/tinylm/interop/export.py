@@ -35,8 +35,10 @@ from tinylm.interop.hf_weights import to_hf_state_dict
 from tinylm.tokenizers.base import Tokenizer
 
 FORMATS = ("hf", "gguf", "tiktoken")
-#: The file each export folder always holds (how a re-export recognises its own folder).
-MARKERS = {"hf": "config.json", "gguf": "model.gguf", "tiktoken": "tokenizer.tiktoken"}
+#: The file every export folder holds: how a re-export recognises a folder as its own.
+#: Not ``config.json`` or ``model.gguf``: a checkpoint, someone's Hugging Face download
+#: or a llama.cpp folder hold those too, and exporting over them would delete their files.
+MARKER = "tinylm-export.json"
 
 
 def export_model(
@@ -53,8 +55,9 @@ def export_model(
     check = {"hf": _check_hf, "gguf": _check_gguf, "tiktoken": _check_tiktoken}
     check[fmt](model, tokenizer)  # refuse before touching the disk
     out = Path(out)
-    with atomic_directory(out, MARKERS[fmt], f"tinylm {fmt} export") as tmp:
+    with atomic_directory(out, MARKER, "tinylm export") as tmp:
         writers[fmt](model, tokenizer, tmp)
+        _json(tmp / MARKER, {"format": fmt, "written_by": "tinylm export"})
         names = sorted(p.name for p in tmp.iterdir())
     return [out / name for name in names]
 
