@@ -50,6 +50,7 @@ def place(tmp_path_factory) -> dict[str, str]:
     os.symlink("loop", root / "loop")  # a link to itself: ELOOP on open
     (root / "latin1.toml").write_bytes(b"[train]\nsteps = 1\n# caf\xe9\n")
     (root / "folder").mkdir()
+    (root / "threads.toml").write_text("[train]\nthreads = 100000\n")  # SIGSEGV in torch
     (root / "hfpipe").mkdir()  # a Hugging Face folder whose config.json is a FIFO
     os.mkfifo(root / "hfpipe" / "config.json")
     run = root / "run"
@@ -64,6 +65,7 @@ def place(tmp_path_factory) -> dict[str, str]:
         "loop": str(root / "loop"),
         "latin1": str(root / "latin1.toml"),
         "folder": str(root / "folder"),
+        "threads": str(root / "threads.toml"),
         "hfpipe": str(root / "hfpipe"),
         "missing": str(root / "missing.txt"),
         "run": str(run),
@@ -104,6 +106,8 @@ CASES = [
     (["train", "--data", "{corpus}", "--set", "n_layer=100000", "--out", "{out}"], "n_layer"),
     (["train", "--data", "{corpus}", "--set", "vocab_size=4000000001", "--out", "{out}"], "vocab"),
     (["train", "--out", "{run}", "--resume", "--steps", "9", "--set", "optimizer=adamw"], "muon"),
+    (["train", "--data", "{corpus}", "--set", "threads=100000", "--out", "{out}"], "threads"),
+    (["train", "--config", "{threads}", "--out", "{out}"], "threads 100,000"),
     # sample
     (["sample", "{run}", "--temperature", "nan"], "temperature"),
     (["sample", "{run}", "--temperature", "inf"], "temperature"),

@@ -40,6 +40,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
 
 
+#: The most CPU threads a run may ask for: far above any machine's cores, below the
+#: counts at which torch's thread pool crashes the process (SIGSEGV at 100,000).
+MAX_THREADS = 1024
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The hyperparameters of a training run (see each field's comment).
@@ -196,6 +201,11 @@ def _validate(c: TrainConfig) -> None:
         raise TinylmError(f"compile must be auto, true or false, got {c.compile!r}")
     if c.threads != "auto":
         check_int("threads", c.threads, 1)
+        if c.threads > MAX_THREADS:  # torch.set_num_threads(100000) crashes the process
+            raise TinylmError(
+                f"threads {c.threads:,} is more than tinylm runs ({MAX_THREADS:,}); "
+                "give at most the number of CPU cores, or threads = auto"
+            )
     if not isinstance(c.sample_prompt, str):
         raise TinylmError(f"sample_prompt must be a string, got {c.sample_prompt!r}")
     if c.out_dir is not None and not isinstance(c.out_dir, str):
