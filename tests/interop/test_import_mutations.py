@@ -110,3 +110,33 @@ def test_damaged_tokenizer_keeps_the_weights_and_says_what_to_do(exported, tmp_p
     assert main(["sample", str(tmp_path / "run"), "--max-tokens", "3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has no tokenizer.json" in err
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (lambda t: t.to(torch.int64), "holds int64 values, not floating-point weights"),
+        (lambda t: t > 0, "holds bool values, not floating-point weights"),
+        (lambda t: (t * 100).to(torch.uint8), "holds uint8 values, not floating-point weights"),
+        (lambda t: t.index_fill(0, torch.tensor([0]), float("nan")), "NaN or infinite"),
+        (lambda t: t.index_fill(0, torch.tensor([1]), float("inf")), "NaN or infinite"),
+    ],
+)
+def test_weights_that_are_not_finite_floats_are_refused(
+    exported, tmp_path, capsys, replace, message
+):
+    # An int, bool or uint8 tensor used to be converted to float32, and the run then
+    # sampled text from numbers that were never trained.
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "hf"
+    shutil.copytree(exported["llama-gqa-tied"], folder)
+    tensors = load_file(folder / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensors[name] = replace(tensors[name]).contiguous()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "run"
+    assert main(["import", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and name in err and message in err, err
+    assert not out.exists()

@@ -203,6 +203,7 @@ def from_hf_state_dict(
                 f"a {family} model of this config"
             )
         hf = tensors[rule.hf]
+        _check_weights(hf, rule.hf, source)
         wanted = tuple(rule.to_hf([torch.empty(shapes[n], device="meta") for n in rule.ours]).shape)
         if tuple(hf.shape) != wanted:
             raise TinylmError(
@@ -214,6 +215,24 @@ def from_hf_state_dict(
     if config.tie_embeddings:
         state["lm_head.weight"] = state["tok_emb.weight"]
     return state
+
+
+def _check_weights(tensor: Tensor, name: str, source: str) -> None:
+    """Weights are finite floating-point numbers: an int, bool or uint8 tensor is not a weight.
+
+    Converting one to float32 would succeed silently, and the imported run would
+    then sample text from numbers that were never trained.
+    """
+    if not tensor.is_floating_point():
+        raise TinylmError(
+            f"{source}: tensor {name!r} holds {str(tensor.dtype).removeprefix('torch.')} "
+            "values, not floating-point weights; the checkpoint is damaged or not a model"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise TinylmError(
+            f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+            "damaged (or diverged in training) and cannot be imported"
+        )
 
 
 def _full_name(name: str, family: str) -> str:
