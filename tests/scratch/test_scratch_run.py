@@ -17,17 +17,17 @@ import torch
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli.main import main
 from tinylm.data.corpus import BUILTIN_WORDS, builtin_words, corpus_from_specs
-from tinylm.model import GPT, ModelConfig
-from tinylm.scratch.model import Config, MicroGPT
-from tinylm.scratch.train import Adam
-from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.scratch_convert import (
+from tinylm.engines.scratch_convert import (
     adam_from_adamw,
     adamw_from_adam,
     check_scratch_config,
     gpt_from_scratch,
     scratch_from_gpt,
 )
+from tinylm.model import GPT, ModelConfig
+from tinylm.scratch.model import Config, MicroGPT
+from tinylm.scratch.train import Adam
+from tinylm.tokenizers.char import CharTokenizer
 
 NAMES = (
     "\n".join(
