@@ -1,4 +1,4 @@
-"""The training engines, by name: what ``engine=`` and ``tinylm train --engine`` choose.
+"""The training engines, by name: what ``engine=`` chooses (and the CLI).
 
 * ``pytorch`` (the default, :mod:`~tinylm.engines.pytorch`): tinylm's ``GPT`` and
   ``Trainer``;

@@ -63,7 +63,7 @@ class EngineTrainer(Protocol):
 class Engine(ABC):
     """One way to train: its defaults, its checks, and how it starts and resumes a run."""
 
-    #: The name ``engine=`` and ``--engine`` take, and ``run.json`` records.
+    #: The name ``engine=`` takes (the CLI too) and ``run.json`` records.
     name: ClassVar[str]
     #: The model preset of a run that names none (below a config file's ``preset``).
     default_preset: ClassVar[str]
