@@ -40,12 +40,12 @@ import torch
 
 from _common import REPO, data_path
 from scalar_baseline import BaselineAdam, BaselineGPT
+from tinylm.engines.scratch_convert import scratch_config
 from tinylm.model import GPT, ModelConfig
 from tinylm.scratch.model import MicroGPT
 from tinylm.scratch.train import Adam, document_tokens, linear_decay
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.optim import AdamW
-from tinylm.train.scratch_convert import scratch_config
 
 BETAS, EPS, LR = (0.85, 0.99), 1e-8, 0.01
 

@@ -9,7 +9,9 @@ which never runs -- become edges of a module graph. The rules:
   training or the CLI;
 * ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
 * ``tinylm.data`` turns text into batches without the model, training or the CLI;
-* ``tinylm.train`` never reaches into the CLI or the run layer above it;
+* ``tinylm.train`` never reaches into the CLI, the run layer or the engines above it;
+* ``tinylm.engines`` (the engine interface and the engines) never reach the run
+  layer or the CLI: the run layer drives the engines, not the other way round;
 * ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
   layer or CLI, and the run layer no CLI;
 * ``tinylm.scratch`` imports only the standard library.
@@ -42,7 +44,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
     "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
-    "tinylm.train": ("tinylm.cli", "tinylm.run"),
+    "tinylm.train": ("tinylm.cli", "tinylm.run", "tinylm.engines"),
+    "tinylm.engines": ("tinylm.cli", "tinylm.run"),
     "tinylm.inference": ("tinylm.train", "tinylm.run", "tinylm.cli"),
     "tinylm.run": ("tinylm.cli",),
 }
@@ -224,6 +227,18 @@ def test_tokenizers_import_no_torch_when_run():
     assert result.returncode == 0, result.stderr
 
 
+def test_listing_the_engines_imports_no_torch():
+    """The CLI names the engines in ``--engine``'s choices when it starts: no torch for that."""
+    code = (
+        "import sys, tinylm.engines, tinylm.cli.train_cmds\n"
+        "assert set(tinylm.engines.ENGINES) == {'pytorch', 'scratch'}\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
 # -- each rule fails on a planted violation --------------------------------------------------
 
 
@@ -256,11 +271,31 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),
         ("tinylm.data.batches", "tinylm.train.trainer"),
+        ("tinylm.engines.scratch_trainer", "tinylm.run.lock"),
+        ("tinylm.engines.pytorch", "tinylm.cli.errors"),
+        ("tinylm.train.trainer", "tinylm.engines.base"),
     ],
 )
 def test_each_planted_wrong_way_import_is_found(module, target):
     planted = {"tinylm": set(), module: {target}, target: set()}
     assert forbidden_paths(planted, FORBIDDEN) == [f"{module} -> {target}"]
+
+
+def test_the_run_layer_may_drive_the_engines_which_may_use_training():
+    planted = {
+        "tinylm": set(),
+        "tinylm.run.start": {"tinylm.engines"},
+        "tinylm.engines": {"tinylm.engines.pytorch"},
+        "tinylm.engines.pytorch": {"tinylm.train.trainer"},
+        "tinylm.train.trainer": {"torch"},
+    }
+    assert forbidden_paths(planted, FORBIDDEN) == []
+    planted["tinylm.engines.pytorch"].add("tinylm.run.lock")  # and back up: refused
+    planted["tinylm.run.lock"] = set()
+    assert forbidden_paths(planted, FORBIDDEN) == [
+        "tinylm.engines -> tinylm.engines.pytorch -> tinylm.run.lock",
+        "tinylm.engines.pytorch -> tinylm.run.lock",
+    ]
 
 
 def test_a_planted_non_stdlib_import_in_scratch_is_found():

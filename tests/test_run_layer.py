@@ -2,7 +2,9 @@
 
 Each form runs twice, once through ``tinylm train`` and once through
 ``tinylm.run``, into separate folders; the two must record the same losses (bit
-for bit: one thread, same seed) and leave the same files, with the same weights.
+for bit: one thread, same seed) and leave the same files, with the same prepared
+data and the same weights. Both engines: the defaults a call leaves out (data,
+preset, document separator) are the engine's, whichever way it is called.
 docs/api.md shows these same calls, each beside its command line.
 """
 
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 
 from conftest import one_torch_thread
 from tinylm.cli.main import main
-from tinylm.errors import SettingError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.run.settings import layer_settings
 from tinylm.run.start import init_from, resume_run, start_run
 
@@ -74,6 +76,16 @@ def weights(run: Path) -> dict[str, str]:
     return found
 
 
+def prepared(run: Path) -> dict[str, str]:
+    """A hash of every file of the run's prepared data (the token arrays, meta, tokenizer)."""
+    folder = run / json.loads((run / "run.json").read_text())["prepared"]
+    return {
+        str(path.relative_to(run)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 def run_json(run: Path) -> dict:
     info = json.loads((run / "run.json").read_text())
     info["train"].pop("out_dir")
@@ -85,6 +97,7 @@ def assert_same_run(by_cli: Path, by_library: Path) -> None:
     assert any("val_loss" in r for r in metrics(by_cli))
     assert files(by_cli) == files(by_library)
     assert weights(by_cli) == weights(by_library) and weights(by_cli)
+    assert prepared(by_cli) == prepared(by_library) and prepared(by_cli)
     assert run_json(by_cli) == run_json(by_library)
 
 
@@ -109,6 +122,35 @@ def test_a_plain_run(tmp_path, corpus):
     overrides = {**TINY, "steps": 3}
     fit(start_run(corpus, overrides=overrides, out_dir=tmp_path / "lib", progress=False))
     assert_same_run(tmp_path / "cli", tmp_path / "lib")
+
+
+def test_a_scratch_run_with_the_engines_defaults(tmp_path):
+    """No preset or separator given: microgpt, one document per line, through either door."""
+    names = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "liam", "noah", "ella"]
+    text = tmp_path / "names.txt"
+    text.write_text("\n".join(names * 4) + "\n", encoding="utf-8")
+    small = {"n_embd": 8, "n_head": 2, "steps": 3, "eval_every": 3, "eval_batches": 3}
+    by_cli = ["--engine", "scratch", "--data", str(text), *as_flags(small)]
+    cli(*by_cli, "--out", str(tmp_path / "cli"))
+    trainer = start_run(
+        text, engine="scratch", overrides=small, out_dir=tmp_path / "lib", progress=False
+    )
+    assert {trainer.tokenizer.decode(doc) for doc in trainer.train_docs} <= set(names)
+    fit(trainer)
+    assert_same_run(tmp_path / "cli", tmp_path / "lib")
+    info = run_json(tmp_path / "lib")
+    assert (info["engine"], info["preset"], info["model"]["n_embd"]) == ("scratch", "microgpt", 8)
+
+
+def test_a_config_files_preset_is_honoured_by_the_scratch_engine(tmp_path, corpus):
+    """The engine's default preset sits below the file's, as ``small`` does for PyTorch."""
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\npreset = "llama"\n')
+    assert layer_settings(None, config, default_preset="microgpt").preset == "llama"
+    assert layer_settings(None, None, default_preset="microgpt").preset == "microgpt"
+    with pytest.raises(TinylmError, match="microgpt network only"):
+        start_run(corpus, engine="scratch", config_file=config, out_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_tokenizer_preset_config_file_and_overrides(tmp_path, corpus):
@@ -174,6 +216,8 @@ def test_fine_tune_with_init_from(tmp_path, base):
         (lambda out, c: resume_run(out, overrides={"n_layer": 2}), "n_layer", None),
         (lambda out, c: resume_run(out.parent / "none"), "resume", "nothing_to_resume"),
         (lambda out, c: resume_run(out, data="other.txt"), "data", "differs_from_run"),
+        (lambda out, c: resume_run(out, engine="scratch"), "engine", "resume_changes_engine"),
+        (lambda out, c: resume_run(out, engine="jax"), "engine", "unknown_engine"),
         (lambda out, c: init_from(out, c, overrides={"n_embd": 8}), "init_from", None),
         (lambda out, c: init_from(out, c, overrides={"layers": 2}), "overrides", "unknown_key"),
     ],

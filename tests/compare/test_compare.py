@@ -335,7 +335,7 @@ def test_varying_seed_names_the_seeds_of_every_configuration():
 @pytest.mark.parametrize(
     ("axes", "seeds", "needle"),
     [
-        ({"seed": [1, 2]}, 2, "drop --seeds"),
+        ({"seed": [1, 2]}, 2, "leave seeds at 1"),
         ({"seed": [1, "x"]}, 1, "integers"),
         ({"seed": [1, -1]}, 1, "integers"),
         ({"seed": [1, True]}, 1, "integers"),
@@ -393,7 +393,7 @@ def test_another_plan_on_the_same_folder_is_refused(tmp_path, corpus, change, ne
     first = run_comparison(variants, tmp_path / "cmp", **options)
     with pytest.raises(TinylmError, match=f"made with {needle}") as exc:
         run_comparison(variants, tmp_path / "cmp", **{**options, **change})
-    assert "\n" not in str(exc.value) and "another --out" in str(exc.value)
+    assert "\n" not in str(exc.value) and "another out folder" in str(exc.value)
     again = run_comparison(variants, tmp_path / "cmp", **options)  # the same plan: reused
     assert again == first
 

@@ -13,11 +13,11 @@ import random
 import pytest
 import torch
 
+from tinylm.engines.scratch_convert import scratch_from_gpt
 from tinylm.model import GPT, ModelConfig
 from tinylm.scratch.model import Config, MicroGPT, parameter_shapes
 from tinylm.scratch.train import Adam, document_tokens, linear_decay, sample
 from tinylm.train.optim import AdamW
-from tinylm.train.scratch_convert import scratch_from_gpt
 
 TOLERANCE = 1e-9
 BOS = 26

@@ -8,7 +8,10 @@ which a resumed one must be identical).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +20,19 @@ import torch
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli.main import main
 from tinylm.data.corpus import BUILTIN_WORDS, builtin_words, corpus_from_specs
-from tinylm.model import GPT, ModelConfig
-from tinylm.scratch.model import Config, MicroGPT
-from tinylm.scratch.train import Adam
-from tinylm.tokenizers.char import CharTokenizer
-from tinylm.train.scratch_convert import (
+from tinylm.engines.scratch_convert import (
     adam_from_adamw,
     adamw_from_adam,
     check_scratch_config,
     gpt_from_scratch,
     scratch_from_gpt,
 )
+from tinylm.errors import SettingError
+from tinylm.model import GPT, ModelConfig
+from tinylm.run.start import resume_run, start_run
+from tinylm.scratch.model import Config, MicroGPT
+from tinylm.scratch.train import Adam
+from tinylm.tokenizers.char import CharTokenizer
 
 NAMES = (
     "\n".join(
@@ -172,6 +177,70 @@ def test_an_edited_state_json_is_one_line_on_a_scratch_resume(
     assert main([*argv[:-4], "--steps", "6", "--out", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "best_val_loss" in err[0] and message in err[0], err
+
+
+TRAIN = "import sys\nfrom tinylm.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def test_a_scratch_run_holds_its_folder_lock_until_fit_ends(tmp_path, names):
+    """A second training into the folder, from another process while this one fits, is refused."""
+    out = tmp_path / "run"
+    small = {"steps": 2, "eval_every": 2, "eval_batches": 2}
+    trainer = start_run(names, engine="scratch", overrides=small, out_dir=out, progress=False)
+    second = [
+        *("train", "--engine", "scratch", "--data", str(names), "--steps", "1"),
+        *("--out", str(out), "--quiet"),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    refused = []
+    evaluate = trainer.evaluate
+
+    def evaluate_while_a_second_training_starts():  # called inside fit, after step 2
+        refused.append(
+            subprocess.run(
+                [sys.executable, "-c", TRAIN, *second], capture_output=True, text=True, env=env
+            )
+        )
+        return evaluate()
+
+    trainer.evaluate = evaluate_while_a_second_training_starts
+    trainer.fit()
+    assert len(refused) == 1
+    err = refused[0].stderr.strip().splitlines()
+    assert refused[0].returncode == 2, refused[0].stderr
+    assert len(err) == 1 and "another training" in err[0] and f"process {os.getpid()}" in err[0]
+    resumed = resume_run(out, overrides={"steps": 3}, progress=False)  # released: free again
+    assert resumed.step == 2 and resumed.run_lock is not None
+    resumed.run_lock.release()
+
+
+def test_resuming_with_the_other_engine_is_refused(tmp_path, names, capsys):
+    """Either way round: one line naming both engines, and the run left as it was."""
+    scratch, torch_run = tmp_path / "scratch", tmp_path / "torch"
+    data = ["--data", str(names), "--steps", "2", "--quiet"]
+    assert main(["train", "--engine", "scratch", *data, "--out", str(scratch)]) == 0
+    tiny = ["--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2"]
+    tiny += ["--set", "block_size=8", "--set", "batch_size=2", "--set", "eval_batches=2"]
+    assert main(["train", *data, *tiny, "--out", str(torch_run)]) == 0
+    for run, trained_by, other in (
+        (scratch, "scratch", "pytorch"),
+        (torch_run, "pytorch", "scratch"),
+    ):
+        before = sorted(p.name for p in run.iterdir())
+        capsys.readouterr()
+        argv = ["train", "--resume", "--engine", other, "--steps", "4", "--out", str(run)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert f"trained by the {trained_by} engine, not the {other} engine" in err[0]
+        assert f"--engine {other}" in err[0]
+        with pytest.raises(SettingError, match=f"the {trained_by} engine, not the {other}"):
+            resume_run(run, engine=other, overrides={"steps": 4})
+        assert sorted(p.name for p in run.iterdir()) == before
+        # its own engine, named or not, continues it
+        trainer = resume_run(run, engine=trained_by, overrides={"steps": 3}, progress=False)
+        assert trainer.step == 2
+        trainer.run_lock.release()
 
 
 def test_builtin_words_fit_the_microgpt_preset():

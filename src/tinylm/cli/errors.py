@@ -73,6 +73,11 @@ _REWORDED: dict[str, Callable[[dict[str, Any], str], str]] = {
         f"cannot continue under {d['given']!r}; drop --set optimizer=..., or start a new run "
         "with --out DIR"
     ),
+    "resume_changes_engine": lambda d, _: (
+        f"the run in {d['path']} was trained by the {d['stored']} engine, not the {d['given']} "
+        f"engine; drop --engine {d['given']}, or start a new {d['given']} run from its weights "
+        "with --init-from and --out DIR"
+    ),
     "nothing_to_resume": lambda d, _: (
         f"nothing to resume in {d['path']}: it has no checkpoint; drop --resume"
     ),

@@ -19,8 +19,9 @@ from typing import Any
 
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
+from tinylm.engines import DEFAULT_ENGINE, ENGINES
 from tinylm.errors import TinylmError
-from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
+from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
 
 FINAL_SAMPLES = 2
 
@@ -63,13 +64,13 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=ENGINES,
-        default="pytorch",
-        help="pytorch (default), or scratch: the microgpt preset in pure Python scalars, one "
-        f"document per step (default data: {BUILTIN_WORDS!r}, one document per line)",
+        choices=tuple(ENGINES),
+        help=f"{DEFAULT_ENGINE} (default; with --resume: the run's own), or scratch: the "
+        "microgpt preset in pure Python scalars, one document per step (default data: "
+        f"{BUILTIN_WORDS!r}, default --doc-sep: line)",
     )
     add_doc_sep(p)
-    p.set_defaults(doc_sep=None)  # eot, or line for the scratch engine (see run_train)
+    p.set_defaults(doc_sep=None)  # not given: the engine's own separator
     p.add_argument("--quiet", action="store_true", help="no progress bar or periodic output")
     p.set_defaults(run=run_train)
 
@@ -133,15 +134,13 @@ def run_train(args: argparse.Namespace) -> int:
         "overrides": _overrides(args),
         "init_from": args.init_from,
         "progress": not args.quiet,
+        "engine": args.engine,  # None: the default engine, or the run's own on --resume
     }
     try:
         if args.resume:
             trainer = resume_run(args.out, **given)
-        else:
-            separator = args.doc_sep  # None: not given; "" is refused by the library
-            if separator is None:
-                separator = "line" if args.engine == "scratch" else "eot"
-            trainer = start_run(out_dir=args.out, separator=separator, engine=args.engine, **given)
+        else:  # no --doc-sep (None): the engine's separator; "" is refused by the library
+            trainer = start_run(out_dir=args.out, separator=args.doc_sep, **given)
         out_dir = Path(trainer.config.out_dir)
         try:
             summary = trainer.fit()

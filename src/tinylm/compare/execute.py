@@ -239,7 +239,7 @@ def check_same_plan(out: Path, plan: dict[str, Any]) -> None:
     path = out / PLAN_FILE
     if not path.is_file():
         return  # a new comparison (or one made before plans were kept)
-    hint = f"use another --out, or delete {out} to start this comparison over"
+    hint = f"use another out folder, or delete {out} to start this comparison over"
     record = Record(read_json(path, hint), str(path), hint)
     for key, value in plan.items():
         kept = record.data.get(key)

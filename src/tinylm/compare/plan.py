@@ -161,7 +161,7 @@ def _seed_axis(values: Sequence[Any], seeds: int) -> list[int]:
     """The seeds a ``seed`` axis names: distinct integers, and not beside ``seeds=N``."""
     if seeds != 1:
         raise SettingError(
-            "vary seed names the seeds itself; drop --seeds (or vary something else)",
+            "vary seed names the seeds itself; leave seeds at 1 (or vary something else)",
             setting="vary",
         )
     for value in values:

@@ -1,8 +1,9 @@
 """A run's settings, in layers: the model preset, then a TOML file, then overrides.
 
-Later layers win: a preset (``small`` unless one is named) and ``TrainConfig``'s
-defaults, then a config file (``[model]`` and ``[train]`` tables, or flat keys;
-``[model]`` may name a ``preset``), then the overrides a caller passes
+Later layers win: a preset (unless one is named, the engine's default:
+``small`` for PyTorch) and ``TrainConfig``'s defaults, then a config file
+(``[model]`` and ``[train]`` tables, or flat keys; ``[model]`` may name a
+``preset``), then the overrides a caller passes
 (``{"n_layer": 2, "lr": 3e-4}``). Every key is a field of ``ModelConfig`` or
 ``TrainConfig``; the two share no names, so a flat key needs no prefix.
 
@@ -21,8 +22,6 @@ from typing import Any
 from tinylm.errors import SettingError, TinylmError
 
 DEFAULT_PRESET = "small"
-#: The training engines: tinylm's PyTorch model, or the scalar one of ``tinylm.scratch``.
-ENGINES = ("pytorch", "scratch")
 DEFAULT_TOKENIZER = "char"  # a spec: see tinylm.tokenizers.spec
 #: How the error for an unknown key names the last layer (the CLI names its flag).
 OVERRIDES = "overrides"
@@ -41,12 +40,18 @@ def layer_settings(
     preset: str | None = None,
     config_file: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    default_preset: str | None = None,
 ) -> RunSettings:
-    """Merge preset → ``config_file`` → ``overrides``; an unknown key is an error."""
+    """Merge preset → ``config_file`` → ``overrides``; an unknown key is an error.
+
+    ``default_preset`` (the engine's; else ``small``) is the preset when neither
+    the caller nor the config file names one.
+    """
     file_preset, file_model, file_train = read_config_file(config_file)
     model, train = split_settings(dict(overrides or {}), OVERRIDES)
     return RunSettings(
-        preset=preset or file_preset or DEFAULT_PRESET,
+        preset=preset or file_preset or default_preset or DEFAULT_PRESET,
         model={**file_model, **model},
         train={**file_train, **train},
     )

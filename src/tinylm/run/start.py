@@ -1,4 +1,4 @@
-"""Start, resume or fine-tune a run: a ready :class:`~tinylm.train.trainer.Trainer`.
+"""Start, resume or fine-tune a run: a trainer ready to ``fit()``, from any engine.
 
 These three are what ``tinylm train`` does, as functions a notebook (or
 ``tinylm compare``) can call with the same rules and the same errors::
@@ -11,6 +11,11 @@ These three are what ``tinylm train`` does, as functions a notebook (or
 Everything is checked before any work: settings first (so a typo fails in a
 moment, not after the data is prepared), then the run folder, then the data.
 A start that fails removes the run folder it created, if it left it empty.
+
+The engine (:mod:`tinylm.engines`) is looked up by name and driven through its
+interface: this module does what every run needs, the engine what differs (its
+defaults, its settings, its model and loop). The trainer it returns holds the run
+folder's lock until ``fit`` ends.
 
 Under ``torchrun`` every process calls the same function: they join the process
 group first, rank 0 prepares the data while the others wait, and each gets its
@@ -25,23 +30,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
+from tinylm.engines import engine_named, engine_of_run
+from tinylm.engines.base import Engine, EngineTrainer
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
-from tinylm.run.settings import ENGINES, RunSettings, layer_settings
+from tinylm.run.settings import RunSettings, layer_settings
 from tinylm.tokenizers.spec import load_tokenizer_file
 from tinylm.train import distributed
-from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
-from tinylm.train.scratch_trainer import (
-    is_scratch_run,
-    new_scratch_trainer,
-    resume_scratch_trainer,
-    scratch_model_config,
-    scratch_train_config,
-)
-from tinylm.train.trainer import Trainer
 
 PathLike = str | os.PathLike
 DataSpec = PathLike | Sequence[PathLike] | None
@@ -56,42 +53,41 @@ def start_run(
     overrides: Mapping[str, Any] | None = None,
     out_dir: PathLike | None = None,
     init_from: PathLike | None = None,
-    separator: str = "eot",
+    separator: str | None = None,
     progress: bool = True,
-    engine: str = "pytorch",
-) -> Trainer:
+    engine: str | None = None,
+) -> EngineTrainer:
     """A new run (or a fine-tune, with ``init_from``), ready to ``fit()``.
 
-    ``data``: a prepared folder, text files/folders/globs, or ``"pydocs"`` (the
-    default, the built-in corpus). ``tokenizer``: ``char`` (default), ``bpe:N``
-    or a tokenizer file. ``preset``, ``config_file`` and ``overrides`` are the
-    settings' layers (see :mod:`tinylm.run.settings`). ``out_dir``: the run
-    folder (default: the ``out_dir`` setting, else ``runs/<preset>``).
-    ``separator`` cuts text files into documents. ``progress=False`` silences
-    data preparation and training alike. ``engine="scratch"`` trains with
-    ``tinylm.scratch`` instead (a ``ScratchTrainer``: default preset microgpt,
-    default data the built-in words; see ``tinylm.train.scratch_trainer``).
+    ``data``: a prepared folder, text files/folders/globs, or a built-in corpus
+    name (default: the engine's, ``"pydocs"`` for PyTorch). ``tokenizer``:
+    ``char`` (default), ``bpe:N`` or a tokenizer file. ``preset``, ``config_file``
+    and ``overrides`` are the settings' layers (see :mod:`tinylm.run.settings`).
+    ``out_dir``: the run folder (default: the ``out_dir`` setting, else
+    ``runs/<preset>``). ``separator`` cuts text files into documents (default:
+    the engine's, ``eot`` for PyTorch). ``progress=False`` silences data
+    preparation and training alike. ``engine``: ``"pytorch"`` (default) or
+    ``"scratch"``, which trains with ``tinylm.scratch`` (default preset microgpt,
+    default data the built-in words, one per line; see ``tinylm.engines.scratch``).
     """
-    _check_engine(engine)
-    if engine == "scratch":
-        preset = preset or SCRATCH_PRESET
-        data = data if data is not None else BUILTIN_WORDS
-    settings = _settings(preset, config_file, overrides, progress)
+    chosen = engine_named(engine)
+    settings = _settings(preset, config_file, overrides, progress, chosen.default_preset)
     folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
     dist = _join_processes(settings)
     with _locked(folder, dist) as lock:
         trainer = _new_trainer(
+            chosen,
             settings,
             folder,
-            _data_specs(data),
+            _data_specs(chosen.default_data if data is None else data),
             tokenizer,
             init_from,
-            separator,
+            chosen.default_separator if separator is None else separator,
             progress,
             dist,
-            engine,
         )
-    return _holding(trainer, lock)
+        trainer.run_lock = lock  # released when fit ends
+    return trainer
 
 
 def init_from(
@@ -101,9 +97,9 @@ def init_from(
     config_file: PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
     out_dir: PathLike | None = None,
-    separator: str = "eot",
+    separator: str | None = None,
     progress: bool = True,
-) -> Trainer:
+) -> EngineTrainer:
     """Fine-tune the model of ``run`` (a run folder or a checkpoint) on ``data``.
 
     The model keeps its shape and tokenizer; only ``dropout`` and the training
@@ -130,13 +126,16 @@ def resume_run(
     overrides: Mapping[str, Any] | None = None,
     init_from: PathLike | None = None,
     progress: bool = True,
-) -> Trainer:
+    engine: str | None = None,
+) -> EngineTrainer:
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly.
 
     Train settings may change (``overrides={"steps": 2000}`` extends a finished
-    run); ``data``, ``tokenizer``, ``preset``, ``init_from`` and model fields may
-    only restate the run's own values, so a start command can be repeated.
+    run); ``data``, ``tokenizer``, ``preset``, ``init_from``, ``engine`` and model
+    fields may only restate the run's own values, so a start command can be
+    repeated. The engine that trained the run continues it.
     """
+    wanted = None if engine is None else engine_named(engine)  # fails before any work
     settings = _settings(preset, config_file, overrides, progress)
     folder = rules.resolve_out_dir(out_dir, settings.train, settings.preset, init_from)
     dist = _join_processes(settings)
@@ -147,8 +146,9 @@ def resume_run(
         "init_from": None if init_from is None else os.fspath(init_from),
     }
     with _locked(folder, dist) as lock:
-        trainer = _resumed_trainer(settings, folder, given, dist)
-    return _holding(trainer, lock)
+        trainer = _resumed_trainer(settings, folder, given, wanted, dist)
+        trainer.run_lock = lock  # released when fit ends
+    return trainer
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -159,28 +159,16 @@ def _settings(
     config_file: PathLike | None,
     overrides: Mapping[str, Any] | None,
     progress: bool,
+    default_preset: str | None = None,
 ) -> RunSettings:
-    settings = layer_settings(preset, config_file, overrides)
+    settings = layer_settings(preset, config_file, overrides, default_preset=default_preset)
     if not progress:  # progress=False wins; otherwise the progress setting is honoured
         settings.train["progress"] = False
     return settings
 
 
-def _check_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise SettingError(
-            f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}",
-            setting="engine",
-            reason="unknown_engine",
-            key="engine",
-            value=engine,
-        )
-
-
-def _data_specs(data: DataSpec) -> list[str]:
+def _data_specs(data: PathLike | Sequence[PathLike]) -> list[str]:
     """The data argument as a list of strings (what ``run.json`` records)."""
-    if data is None:
-        return [BUILTIN_CORPUS]
     if isinstance(data, (str, os.PathLike)):
         return [os.fspath(data)]
     return [os.fspath(item) for item in data]
@@ -221,6 +209,7 @@ def _locked(folder: Path, dist: distributed.DistInfo) -> Iterator[RunLock | None
 
 
 def _new_trainer(
+    engine: Engine,
     settings: RunSettings,
     out_dir: Path,
     data_specs: list[str],
@@ -229,32 +218,16 @@ def _new_trainer(
     separator: str,
     progress: bool,
     dist: distributed.DistInfo,
-    engine: str = "pytorch",
-) -> Trainer:
+) -> EngineTrainer:
     """A fresh run (or a fine-tune), after every check passes."""
-    import torch
-
-    from tinylm.checkpoint import load_checkpoint
-    from tinylm.inference.loading import model_for_checkpoint
-    from tinylm.model import GPT, ModelConfig
-    from tinylm.train.config import TrainConfig
     from tinylm.train.trainer import check_writable
 
     rules.refuse_existing_run(out_dir)
-    scratch = engine == "scratch"
-    if scratch:  # fail on a setting the scalar loop cannot honour before any data
-        scratch_train_config({**settings.train, "out_dir": str(out_dir)})
-    else:
-        train_config = TrainConfig.from_dict({**settings.train, "out_dir": str(out_dir)})
+    # Settings first: a typo or a model the engine cannot build fails before any data.
+    config = engine.train_config({**settings.train, "out_dir": str(out_dir)})
     base = _base_model(init_from, settings.model) if init_from is not None else None
-    if base is None:  # fail on a bad preset or model setting before preparing any data
-        if scratch:
-            scratch_model_config(
-                settings.preset, settings.model, settings.model.get("vocab_size", 27)
-            )
-        else:
-            guess = ModelConfig.from_preset(settings.preset, **settings.model)
-            _check_fits(guess, train_config, dist)
+    if base is None:  # a fine-tune's model is the checkpoint's, checked as it is built
+        engine.check_model(settings.preset, settings.model, config, dist)
     if dist.is_main:
         check_writable(out_dir)
     spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
@@ -267,64 +240,21 @@ def _new_trainer(
         progress=progress,
         dist=dist,
     )
-    if scratch:
-        run_info = {
-            "preset": None if base else settings.preset,
-            "init_from": str(base["path"]) if base else None,
-            **found.info,
-        }
-        return new_scratch_trainer(
-            out_dir,
-            found.data,
-            found.tokenizer,
-            settings.model,
-            settings.train,
-            preset=settings.preset,
-            base=base,
-            run_info=run_info,
-        )
-    if base is not None:
-        config = ModelConfig.from_dict({**base["config"], **settings.model})
-    else:
-        vocab = {"vocab_size": found.tokenizer.vocab_size}
-        config = ModelConfig.from_preset(settings.preset, **{**vocab, **settings.model})
-    _check_fits(config, train_config, dist)
-    torch.manual_seed(train_config.seed)
-    if base is None:
-        model = GPT(config)
-    else:  # the checkpoint's weights are checked to fit before anything is allocated
-        model = model_for_checkpoint(base["path"], config.to_dict())
-        load_checkpoint(base["path"], model)
     run_info = {
         "preset": None if base else settings.preset,
         "init_from": str(base["path"]) if base else None,
         **found.info,
     }
-    data = found.data
-    return Trainer(
-        model, data.train, data.val, found.tokenizer, train_config, run_info=run_info, dist=dist
+    return engine.start(
+        found.data,
+        found.tokenizer,
+        config,
+        preset=settings.preset,
+        model_settings=settings.model,
+        base=base,
+        run_info=run_info,
+        dist=dist,
     )
-
-
-def _holding(trainer: Any, lock: RunLock | None) -> Any:
-    """Hand the folder's lock to the trainer, which releases it when ``fit`` ends.
-
-    A trainer that cannot hold it (the scratch engine's) gives it back now.
-    """
-    if lock is not None and hasattr(trainer, "run_lock"):
-        trainer.run_lock = lock
-    elif lock is not None:
-        lock.release()
-    return trainer
-
-
-def _check_fits(config: Any, train_config: Any, dist: distributed.DistInfo) -> None:
-    """Refuse, before allocating, a model or batch this process's device cannot hold."""
-    from tinylm.train.memory import check_fits
-    from tinylm.train.runtime import resolve_device
-
-    device = distributed.process_device(dist, resolve_device(train_config.device))
-    check_fits(config, train_config.batch_size, device)
 
 
 def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any]:
@@ -358,38 +288,48 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
 
 
 def _resumed_trainer(
-    settings: RunSettings, out_dir: Path, given: dict[str, Any], dist: distributed.DistInfo
-) -> Trainer:
-    """Continue the run in ``out_dir`` from its latest checkpoint, exactly."""
-    import torch
-
+    settings: RunSettings,
+    out_dir: Path,
+    given: dict[str, Any],
+    wanted: Engine | None,
+    dist: distributed.DistInfo,
+) -> EngineTrainer:
+    """Continue the run in ``out_dir`` from its latest checkpoint, exactly, in its engine."""
     from tinylm.checkpoint import TOKENIZER_FILE, CheckpointManager
     from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.inference.loading import model_for_checkpoint
-    from tinylm.model import ModelConfig
-    from tinylm.train.config import TrainConfig
 
     if dist.is_main and out_dir.is_dir():  # a killed run's leftovers, before choosing latest
         CheckpointManager(out_dir).recover()
     latest = rules.checkpoint_to_resume(out_dir)
     run = rules.read_run_info(out_dir)
+    engine = engine_of_run(run)
+    _check_same_engine(out_dir, engine, wanted)
     rules.check_same_run(run, out_dir, settings.model, given)
-    if is_scratch_run(run):  # the engine that started a run continues it
-        tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
-        return resume_scratch_trainer(out_dir, run, latest, tokenizer, settings.train)
     rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
-    train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
+    config = engine.train_config({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
     tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
-    config = ModelConfig.from_dict(run["model"])
-    _check_fits(config, train_config, dist)
-    torch.manual_seed(train_config.seed)
-    model = model_for_checkpoint(latest, run["model"])  # refused before allocating if unfit
-    run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size")}
-    trainer = Trainer(
-        model, data.train, data.val, tokenizer, train_config, run_info=run_info, dist=dist
+    run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size", "engine")}
+    trainer = engine.resume(
+        run["model"], latest, data, tokenizer, config, run_info=run_info, dist=dist
     )
-    rules.check_unfinished(out_dir, trainer.resume(latest), train_config.steps)
+    rules.check_unfinished(out_dir, trainer.step, config.steps)
     return trainer
+
+
+def _check_same_engine(out_dir: Path, engine: Engine, wanted: Engine | None) -> None:
+    """Only the engine that trained a run continues it (another can fine-tune its weights)."""
+    if wanted is None or wanted is engine:
+        return
+    raise SettingError(
+        f"the run in {out_dir} was trained by the {engine.name} engine, not the {wanted.name} "
+        f"engine; resume it without engine (or with engine={engine.name!r}), or start a new "
+        f"{wanted.name} run from its weights with init_from",
+        setting="engine",
+        reason="resume_changes_engine",
+        path=out_dir,
+        stored=engine.name,
+        given=wanted.name,
+    )

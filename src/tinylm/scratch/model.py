@@ -17,7 +17,7 @@ This is the same network as tinylm's PyTorch ``GPT`` with the ``microgpt`` prese
 The weights are named as in ``GPT.state_dict()`` (``tok_emb.weight``,
 ``blocks.0.attn.w_q.weight`` ...) and stored the same way, a matrix as a list
 of rows with ``y = W x``: that is the whole of the conversion between the two
-(``tinylm.train.scratch_convert``). The RMSNorms have no gain, there are no
+(``tinylm.engines.scratch_convert``). The RMSNorms have no gain, there are no
 biases and the output matrix is not tied to the embedding (microgpt's choices).
 """
 

@@ -1,4 +1,4 @@
-"""Training runs of the scratch engine (``engine="scratch"``).
+"""The scratch engine's trainer (``engine="scratch"``; the engine is ``engines.scratch``).
 
 The algorithm is ``tinylm.scratch`` (plain Python scalars); this module gives it
 what a tinylm run has, so that a scratch run is a tinylm run like any other:
@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from tinylm.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
-from tinylm.data.prepared import PreparedData, check_tokenizer, load_prepared
+from tinylm.data.prepared import PreparedData, check_tokenizer
+from tinylm.engines.base import FolderLock
+from tinylm.engines.scratch_convert import (
+    adam_from_adamw,
+    adamw_from_adam,
+    gpt_from_scratch,
+    scratch_config,
+    scratch_from_gpt,
+)
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.model import ModelConfig
@@ -47,13 +55,6 @@ from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.schedule import lr_at
-from tinylm.train.scratch_convert import (
-    adam_from_adamw,
-    adamw_from_adam,
-    gpt_from_scratch,
-    scratch_config,
-    scratch_from_gpt,
-)
 from tinylm.train.trainer import (
     RUN_FILE,
     check_writable,
@@ -61,8 +62,7 @@ from tinylm.train.trainer import (
     saved_extra,
 )
 
-ENGINE = "scratch"
-DEFAULT_PRESET = "microgpt"
+ENGINE = "scratch"  # in run.json and checkpoints; ScratchEngine.name
 
 #: The seed's hyperparameters, under whatever a caller sets.
 SCRATCH_DEFAULTS: dict[str, Any] = {
@@ -114,8 +114,9 @@ def documents_of(data: np.ndarray, spans: np.ndarray, bos: int, eos: int | None)
 class ScratchTrainer:
     """Runs ``tinylm.scratch.train`` with a run folder, checkpoints and reports.
 
-    The surface the CLI uses matches ``Trainer``'s: ``fit()``, ``sample()``,
-    ``step``, ``config``, ``tokenizer``, ``last_checkpoint``, ``saved_step``.
+    An :class:`~tinylm.engines.base.EngineTrainer`, like ``Trainer``: ``fit()``,
+    ``sample()``, ``step``, ``config``, ``tokenizer``, ``last_checkpoint``,
+    ``saved_step``, and ``run_lock``, which ``fit`` releases when it ends.
     """
 
     def __init__(
@@ -146,6 +147,8 @@ class ScratchTrainer:
             weight_decay=config.weight_decay,
         )
         self.dist = DistInfo()  # one process: the scalar loop is not distributed
+        #: The run folder's lock when a run was set up for us (``tinylm.run.start``).
+        self.run_lock: FolderLock | None = None
         self.step = self.saved_step = 0
         self.best_val_loss = math.inf
         self.last_checkpoint: Path | None = None
@@ -159,7 +162,18 @@ class ScratchTrainer:
         return lr_at(step, c.schedule, c.lr, c.min_lr, c.warmup_steps or 0, c.steps)
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``config.steps``, evaluating, sampling and saving on the way."""
+        """Train to ``config.steps``, evaluating, sampling and saving on the way.
+
+        The run folder's lock is released when it ends, however it ends, so the
+        run can be resumed (in this process too).
+        """
+        try:
+            return self._fit()
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         self._open_run()
         last_eval: dict[str, Any] | None = None
         with progress_bar(
@@ -343,33 +357,29 @@ class ScratchTrainer:
 
 
 def scratch_model_config(
-    preset: str | None, model_settings: dict[str, Any], vocab_size: int
+    preset: str, model_settings: dict[str, Any], vocab_size: int
 ) -> ModelConfig:
-    """The model of a new scratch run: ``preset`` (default microgpt) and the settings."""
-    config = ModelConfig.from_preset(
-        preset or DEFAULT_PRESET, **{"vocab_size": vocab_size, **model_settings}
-    )
+    """The model of a new scratch run: ``preset`` and the settings, if the engine can run it."""
+    config = ModelConfig.from_preset(preset, **{"vocab_size": vocab_size, **model_settings})
     scratch_config(config)  # raises unless the scratch engine implements it
     return config
 
 
 def new_scratch_trainer(
-    out_dir: Path,
     data: PreparedData,
     tokenizer: Tokenizer,
+    config: TrainConfig,
     model_settings: dict[str, Any],
-    train_settings: dict[str, Any],
     *,
-    preset: str | None = None,
+    preset: str,
     base: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
 ) -> ScratchTrainer:
-    """A fresh scratch run in ``out_dir`` on prepared ``data``.
+    """A fresh scratch run on prepared ``data``, in ``config.out_dir``.
 
     ``base`` (``{"path", "config"}`` of a checkpoint) starts from trained weights,
     from either engine: the model keeps its shape.
     """
-    config = scratch_train_config({**train_settings, "out_dir": str(out_dir)})
     check_tokenizer(data, tokenizer)
     if base is not None:
         model_config = ModelConfig.from_dict({**base["config"], **model_settings})
@@ -388,36 +398,21 @@ def new_scratch_trainer(
     return ScratchTrainer(model, model_config, tokenizer, data, config, run_info)
 
 
-def resume_scratch_trainer(
-    out_dir: Path,
-    run: dict[str, Any],
+def resumed_scratch_trainer(
+    model: dict[str, Any],
     latest: Path,
+    data: PreparedData,
     tokenizer: Tokenizer,
-    train_settings: dict[str, Any],
+    config: TrainConfig,
+    run_info: dict[str, Any],
 ) -> ScratchTrainer:
-    """Continue the scratch run described by ``run`` (its ``run.json``) from ``latest``."""
-    stored = {k: v for k, v in (run.get("train") or {}).items() if k != "out_dir"}
-    config = scratch_train_config(
-        {**stored, "progress": True, **train_settings, "out_dir": str(out_dir)}
-    )
-    data = load_prepared(out_dir / run["prepared"])
+    """The scratch run whose model is ``model`` (its ``run.json``'s), at ``latest``'s step."""
     check_tokenizer(data, tokenizer)
-    model_config = ModelConfig.from_dict(run["model"])
-    model = MicroGPT(scratch_config(model_config), seed=config.seed)
-    info = {k: v for k, v in run.items() if k not in ("model", "train", "engine")}
-    trainer = ScratchTrainer(model, model_config, tokenizer, data, config, info)
-    step = trainer.resume(latest)
-    if step >= config.steps:
-        raise TinylmError(
-            f"the run in {out_dir} already finished its {config.steps} steps; "
-            f"set steps above {step} to train further"
-        )
+    model_config = ModelConfig.from_dict(model)
+    scalar = MicroGPT(scratch_config(model_config), seed=config.seed)
+    trainer = ScratchTrainer(scalar, model_config, tokenizer, data, config, run_info)
+    trainer.resume(latest)
     return trainer
-
-
-def is_scratch_run(run: dict[str, Any]) -> bool:
-    """Whether a ``run.json`` describes a run of the scratch engine."""
-    return run.get("engine") == ENGINE
 
 
 def _float64_gpt(config: ModelConfig) -> Any:
