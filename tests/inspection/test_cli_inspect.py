@@ -102,3 +102,29 @@ def test_a_view_is_required(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["inspect"])
     assert stop.value.code == 2
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "argv",
+    [["next", "{run}", "the cat"], ["embeddings", "{run}", "--plot-tokens", "5"]],
+    ids=["next", "embeddings"],
+)
+def test_damaged_weights_are_one_line_not_a_table_of_nan(tmp_path, tokenizer, capsys, argv, poison):
+    # `inspect next` printed a table of nan probabilities; `inspect embeddings` raised
+    # numpy's LinAlgError ("SVD did not converge").
+    import torch
+
+    from .conftest import make_model, save_run
+
+    model = make_model(tokenizer)
+    with torch.no_grad():
+        model.tok_emb.weight[3].fill_(poison)
+        model.tok_emb.weight[5:].fill_(poison)
+    run = save_run(tmp_path / "damaged", model, tokenizer, with_data=False)
+    out = tmp_path / "inspect-out"
+    assert main(["inspect", *[a.replace("{run}", str(run)) for a in argv], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinylm: error: ") and err.count("\n") == 1, err
+    assert "NaN or infinite" in err and "earlier checkpoint" in err
+    assert not out.exists() or not any(out.iterdir())

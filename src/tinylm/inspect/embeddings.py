@@ -74,7 +74,13 @@ def embedding_matrix(loaded: LoadedModel, source: str = "input") -> np.ndarray:
     def copy_out() -> np.ndarray:
         model = loaded.model
         weight = model.tok_emb.weight if source == "input" else model.lm_head.weight
-        return weight.detach().float().cpu().numpy().astype(np.float64)
+        table = weight.detach().float().cpu().numpy().astype(np.float64)
+        if not np.isfinite(table).all():  # the PCA's SVD would not converge
+            raise TinylmError(
+                f"the {source} embedding table holds NaN or infinite values; the weights are "
+                "damaged or diverged: use an earlier checkpoint"
+            )
+        return table
 
     return loaded.cached(f"embeddings:{source}", copy_out)
 

@@ -84,6 +84,11 @@ def next_token_distribution(
     with torch.no_grad():
         logits = loaded.model.next_token_logits(loaded.as_batch(ids))[0]
     logits = logits.float().cpu().numpy()
+    if not np.isfinite(logits).all():  # a table of nan probabilities tells the user nothing
+        raise TinylmError(
+            "the model's output is NaN or infinite for this prompt, so it has no next-token "
+            "distribution; its weights are damaged or diverged: use an earlier checkpoint"
+        )
     k = min(k, logits.size)
     # Stable sort on the negated logits: ties keep id order, as argmax does.
     top = np.argsort(-logits, kind="stable")[:k]
