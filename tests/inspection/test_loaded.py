@@ -9,6 +9,7 @@ from tinylm.errors import TinylmError
 from tinylm.inspect.loaded import LoadedModel
 from tinylm.inspect.next_token import next_token_distribution, plot_next_token
 from tinylm.model import GPT, ModelConfig
+from tinylm.terminal import printable
 from tinylm.tokenizers.bpe import BPETokenizer
 
 
@@ -45,7 +46,8 @@ def test_bpe_tokens_show_their_leading_space(bpe_loaded):
     dist = next_token_distribution(bpe_loaded, "the cat", k=5)
     assert dist.prompt_ids[0] == bpe_loaded.tokenizer.bos_id
     labels = [t.get_text() for t in plot_next_token(dist).axes[0].get_yticklabels()]
-    assert labels == [p.replace(" ", "␣") for p in dist.pieces]
+    # a control character among the top tokens (a vertical tab, say) is drawn as its escape
+    assert labels == [printable(p).replace(" ", "␣") for p in dist.pieces]
 
 
 def test_a_model_in_memory_is_wrapped_directly(bpe_loaded):
@@ -63,3 +65,14 @@ def test_a_run_without_a_tokenizer_is_refused(tmp_path, tokenizer):
     CheckpointManager(tmp_path / "bare").save(1, model, None)
     with pytest.raises(TinylmError, match="no tokenizer.json"):
         LoadedModel.from_run(tmp_path / "bare")
+
+
+def test_bytes_that_are_not_utf8_draw_as_escapes(bpe_loaded):
+    # `tinylm inspect next R $'\xff\xfe'` raised a matplotlib TypeError: the title held
+    # the lone surrogates that Python decodes those argv bytes to.
+    from tinylm.inspect.figures import png_bytes
+
+    dist = next_token_distribution(bpe_loaded, "\udcff\udcfe")
+    fig = plot_next_token(dist)
+    assert "\\xff\\xfe" in fig.axes[0].get_title()
+    assert png_bytes(fig).startswith(b"\x89PNG")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from tinylm import __version__
 from tinylm.cli.errors import cli_message
 from tinylm.errors import TinylmError
+from tinylm.terminal import printable
 
 # Modules that each define ``register(subparsers)``. They import torch only inside
 # their ``run`` functions, so ``tinylm tokenize`` never pays for it.
@@ -42,7 +43,9 @@ class Parser(argparse.ArgumentParser):
     """argparse, but usage mistakes are one line and exit 2 like every other error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"tinylm: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            2, f"tinylm: error: {printable(message, one_line=True)} (see {self.prog} --help)\n"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +118,7 @@ def _is_quiet_rank() -> bool:
 def _say(line: str) -> None:
     if not _is_quiet_rank():
         with contextlib.suppress(OSError):
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line, one_line=True), file=sys.stderr, flush=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from tinylm.terminal import printable
 from tinylm.tokenizers.base import Tokenizer
 
 #: The seed's comparison examples: a common phrase, a word famous for its letters,
@@ -54,7 +55,7 @@ def visible(piece: str, spaces: bool = False) -> str:
     stands alone (a plot's tick label, a table cell) and a leading space, which
     tells " the" from "the", would otherwise be invisible.
     """
-    shown = "".join(_VISIBLE.get(ch, ch) for ch in piece)
+    shown = printable("".join(_VISIBLE.get(ch, ch) for ch in piece))
     return shown.replace(" ", VISIBLE_SPACE) if spaces else shown
 
 
