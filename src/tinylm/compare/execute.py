@@ -27,11 +27,9 @@ from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
+from tinylm.run_layout import COMPARE_RESULT_FILE, DATA_CACHE, METRICS_FILE, RUNS_DIR
 from tinylm.validate import Record, is_number, read_json
 
-RUNS_DIR = "runs"
-DATA_DIR = "data"
-RESULT_FILE = "compare.json"
 EVALS_PER_RUN = 10  # evaluations per run, unless eval_every is set: the curve's points
 
 
@@ -116,7 +114,7 @@ def prepare_comparison_data(
         return Path(specs[0])
     tokenizer_spec = None if tokenizer is None else os.fspath(tokenizer)
     return prepare_cached(
-        specs, tokenizer_spec, out_dir / DATA_DIR, separator=separator, progress=progress
+        specs, tokenizer_spec, out_dir / DATA_CACHE, separator=separator, progress=progress
     )
 
 
@@ -182,7 +180,7 @@ def run_comparison(
     results = []
     for index, (variant, settings) in enumerate(zip(variants, plans, strict=True), start=1):
         run_dir = out / RUNS_DIR / variant.slug
-        done = run_dir / RESULT_FILE
+        done = run_dir / COMPARE_RESULT_FILE
         skipped = done.is_file()
         if skipped:
             result = RunResult.read(done)
@@ -289,7 +287,7 @@ def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunRes
 def _read_records(run_dir: Path) -> list[dict[str, Any]]:
     from tinylm.train.metrics import read_metrics
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     return read_metrics(path) if path.is_file() else []
 
 
