@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from tinylm.checkpoint import CheckpointManager, read_checkpoint_meta
-from tinylm.run.lock import LOCK_FILE
+from tinylm.run_layout import LOCK_FILE
 
 CORPUS = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 40
 
