@@ -14,7 +14,8 @@ which never runs -- become edges of a module graph. The rules:
   layer or the CLI: the run layer drives the engines, not the other way round;
 * ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
   layer or CLI, and the run layer no CLI;
-* ``tinylm.scratch`` imports only the standard library.
+* ``tinylm.scratch`` and ``tinylm.run_layout`` (the run folder's names, read by
+  every layer) import only the standard library.
 
 "Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
 runs ``a/__init__.py`` and ``a/b/__init__.py``. Cycles are looked for on the
@@ -50,7 +51,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.run": ("tinylm.cli",),
 }
 #: packages whose modules may import only the standard library (and each other).
-STDLIB_ONLY = ("tinylm.scratch",)
+STDLIB_ONLY = ("tinylm.scratch", "tinylm.run_layout")
 
 
 # -- reading the graph ------------------------------------------------------------------

@@ -128,10 +128,10 @@ def test_weights_step_config_and_tokenizer_round_trip(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     meta = read_checkpoint_meta(tmp_path / "c")
-    assert meta["step"] == 3 and meta["config"] == {"dim": 8, "dropout": 0.1}
-    assert meta["train_config"] == {"lr": 0.01} and meta["extra"] == {"tokens_seen": 96}
-    assert meta["metrics"] == {"val_loss": 2.5}
-    assert CharTokenizer.from_dict(json.loads(meta["tokenizer"].read_text())).chars == tok.chars
+    assert meta.step == 3 and meta.model_config == {"dim": 8, "dropout": 0.1}
+    assert meta.train_config == {"lr": 0.01} and meta.extra == {"tokens_seen": 96}
+    assert meta.metrics == {"val_loss": 2.5}
+    assert CharTokenizer.from_dict(json.loads(meta.tokenizer_file.read_text())).chars == tok.chars
 
 
 def test_only_safetensors_and_json_are_written_and_loading_never_unpickles(tmp_path, monkeypatch):
@@ -279,7 +279,7 @@ def test_gpt_round_trip_if_available(tmp_path):
     gpt = model_pkg.GPT(config)
     save_checkpoint(tmp_path / "c", gpt, None, 7)
     meta = read_checkpoint_meta(tmp_path / "c")
-    rebuilt = model_pkg.GPT(model_pkg.ModelConfig.from_dict(meta["config"]))
+    rebuilt = model_pkg.GPT(model_pkg.ModelConfig.from_dict(meta.model_config))
     load_checkpoint(tmp_path / "c", rebuilt)
     assert rebuilt.lm_head.weight is rebuilt.tok_emb.weight
     idx = torch.randint(0, 32, (2, 8))
@@ -305,7 +305,7 @@ def test_saving_over_a_checkpoint_replaces_it_and_cleans_up(tmp_path):
     model, optimizer = trained()
     save_checkpoint(tmp_path / "c", model, optimizer, 3)
     save_checkpoint(tmp_path / "c", model, None, 4)
-    assert read_checkpoint_meta(tmp_path / "c")["step"] == 4
+    assert read_checkpoint_meta(tmp_path / "c").step == 4
     assert not (tmp_path / "c" / "optimizer.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["c"]
 
@@ -386,7 +386,7 @@ def test_manager_picks_up_an_existing_run(tmp_path):
     again = CheckpointManager(tmp_path / "run")
     assert again.latest().name == "ckpt-000010" and again.best_val_loss() == 2.0
     again.save(20, model, None, val_loss=2.5)
-    assert read_checkpoint_meta(again.best())["step"] == 10
+    assert read_checkpoint_meta(again.best()).step == 10
     with pytest.raises(TinylmError, match="keep_last"):
         CheckpointManager(tmp_path / "run", keep_last=0)
     assert CheckpointManager(Path(tmp_path / "none")).latest() is None

@@ -281,7 +281,7 @@ def test_best_is_found_in_its_own_step_folder_when_best_is_missing(tmp_path):
     (manager.run_dir / "best").rename(tmp_path / "gone")
     assert resolve_model_checkpoint(manager.run_dir, "best") == manager.run_dir / "ckpt-000002"
     assert manager.recover() == [f"restored {manager.run_dir / 'best'} from ckpt-000002"]
-    assert read_checkpoint_meta(manager.run_dir / "best")["step"] == 2
+    assert read_checkpoint_meta(manager.run_dir / "best").step == 2
 
 
 def test_a_run_without_an_evaluation_has_no_best_and_says_so(tmp_path):
@@ -308,7 +308,7 @@ def test_leftovers_of_a_killed_save_are_cleaned_and_best_is_put_back(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["best", "ckpt-000003", "ckpt-000004", live.name]
     )
-    assert read_checkpoint_meta(run / "best")["step"] == 2
+    assert read_checkpoint_meta(run / "best").step == 2
 
 
 def test_prepare_leftovers_are_cleaned_by_the_next_write_of_that_folder(tmp_path):

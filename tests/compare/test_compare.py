@@ -23,6 +23,7 @@ from tinylm.compare.execute import RunResult, run_comparison
 from tinylm.compare.plan import Budget, combinations, parse_budget, plan_comparison
 from tinylm.compare.results import markdown_table, summarise, write_report
 from tinylm.errors import TinylmError
+from tinylm.run_layout import COMPARE_RESULT_FILE
 
 TINY = {
     "n_layer": 1,
@@ -189,7 +190,7 @@ def test_a_killed_comparison_continues_and_matches_an_uninterrupted_one(
     monkeypatch.setattr(execute._Clock, "on_step", killing)
     with pytest.raises(KeyboardInterrupt):
         run_comparison(variants, tmp_path / "killed", **options)
-    first = tmp_path / "killed" / "runs" / variants[0].slug / execute.RESULT_FILE
+    first = tmp_path / "killed" / "runs" / variants[0].slug / COMPARE_RESULT_FILE
     before = first.stat().st_mtime_ns
     monkeypatch.setattr(execute._Clock, "on_step", original)
 

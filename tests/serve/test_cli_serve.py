@@ -34,7 +34,7 @@ def test_a_checkpoint_folder_is_served_with_its_runs_metrics(runs_root):
     checkpoint = runs_root / "alpha" / "ckpt-000060"
     assert find_runs([checkpoint]) == [checkpoint]
     run = load_run("alpha", checkpoint)
-    assert run.run_dir == runs_root / "alpha" and run.meta["step"] == 60
+    assert run.run_dir == runs_root / "alpha" and run.meta.step == 60
 
 
 def test_names_are_folder_names_made_unique():

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from tinylm.checkpoint import CheckpointManager, read_checkpoint_meta
-from tinylm.run.lock import LOCK_FILE
+from tinylm.run_layout import LOCK_FILE
 
 CORPUS = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 40
 
@@ -158,6 +158,6 @@ def test_sigkill_at_any_moment_then_resume_equals_the_uninterrupted_run(tmp_path
         same = [torch.equal(ours[k], theirs[k]) for k in ours if k not in ("numpy", "python")]
         assert all(same), name
     best, best_whole = read_checkpoint_meta(run / "best"), read_checkpoint_meta(whole / "best")
-    assert (best["step"], best["metrics"]) == (best_whole["step"], best_whole["metrics"])
+    assert (best.step, best.metrics) == (best_whole.step, best_whole.metrics)
     leftovers = [p.name for p in run.rglob(".*") if p.name != LOCK_FILE]  # the lock stays
     assert leftovers == [], leftovers

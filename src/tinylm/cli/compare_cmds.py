@@ -14,8 +14,9 @@ from typing import Any
 
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
 from tinylm.errors import SettingError
+from tinylm.run_layout import RUNS_ROOT
 
-DEFAULT_OUT = Path("runs/compare")
+DEFAULT_OUT = RUNS_ROOT / "compare"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
-
-INSPECT_DIR = "inspect"
+from tinylm.run_layout import INSPECT_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -42,7 +42,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
     files = export_model(model, tokenizer, args.out, args.format)
-    print(f"exported {meta['path']} (step {meta['step']}) as {args.format} to {args.out}:")
+    print(f"exported {meta.path} (step {meta.step}) as {args.format} to {args.out}:")
     for path in files:
         print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     return 0

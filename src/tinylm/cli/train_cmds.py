@@ -246,6 +246,6 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(
         f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
-        f"over {result['tokens']:,} tokens (checkpoint {meta['path']}, step {meta['step']})"
+        f"over {result['tokens']:,} tokens (checkpoint {meta.path}, step {meta.step})"
     )
     return 0

@@ -27,12 +27,15 @@ from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
+from tinylm.run_layout import (
+    COMPARE_PLAN_FILE,
+    COMPARE_RESULT_FILE,
+    DATA_CACHE,
+    METRICS_FILE,
+    RUNS_DIR,
+)
 from tinylm.validate import Record, is_number, read_json
 
-RUNS_DIR = "runs"
-DATA_DIR = "data"
-RESULT_FILE = "compare.json"
-PLAN_FILE = "plan.json"  # what every run of the comparison shares (see shared_plan)
 EVALS_PER_RUN = 10  # evaluations per run, unless eval_every is set: the curve's points
 
 
@@ -117,7 +120,7 @@ def prepare_comparison_data(
         return Path(specs[0])
     tokenizer_spec = None if tokenizer is None else os.fspath(tokenizer)
     return prepare_cached(
-        specs, tokenizer_spec, out_dir / DATA_DIR, separator=separator, progress=progress
+        specs, tokenizer_spec, out_dir / DATA_CACHE, separator=separator, progress=progress
     )
 
 
@@ -182,11 +185,11 @@ def run_comparison(
     shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator)
     check_same_plan(out, shared)
     prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
-    atomic_write(out / PLAN_FILE, json.dumps(shared, indent=1) + "\n")
+    atomic_write(out / COMPARE_PLAN_FILE, json.dumps(shared, indent=1) + "\n")
     results = []
     for index, (variant, settings) in enumerate(zip(variants, plans, strict=True), start=1):
         run_dir = out / RUNS_DIR / variant.slug
-        done = run_dir / RESULT_FILE
+        done = run_dir / COMPARE_RESULT_FILE
         skipped = done.is_file()
         if skipped:
             result = RunResult.read(done)
@@ -236,7 +239,7 @@ def shared_plan(
 
 def check_same_plan(out: Path, plan: dict[str, Any]) -> None:
     """Refuse to reuse ``out``'s runs under a plan other than the one they were made with."""
-    path = out / PLAN_FILE
+    path = out / COMPARE_PLAN_FILE
     if not path.is_file():
         return  # a new comparison (or one made before plans were kept)
     hint = f"use another out folder, or delete {out} to start this comparison over"
@@ -359,7 +362,7 @@ def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunRes
 def _read_records(run_dir: Path) -> list[dict[str, Any]]:
     from tinylm.train.metrics import read_metrics
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     return read_metrics(path) if path.is_file() else []
 
 

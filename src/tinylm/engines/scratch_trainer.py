@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
+from tinylm.checkpoint.manager import CheckpointManager
+from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 from tinylm.data.prepared import PreparedData, check_tokenizer
 from tinylm.engines.base import FolderLock
 from tinylm.engines.scratch_convert import (
@@ -46,6 +47,7 @@ from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.model import ModelConfig
 from tinylm.progress import progress_bar
+from tinylm.run_layout import PLOT_FILE, RUN_FILE
 from tinylm.scratch.model import MicroGPT
 from tinylm.scratch.train import Adam, mean_loss, sample
 from tinylm.scratch.train import train as train_loop
@@ -53,14 +55,9 @@ from tinylm.scratch.value import no_cycle_collector
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
-from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
+from tinylm.train.metrics import MetricsLogger, plot_losses, read_metrics
 from tinylm.train.schedule import lr_at
-from tinylm.train.trainer import (
-    RUN_FILE,
-    check_writable,
-    saved_best_val_loss,
-    saved_extra,
-)
+from tinylm.train.trainer import check_writable, saved_best_val_loss, saved_extra
 
 ENGINE = "scratch"  # in run.json and checkpoints; ScratchEngine.name
 
@@ -331,20 +328,20 @@ class ScratchTrainer:
     def resume(self, path: str | Path) -> int:
         """Continue from a scratch checkpoint: weights, Adam state, step."""
         meta = read_checkpoint_meta(path)
-        if (meta.get("extra") or {}).get("engine") != ENGINE:
+        if meta.extra.get("engine") != ENGINE:
             raise SettingError(
-                f"checkpoint {meta['path']} was not written by the scratch engine; continue it "
+                f"checkpoint {meta.path} was not written by the scratch engine; continue it "
                 "with the PyTorch engine, or start from its weights with init_from",
                 setting="init_from",
             )
         gpt = gpt_from_scratch(self.model, self.model_config)
         optimizer = adamw_from_adam(self.optimizer, self.model, gpt, self.config.lr)
-        step = load_checkpoint(meta["path"], gpt, optimizer, restore_rng=False)
+        step = load_checkpoint(meta.path, gpt, optimizer, restore_rng=False)
         self.model = scratch_from_gpt(gpt)
         self.optimizer = adam_from_adamw(optimizer, self.model, gpt)
         self.best_val_loss = saved_best_val_loss(saved_extra(meta))
         self.step = self.saved_step = step
-        self.last_checkpoint = Path(meta["path"])
+        self.last_checkpoint = meta.path
         return step
 
     def plot(self) -> Path | None:

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tinylm.checkpoint import (
-    MODEL_FILE,
-    CheckpointManager,
+from tinylm.checkpoint.manager import CheckpointManager
+from tinylm.checkpoint.meta import CheckpointMeta
+from tinylm.checkpoint.save_load import (
     check_fits,
     load_checkpoint,
     read_checkpoint_meta,
@@ -22,6 +22,7 @@ from tinylm.checkpoint import (
 )
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
+from tinylm.run_layout import MODEL_FILE
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.spec import load_tokenizer_file
 
@@ -51,7 +52,7 @@ def load_model(
     which: str = "latest",
     *,
     require_tokenizer: bool = False,
-) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
+) -> tuple[GPT, Tokenizer | None, CheckpointMeta]:
     """``(model, tokenizer, meta)`` from a checkpoint or run folder, weights loaded, eval mode.
 
     The tokenizer is ``None`` for a checkpoint saved without one, unless
@@ -59,19 +60,19 @@ def load_model(
     """
     folder = resolve_model_checkpoint(path, which)
     meta = read_checkpoint_meta(folder)
-    if not isinstance(meta.get("config"), dict):
+    if not isinstance(meta.model_config, dict):
         raise TinylmError(f"checkpoint {folder} has no model config; it cannot be rebuilt")
-    model = model_for_checkpoint(folder, meta["config"])
+    model = model_for_checkpoint(folder, meta.model_config)
     load_checkpoint(folder, model)
     model.to(device).eval()
-    if meta.get("tokenizer") is None:
+    if meta.tokenizer_file is None:
         if require_tokenizer:
             raise TinylmError(
                 f"checkpoint {folder} has no tokenizer.json, so text cannot be encoded or "
                 "written; point at a checkpoint saved with its tokenizer"
             )
         return model, None, meta
-    return model, load_tokenizer_file(meta["tokenizer"]), meta
+    return model, load_tokenizer_file(meta.tokenizer_file), meta
 
 
 def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> GPT:

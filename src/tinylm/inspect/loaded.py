@@ -31,6 +31,7 @@ import torch
 
 from tinylm.errors import TinylmError
 from tinylm.inspect.tokens import token_pieces, visible
+from tinylm.run_layout import RUN_FILE
 from tinylm.tokenizers.base import Tokenizer
 
 #: How many training tokens :meth:`LoadedModel.token_frequencies` counts at most:
@@ -65,14 +66,14 @@ class LoadedModel:
         from tinylm.inference.loading import load_model
 
         model, tokenizer, meta = load_model(path, device, which)
-        checkpoint = Path(meta["path"])
+        checkpoint = meta.path
         if tokenizer is None:
             raise TinylmError(
                 f"checkpoint {checkpoint} has no tokenizer.json, so text cannot be encoded; "
                 "point at a checkpoint saved with its tokenizer"
             )
         run_dir = run_folder(Path(path), checkpoint)
-        return cls(model, tokenizer, name=run_dir.name, step=meta.get("step"), run_dir=run_dir)
+        return cls(model, tokenizer, name=run_dir.name, step=meta.step, run_dir=run_dir)
 
     # -- facts about the model ------------------------------------------------------------
 
@@ -207,7 +208,7 @@ def _count_training_tokens(
     from tinylm.data.prepared import check_tokenizer, load_prepared
     from tinylm.run.folder import read_run_info
 
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / RUN_FILE).is_file():
         return None  # a checkpoint copied on its own
     try:
         info = read_run_info(run_dir)

@@ -29,6 +29,7 @@ from tinylm.fileio import atomic_directory
 from tinylm.interop.hf_config import from_hf_config
 from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json
 from tinylm.interop.hf_weights import from_hf_state_dict
+from tinylm.run_layout import RUN_FILE, checkpoint_name
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.validate import read_json
 
@@ -150,22 +151,22 @@ def import_hf(folder: str | os.PathLike, out: str | os.PathLike) -> dict[str, An
 
     ``out`` must not hold a run already (a checkpoint is never overwritten silently).
     """
-    from tinylm.checkpoint import save_checkpoint
+    from tinylm.checkpoint.save_load import save_checkpoint
     from tinylm.run.folder import is_existing_run
 
     out = Path(out)
     if is_existing_run(out):
         raise TinylmError(f"{out} already holds a run; choose a new output folder")
     model, tokenizer, info = read_hf_checkpoint(folder)
-    with atomic_directory(out, "run.json", "tinylm run") as tmp:
-        save_checkpoint(tmp / "ckpt-000000", model, None, 0, tokenizer=tokenizer)
+    with atomic_directory(out, RUN_FILE, "tinylm run") as tmp:
+        save_checkpoint(tmp / checkpoint_name(0), model, None, 0, tokenizer=tokenizer)
         run = {
             "imported_from": info["source"],
             "architecture": info["family"],
             "model": model.config.to_dict(),
             "tokenizer_note": info["tokenizer_note"],
         }
-        (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        (tmp / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     info["params"] = sum(p.numel() for p in model.parameters())
     info["tokenizer"] = tokenizer is not None
     return info

@@ -19,8 +19,9 @@ from typing import Any
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS, corpus_from_specs
 from tinylm.data.prepared import META_FILE, is_prepared_dir
 from tinylm.errors import SettingError
-from tinylm.run.folder import DATA_CACHE, relative_to
+from tinylm.run.folder import relative_to
 from tinylm.run.settings import DEFAULT_TOKENIZER
+from tinylm.run_layout import DATA_CACHE
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.spec import load_tokenizer_file, parse_tokenizer_spec, tokenizer_from_spec
 

@@ -1,12 +1,8 @@
 """The run folder and its rules: where a run goes, when it may be reused, resumed, extended.
 
-A run folder (``runs/small`` by default) holds::
-
-    run.json           what was trained: model and train config, data, tokenizer
-    metrics.jsonl      one line per step / evaluation / sample
-    loss.png           the loss curves
-    ckpt-000500/ ...   the last few checkpoints, and best/ (lowest val loss)
-    data/<key>/        the tokenizer and prepared data made from raw text, cached
+A run folder (``runs/small`` by default) holds its ``run.json``, metrics, loss
+curves, the last few checkpoints and ``best/``, and the data prepared from raw
+text; :mod:`tinylm.run_layout` names every file and folder in it.
 
 The rules:
 
@@ -28,10 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import SettingError
-from tinylm.train.trainer import RUN_FILE
-
-DATA_CACHE = "data"
-RUNS_ROOT = Path("runs")
+from tinylm.run_layout import RUN_FILE, RUNS_ROOT, step_checkpoints
 
 
 def default_out_dir(preset: str, init_from: str | os.PathLike | None = None) -> Path:
@@ -65,9 +58,7 @@ def resolve_out_dir(
 
 
 def has_checkpoints(run_dir: Path) -> bool:
-    from tinylm.checkpoint import CheckpointManager
-
-    return CheckpointManager(run_dir).latest() is not None
+    return bool(step_checkpoints(run_dir))
 
 
 def is_existing_run(run_dir: Path) -> bool:
@@ -94,17 +85,15 @@ def refuse_existing_run(out_dir: Path) -> None:
 
 def checkpoint_to_resume(out_dir: Path) -> Path:
     """The latest checkpoint of the run in ``out_dir``; an error when there is none."""
-    from tinylm.checkpoint import CheckpointManager
-
-    latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
-    if latest is None:
+    found = step_checkpoints(out_dir)
+    if not found:
         raise SettingError(
             f"nothing to resume in {out_dir}: it has no checkpoint; start a new run there",
             setting="resume",
             reason="nothing_to_resume",
             path=out_dir,
         )
-    return latest
+    return found[-1]
 
 
 def check_unfinished(out_dir: Path, step: int, steps: int) -> None:

@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 
 from tinylm.errors import SettingError
-
-LOCK_FILE = ".lock"
+from tinylm.run_layout import LOCK_FILE
 
 
 class RunLock:

@@ -259,31 +259,32 @@ def _new_trainer(
 
 def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint to fine-tune: its path, model config and tokenizer."""
-    from tinylm.checkpoint import read_checkpoint_meta
+    from tinylm.checkpoint.save_load import read_checkpoint_meta
 
     meta = read_checkpoint_meta(path)
-    if not isinstance(meta.get("config"), dict):
-        raise TinylmError(f"checkpoint {meta['path']} has no model config to rebuild from")
+    config = meta.model_config
+    if not isinstance(config, dict):
+        raise TinylmError(f"checkpoint {meta.path} has no model config to rebuild from")
     changed = sorted(
         key
         for key, value in model_settings.items()
-        if key != "dropout" and meta["config"].get(key) != value
+        if key != "dropout" and config.get(key) != value
     )  # restating the model's own value (a copied command line) is fine
     if changed:
         raise SettingError(
             f"init_from keeps the model's shape; only dropout can be set, not {changed[0]} "
-            f"(the model has {changed[0]}={meta['config'].get(changed[0])!r})",
+            f"(the model has {changed[0]}={config.get(changed[0])!r})",
             setting="init_from",
             reason="init_from_changes_shape",
             key=changed[0],
-            model_value=meta["config"].get(changed[0]),
+            model_value=config.get(changed[0]),
         )
-    if meta.get("tokenizer") is None:
-        raise TinylmError(f"checkpoint {meta['path']} has no tokenizer.json to fine-tune with")
+    if meta.tokenizer_file is None:
+        raise TinylmError(f"checkpoint {meta.path} has no tokenizer.json to fine-tune with")
     return {
-        "path": meta["path"],
-        "config": meta["config"],
-        "tokenizer": load_tokenizer_file(meta["tokenizer"]),
+        "path": meta.path,
+        "config": config,
+        "tokenizer": load_tokenizer_file(meta.tokenizer_file),
     }
 
 
@@ -295,8 +296,9 @@ def _resumed_trainer(
     dist: distributed.DistInfo,
 ) -> EngineTrainer:
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly, in its engine."""
-    from tinylm.checkpoint import TOKENIZER_FILE, CheckpointManager
+    from tinylm.checkpoint.manager import CheckpointManager
     from tinylm.data.prepared import check_tokenizer, load_prepared
+    from tinylm.run_layout import TOKENIZER_FILE
 
     if dist.is_main and out_dir.is_dir():  # a killed run's leftovers, before choosing latest
         CheckpointManager(out_dir).recover()

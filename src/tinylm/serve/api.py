@@ -29,10 +29,11 @@ from tinylm.inspect.attention import attention_maps
 from tinylm.inspect.lens import logit_lens
 from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
+from tinylm.run_layout import METRICS_FILE
 from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.train.metrics import METRICS_FILE, read_metrics
+from tinylm.train.metrics import read_metrics
 
 
 @dataclass(frozen=True)
@@ -300,10 +301,10 @@ def _run_summary(run: ServedRun) -> dict[str, Any]:
     return {
         "name": run.name,
         "path": str(run.run_dir),
-        "step": run.meta.get("step"),
-        "checkpoint_metrics": run.meta.get("metrics", {}),
-        "model": run.meta.get("config") or {},
-        "train": run.meta.get("train_config") or run.info.get("train") or {},
+        "step": run.meta.step,
+        "checkpoint_metrics": run.meta.metrics,
+        "model": run.meta.model_config or {},
+        "train": run.meta.train_config or run.info.get("train") or {},
         "run": details,
         "params": model.param_counts(),
         "tokenizer": {"kind": type(run.tokenizer).__name__, "vocab_size": run.tokenizer.vocab_size},

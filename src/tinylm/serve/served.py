@@ -23,15 +23,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinylm.errors import TinylmError
 from tinylm.inspect.loaded import LoadedModel, run_folder
+from tinylm.run_layout import MODEL_FILE, RUNS_ROOT
 from tinylm.tokenizers.base import Tokenizer
 
-#: Where ``tinylm train`` puts runs; served when no run is named.
-DEFAULT_RUNS_DIR = Path("runs")
-_MODEL_FILE = "model.safetensors"
+if TYPE_CHECKING:
+    from tinylm.checkpoint.meta import CheckpointMeta
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ServedRun:
 
     name: str
     loaded: LoadedModel  # model in eval mode, tokenizer, run_dir
-    meta: dict[str, Any]  # read_checkpoint_meta's answer: step, config, train_config, ...
+    meta: CheckpointMeta  # read_checkpoint_meta's answer: step, configs, metrics, ...
     info: dict[str, Any]  # run.json, or {} for a lone checkpoint
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -62,7 +62,7 @@ class ServedRun:
 
 
 def is_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / _MODEL_FILE).is_file()
+    return path.is_dir() and (path / MODEL_FILE).is_file()
 
 
 def is_run(path: Path) -> bool:
@@ -80,12 +80,12 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     run directly inside it. No path means ``runs/`` in the working directory.
     """
     if not paths:
-        if not DEFAULT_RUNS_DIR.is_dir():
+        if not RUNS_ROOT.is_dir():
             raise TinylmError(
                 "no run named and no runs/ folder here; train one with `tinylm train` "
                 "or name a run folder"
             )
-        paths = [DEFAULT_RUNS_DIR]
+        paths = [RUNS_ROOT]
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -132,12 +132,12 @@ def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") 
             f"run {path} has no tokenizer in its checkpoint; the inspector needs one to "
             "turn text into ids"
         )
-    run_dir = run_folder(path, Path(meta["path"]))
+    run_dir = run_folder(path, meta.path)
     try:
         info = read_run_info(run_dir)
     except TinylmError:
         info = {}  # a lone checkpoint: the page shows its config without run details
-    loaded = LoadedModel(model, tokenizer, name=name, step=meta.get("step"), run_dir=run_dir)
+    loaded = LoadedModel(model, tokenizer, name=name, step=meta.step, run_dir=run_dir)
     return ServedRun(name, loaded, meta, info)
 
 

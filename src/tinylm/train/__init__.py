@@ -6,7 +6,7 @@ too, because a training loop in a notebook wants it beside the optimiser.
 
 from __future__ import annotations
 
-from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.checkpoint.save_load import load_checkpoint, save_checkpoint
 from tinylm.data.batches import get_batch
 from tinylm.train.optim import AdamW, Muon, build_optimizer, param_groups, scale_lr
 from tinylm.train.schedule import SCHEDULES, Schedule, cosine_schedule, lr_at

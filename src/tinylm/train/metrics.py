@@ -23,9 +23,7 @@ from typing import Any
 
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_open, atomic_write
-
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss.png"
+from tinylm.run_layout import METRICS_FILE, TENSORBOARD_DIR
 
 
 def _clean(value: Any) -> Any:
@@ -40,7 +38,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
-        self._writer = _tensorboard_writer(Path(run_dir) / "tensorboard") if tensorboard else None
+        self._writer = _tensorboard_writer(Path(run_dir) / TENSORBOARD_DIR) if tensorboard else None
         self._handle: Any = None  # opened at the first record, line-buffered
 
     def log(self, record: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,12 +49,13 @@ from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
+from tinylm.run_layout import PLOT_FILE, RUN_FILE, STATE_FILE
 from tinylm.train import distributed
 from tinylm.train.callbacks import ConsoleReporter, call_all
 from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
 from tinylm.train.evaluation import estimate_loss
-from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
+from tinylm.train.metrics import MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
 from tinylm.train.runtime import (
     CompileAuto,
@@ -68,9 +69,11 @@ from tinylm.train.runtime import (
 from tinylm.train.schedule import Schedule
 from tinylm.validate import Record
 
+if TYPE_CHECKING:
+    from tinylm.checkpoint.meta import CheckpointMeta
+
 __all__ = ["Trainer", "TrainConfig"]
 
-RUN_FILE = "run.json"
 EVAL_SEED_OFFSET = 1  # the validation batches' seed is seed + this
 
 
@@ -422,7 +425,7 @@ class Trainer:
     def checkpoints(self) -> Any:
         """The run's ``CheckpointManager`` (keeps the last ``keep_last`` and the best)."""
         if self._checkpoints is None and self.run_dir is not None:
-            from tinylm.checkpoint import CheckpointManager
+            from tinylm.checkpoint.manager import CheckpointManager
 
             self._checkpoints = CheckpointManager(self.run_dir, keep_last=self.config.keep_last)
         return self._checkpoints
@@ -463,7 +466,7 @@ class Trainer:
         ``lr`` would log the new rate and train at the old one. What the config
         changed is listed in ``resume_changes`` (and shown when ``fit`` starts).
         """
-        from tinylm.checkpoint import load_checkpoint, read_checkpoint_meta
+        from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 
         wanted = [_hyperparameters(group) for group in self.optimizer.param_groups]
         step = load_checkpoint(
@@ -574,10 +577,10 @@ def losses(history: Sequence[dict[str, Any]]) -> list[float]:
     return [r["loss"] for r in history if "loss" in r]
 
 
-def saved_extra(meta: dict[str, Any]) -> Record:
+def saved_extra(meta: CheckpointMeta) -> Record:
     """The ``extra`` fields of a checkpoint's state.json, read as untrusted (``Record``)."""
     hint = "the file was edited or damaged; resume from an earlier ckpt-* folder"
-    return Record(meta["extra"], f"{meta['path'] / 'state.json'}: extra", hint)
+    return Record(meta.extra, f"{meta.path / STATE_FILE}: extra", hint)
 
 
 def saved_best_val_loss(extra: Record) -> float:
