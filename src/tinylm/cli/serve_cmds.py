@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import unicodedata
 from typing import TYPE_CHECKING
 
 from tinylm.errors import TinylmError
@@ -46,11 +47,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per computation on a CPU (default: half the CPUs this process "
+        "may use, at least 1)",
+    )
     p.add_argument("--log", action="store_true", help="print each request")
     p.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    try:
+        return _run_serve(args)
+    except TinylmError as exc:  # a run's path or name in the message may hold anything
+        exc.args = (terminal_safe(str(exc)), *exc.args[1:])
+        raise
+
+
+def _run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tinylm.cli.tokenizer_cmds import spec_label
@@ -65,16 +81,18 @@ def run_serve(args: argparse.Namespace) -> int:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_new_tokens < 1:
         raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise TinylmError(f"--threads must be at least 1, got {args.threads}")
     specs = args.tokenizer or list(DEFAULT_COMPARE)
     for spec in specs:  # a bad tokenizer fails in a moment, not after the runs load
         parse_tokenizer_spec(spec)
     device = str(resolve_device(args.device))
-    runs = load_runs(
-        args.runs,
-        device=device,
-        which="best" if args.best else "latest",
-        on_load=lambda name, path: print(f"loading {name} from {path}", file=sys.stderr),
-    )
+    runs = load_runs(args.runs, device=device, which="best" if args.best else "latest")
+    for name, run in runs.items():  # only once every run loaded: an error is one line
+        where = terminal_safe(str(run.meta.get("path", run.run_dir)))
+        print(f"loaded {terminal_safe(name)} from {where}", file=sys.stderr)
+    if device == "cpu":
+        _set_threads(args.threads or default_threads())
     corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus
     # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
     tokenizers = {
@@ -93,12 +111,13 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     if args.host not in LOOPBACK:
         print(
-            f"warning: listening on {args.host}: anyone who can reach this machine can use "
-            "the inspector and run the model (there is no login); the default, 127.0.0.1, "
-            "keeps it to this machine",
+            f"warning: listening on {terminal_safe(args.host)}: anyone who can reach this "
+            "machine can use the inspector and run the model (there is no login); the "
+            "default, 127.0.0.1, keeps it to this machine",
             file=sys.stderr,
         )
-    print(f"tinylm inspector: {server.url}  ({', '.join(runs)}; Ctrl-C stops it)", flush=True)
+    names = terminal_safe(", ".join(runs))
+    print(f"tinylm inspector: {server.url}  ({names}; Ctrl-C stops it)", flush=True)
     try:
         _serve_until_interrupted(server)
     finally:
@@ -122,5 +141,37 @@ def _serve_until_interrupted(server: InspectorServer) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def default_threads() -> int:
+    """Torch threads for the server: half the CPUs this process may use, at least one.
+
+    Torch's default is every core, for one computation at a time. The server runs
+    several side by side (requests to different runs, a generation between other
+    requests), and on a machine shared with other work each operation waits for its
+    slowest thread: two threads on a busy two-core machine made one generation
+    several times slower than one thread (docs/serve.md).
+    """
+    from tinylm.workers import default_workers
+
+    return max(1, default_workers() // 2)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``), for a terminal.
+
+    A run's name or path, a host, a request line: whatever comes from the user or a
+    file cannot start a new line or send the terminal an escape sequence.
+    """
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+    )
+
+
 def _log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(terminal_safe(line), file=sys.stderr, flush=True)
