@@ -20,15 +20,18 @@ from tinylm.model import GPT, ModelConfig
 from tinylm.serve.api import Api, Limits
 from tinylm.serve.served import load_runs
 from tinylm.serve.server import InspectorServer
+from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.char import CharTokenizer
 
 TEXT = "The with statement. the quick brown fox jumps over the lazy dog, 0123456789!\n"
 LIMITS = Limits(max_prompt_chars=200, max_new_tokens=40, max_attention_values=20_000)
 
 
-def make_run(folder: Path, n_layer: int, seed: int, losses: list[float]) -> Path:
+def make_run(
+    folder: Path, n_layer: int, seed: int, losses: list[float], tokenizer: Tokenizer | None = None
+) -> Path:
     """A run folder as ``tinylm train`` leaves it: a checkpoint, run.json, metrics.jsonl."""
-    tokenizer = CharTokenizer.train(TEXT)
+    tokenizer = tokenizer or CharTokenizer.train(TEXT)
     torch.manual_seed(seed)
     config = ModelConfig(
         vocab_size=tokenizer.vocab_size,

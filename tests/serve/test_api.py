@@ -425,3 +425,98 @@ def test_the_lens_last_layer_is_the_models_own_prediction_at_every_position(serv
     torch.testing.assert_close(got, top.values, atol=1e-5, rtol=1e-5)
     status, answer = request(server, "/api/lens", {"run": "alpha", "text": text, "k": 11})
     assert status == 400 and "k must be between 1 and 10" in answer["error"]
+
+
+# -- generation speed and context; runs' own prompts and tokenizers ------------------------
+
+
+def test_each_generated_token_costs_one_forward_its_colour_included(api):
+    """The probability shown is read from the forward that sampled the token; a second
+    forward per token (over the whole window, without the KV cache) made the server
+    many times slower than GPT.generate."""
+    import dataclasses
+
+    model = api.runs["alpha"].loaded.model
+    sampled: list[int] = []  # every token GPT.generate handed out, end-of-document ones too
+
+    def counted(tokens):
+        try:
+            for token in tokens:
+                sampled.append(token)
+                yield token
+        finally:
+            tokens.close()
+
+    forwards: list[int] = []
+    handle = model.lm_head.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        request = api.start_generation(
+            {"run": "alpha", "text": "the", "max_tokens": 20, "seed": 10}
+        )
+        request = dataclasses.replace(request, tokens=counted(request.tokens))
+        events = list(api.generate(request))
+    finally:
+        handle.remove()
+    assert len(events) - 1 >= 10  # tokens shown
+    assert len(forwards) == len(sampled)
+
+
+def test_a_prompt_longer_than_the_context_continues_from_its_last_block_size_tokens(server, api):
+    text = "the quick brown fox jumps over the lazy dog, 0123456789! the with"
+    tok = api.runs["alpha"].tokenizer
+    ids = [tok.bos_id, *tok.encode(text)]
+    block_size = api.runs["alpha"].loaded.config.block_size
+    assert len(ids) > block_size
+    body = {"run": "alpha", "text": text, "max_tokens": 15, "temperature": 1.0, "seed": 4}
+    status, events = request(server, "/api/generate", body)
+    assert status == 200 and events[-1]["type"] == "done"
+    model = api.runs["alpha"].loaded.model
+    expected = list(model.generate(ids[-block_size:], 15, temperature=1.0, seed=4))
+    bos = tok.bos_id
+    if expected and expected[0] == bos:
+        expected = expected[1:]
+    expected = expected[: expected.index(bos)] if bos in expected else expected
+    assert [e["id"] for e in events[:-1]] == expected and expected
+
+
+def test_the_runs_own_tokenizer_is_never_a_second_row(runs_root):
+    from tinylm.serve.served import load_runs
+
+    runs = load_runs([runs_root])
+    compare = {f"{name} (run)": run.tokenizer for name, run in runs.items()}
+    api = Api(runs, compare)
+    rows = api.tokenize({"run": "alpha", "text": "the", "compare": list(compare)})["rows"]
+    assert [row["name"] for row in rows] == ["alpha (run)", "beta (run)"]
+
+
+def test_the_default_prompt_is_the_start_of_the_runs_validation_text(tmp_path):
+    from tinylm.data.prepare import prepare
+    from tinylm.serve.served import DEFAULT_PROMPT_CHARS, load_runs
+    from tinylm.tokenizers.char import CharTokenizer
+
+    from .conftest import make_run
+
+    run = make_run(tmp_path / "names", n_layer=1, seed=2, losses=[3.0, 2.0])
+    tokenizer = CharTokenizer.train(TEXT)
+    lines = [f"line {n} of the lazy dog, the quick brown fox jumps over it" for n in range(60)]
+    prepare("\n".join(lines), tokenizer, run / "data/0123", separator="line", progress=False)
+    served = load_runs([run])["names"]
+    prompt = served.default_prompt
+    # Whole words from the start of a validation line (the split may begin mid-line).
+    assert 10 <= len(prompt) <= DEFAULT_PROMPT_CHARS
+    assert any(line.startswith(prompt + " ") for line in lines), prompt
+    assert Api({"names": served}).describe()["runs"][0]["default_prompt"] == served.default_prompt
+    # The data made by another tokenizer, or gone: no prompt rather than a wrong one.
+    other = CharTokenizer.train(TEXT + "XYZ")
+    prepare("\n".join(lines), other, run / "data/other", separator="line", progress=False)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "prepared": "data/other"}))
+    assert load_runs([run])["names"].default_prompt == ""
+    (run / "run.json").write_text(json.dumps({**info, "prepared": "data/gone"}))
+    assert load_runs([run])["names"].default_prompt == ""
+
+
+def test_each_run_says_what_its_loss_is_per(api):
+    runs = api.describe()["runs"]
+    assert {run["tokenizer"]["loss_unit"] for run in runs} == {"character"}
+    assert runs[0]["tokenizer"]["fingerprint"] == api.runs["alpha"].tokenizer.fingerprint()

@@ -55,6 +55,8 @@ def test_what_is_not_a_run_is_an_error(tmp_path):
         (["missing-run"], "run missing-run does not exist"),
         (["--port", "70000", "x"], "--port must be between 0 and 65535"),
         (["--max-new-tokens", "0", "x"], "--max-new-tokens must be at least 1"),
+        (["--threads", "0", "x"], "--threads must be at least 1"),
+        (["run\x1b[31mred\nline"], "run run\\x1b[31mred\\nline does not exist"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
@@ -96,6 +98,7 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(runs_root):
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+    assert f"loaded alpha from {runs_root / 'alpha'}" in err
     assert "warning: listening on 0.0.0.0: anyone who can reach this machine" in err
     assert "Traceback" not in err
 
@@ -123,3 +126,27 @@ def test_ctrl_c_stops_the_server_through_a_flag_not_an_exception(api):
         signal.signal(signal.SIGINT, previous)
         server.server_close()
     assert answers == ["alpha", "beta"]
+
+
+def test_a_run_that_fails_to_load_is_one_line_with_no_loading_line_before(
+    runs_root, tmp_path, capsys
+):
+    import shutil
+
+    good = shutil.copytree(runs_root / "alpha", tmp_path / "good")
+    bad = shutil.copytree(runs_root / "beta", tmp_path / "bad\x1b]0;title\x07")
+    for weights in bad.glob("ckpt-*/model.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert main(["serve", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinylm: error: ") and err.count("\n") == 1, err
+    assert "\x1b" not in err and "\x07" not in err and "bad\\x1b]0;title\\x07" in err
+
+
+def test_the_server_uses_half_the_cpus_it_may_run_on(monkeypatch):
+    from tinylm.cli import serve_cmds
+
+    monkeypatch.setattr("tinylm.workers.default_workers", lambda: 16)
+    assert serve_cmds.default_threads() == 8
+    monkeypatch.setattr("tinylm.workers.default_workers", lambda: 1)
+    assert serve_cmds.default_threads() == 1

@@ -209,3 +209,99 @@ def test_training_view_draws_both_runs_curves_and_compares_their_configs(page, s
     page.check('#train-runs input[data-run="beta"]')
     page.wait_for_selector("#loss-chart polyline.val-curve >> nth=1")
     page.locator("body").screenshot(path=screenshots / "training.png")
+
+
+def test_an_error_clears_the_views_that_showed_the_previous_prompt(page):
+    page.click('.tab[data-view="attention"]')
+    type_prompt(page, "quick fox")
+    page.wait_for_selector("#heatmap[data-tokens='10']")
+    page.wait_for_selector("#attn-grid canvas")
+    type_prompt(page, "ZZ")  # not in the vocabulary: no map belongs to this prompt
+    page.wait_for_function("() => document.querySelector('#error').textContent.includes(\"'Z'\")")
+    assert page.locator("#attn-tokens .attn-tok").count() == 0
+    assert page.locator("#attn-grid canvas").count() == 0
+    assert page.get_attribute("#heatmap", "data-tokens") is None
+
+    page.click('.tab[data-view="next"]')
+    type_prompt(page, "the quick")
+    page.wait_for_selector("#error", state="hidden")
+    page.wait_for_selector("#bars .bar-row")
+    type_prompt(page, "the quick brown fox jumps over the lazy dog, the lazy dog")  # > 48 tokens
+    page.wait_for_function(
+        "() => document.querySelector('#error').textContent.includes('block_size of 48')"
+    )
+    assert page.locator("#bars .bar-row").count() == 0
+    assert page.inner_text("#bars-rest") == ""
+
+
+def test_changing_the_run_never_shows_the_old_runs_map_under_the_new_name(page):
+    page.click('.tab[data-view="attention"]')
+    type_prompt(page, "fox")
+    page.wait_for_selector('#attn-grid canvas[data-layer="1"]')  # alpha: 2 layers
+    page.route("**/api/attention", lambda route: route.abort())  # beta's answer never comes
+    page.select_option("#run", "beta")
+    page.wait_for_selector("#error", state="visible")
+    assert page.locator("#attn-grid canvas").count() == 0
+    assert page.locator("#attn-tokens .attn-tok").count() == 0
+
+
+def test_the_first_prompt_is_the_runs_own_and_the_heatmap_names_its_axes(page, api):
+    # These runs have no prepared data at hand: the prompt starts empty, not with text
+    # another corpus suggests.
+    assert page.input_value("#prompt") == api.runs["alpha"].default_prompt == ""
+    page.click('.tab[data-view="attention"]')
+    assert "attended to" in page.inner_text("#heatmap-x") and page.is_visible("#heatmap-x")
+    assert "attending" in page.inner_text("#heatmap-y") and page.is_visible("#heatmap-y")
+
+
+def test_the_pages_own_posts_pass_the_origin_and_content_type_checks(page, server):
+    status = page.evaluate(
+        """async () => (await fetch('/api/tokenize', {method: 'POST',
+             headers: {'Content-Type': 'application/json'},
+             body: JSON.stringify({run: 'alpha', text: 'the'})})).status"""
+    )
+    assert status == 200
+    # A form another site could post (text/plain, no preflight) is refused.
+    status = page.evaluate(
+        """async () => (await fetch('/api/tokenize', {method: 'POST',
+             headers: {'Content-Type': 'text/plain'},
+             body: JSON.stringify({run: 'alpha', text: 'the'})})).status"""
+    )
+    assert status == 415
+
+
+def test_losses_per_character_and_per_token_get_separate_charts(browser, tmp_path):
+    import threading
+
+    from tinylm.serve.api import Api
+    from tinylm.serve.served import load_runs
+    from tinylm.serve.server import InspectorServer
+    from tinylm.tokenizers.bpe import BPETokenizer
+
+    from .conftest import TEXT, make_run
+
+    make_run(tmp_path / "chars", n_layer=1, seed=0, losses=[3.0, 2.5, 2.0, 1.8])
+    bpe = BPETokenizer.train(TEXT * 4, vocab_size=300, progress=False)
+    make_run(tmp_path / "tokens", n_layer=1, seed=1, losses=[6.0, 5.0, 4.5, 4.2], tokenizer=bpe)
+    srv = InspectorServer(Api(load_runs([tmp_path])), "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(srv.url + "#training")
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_selector("#loss-chart svg.loss-chart >> nth=1")
+        charts = page.locator("#loss-chart svg.loss-chart")
+        assert charts.count() == 2
+        titles = [t.strip() for t in charts.locator("text.chart-title").all_text_contents()]
+        assert titles[0] == "loss per character (nats)"
+        assert titles[1].startswith("loss per token of BPETokenizer (")
+        runs = [c.locator("polyline.train-curve").get_attribute("data-run") for c in charts.all()]
+        assert runs == ["chars", "tokens"]
+    finally:
+        context.close()
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)

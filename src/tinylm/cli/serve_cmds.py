@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tinylm.errors import TinylmError
+from tinylm.terminal import printable
 
 if TYPE_CHECKING:
     from tinylm.serve.server import InspectorServer
@@ -46,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per computation on a CPU (default: half the CPUs this process "
+        "may use, at least 1)",
+    )
     p.add_argument("--log", action="store_true", help="print each request")
     p.set_defaults(run=run_serve)
 
@@ -65,16 +73,18 @@ def run_serve(args: argparse.Namespace) -> int:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_new_tokens < 1:
         raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise TinylmError(f"--threads must be at least 1, got {args.threads}")
     specs = args.tokenizer or list(DEFAULT_COMPARE)
     for spec in specs:  # a bad tokenizer fails in a moment, not after the runs load
         parse_tokenizer_spec(spec)
     device = str(resolve_device(args.device))
-    runs = load_runs(
-        args.runs,
-        device=device,
-        which="best" if args.best else "latest",
-        on_load=lambda name, path: print(f"loading {name} from {path}", file=sys.stderr),
-    )
+    runs = load_runs(args.runs, device=device, which="best" if args.best else "latest")
+    for name, run in runs.items():  # only once every run loaded: an error is one line
+        where = printable(str(run.meta.path), one_line=True)
+        print(f"loaded {printable(name, one_line=True)} from {where}", file=sys.stderr)
+    if device == "cpu":
+        _set_threads(args.threads or default_threads())
     corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus
     # A viewer shows every character: a char tokenizer's unseen ones appear as <UNK>.
     tokenizers = {
@@ -93,12 +103,13 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     if args.host not in LOOPBACK:
         print(
-            f"warning: listening on {args.host}: anyone who can reach this machine can use "
-            "the inspector and run the model (there is no login); the default, 127.0.0.1, "
-            "keeps it to this machine",
+            f"warning: listening on {printable(args.host, one_line=True)}: anyone who can reach this "
+            "machine can use the inspector and run the model (there is no login); the "
+            "default, 127.0.0.1, keeps it to this machine",
             file=sys.stderr,
         )
-    print(f"tinylm inspector: {server.url}  ({', '.join(runs)}; Ctrl-C stops it)", flush=True)
+    names = printable(", ".join(runs), one_line=True)
+    print(f"tinylm inspector: {server.url}  ({names}; Ctrl-C stops it)", flush=True)
     try:
         _serve_until_interrupted(server)
     finally:
@@ -122,5 +133,25 @@ def _serve_until_interrupted(server: InspectorServer) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def default_threads() -> int:
+    """Torch threads for the server: half the CPUs this process may use, at least one.
+
+    Torch's default is every core, for one computation at a time. The server runs
+    several side by side (requests to different runs, a generation between other
+    requests), and on a machine shared with other work each operation waits for its
+    slowest thread: two threads on a busy two-core machine made one generation
+    several times slower than one thread (docs/serve.md).
+    """
+    from tinylm.workers import default_workers
+
+    return max(1, default_workers() // 2)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(printable(line, one_line=True), file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ from tinylm.run_layout import METRICS_FILE
 from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.metrics import read_metrics
 
 
@@ -104,6 +105,8 @@ class Api:
         run = self._run(fields)
         text = fields.text("text", self.limits.max_prompt_chars, allow_empty=False)
         compare = fields.choices("compare", self.tokenizers)
+        # With several runs each run's tokenizer is also a comparison: never the run's twice.
+        compare = [name for name in compare if self.tokenizers[name] is not run.tokenizer]
         rows = [_tokenized(f"{run.name} (run)", run.tokenizer, text)]
         rows += [_tokenized(name, self.tokenizers[name], text) for name in compare]
         return {"text": text, "chars": len(text), "rows": rows}
@@ -214,14 +217,15 @@ class Api:
 
         A token event carries the token, its text and the probability the model
         gave it (at temperature 1: how sure the model itself was, whatever the
-        sampling settings). As in ``tinylm sample``, an end-of-document token
+        sampling settings), read from the logits of the very forward that sampled
+        the token (:func:`_sampled_logits`): a second forward per token, over the
+        whole window without the KV cache, made a generation in the server many
+        times slower than ``GPT.generate`` alone. As in ``tinylm sample``, an end-of-document token
         ends the stream, except as the very first token, where it is kept as
         context (see ``tinylm.inference.sampling.stream_text``).
         """
         run, limits = request.run, self.limits
         tokenizer = run.tokenizer
-        context = list(request.prompt_ids)
-        block_size = run.loaded.config.block_size
         tokens = request.tokens
         started = time.monotonic()
         produced, reason = [], "length"
@@ -230,14 +234,11 @@ class Api:
                 if time.monotonic() - started > limits.generate_seconds:
                     reason = "time"
                     break
-                with run.inference() as loaded:
+                with run.inference() as loaded, _sampled_logits(loaded.model) as seen:
                     token = next(tokens, None)
-                    if token is None:
-                        break
-                    window = loaded.as_batch(context[-block_size:])
-                    logits = loaded.model.next_token_logits(window)[0].float().cpu().numpy()
-                prob = float(softmax_with_temperature(logits, 1.0)[token])
-                context.append(token)
+                if token is None:
+                    break
+                prob = float(softmax_with_temperature(seen[-1], 1.0)[token])
                 if token == tokenizer.eos_id:
                     if produced:
                         reason = "end of document"
@@ -261,6 +262,27 @@ class Api:
     def _run(self, fields: Fields) -> ServedRun:
         default = next(iter(self.runs)) if len(self.runs) == 1 else None
         return self.runs[fields.choice("run", self.runs, default)]
+
+
+@contextlib.contextmanager
+def _sampled_logits(model: Any) -> Iterator[list[Any]]:
+    """The logits each forward inside the block computed, as numpy rows, in order.
+
+    ``GPT.generate`` hands out only token ids; the logits it sampled from are the
+    output of ``lm_head`` at the last position, which a forward hook copies here.
+    Held only while the run's lock is (one token), so no other request's forward
+    is seen.
+    """
+    seen: list[Any] = []
+
+    def keep(module: Any, inputs: Any, output: Any) -> None:
+        seen.append(output.reshape(-1, output.shape[-1])[-1].float().cpu().numpy())
+
+    handle = model.lm_head.register_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -307,7 +329,14 @@ def _run_summary(run: ServedRun) -> dict[str, Any]:
         "train": run.meta.train_config or run.info.get("train") or {},
         "run": details,
         "params": model.param_counts(),
-        "tokenizer": {"kind": type(run.tokenizer).__name__, "vocab_size": run.tokenizer.vocab_size},
+        "tokenizer": {
+            "kind": type(run.tokenizer).__name__,
+            "vocab_size": run.tokenizer.vocab_size,
+            "fingerprint": run.tokenizer.fingerprint(),
+            # what a loss is per: the training view charts each unit apart
+            "loss_unit": "character" if isinstance(run.tokenizer, CharTokenizer) else "token",
+        },
+        "default_prompt": run.default_prompt,
     }
 
 

@@ -13,6 +13,11 @@ import math
 from collections.abc import Collection
 from typing import Any
 
+#: The deepest nesting of arrays and objects a body may have. The API's bodies are
+#: two levels deep; Python's ``json`` recurses once per level and fails with a
+#: ``RecursionError`` near a thousand, which a 64 KB body of brackets reaches.
+MAX_JSON_DEPTH = 32
+
 
 class ApiError(Exception):
     """A request the server refuses: an HTTP status and a one-line message for the user."""
@@ -27,6 +32,13 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """The JSON object in a request body."""
     if not raw.strip():
         raise ApiError(400, "the request body is empty; send a JSON object")
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(
+            400,
+            f"the request body nests {depth:,} arrays or objects deep; "
+            f"the limit is {MAX_JSON_DEPTH}",
+        )
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -34,6 +46,32 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {_kind(body)}")
     return body
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in ``raw``, counted without parsing it.
+
+    Brackets inside strings do not count (a string ends at a quote no backslash
+    escapes). Malformed text gets some number; ``json.loads`` then reports it.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 class Fields:

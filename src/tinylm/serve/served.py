@@ -42,6 +42,7 @@ class ServedRun:
     loaded: LoadedModel  # model in eval mode, tokenizer, run_dir
     meta: CheckpointMeta  # read_checkpoint_meta's answer: step, configs, metrics, ...
     info: dict[str, Any]  # run.json, or {} for a lone checkpoint
+    default_prompt: str = ""  # the start of the run's validation text, when it is at hand
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -138,7 +139,39 @@ def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") 
     except TinylmError:
         info = {}  # a lone checkpoint: the page shows its config without run details
     loaded = LoadedModel(model, tokenizer, name=name, step=meta.step, run_dir=run_dir)
-    return ServedRun(name, loaded, meta, info)
+    return ServedRun(name, loaded, meta, info, default_prompt(run_dir, info, tokenizer))
+
+
+#: The longest prompt :func:`default_prompt` offers: a line's worth, quick in every view.
+DEFAULT_PROMPT_CHARS = 40
+
+
+def default_prompt(run_dir: Path, info: dict[str, Any], tokenizer: Tokenizer) -> str:
+    """The page's first prompt: the start of the run's own validation text, or "".
+
+    A prompt from elsewhere may hold characters the run's tokenizer has never seen
+    (a char model trained on names knows no "W"), and every view would open on an
+    error. The prepared data ``tinylm train`` cached (``run.json``'s ``prepared``)
+    is text the tokenizer made; when it is gone, or was made by another tokenizer,
+    the prompt starts empty. Cut at the first non-blank line's end, or at a space before
+    ``DEFAULT_PROMPT_CHARS``.
+    """
+    from tinylm.data.prepared import check_tokenizer, load_prepared
+
+    prepared = info.get("prepared")
+    if not isinstance(prepared, str) or not prepared:
+        return ""
+    try:
+        data = load_prepared(run_dir / prepared)
+        check_tokenizer(data, tokenizer)
+        ids = [int(i) for i in data.val[: 4 * DEFAULT_PROMPT_CHARS]]
+        text = _first_line(ids, tokenizer)
+    except (TinylmError, OSError, ValueError):
+        return ""
+    if len(text) > DEFAULT_PROMPT_CHARS:
+        cut = text.rfind(" ", 0, DEFAULT_PROMPT_CHARS + 1)
+        text = text[: cut if cut > 0 else DEFAULT_PROMPT_CHARS]
+    return text.strip()
 
 
 def load_runs(
@@ -155,3 +188,24 @@ def load_runs(
             on_load(name, folder)
         runs[name] = load_run(name, folder, device, which)
     return runs
+
+
+def _first_line(ids: list[int], tokenizer: Tokenizer) -> str:
+    """The first whole, non-blank line of the documents in ``ids``.
+
+    The validation split may begin inside a document (a file cut in two), so unless
+    it begins with a document boundary the text up to the first line's end (or, in
+    one long line, the first space) is dropped.
+    """
+    specials = {tokenizer.bos_id, tokenizer.eos_id} - {None}
+    documents: list[list[int]] = [[]]
+    for i in ids:
+        if i in specials:
+            documents.append([])
+        else:
+            documents[-1].append(i)
+    text = "\n".join(tokenizer.decode(d) for d in documents if d).replace("\ufffd", "")
+    if ids and ids[0] not in specials:
+        newline = text.find("\n")
+        text = text[newline + 1 :] if newline >= 0 else text[text.find(" ") + 1 :]
+    return next((line for line in text.split("\n") if line.strip()), "")

@@ -21,14 +21,24 @@ answered at once (503 beyond that).
 
 Bound to a loopback address (the default), the server also refuses requests
 whose ``Host`` header names another host: a web page elsewhere cannot reach it
-through DNS rebinding.
+through DNS rebinding. Any page the user visits may still send a request to
+127.0.0.1 (a "simple" cross-origin POST needs no permission), so a request whose
+``Origin`` is not this server's own is refused (403), and a POST must say its body
+is ``application/json`` (415), which no cross-origin page can send without the
+server's consent.
+
+A refusal is sent only after the request's body has been read (up to
+``MAX_DRAIN_BYTES``): a client still sending when the server closes the
+connection would get a reset instead of the answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +62,17 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; form-action 'none'"
 )
 MAX_BODY_BYTES = 64 * 1024
+#: How much of a body over the limit is read and dropped so the client gets the 413;
+#: a larger one is cut off (the client may then see a reset instead).
+MAX_DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 SOCKET_TIMEOUT_S = 30
+#: Connections the kernel holds while the server thread accepts: a burst beyond the
+#: listen backlog (the standard library's default is 5) gets "connection reset" or a
+#: retry delay instead of the answer (a 503 when the server is busy).
+LISTEN_BACKLOG = 256
+#: The longest file name under /static/ worth looking up (the page's are short).
+MAX_STATIC_NAME = 64
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -60,6 +80,7 @@ class InspectorServer(ThreadingHTTPServer):
     """A threading HTTP server holding the :class:`Api` its handlers call."""
 
     daemon_threads = True  # a stuck client never keeps the process alive at exit
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -105,6 +126,12 @@ class InspectorServer(ThreadingHTTPServer):
         return {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
 
 
+@functools.cache
+def static_names() -> frozenset[str]:
+    """The page's files: a request names one of these or gets a 404, never a disk lookup."""
+    return frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+
+
 class Handler(BaseHTTPRequestHandler):
     """Routes a request to the :class:`Api`, and its answer (or error) back as JSON."""
 
@@ -115,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routing ---------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if not self._host_allowed():
+        if not self._host_allowed() or not self._origin_allowed():
             return
         url = urlsplit(self.path)
         api = self.server.api
@@ -132,7 +159,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no such page {url.path!r}"})
 
     def do_POST(self) -> None:  # noqa: N802
-        if not self._host_allowed():
+        try:  # first, so that every answer, refusals too, comes after the whole body
+            raw = self._read_body()
+        except ApiError as exc:
+            self.close_connection = True
+            self._send_json(exc.status, {"error": exc.message})
+            return
+        if not self._host_allowed() or not self._origin_allowed():
             return
         api = self.server.api
         routes: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -146,7 +179,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no such endpoint {path!r}"})
             return
         try:
-            body = parse_body(self._read_body())
+            self._check_json_content_type()
+            body = parse_body(raw)
         except ApiError as exc:
             self._send_json(exc.status, {"error": exc.message})
             return
@@ -209,10 +243,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _static(self, name: str) -> None:
-        path = STATIC_DIR / name
-        if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
-            self._send_json(404, {"error": f"no such file {name!r}"})
+        if name not in static_names():
+            shown = name if len(name) <= MAX_STATIC_NAME else name[:MAX_STATIC_NAME] + "..."
+            self._send_json(404, {"error": f"no such file {shown!r}"})
             return
+        path = STATIC_DIR / name
         data = path.read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
@@ -251,11 +286,50 @@ class Handler(BaseHTTPRequestHandler):
             size = int(length)
         except ValueError:
             raise ApiError(400, f"bad Content-Length {length!r}") from None
+        if size < 0:
+            raise ApiError(400, f"bad Content-Length {length!r}")
         if size > MAX_BODY_BYTES:
+            self._drain(size)
             raise ApiError(
                 413, f"the request body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,}"
             )
         return self.rfile.read(size) if size > 0 else b""
+
+    def _drain(self, size: int) -> None:
+        """Read and drop up to ``MAX_DRAIN_BYTES`` of a body, for ``DRAIN_SECONDS`` at most.
+
+        A client sends its whole body before it reads the answer (Python's
+        ``http.client`` does); closing the connection while it still sends makes
+        the kernel reset it, and the answer is lost.
+        """
+        left = min(size, MAX_DRAIN_BYTES)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(DRAIN_SECONDS)
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+    def _check_json_content_type(self) -> None:
+        """A POST's body must be declared JSON: a cross-origin page cannot send that unasked."""
+        kind = self.headers.get("Content-Type", "")
+        if kind.split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, f"the request body must be sent as application/json, not {kind!r}")
+
+    def _origin_allowed(self) -> bool:
+        """A request a browser sends from another site's page carries its ``Origin``: refuse it.
+
+        The page's own requests name this server (the origin is ``http://`` and the
+        ``Host`` the browser addressed); requests from scripts and curl carry none.
+        """
+        origin = self.headers.get("Origin")
+        host = self.headers.get("Host", "")
+        if origin is None or (host and origin == f"http://{host}"):
+            return True
+        self._send_json(403, {"error": f"requests from origin {origin!r} are refused"})
+        return False
 
     def _host_allowed(self) -> bool:
         """On loopback, only requests addressed to loopback (see the module docstring)."""

@@ -47,6 +47,7 @@ function showError(message) {
 }
 
 // Run a view's request; show its error, and drop the answer if a newer one was asked for.
+// A failed request clears its view: what it showed belonged to another prompt or run.
 async function latest(view, work) {
   const number = (state.requests[view] || 0) + 1;
   state.requests[view] = number;
@@ -56,8 +57,31 @@ async function latest(view, work) {
     showError("");
     return result;
   } catch (error) {
-    if (state.requests[view] === number) showError(error.message);
+    if (state.requests[view] === number) {
+      clearView(view);
+      showError(error.message);
+    }
   }
+}
+
+// Empty a view, so it never shows an answer to a prompt or run other than the current ones.
+function clearView(view) {
+  if (view === "tokens") $("#token-rows").replaceChildren();
+  if (view === "next") {
+    $("#bars").replaceChildren();
+    delete $("#bars").dataset.temperature;
+    $("#bars-rest").textContent = "";
+  }
+  if (view === "attention") {
+    state.attention = null;
+    $("#attn-tokens").replaceChildren();
+    $("#attn-grid").replaceChildren();
+    const canvas = $("#heatmap");
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    delete canvas.dataset.tokens;
+    $("#heatmap-tip").textContent = "\u00a0";
+  }
+  if (view === "lens") $("#lens-table").replaceChildren();
 }
 
 const runName = () => $("#run").value;
@@ -245,6 +269,7 @@ function paintAttention() {
   });
   const canvas = $("#heatmap");
   const cell = drawMap(canvas, rows, 360);
+  canvas.dataset.tokens = rows.length;
   canvas.onmousemove = (event) => {
     const i = Math.floor(event.offsetY / cell), j = Math.floor(event.offsetX / cell);
     const tokens = answer.tokens;
@@ -430,7 +455,7 @@ async function refreshTraining() {
   const curves = await latest("training", () =>
     Promise.all(chosen.map((run) => api(`/api/metrics?run=${encodeURIComponent(run.name)}`))));
   if (!curves) return;
-  drawLossChart(chosen, curves);
+  drawLossCharts(chosen, curves);
   drawConfigTable(chosen);
   drawParamsTable(chosen);
 }
@@ -452,11 +477,38 @@ function svg(tag, attrs = {}, text) {
   return node;
 }
 
-function drawLossChart(runs, curves) {
-  const chart = $("#loss-chart");
-  chart.replaceChildren();
+// A loss is in nats per token of the run's tokenizer: per character for a char model,
+// per (longer) BPE token for another. Curves in different units are not comparable, so
+// each unit gets its own chart, titled with it.
+function lossUnit(run) {
+  const tok = run.tokenizer;
+  return tok.loss_unit === "character"
+    ? { key: "character", title: "loss per character (nats)" }
+    : { key: `token ${tok.fingerprint}`,
+        title: `loss per token of ${tok.kind} (${tok.vocab_size.toLocaleString()}) (nats)` };
+}
+
+function drawLossCharts(runs, curves) {
+  const box = $("#loss-chart");
+  box.replaceChildren();
+  const groups = new Map();
+  runs.forEach((run, n) => {
+    const unit = lossUnit(run);
+    if (!groups.has(unit.key)) groups.set(unit.key, { unit, runs: [], curves: [] });
+    groups.get(unit.key).runs.push(run);
+    groups.get(unit.key).curves.push(curves[n]);
+  });
+  for (const group of groups.values()) {
+    const chart = svg("svg", { width: 760, height: 340, role: "img", class: "loss-chart",
+      "data-unit": group.unit.key, "aria-label": group.unit.title });
+    box.append(chart);
+    drawLossChart(chart, group.runs, group.curves, group.unit.title);
+  }
+}
+
+function drawLossChart(chart, runs, curves, title) {
   const W = Number(chart.getAttribute("width")), H = Number(chart.getAttribute("height"));
-  const pad = { left: 52, right: 150, top: 14, bottom: 36 };
+  const pad = { left: 52, right: 150, top: 24, bottom: 36 };
   const points = curves.flatMap((c) => [...c.train, ...c.val]);
   if (!points.length) {
     chart.append(svg("text", { x: 20, y: 40 }, "no training metrics recorded for these runs"));
@@ -475,7 +527,7 @@ function drawLossChart(runs, curves) {
     chart.append(svg("text", { x: sx(t), y: H - pad.bottom + 16, "text-anchor": "middle" }, String(t)));
   }
   chart.append(svg("text", { x: (pad.left + W - pad.right) / 2, y: H - 4, "text-anchor": "middle" }, "step"));
-  chart.append(svg("text", { x: 12, y: pad.top + 4 }, "loss"));
+  chart.append(svg("text", { x: 12, y: pad.top + 4, class: "chart-title" }, title));
   let legendY = pad.top + 8;
   curves.forEach((curve, n) => {
     const colour = RUN_COLOURS[state.info.runs.indexOf(runs[n]) % RUN_COLOURS.length];
@@ -555,10 +607,7 @@ const NEEDS_TEXT = new Set(["tokens", "next", "attention", "lens"]);
 function refresh() {
   if (NEEDS_TEXT.has(state.view) && !promptText()) {
     state.requests[state.view] = (state.requests[state.view] || 0) + 1; // drop answers in flight
-    for (const id of ["#token-rows", "#bars", "#attn-tokens", "#attn-grid", "#lens-table"]) {
-      $(id).replaceChildren();
-    }
-    state.attention = null;
+    for (const view of NEEDS_TEXT) clearView(view);
     showError("");
     return;
   }
@@ -588,9 +637,15 @@ async function start() {
   }
   const select = $("#run");
   for (const run of state.info.runs) select.append(el("option", { value: run.name }, run.name));
-  select.addEventListener("change", () => { state.query = null; describeRun(); refresh(); });
+  select.addEventListener("change", () => {
+    state.query = null;
+    for (const view of NEEDS_TEXT) clearView(view); // never one run's answer under another's name
+    describeRun();
+    refresh();
+  });
   $("#gen-max").max = state.info.limits.max_new_tokens;
   $("#k").max = state.info.limits.max_top_k;
+  $("#prompt").value = currentRun().default_prompt;
   describeRun();
   drawCompareChoices();
   drawTrainingChoices();
