@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tinylm.compare import execute
-from tinylm.compare.execute import RunResult, run_comparison
+from tinylm.compare.execute import RunResult, run_comparison, run_settings
 from tinylm.compare.plan import Budget, combinations, parse_budget, plan_comparison
 from tinylm.compare.results import markdown_table, summarise, write_report
 from tinylm.errors import TinylmError
@@ -103,6 +103,17 @@ def test_bad_budget_is_refused(text):
 def test_tokens_budget_gives_steps_from_each_runs_batch():
     assert Budget("tokens", 1000).steps_for(4 * 16, default_steps=800) == math.ceil(1000 / 64)
     assert Budget("seconds", 5).steps_for(64, default_steps=800) == 800
+
+
+def test_tokens_budget_counts_every_accumulated_micro_batch():
+    # One optimiser step of batch_size 4, grad_accum 2 and block 16 trains on 128 tokens,
+    # so tokens=1000 is ceil(1000 / 128) = 8 steps, and without accumulation 16.
+    budget = Budget("tokens", 1000)
+    for accum, steps in ((2, 8), (1, 16)):
+        variant = plan_comparison({"grad_accum": [accum]})[0]
+        settings = run_settings(variant, budget, preset=None, config_file=None, overrides=TINY)
+        assert settings["grad_accum"] == accum
+        assert settings["steps"] == steps == math.ceil(1000 / (4 * accum * 16))
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -278,6 +289,27 @@ def test_differences_inside_the_seed_spread_are_marked():
     table = markdown_table(list(by_label.values()))
     assert "| b |" in table and "+0.0500 ≈" in table
     assert "+1.0000 |" in table
+
+
+def test_noise_is_judged_against_both_spreads_added():
+    # a: mean 2.0, sd 0.1414 (the best); b: mean 2.3, sd 0.2828. |0.3| is more than
+    # either sd (or the larger one) but at most their sum, 0.4243: noise.
+    # c: mean 2.5, sd 0.1414: |0.5| is more than the sum, 0.2828: real.
+    results = [
+        _result("a", 1, 1.9),
+        _result("a", 2, 2.1),
+        _result("b", 1, 2.1),
+        _result("b", 2, 2.5),
+        _result("c", 1, 2.4),
+        _result("c", 2, 2.6),
+    ]
+    by_label = {s.label: s for s in summarise(results)}
+    a, b, c = by_label["a"], by_label["b"], by_label["c"]
+    assert max(a.final_std, b.final_std) < abs(b.delta) <= a.final_std + b.final_std
+    assert b.within_noise is True
+    assert abs(c.delta) > a.final_std + c.final_std
+    assert c.within_noise is False
+    assert "+0.3000 ≈" in markdown_table(list(by_label.values()))
 
 
 def test_one_seed_says_the_spread_is_unknown():

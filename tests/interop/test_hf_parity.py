@@ -132,6 +132,7 @@ def test_autotokenizer_loads_the_export(bpe, tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
     text = "Hello, wörld! 12345 <|endoftext|> tabs\tand\nnewlines  "
     ids = bpe.encode(text, allowed_special="all")
-    assert tok(text)["input_ids"] == ids
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids
+    assert tok(text)["input_ids"] == [bpe.bos_id, *ids]  # as tinylm sample starts a prompt
     assert tok.decode(ids) == text
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"

@@ -1,4 +1,9 @@
-"""Tokenizer export: HF ``tokenizers`` and tiktoken load it and encode texts to tinylm's ids."""
+"""Tokenizer export: HF ``tokenizers`` and tiktoken load it and encode texts to tinylm's ids.
+
+HF's ``encode`` adds special tokens by default, and the export's post-processor
+puts BOS first (as ``tinylm sample`` does), so the bare ids are compared with
+``add_special_tokens=False`` and the BOS rule on its own.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylm.errors import TinylmError
-from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json, to_hf_tokenizer_json
+from tinylm.inference.sampling import prompt_ids
+from tinylm.interop.hf_tokenizer import (
+    from_hf_tokenizer_json,
+    to_hf_tokenizer_config,
+    to_hf_tokenizer_json,
+)
 from tinylm.interop.tiktoken_export import tiktoken_files
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
@@ -28,6 +38,11 @@ SPECIAL_TEXT = "a<|endoftext|>b <|pad|><|endoftext|>\n<|endoftext|"
 
 def hf_of(tokenizer):
     return hf_tokenizers.Tokenizer.from_str(json.dumps(to_hf_tokenizer_json(tokenizer)))
+
+
+def bare_ids(hf, text: str) -> list[int]:
+    """HF's ids for ``text`` without the post-processor's BOS: tinylm's ``encode``."""
+    return hf.encode(text, add_special_tokens=False).ids
 
 
 def tiktoken_of(tokenizer, tmp_path):
@@ -59,7 +74,7 @@ def test_hf_and_tiktoken_encode_shared_corpora_to_tinylm_ids(bpe_pattern, shared
     hf, tk = hf_of(bpe_pattern), tiktoken_of(bpe_pattern, tmp_path)
     for text in [*shared_texts(shared_data), SPECIAL_TEXT, corpus_text(20_000)]:
         ids = bpe_pattern.encode(text, allowed_special="all")
-        assert hf.encode(text).ids == ids
+        assert bare_ids(hf, text) == ids
         assert tk.encode(text, allowed_special="all") == ids
         assert hf.decode(ids, skip_special_tokens=False) == text
 
@@ -68,7 +83,7 @@ def test_hf_and_tiktoken_encode_shared_corpora_to_tinylm_ids(bpe_pattern, shared
 @given(text=UNICODE)
 def test_random_unicode_encodes_alike(bpe, text):
     ids = bpe.encode(text + SPECIAL_TEXT, allowed_special="all")
-    assert _HF_CACHE.setdefault("hf", hf_of(bpe)).encode(text + SPECIAL_TEXT).ids == ids
+    assert bare_ids(_HF_CACHE.setdefault("hf", hf_of(bpe)), text + SPECIAL_TEXT) == ids
 
 
 _HF_CACHE: dict = {}
@@ -80,7 +95,7 @@ def test_real_gpt2_vocabulary_exports_exactly(shared_data):
     hf = hf_of(gpt2)
     text = shared_data("corpora/tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
     text += " naïve café 🤖 ½ \u200b日本語 <|endoftext|>"
-    assert hf.encode(text).ids == gpt2.encode(text, allowed_special="all")
+    assert bare_ids(hf, text) == gpt2.encode(text, allowed_special="all")
 
 
 def test_tokenizer_json_round_trips_into_tinylm(bpe):
@@ -94,7 +109,7 @@ def test_char_tokenizer_exports_to_hf_and_is_refused_by_tiktoken():
     text = "hello, world!\nsecond line é"
     char = CharTokenizer.train(text)
     hf = hf_of(char)
-    assert hf.encode(text).ids == char.encode(text)
+    assert bare_ids(hf, text) == char.encode(text)
     assert hf.decode(char.encode(text)) == text
     assert hf.token_to_id("<BOS>") == char.BOS
     with pytest.raises(Exception, match="UNK|unk|Unk"):
@@ -105,7 +120,70 @@ def test_char_tokenizer_exports_to_hf_and_is_refused_by_tiktoken():
 
 def test_char_tokenizer_with_unk_maps_unseen_alike():
     char = CharTokenizer.train("abc", unknown="reserve")
-    assert hf_of(char).encode("abzc").ids == char.encode("abzc")
+    assert bare_ids(hf_of(char), "abzc") == char.encode("abzc")
+
+
+# -- BOS: HF's encoding is the prompt tinylm samples from -----------------------------
+
+
+def _with_bos(kind: str, bpe: BPETokenizer):
+    """The tokenizer of ``kind``: char, GPT-2-like BPE (BOS = EOS), or BPE with its own BOS."""
+    if kind == "char":
+        return CharTokenizer.train("hello, world!\nsecond line é")
+    if kind == "bpe-bos-eos":
+        return BPETokenizer(bpe.vocab, bpe.merges, ["<|eos|>", "<|pad|>", "<|bos|>"])
+    return bpe
+
+
+BOS_KINDS = ["char", "bpe", "bpe-bos-eos"]
+
+
+@pytest.mark.parametrize("kind", BOS_KINDS)
+def test_hf_encoding_starts_with_bos_as_tinylm_prompts_do(kind, bpe):
+    tokenizer = _with_bos(kind, bpe)
+    hf = hf_of(tokenizer)
+    for prompt in ("hello", "second line é", "", "\n"):
+        assert hf.encode(prompt).ids == prompt_ids(tokenizer, prompt), prompt
+    bos = tokenizer.bos_id
+    if kind == "bpe-bos-eos":  # <|bos|> opens documents, not <|eos|>
+        assert hf.encode("").ids == [tokenizer.special_tokens["<|bos|>"]]
+    pair = hf.encode("hello", "world").ids  # a pair: each text opens like a document
+    assert pair == [bos, *tokenizer.encode("hello"), bos, *tokenizer.encode("world")]
+    assert to_hf_tokenizer_config(tokenizer, 64)["add_bos_token"] is True
+    assert to_hf_tokenizer_config(tokenizer, 64)["add_eos_token"] is False
+
+
+def test_a_tokenizer_without_bos_adds_nothing(bpe):
+    bare = BPETokenizer(bpe.vocab, bpe.merges)  # no special tokens: prompts are the text alone
+    assert bare.bos_id is None
+    assert to_hf_tokenizer_json(bare)["post_processor"] is None
+    assert hf_of(bare).encode("x = 1").ids == bare.encode("x = 1")
+    assert to_hf_tokenizer_config(bare, 64)["add_bos_token"] is False
+
+
+@pytest.mark.parametrize("kind", BOS_KINDS)
+def test_tokenizer_json_with_bos_round_trips_through_tokenizers(kind, bpe, tmp_path):
+    tokenizer = _with_bos(kind, bpe)
+    data = to_hf_tokenizer_json(tokenizer)
+    hf_of(tokenizer).save(str(tmp_path / "tokenizer.json"))
+    saved = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["post_processor"] == data["post_processor"]  # the library writes ours back
+    again = hf_tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    text = "hello, world!\nsecond line é"
+    assert again.encode(text).ids == prompt_ids(tokenizer, text)
+    assert again.decode(again.encode(text).ids) == text  # BOS is special: decoding skips it
+
+
+def test_tinylm_import_of_the_export_adds_bos_once(bpe):
+    # tinylm's own importer takes the vocabulary and specials, not the template:
+    # its encode stays bare, and prompts get BOS from prompt_ids, once.
+    back = from_hf_tokenizer_json(to_hf_tokenizer_json(bpe), "tokenizer.json")
+    assert back.bos_id == bpe.bos_id
+    assert back.encode("x = 1") == bpe.encode("x = 1")
+    assert prompt_ids(back, "x = 1") == [bpe.bos_id, *bpe.encode("x = 1")]
+    assert (
+        to_hf_tokenizer_json(back)["post_processor"] == to_hf_tokenizer_json(bpe)["post_processor"]
+    )
 
 
 def test_foreign_tokenizer_json_is_refused():

@@ -16,6 +16,7 @@ from tinylm.model.feedforward import (
     relu,
     silu,
 )
+from tinylm.model.gpt import GPT
 from tinylm.model.norms import LayerNorm, RMSNorm, build_norm
 
 
@@ -80,6 +81,40 @@ def test_norm_gradcheck(norm_cls):
         norm.weight.copy_(torch.randn(6))
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(norm, (x,))
+
+
+def _rms_reference(x, gain, eps):
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain
+
+
+def _layer_reference(x, gain, bias, eps):
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * gain + bias
+
+
+@pytest.mark.parametrize("kernels", ["explicit", "fused"])
+@pytest.mark.parametrize("norm", ["rmsnorm", "layernorm"])
+def test_every_norm_of_a_model_uses_the_configured_eps(tiny_config, norm, kernels):
+    # An imported Llama carries rms_norm_eps = 1e-6, not tinylm's default 1e-5. On
+    # activations of size 1e-3 the mean square (~1e-6) is the size of eps, so the two
+    # values give outputs far apart: the reference must match 1e-6 and not 1e-5.
+    config = tiny_config(norm=norm, norm_eps=1e-6, kernels=kernels, embedding_norm=True)
+    model = GPT(config).double()
+    norms = [m for m in model.modules() if isinstance(m, (RMSNorm, LayerNorm))]
+    assert len(norms) == 2 * config.n_layer + 2  # two per block, the final and embedding norms
+    x = 1e-3 * torch.randn(3, 5, config.n_embd, dtype=torch.float64)
+    for norm_layer in norms:
+        with torch.no_grad():
+            for param in norm_layer.parameters():
+                param.copy_(torch.randn_like(param))
+        gain = norm_layer.weight
+        if norm == "rmsnorm":
+            expected, default = (_rms_reference(x, gain, eps) for eps in (1e-6, 1e-5))
+        else:
+            bias = norm_layer.bias
+            expected, default = (_layer_reference(x, gain, bias, eps) for eps in (1e-6, 1e-5))
+        assert not torch.allclose(expected, default, rtol=0.1, atol=0)
+        torch.testing.assert_close(norm_layer(x), expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,15 @@ def test_parameter_names_and_shapes_are_the_gpt_state_dict():
     )
 
 
+def test_documents_start_and_end_with_bos():
+    # The closing BOS is the target that teaches a model to end a document (``sample``
+    # stops on it); the cut keeps block_size + 1 tokens, the inputs and their targets.
+    assert document_tokens([5, 6], bos=0, block_size=8) == [0, 5, 6, 0]
+    assert document_tokens([], bos=9, block_size=4) == [9, 9]
+    assert document_tokens([5, 6, 7, 8], bos=0, block_size=3) == [0, 5, 6, 7]
+    assert document_tokens([5, 6, 7], bos=0, block_size=4) == [0, 5, 6, 7, 0]
+
+
 @pytest.mark.parametrize(
     "overrides", [{}, pytest.param({"n_layer": 2, "n_head": 2}, marks=pytest.mark.slow)]
 )

@@ -347,6 +347,16 @@ def test_document_boundaries():
     assert bare.encode_document("ab") == [256]
 
 
+@pytest.mark.parametrize("names", [["<|endoftext|>", "<|eos|>"], ["<|eos|>", "<|endoftext|>"]])
+def test_eos_prefers_the_eos_token_to_endoftext(names):
+    # With both, <|eos|> closes documents and <|endoftext|> only opens them,
+    # whichever order the names come in (the ids follow the order given).
+    tok = BPETokenizer(toy().vocab, toy().merges, names)
+    assert tok.eos_id == tok.special_tokens["<|eos|>"]
+    assert tok.bos_id == tok.special_tokens["<|endoftext|>"]
+    assert tok.encode_document("ab") == [tok.bos_id, 256, tok.eos_id]
+
+
 def test_gpt2_boundaries(gpt2):
     tok = gpt2[0]
     assert tok.bos_id == tok.eos_id == 50256 and tok.pad_id is None

@@ -311,6 +311,55 @@ def test_muon_update_shape_and_size(shape):
     assert s.min() > 0.65 and s.max() < 1.2  # orthogonalised, then scaled by shape
 
 
+def _muon_reference(weights, steps_of_grads, lr, momentum, nesterov, weight_decay):
+    """Muon written out from its formula, one matrix at a time, in float64.
+
+    buf <- momentum * buf + (1 - momentum) * g
+    u   <- (1 - momentum) * g + momentum * buf   (Nesterov: look ahead) or buf
+    o   <- Newton-Schulz(u): scale to Frobenius norm 1, then 5 times
+           X <- a X + (b A + c A A) X with A = X X^T, on the wide orientation
+    p   <- p * (1 - lr * wd) - lr * sqrt(max(1, rows / cols)) * o
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315  # the quintic's coefficients the docstring gives
+    params = [w.detach().double().clone() for w in weights]
+    bufs = [torch.zeros_like(p) for p in params]
+    for grads in steps_of_grads:
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            g = g.double()
+            bufs[i] = momentum * bufs[i] + (1 - momentum) * g
+            u = (1 - momentum) * g + momentum * bufs[i] if nesterov else bufs[i]
+            rows, cols = u.shape
+            X = u.T if rows > cols else u
+            X = X / (torch.linalg.norm(X) + 1e-7)
+            for _ in range(5):
+                A = X @ X.T
+                X = a * X + (b * A + c * A @ A) @ X
+            o = X.T if rows > cols else X
+            params[i] = p * (1 - lr * weight_decay) - lr * max(1.0, rows / cols) ** 0.5 * o
+    return params
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_matches_its_written_out_formula_over_several_steps(nesterov):
+    # Step 1 alone cannot tell momentum rules apart: the buffer is a multiple of the
+    # gradient, and Newton-Schulz forgets the scale. From step 2 on the mix matters.
+    g = torch.Generator().manual_seed(4)
+    shapes = [(8, 16), (8, 16), (24, 8), (12, 12)]  # wide twice (stacked), tall, square
+    params = [nn.Parameter(torch.randn(*shape, generator=g)) for shape in shapes]
+    steps = [[torch.randn(*shape, generator=g) for shape in shapes] for _ in range(4)]
+    settings = {"lr": 0.05, "momentum": 0.95, "nesterov": nesterov, "weight_decay": 0.1}
+    expected = _muon_reference(params, steps, **settings)
+    other = _muon_reference(params, steps, **{**settings, "nesterov": not nesterov})
+    opt = Muon(params, **settings)
+    for grads in steps:
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad.clone()
+        opt.step()
+    for p, want, unwanted in zip(params, expected, other, strict=True):
+        torch.testing.assert_close(p.detach().double(), want, rtol=0, atol=2e-6)
+        assert (want - unwanted).abs().max() > 1e-3  # the two Nesterov settings differ
+
+
 def test_muon_reduces_loss_on_toy_regression():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(256, 32, generator=g)

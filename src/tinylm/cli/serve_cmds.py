@@ -103,7 +103,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     if args.host not in LOOPBACK:
         print(
-            f"warning: listening on {printable(args.host, one_line=True)}: anyone who can reach this "
+            f"warning: listening on {printable(args.host, one_line=True)}: anyone who can reach "
+            "this "
             "machine can use the inspector and run the model (there is no login); the "
             "default, 127.0.0.1, keeps it to this machine",
             file=sys.stderr,

@@ -9,7 +9,11 @@ BPE becomes
   spells every byte as one printable character (GPT-2's alphabet);
 * model: ``BPE`` with the vocabulary in that spelling and a merge list;
 * decoder: ``ByteLevel``; special tokens as ``added_tokens``, which HF cuts out
-  of the text first, longest match first, as tinylm does with ``allowed_special="all"``.
+  of the text first, longest match first, as tinylm does with ``allowed_special="all"``;
+* post-processor: ``TemplateProcessing`` that puts BOS before the text, because
+  ``tinylm sample`` starts every prompt with BOS (``prompt_ids``) as every training
+  document starts: without it ``AutoTokenizer(prompt)`` fed to ``generate`` would
+  continue a different context from tinylm's. A tokenizer without BOS gets none.
 
 The merge list needs care. tinylm (like tiktoken) merges the adjacent pair
 whose *concatenation* has the lowest rank, whichever two parts make it; HF merges
@@ -20,7 +24,7 @@ same as tinylm's. A trained tokenizer's own merges are always among them.
 The char tokenizer becomes a ``WordLevel`` model over a one-character split, with
 BOS as the special token ``<BOS>`` (and ``<UNK>`` when it reserves one); a
 character it never saw fails in HF as it does in tinylm (no ``<UNK>``) or maps
-to ``<UNK>`` alike.
+to ``<UNK>`` alike. Its post-processor puts ``<BOS>`` first, as for BPE.
 
 This module writes JSON by hand and needs neither ``tokenizers`` nor
 ``transformers``: the tests load its output with both.
@@ -80,7 +84,36 @@ def _added_token(i: int, content: str) -> dict[str, Any]:
     }
 
 
-def _envelope(added: list[dict], pre_tokenizer: dict, model: dict, decoder: dict) -> dict:
+def _bos_template(bos: str | None, bos_id: int | None) -> dict[str, Any] | None:
+    """``TemplateProcessing``: BOS, then the text (and for a pair, BOS before each text).
+
+    This is what makes HF's ``tokenizer(prompt)`` the ids ``tinylm sample`` starts
+    from; ``add_special_tokens=False`` gives the bare ids of ``encode``.
+    """
+    if bos is None or bos_id is None:
+        return None
+
+    def special(type_id: int) -> dict[str, Any]:
+        return {"SpecialToken": {"id": bos, "type_id": type_id}}
+
+    def text(name: str, type_id: int) -> dict[str, Any]:
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    return {
+        "type": "TemplateProcessing",
+        "single": [special(0), text("A", 0)],
+        "pair": [special(0), text("A", 0), special(1), text("B", 1)],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
+    }
+
+
+def _envelope(
+    added: list[dict],
+    pre_tokenizer: dict,
+    model: dict,
+    decoder: dict,
+    post_processor: dict | None,
+) -> dict:
     return {
         "version": "1.0",
         "truncation": None,
@@ -88,7 +121,7 @@ def _envelope(added: list[dict], pre_tokenizer: dict, model: dict, decoder: dict
         "added_tokens": sorted(added, key=lambda t: t["id"]),
         "normalizer": None,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": None,
+        "post_processor": post_processor,
         "decoder": decoder,
         "model": model,
     }
@@ -130,7 +163,9 @@ def _bpe_json(tokenizer: BPETokenizer) -> dict[str, Any]:
         "merges": merges,
     }
     added = [_added_token(i, name) for name, i in tokenizer.special_tokens.items()]
-    return _envelope(added, pre_tokenizer, model, {"type": "ByteLevel", **byte_level})
+    decoder = {"type": "ByteLevel", **byte_level}
+    post_processor = _bos_template(special_names(tokenizer)["bos"], tokenizer.bos_id)
+    return _envelope(added, pre_tokenizer, model, decoder, post_processor)
 
 
 def first_merges(tokenizer: BPETokenizer) -> dict[bytes, tuple[bytes, bytes]]:
@@ -171,17 +206,24 @@ def _char_json(tokenizer: CharTokenizer) -> dict[str, Any]:
         "invert": False,
     }
     model = {"type": "WordLevel", "vocab": vocab, "unk_token": CHAR_UNK}
-    return _envelope(added, pre_tokenizer, model, {"type": "Fuse"})
+    post_processor = _bos_template(CHAR_BOS, tokenizer.BOS)
+    return _envelope(added, pre_tokenizer, model, {"type": "Fuse"}, post_processor)
 
 
 def to_hf_tokenizer_config(tokenizer: Tokenizer, max_length: int) -> dict[str, Any]:
-    """``tokenizer_config.json``: what ``AutoTokenizer`` needs beyond tokenizer.json."""
+    """``tokenizer_config.json``: what ``AutoTokenizer`` needs beyond tokenizer.json.
+
+    ``add_bos_token`` says what the post-processor does (BOS first, no EOS added), for
+    the tokenizer classes that rebuild the post-processor from these flags.
+    """
     names = special_names(tokenizer)
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_length,
         "clean_up_tokenization_spaces": False,
         "add_prefix_space": False,
+        "add_bos_token": names["bos"] is not None,
+        "add_eos_token": False,
     }
     for role, name in names.items():
         if name is not None:
