@@ -97,9 +97,10 @@ def tokenizer_from_spec(
     """The tokenizer a spec names: trained on ``corpus`` (char, bpe:N) or read (a file).
 
     ``corpus`` is what :func:`tinylm.data.corpus.corpus_from_specs` returns (paths or
-    documents); ``separator`` cuts it into documents. ``unknown`` is the char
-    tokenizer's policy for unseen characters (``"reserve"`` suits a viewer that
-    must show any text); ``pattern`` the pre-tokenizer of a file that lacks one.
+    documents); ``separator`` cuts it into documents
+    (:func:`tinylm.documents.iter_documents`). ``unknown`` is the char tokenizer's
+    policy for unseen characters (``"reserve"`` suits a viewer that must show any
+    text); ``pattern`` the pre-tokenizer of a file that lacks one.
     """
     parsed = spec if isinstance(spec, TokenizerSpec) else parse_tokenizer_spec(spec)
     if parsed.kind == "file":
@@ -110,7 +111,7 @@ def tokenizer_from_spec(
         from tinylm.tokenizers.char import CharTokenizer
 
         return CharTokenizer.train(corpus, unknown=unknown, separator=separator)
-    from tinylm.data.corpus import iter_documents
+    from tinylm.documents import iter_documents
     from tinylm.tokenizers.bpe import BPETokenizer
 
     documents: Iterable[Any] = corpus if separator == "eot" else iter_documents(corpus, separator)
