@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylm.errors import TinylmError
-from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json, to_hf_tokenizer_json
+from tinylm.interop.hf_tokenizer import to_hf_tokenizer_json
 from tinylm.interop.tiktoken_export import tiktoken_files
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
+from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
 
 from .conftest import corpus_text
 

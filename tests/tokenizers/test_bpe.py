@@ -541,7 +541,7 @@ def test_vocab_entries_that_repeat_a_special_are_accepted():
 def test_from_ranks_recovers_the_gpt2_merges(gpt2):
     lines = data_path("vocab/gpt2_merges.txt").read_text(encoding="utf-8").splitlines()
     # compare through GPT-2's own spelling: recovered merge i must be line i
-    from tinylm.tokenizers.formats import gpt2_byte_alphabet
+    from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 
     alphabet = gpt2_byte_alphabet()
     spelled = [

@@ -31,7 +31,7 @@ from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
 from tinylm.run.settings import ENGINES, RunSettings, layer_settings
-from tinylm.tokenizers.spec import load_tokenizer_file
+from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.train import distributed
 from tinylm.train.scratch_trainer import DEFAULT_PRESET as SCRATCH_PRESET
 from tinylm.train.scratch_trainer import (
@@ -353,7 +353,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
     return {
         "path": meta["path"],
         "config": meta["config"],
-        "tokenizer": load_tokenizer_file(meta["tokenizer"]),
+        "tokenizer": load_tokenizer(meta["tokenizer"]),
     }
 
 
@@ -375,13 +375,13 @@ def _resumed_trainer(
     run = rules.read_run_info(out_dir)
     rules.check_same_run(run, out_dir, settings.model, given)
     if is_scratch_run(run):  # the engine that started a run continues it
-        tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+        tokenizer = load_tokenizer(latest / TOKENIZER_FILE)
         return resume_scratch_trainer(out_dir, run, latest, tokenizer, settings.train)
     rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     train_config = TrainConfig.from_dict({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
-    tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
     config = ModelConfig.from_dict(run["model"])
     _check_fits(config, train_config, dist)
