@@ -268,7 +268,7 @@ def budget_line(scale: Scale, steps: int | None = None, seeds: int | None = None
 
 def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
     from tinylm.tokenizers.bpe import BPETokenizer
-    from tinylm.tokenizers.spec import load_tokenizer_file
+    from tinylm.tokenizers.formats import load_tokenizer
 
     rows = []
     ratios: dict[str, dict[int, float]] = {}
@@ -284,7 +284,7 @@ def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
             ratios[corpus.name][size] = chars / n
             rows.append([corpus.name, f"BPE {size}", f"{n:,}", f"{chars / n:.2f}"])
         if GPT2_VOCAB.is_file():  # GPT-2's own 50,257-token BPE, read by tinylm
-            n = len(load_tokenizer_file(GPT2_VOCAB).encode_ordinary(text))
+            n = len(load_tokenizer(GPT2_VOCAB).encode_ordinary(text))
             ratios[corpus.name][50257] = chars / n
             rows.append([corpus.name, "GPT-2's BPE, 50,257", f"{n:,}", f"{chars / n:.2f}"])
     table = markdown(["corpus", "tokenizer", "tokens", "x shorter than char"], rows)

@@ -5,8 +5,9 @@ imports -- at the top, inside functions, anywhere but under ``if TYPE_CHECKING:`
 which never runs -- become edges of a module graph. The rules:
 
 * no import cycles between modules;
-* ``tinylm.tokenizers`` stands alone: it reaches neither torch nor the model,
-  training or the CLI;
+* ``tinylm.tokenizers`` stands alone: it reaches neither torch nor the data,
+  model, training, run, inference, interop or CLI packages (text is cut into
+  documents by ``tinylm.documents``, which both the tokenizers and the data use);
 * ``tinylm.model`` knows nothing of training, the CLI, files or the terminal;
 * ``tinylm.data`` turns text into batches without the model, training or the CLI;
 * ``tinylm.train`` never reaches into the CLI, the run layer or the engines above it;
@@ -42,7 +43,16 @@ Graph = Mapping[str, set[str]]
 
 #: package -> names it must never reach (a name forbids the module and everything below it).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "tinylm.tokenizers": ("torch", "tinylm.model", "tinylm.train", "tinylm.cli"),
+    "tinylm.tokenizers": (
+        "torch",
+        "tinylm.data",
+        "tinylm.model",
+        "tinylm.train",
+        "tinylm.run",
+        "tinylm.inference",
+        "tinylm.interop",
+        "tinylm.cli",
+    ),
     "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
     "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.train": ("tinylm.cli", "tinylm.run", "tinylm.engines"),
@@ -253,13 +263,13 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
     planted = {
         "tinylm": set(),
         "tinylm.tokenizers": set(),
-        "tinylm.tokenizers.char": {"tinylm.data.corpus"},
-        "tinylm.data": {"tinylm.data.batches"},  # runs whenever tinylm.data.corpus is imported
-        "tinylm.data.corpus": {"os"},
-        "tinylm.data.batches": {"torch"},
+        "tinylm.tokenizers.char": {"tinylm.text.documents"},
+        "tinylm.text": {"tinylm.text.arrays"},  # runs whenever tinylm.text.documents is imported
+        "tinylm.text.documents": {"os"},
+        "tinylm.text.arrays": {"torch"},
     }
     assert forbidden_paths(planted, FORBIDDEN) == [
-        "tinylm.tokenizers.char -> tinylm.data -> tinylm.data.batches -> torch"
+        "tinylm.tokenizers.char -> tinylm.text -> tinylm.text.arrays -> torch"
     ]
 
 
@@ -271,6 +281,10 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
         ("tinylm.model.gpt", "tinylm.progress"),
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),
+        ("tinylm.tokenizers.char", "tinylm.data.corpus"),
+        ("tinylm.tokenizers.formats", "tinylm.interop.hf_tokenizer"),
+        ("tinylm.tokenizers.spec", "tinylm.run.data_cache"),
+        ("tinylm.tokenizers.spec", "tinylm.inference.loading"),
         ("tinylm.data.batches", "tinylm.train.trainer"),
         ("tinylm.engines.scratch_trainer", "tinylm.run.lock"),
         ("tinylm.engines.pytorch", "tinylm.cli.errors"),

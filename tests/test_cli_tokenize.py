@@ -205,3 +205,22 @@ def test_no_specials_with_a_special_is_refused(tmp_path, capsys):
     assert err == ["tinylm: error: --no-specials and --special contradict each other; "
                    "give one of them"]  # fmt: skip
     assert not out.exists()
+
+
+def test_tokenize_reads_a_hugging_face_tokenizer_json(tmp_path, capsys):
+    from tinylm.interop.hf_tokenizer import to_hf_tokenizer_json
+    from tinylm.tokenizers.char import CharTokenizer
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(to_hf_tokenizer_json(CharTokenizer.train("abc"))), "utf-8")
+    assert main(["tokenize", "-t", str(path), "--color", "never", "cab"]) == 0
+    assert "[c][a][b]" in capsys.readouterr().out
+
+
+def test_tokenize_refuses_a_deeply_nested_file_in_one_line(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text("[" * 200_000, encoding="utf-8")
+    result = run_cli("tokenize", "-t", str(path), "hello")
+    assert result.returncode == 2
+    assert "more than 100 deep" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

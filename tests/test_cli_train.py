@@ -219,9 +219,9 @@ def test_tokenizer_that_does_not_match_the_prepared_data(trained, tmp_path, caps
 
 
 def _tok(path: Path) -> CharTokenizer:
-    from tinylm.tokenizers.spec import load_tokenizer_file
+    from tinylm.tokenizers.formats import load_tokenizer
 
-    return load_tokenizer_file(path)
+    return load_tokenizer(path)
 
 
 def test_unwritable_output_folder(tmp_path, corpus, capsys):

@@ -295,3 +295,31 @@ def test_safetensors_header_matches_the_library(checkpoint):
             tensor = handle.get_tensor(name)
             assert tensors[name].shape == tuple(tensor.shape)
             assert tensors[name].dtype == {torch.float32: "F32"}[tensor.dtype]
+
+
+# -- nesting depth ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 200_000, '{"a": ' * 200_000, "[" * 101 + "]" * 101, '{"k": [' + "{}, [" * 120],
+    ids=["200k-arrays", "200k-objects", "101-balanced", "mixed"],
+)
+def test_json_nested_too_deeply_is_refused_in_one_line_before_parsing(text):
+    from tinylm.validate import parse_json
+
+    with pytest.raises(TinylmError, match="more than 100 deep") as caught:
+        parse_json(text, "t.json", "write it again")
+    assert "\n" not in str(caught.value) and "t.json" in str(caught.value)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    from tinylm.validate import parse_json
+
+    tricky = ["[" * 300, {"{" * 300: '\\"[[[' * 50}, "\\\\", ["]" * 5, ["\\u005b" * 200]]]
+    nested = [[[[[[1]]]]]] * 50
+    deepest_allowed = "[" * 100 + "]" * 100
+    assert parse_json(json.dumps(tricky), "t.json", "") == tricky
+    assert parse_json(json.dumps(tricky, ensure_ascii=False), "t.json", "") == tricky
+    assert parse_json(json.dumps(nested), "t.json", "") == nested
+    assert parse_json(deepest_allowed, "t.json", "") == json.loads(deepest_allowed)

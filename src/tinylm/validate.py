@@ -25,6 +25,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,50 @@ def read_json(path: str | os.PathLike, hint: str, *, missing: str | None = None)
     return parse_json(raw, path, hint)
 
 
+#: Deepest nesting of ``[`` and ``{`` parse_json accepts. tinylm's files nest a few
+#: levels (a tokenizer.json five); Python's parser recurses once per level, so a
+#: file of 200,000 ``[`` would otherwise end in a RecursionError, not a message.
+MAX_JSON_DEPTH = 100
+
+#: Every byte but the ones that open and close arrays, objects and strings.
+_NOT_JSON_MARK = bytes(b for b in range(256) if b not in b'[]{}"')
+#: Depth change of each byte: +1 for ``[`` ``{``, -1 for ``]`` ``}``.
+_DEPTH_STEP = [{ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}.get(b, 0) for b in range(256)]
+
+
+def _nests_too_deeply(text: str) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`.
+
+    Brackets inside strings do not count. No recursion, and only C-speed passes
+    over the bytes (a fraction of what parsing costs): escaped backslashes and
+    quotes go, then everything but brackets and quotes; dropping two adjacent
+    quotes keeps every other quote's side, so most strings vanish at once, and
+    what is left between the remaining quote pairs is string content.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False  # too few brackets to nest that deep
+    data = text.encode("utf-8", "surrogatepass").replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = data.translate(None, _NOT_JSON_MARK).replace(b'""', b"")
+    outside = b"".join(marks.split(b'"')[::2])
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, outside)), default=0) > MAX_JSON_DEPTH
+
+
 def parse_json(raw: bytes | str, source: object, hint: str) -> Any:
-    """``json.loads`` with one-line errors (NaN literals parse; :class:`Record` checks ranges)."""
+    """``json.loads`` with one-line errors (NaN literals parse; :class:`Record` checks ranges).
+
+    Nesting deeper than :data:`MAX_JSON_DEPTH` is refused before parsing.
+    """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text)
     except UnicodeDecodeError:
         raise TinylmError(f"{source} is not UTF-8 text; it is damaged, {hint}") from None
+    if _nests_too_deeply(text):
+        raise TinylmError(
+            f"{source} nests arrays or objects more than {MAX_JSON_DEPTH} deep, which no "
+            f"tinylm file does; it is damaged, {hint}"
+        )
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise TinylmError(
             f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); it is damaged or "

@@ -20,9 +20,9 @@ def test_builtin_corpus_is_pydoc_topics():
 
 
 def test_documents_split_on_separator_streaming(tmp_path, monkeypatch):
-    import tinylm.data.corpus as corpus
+    import tinylm.documents as documents
 
-    monkeypatch.setattr(corpus, "_READ_CHUNK", 3)  # separators straddle chunk edges
+    monkeypatch.setattr(documents, "_READ_CHUNK", 3)  # separators straddle chunk edges
     path = tmp_path / "a.txt"
     path.write_text("one<|endoftext|>two two<|endoftext|>three<|endoftext|>", encoding="utf-8")
     assert list(iter_documents(path)) == ["one", "two two", "three"]

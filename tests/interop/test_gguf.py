@@ -8,8 +8,8 @@ import pytest
 from tinylm.errors import TinylmError
 from tinylm.interop.export import export_model
 from tinylm.interop.hf_tokenizer import all_splits
+from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.tokenizers.formats import gpt2_byte_alphabet
 
 from .conftest import VARIANTS, make_model
 

@@ -15,15 +15,12 @@ from hypothesis import strategies as st
 
 from tinylm.errors import TinylmError
 from tinylm.inference.sampling import prompt_ids
-from tinylm.interop.hf_tokenizer import (
-    from_hf_tokenizer_json,
-    to_hf_tokenizer_config,
-    to_hf_tokenizer_json,
-)
+from tinylm.interop.hf_tokenizer import to_hf_tokenizer_config, to_hf_tokenizer_json
 from tinylm.interop.tiktoken_export import tiktoken_files
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
+from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
 
 from .conftest import corpus_text
 
@@ -192,3 +189,71 @@ def test_foreign_tokenizer_json_is_refused():
         from_hf_tokenizer_json(data, "tokenizer.json")
     with pytest.raises(TinylmError, match="not a Hugging Face tokenizer.json"):
         from_hf_tokenizer_json([], "tokenizer.json")
+
+
+# -- tokenizer.json read back by the one loader ----------------------------------------
+
+
+def test_load_tokenizer_reads_the_tokenizer_json_tinylm_exports(bpe_pattern, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(to_hf_tokenizer_json(bpe_pattern)), encoding="utf-8")
+    back = load_tokenizer(path, pattern="o200k")  # the file's own pattern wins
+    text = corpus_text(10_000) + SPECIAL_TEXT
+    assert back.pattern == bpe_pattern.pattern
+    assert back.special_tokens == bpe_pattern.special_tokens
+    assert back.encode(text, allowed_special="all") == bpe_pattern.encode(
+        text, allowed_special="all"
+    )
+
+
+@pytest.mark.parametrize("unknown", ["error", "reserve"])
+def test_load_tokenizer_reads_an_exported_char_tokenizer(unknown, tmp_path):
+    char = CharTokenizer.train("hello, world!\nsecond line é", unknown=unknown)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(to_hf_tokenizer_json(char)), encoding="utf-8")
+    back = load_tokenizer(path)
+    assert isinstance(back, CharTokenizer)
+    assert (back.chars, back.BOS, back.UNK) == (char.chars, char.BOS, char.UNK)
+
+
+def test_a_wordlevel_file_tinylm_did_not_write_is_refused(tmp_path):
+    data = to_hf_tokenizer_json(CharTokenizer.train("abc"))
+    data["model"]["vocab"] = {"b": 0, "a": 1, "c": 2, "<BOS>": 3}  # not sorted: other ids
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TinylmError, match="not tinylm's char tokenizer's") as caught:
+        load_tokenizer(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_tokenizer_reads_a_tokenizer_json_trained_by_hf_tokenizers(shared_data, tmp_path):
+    """The independent reference: HF's own trainer writes the file and encodes the texts."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = hf_tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator([corpus_text(40_000)], trainer)
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    ours = load_tokenizer(path)
+    assert ours.vocab_size == hf.get_vocab_size() == 700
+    for text in [*shared_texts(shared_data)[:20], SPECIAL_TEXT + " naïve 日本語 😀"]:
+        assert ours.encode(text, allowed_special="all") == hf.encode(text).ids
+
+
+def test_every_command_and_the_library_use_the_one_loader(bpe, tmp_path):
+    import tinylm
+    from tinylm.tokenizers.spec import tokenizer_from_spec
+
+    assert tinylm.load_tokenizer is load_tokenizer
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(to_hf_tokenizer_json(bpe)), encoding="utf-8")
+    text = corpus_text(2_000)
+    assert tokenizer_from_spec(str(path)).encode(text) == bpe.encode(text)

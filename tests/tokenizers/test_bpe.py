@@ -11,6 +11,7 @@ import io
 import itertools
 import pickle
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -551,7 +552,7 @@ def test_vocab_entries_that_repeat_a_special_are_accepted():
 def test_from_ranks_recovers_the_gpt2_merges(gpt2):
     lines = data_path("vocab/gpt2_merges.txt").read_text(encoding="utf-8").splitlines()
     # compare through GPT-2's own spelling: recovered merge i must be line i
-    from tinylm.tokenizers.formats import gpt2_byte_alphabet
+    from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 
     alphabet = gpt2_byte_alphabet()
     spelled = [
@@ -597,3 +598,24 @@ def test_document_text_cannot_fake_a_boundary():
     assert ids[0] == ids[-1] == eot
     assert eot not in ids[1:-1]
     assert tok.decode(ids[1:-1]) == "a<|endoftext|>b"
+
+
+def test_the_encoders_beside_bpe_use_no_private_member_of_the_tokenizer():
+    """bpe_pool and bpe_stream drive BPETokenizer through its public surface only."""
+    import ast
+
+    import tinylm.tokenizers.bpe_pool as pool
+    import tinylm.tokenizers.bpe_stream as stream
+
+    for module in (pool, stream):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        private = sorted(
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("tokenizer", "_WORKER_TOKENIZER")
+        )
+        assert private == [], f"{module.__name__} uses {private}"

@@ -12,7 +12,8 @@ from conftest import data_path
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer, token_from_json, token_to_json
-from tinylm.tokenizers.formats import TIKTOKEN_SPECIALS, gpt2_byte_alphabet, load_tokenizer
+from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
+from tinylm.tokenizers.formats import TIKTOKEN_SPECIALS, load_tokenizer
 from tinylm.tokenizers.pretokenize import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 TEXT = "Hello world! It's 2024 — naïve café, 日本語 😀\n\n  indented\tand <tags> done."
@@ -251,7 +252,10 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\
         ("other.json", lambda t: '{"format": "something-else", "type": "bpe"}', "not a tinylm"),
         ("future.json", lambda t: t.replace('"version": 1', '"version": 9'), "version 9"),
         ("list.json", lambda t: "[1, 2, 3]", "not a tokenizer file"),
-        ("hf.json", lambda t: '{"version": "1.0", "model": {"type": "BPE"}}', "Hugging Face"),
+        ("hf.json", lambda t: '{"model": {"type": "BPE"}}', "pre-tokenizer tinylm does not"),
+        ("wordpiece.json", lambda t: '{"model": {"type": "WordPiece"}}', "byte-level BPE only"),
+        ("deep.json", lambda t: "[" * 200_000, "more than 100 deep"),
+        ("deep-object.json", lambda t: '{"a": ' * 200_000, "more than 100 deep"),
         ("badmerge.json", lambda t: t.replace('["\\"", "\\n"]', '["\\"", "zz"]'), "merge 1"),
         ("badhex.json", lambda t: t.replace('{"hex": "e6"}', '{"hex": "xyz"}', 1), "hex"),
         ("nobyte.json", lambda t: t.replace('  "65": "A",\n', ""), "lacks the single byte"),

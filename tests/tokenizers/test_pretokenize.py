@@ -110,4 +110,4 @@ def test_one_splitter_per_pattern_serves_every_caller():
     assert pretokenizer(GPT2_PATTERN) is pretokenizer(GPT2_PATTERN)
     assert pretokenize("it's 2024 😀!", GPT2_PATTERN) == ["it", "'s", " 2024", " 😀!"]
     tokenizer = BPETokenizer({i: bytes([i]) for i in range(256)}, [], pattern="cl100k")
-    assert tokenizer._findall is pretokenizer(CL100K_PATTERN)
+    assert tokenizer.pretokenize is pretokenizer(CL100K_PATTERN)

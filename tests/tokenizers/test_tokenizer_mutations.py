@@ -1,7 +1,8 @@
 """Tokenizer files damaged at random: each must load and work, or be refused in one line.
 
 A tokenizer file may come from anyone (a shared run, a download), so the loader
-is tried on mutations of the files tinylm writes and reads: JSON fields dropped
+is tried on mutations of the files tinylm writes and reads (its own JSON, rank
+files, and the Hugging Face tokenizer.json that ``tinylm export`` writes): JSON fields dropped
 or given odd values, and raw bytes truncated, overwritten, inserted, deleted or
 repeated line-wise. Whatever loads must then encode and decode; whatever does
 not must raise ``TinylmError`` with a one-line message. Never another exception.
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import damage_json
 from tinylm.errors import TinylmError
+from tinylm.interop.hf_tokenizer import to_hf_tokenizer_json
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
@@ -84,9 +86,19 @@ def loads_and_works_or_is_refused(path: Path) -> str:
     return "loaded"
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+def json_of(kind: str, bpe: BPETokenizer, char: CharTokenizer) -> dict:
+    """The parsed file of ``kind``: tinylm's own (bpe, char) or HF's (hf-bpe, hf-char)."""
+    tokenizer = bpe if kind.endswith("bpe") else char
+    return (
+        to_hf_tokenizer_json(tokenizer)
+        if kind.startswith("hf")
+        else json.loads(tokenizer.to_json())
+    )
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char", "hf-bpe", "hf-char"])
 def test_damaged_json_fields(kind, bpe, char, tmp_path):
-    original = json.loads((bpe if kind == "bpe" else char).to_json())
+    original = json_of(kind, bpe, char)
     path = tmp_path / "tokenizer.json"
     outcomes = set()
     for seed in SEEDS:
@@ -99,9 +111,12 @@ def test_damaged_json_fields(kind, bpe, char, tmp_path):
     assert "refused" in outcomes  # the damage reached the checks
 
 
-@pytest.mark.parametrize("name", ["tokenizer.json", "ranks.tiktoken"])
+@pytest.mark.parametrize("name", ["tokenizer.json", "ranks.tiktoken", "hf-tokenizer.json"])
 def test_damaged_bytes(name, bpe, tmp_path):
-    text = bpe.to_json() if name.endswith(".json") else tiktoken_text(bpe)
+    if name.startswith("hf"):
+        text = json.dumps(to_hf_tokenizer_json(bpe), ensure_ascii=False, indent=1)
+    else:
+        text = bpe.to_json() if name.endswith(".json") else tiktoken_text(bpe)
     original = text.encode("utf-8")
     path = tmp_path / name
     outcomes = set()
@@ -109,6 +124,15 @@ def test_damaged_bytes(name, bpe, tmp_path):
         path.write_bytes(mutate_bytes(original, random.Random(seed)))
         outcomes.add(loads_and_works_or_is_refused(path))
     assert outcomes == {"loaded", "refused"}  # both ends of the damage were exercised
+
+
+@pytest.mark.parametrize("kind", ["hf-bpe", "hf-char"])
+def test_the_undamaged_hf_file_loads_as_the_tokenizer(kind, bpe, char, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(json_of(kind, bpe, char)), encoding="utf-8")
+    text = Path(__file__).read_text(encoding="utf-8")[:400]  # characters the char one knows
+    tokenizer = bpe if kind == "hf-bpe" else char
+    assert load_tokenizer(path).encode(text) == tokenizer.encode(text)
 
 
 def test_the_rank_file_written_here_loads_as_the_tokenizer(bpe, tmp_path):

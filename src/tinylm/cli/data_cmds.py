@@ -11,7 +11,7 @@ from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
 from tinylm.filekinds import describe
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.tokenizers.spec import load_tokenizer_file
+from tinylm.tokenizers.formats import load_tokenizer
 
 #: A corpus argument with this prefix names a Hugging Face dataset: hf:NAME[:SPLIT].
 HUB_PREFIX = "hf:"
@@ -65,7 +65,7 @@ def _tokenizer(path: Path) -> Tokenizer:
             f"tokenizer file {path} does not exist; train one with "
             f"`tinylm tokenizer train CORPUS --out {path}`"
         )
-    return load_tokenizer_file(path)
+    return load_tokenizer(path)
 
 
 def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:

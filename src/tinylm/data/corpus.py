@@ -4,36 +4,27 @@ The built-in corpus is Python's own reference documentation, which ships with
 every CPython as ``pydoc_data.topics``: about 80 topics (~460 KB of English
 prose and code), one document per topic, no download needed.
 
-A *document* is the unit that BOS/EOS wrap. In a file, documents are separated by
-a separator string (``<|endoftext|>`` by default, as in GPT-2's training data);
-other choices are one document per line (names lists), per blank-line-separated
-paragraph (stories), or per file.
+A *document* is the unit that BOS/EOS wrap. Cutting text and files into documents
+(by ``<|endoftext|>``, line, blank line or file) is :mod:`tinylm.documents`'s job,
+shared with the tokenizers; ``iter_documents`` is imported here so that a corpus and
+its documents are read from one place.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from tinylm.errors import SettingError, TinylmError
+from tinylm.documents import iter_documents as iter_documents  # the one reader of text
+from tinylm.errors import TinylmError
 from tinylm.filekinds import describe
 
 #: Name that selects the built-in corpus wherever a corpus is asked for.
 BUILTIN_CORPUS = "pydocs"
 #: The built-in corpus of short documents: its distinct lowercase words, one per document.
 BUILTIN_WORDS = "pydocs-words"
-
-#: Named document separators; any other string is used literally.
-SEPARATORS: dict[str, str | None] = {
-    "eot": "<|endoftext|>",
-    "line": "\n",
-    "blank": "\n\n",
-    "file": None,
-}
-
-_READ_CHUNK = 1 << 22  # 4 MiB: big enough to be fast, small enough to stream
 
 
 def builtin_documents() -> list[str]:
@@ -108,18 +99,6 @@ def _unique_files(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def resolve_separator(separator: str | None) -> str | None:
-    """A separator name (eot, line, blank, file) or a literal string (never empty)."""
-    if separator is None:
-        return None
-    if separator == "":
-        raise SettingError(
-            "the document separator is empty; use eot, line, blank, file or a non-empty string",
-            setting="separator",
-        )
-    return SEPARATORS.get(separator, separator)
-
-
 def read_text(path: Path) -> str:
     """Read a whole UTF-8 file with an error a user can act on."""
     try:
@@ -130,64 +109,6 @@ def read_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise TinylmError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _iter_chunks(path: Path) -> Iterator[str]:
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            while chunk := handle.read(_READ_CHUNK):
-                yield chunk
-    except UnicodeDecodeError as exc:
-        raise TinylmError(f"{path} is not UTF-8 text ({exc.reason}); convert it to UTF-8") from None
-    except OSError as exc:
-        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def iter_file_documents(path: Path, separator: str | None = "<|endoftext|>") -> Iterator[str]:
-    """Stream the documents of one file, never holding more than one document plus a chunk.
-
-    Leading and trailing newlines around each document are kept as they are, except
-    that empty documents (e.g. after a trailing separator) are skipped.
-    """
-    if separator is None:
-        text = "".join(_iter_chunks(path))
-        if text:
-            yield text
-        return
-    buffer = ""
-    for chunk in _iter_chunks(path):
-        buffer += chunk
-        *complete, buffer = buffer.split(separator)
-        yield from (doc for doc in complete if doc.strip())
-    if buffer.strip():
-        yield buffer
-
-
-def iter_documents(
-    corpus: str | os.PathLike | Iterable[str | os.PathLike],
-    separator: str | None = "<|endoftext|>",
-) -> Iterator[str]:
-    """Documents from text, a path, or an iterable of texts and paths.
-
-    A plain ``str`` is always *text*; paths must be ``os.PathLike`` (``Path``), so
-    that a one-word corpus is never mistaken for a missing file.
-    """
-    separator = resolve_separator(separator)
-    if isinstance(corpus, str):
-        yield corpus
-        return
-    if isinstance(corpus, os.PathLike):
-        yield from iter_file_documents(Path(corpus), separator)
-        return
-    for item in corpus:
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, os.PathLike):
-            yield from iter_file_documents(Path(item), separator)
-        else:
-            raise TinylmError(
-                f"corpus items must be str (text) or Path (file), got {type(item).__name__}"
-            )
 
 
 def corpus_from_specs(specs: Sequence[str]) -> list[str] | list[Path]:

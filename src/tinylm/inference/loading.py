@@ -24,7 +24,7 @@ from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.run_layout import MODEL_FILE
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.tokenizers.spec import load_tokenizer_file
+from tinylm.tokenizers.formats import load_tokenizer
 
 WHICH = ("latest", "best")
 
@@ -72,7 +72,7 @@ def load_model(
                 "written; point at a checkpoint saved with its tokenizer"
             )
         return model, None, meta
-    return model, load_tokenizer_file(meta.tokenizer_file), meta
+    return model, load_tokenizer(meta.tokenizer_file), meta
 
 
 def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> GPT:

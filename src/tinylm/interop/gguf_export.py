@@ -30,7 +30,7 @@ from tinylm.interop.hf_tokenizer import all_splits
 from tinylm.model.config import ModelConfig
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer
-from tinylm.tokenizers.formats import gpt2_byte_alphabet
+from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 from tinylm.tokenizers.pretokenize import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 GGUF_FILE = "model.gguf"

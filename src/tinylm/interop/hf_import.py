@@ -27,10 +27,10 @@ from torch import Tensor
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
 from tinylm.interop.hf_config import from_hf_config
-from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json
 from tinylm.interop.hf_weights import from_hf_state_dict
 from tinylm.run_layout import RUN_FILE, checkpoint_name
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
 from tinylm.validate import read_json
 
 CONFIG = "config.json"

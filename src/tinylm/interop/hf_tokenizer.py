@@ -1,4 +1,4 @@
-"""Tokenizers in Hugging Face's format: ``tokenizer.json`` both ways, ``tokenizer_config.json``.
+"""Writing tokenizers in Hugging Face's format: ``tokenizer.json``, ``tokenizer_config.json``.
 
 A ``tokenizer.json`` names the same pipeline stages tinylm's BPE has
 (``docs/tokenizers.md``): pre-tokenizer -> model -> decoder. tinylm's byte-level
@@ -27,7 +27,9 @@ character it never saw fails in HF as it does in tinylm (no ``<UNK>``) or maps
 to ``<UNK>`` alike. Its post-processor puts ``<BOS>`` first, as for BPE.
 
 This module writes JSON by hand and needs neither ``tokenizers`` nor
-``transformers``: the tests load its output with both.
+``transformers``: the tests load its output with both. Reading a ``tokenizer.json``
+is the tokenizers' own job (:mod:`tinylm.tokenizers.hf_tokenizer_json`, used by
+:func:`tinylm.tokenizers.formats.load_tokenizer`), so it needs no interop.
 """
 
 from __future__ import annotations
@@ -37,13 +39,9 @@ from typing import Any
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 from tinylm.tokenizers.char import CharTokenizer
-from tinylm.tokenizers.formats import gpt2_byte_alphabet
-from tinylm.tokenizers.pretokenize import GPT2_PATTERN
-
-#: How the char tokenizer's boundary and unknown ids are spelled in HF files.
-CHAR_BOS = "<BOS>"
-CHAR_UNK = "<UNK>"
+from tinylm.tokenizers.hf_tokenizer_json import CHAR_BOS, CHAR_SPLIT, CHAR_UNK
 
 
 def special_names(tokenizer: Tokenizer) -> dict[str, str | None]:
@@ -201,7 +199,7 @@ def _char_json(tokenizer: CharTokenizer) -> dict[str, Any]:
     # [\s\S] is one code point, newlines included; every piece is then one "word".
     pre_tokenizer = {
         "type": "Split",
-        "pattern": {"Regex": r"[\s\S]"},
+        "pattern": {"Regex": CHAR_SPLIT},
         "behavior": "Isolated",
         "invert": False,
     }
@@ -229,108 +227,3 @@ def to_hf_tokenizer_config(tokenizer: Tokenizer, max_length: int) -> dict[str, A
         if name is not None:
             config[f"{role}_token"] = name
     return config
-
-
-# -- tokenizer.json -> tinylm ---------------------------------------------------------
-
-
-def from_hf_tokenizer_json(data: Any, source: str) -> BPETokenizer:
-    """A tinylm BPE tokenizer from a byte-level BPE ``tokenizer.json`` (GPT-2 style).
-
-    Refused with a clear reason: other models (WordPiece, Unigram/SentencePiece),
-    normalizers, and pre-tokenizers other than byte-level with an optional regex split.
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise TinylmError(f"{source} is not a Hugging Face tokenizer.json (no 'model')")
-    model = data["model"]
-    if model.get("type") != "BPE":
-        raise TinylmError(
-            f"{source} holds a {model.get('type')!r} tokenizer; tinylm imports byte-level BPE "
-            "only (import the weights with a tinylm tokenizer file instead)"
-        )
-    if data.get("normalizer") is not None:
-        raise TinylmError(f"{source} normalizes text first, which tinylm's BPE does not")
-    pattern = _byte_level_pattern(data.get("pre_tokenizer"), source)
-    vocab_in, merges_in = model.get("vocab"), model.get("merges")
-    if not isinstance(vocab_in, dict) or not isinstance(merges_in, list):
-        raise TinylmError(f"{source}: model.vocab or model.merges is missing or malformed")
-    byte_of = {char: byte for byte, char in enumerate(gpt2_byte_alphabet())}
-
-    def unspell(text: Any) -> bytes:
-        if not isinstance(text, str) or any(c not in byte_of for c in text):
-            raise TinylmError(
-                f"{source} has token {text!r} outside the byte-level alphabet; "
-                "it is not a byte-level BPE tokenizer"
-            )
-        return bytes(byte_of[c] for c in text)
-
-    specials = _added_specials(data.get("added_tokens"), source)
-    vocab = {}
-    for text, i in vocab_in.items():
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise TinylmError(f"{source}: vocabulary id of {text!r} is not an integer")
-        if text in specials and specials[text] == i:
-            continue
-        vocab[i] = unspell(text)
-    merges = [_merge_pair(entry, unspell, source) for entry in merges_in]
-    try:
-        return BPETokenizer(vocab, merges, specials, pattern)
-    except TinylmError as exc:
-        raise TinylmError(f"{source}: {exc}") from None
-
-
-def _byte_level_pattern(pre: Any, source: str) -> str:
-    """tinylm's regex for a ByteLevel pre-tokenizer, alone or after one regex Split."""
-    steps = (
-        pre.get("pretokenizers")
-        if isinstance(pre, dict) and pre.get("type") == "Sequence"
-        else [pre]
-    )
-    if not isinstance(steps, list):
-        steps = [pre]
-    if len(steps) == 1 and isinstance(steps[0], dict) and steps[0].get("type") == "ByteLevel":
-        if steps[0].get("add_prefix_space"):
-            raise TinylmError(f"{source} adds a prefix space, which tinylm's BPE does not")
-        return GPT2_PATTERN  # ByteLevel's own regex is GPT-2's
-    if (
-        len(steps) == 2
-        and isinstance(steps[0], dict)
-        and steps[0].get("type") == "Split"
-        and isinstance(steps[0].get("pattern"), dict)
-        and isinstance(steps[0]["pattern"].get("Regex"), str)
-        and steps[0].get("behavior") == "Isolated"
-        and not steps[0].get("invert")
-        and isinstance(steps[1], dict)
-        and steps[1].get("type") == "ByteLevel"
-        and not steps[1].get("use_regex", True)
-        and not steps[1].get("add_prefix_space")
-    ):
-        return steps[0]["pattern"]["Regex"]
-    raise TinylmError(
-        f"{source} has a pre-tokenizer tinylm does not reproduce; tinylm imports byte-level "
-        "BPE with GPT-2's regex or one Split regex"
-    )
-
-
-def _added_specials(added: Any, source: str) -> dict[str, int]:
-    if added is None:
-        return {}
-    if not isinstance(added, list):
-        raise TinylmError(f"{source}: added_tokens must be a list")
-    specials = {}
-    for entry in added:
-        if not isinstance(entry, dict):
-            raise TinylmError(f"{source}: an added token is not an object")
-        name, i = entry.get("content"), entry.get("id")
-        if not isinstance(name, str) or isinstance(i, bool) or not isinstance(i, int):
-            raise TinylmError(f"{source}: added token {entry!r} lacks a name or an integer id")
-        specials[name] = i
-    return specials
-
-
-def _merge_pair(entry: Any, unspell, source: str) -> tuple[bytes, bytes]:
-    """A merge is ``"left right"`` (older files) or ``["left", "right"]``."""
-    parts = entry.split(" ") if isinstance(entry, str) else entry
-    if not isinstance(parts, list) or len(parts) != 2:
-        raise TinylmError(f"{source}: merge {entry!r} is not a pair of tokens")
-    return unspell(parts[0]), unspell(parts[1])

@@ -23,7 +23,8 @@ from tinylm.run.folder import relative_to
 from tinylm.run.settings import DEFAULT_TOKENIZER
 from tinylm.run_layout import DATA_CACHE
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.tokenizers.spec import load_tokenizer_file, parse_tokenizer_spec, tokenizer_from_spec
+from tinylm.tokenizers.formats import load_tokenizer
+from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
 
 # -- cache keys -----------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ def training_data(
                     f"not {tokenizer_spec!r} (or leave it out)",
                     setting="tokenizer",
                 )
-            given = load_tokenizer_file(parsed.path)
+            given = load_tokenizer(parsed.path)
     else:
         # Rank 0 prepares (with a progress bar); the others wait, then find the cache.
         cache, options = out_dir / DATA_CACHE, {"tokenizer": given, "separator": separator}
@@ -157,7 +158,7 @@ def training_data(
         if not dist.is_main:
             folder = prepare_cached(specs, tokenizer_spec, cache, progress=False, **options)
     data = load_prepared(folder)
-    tokenizer = given if given is not None else load_tokenizer_file(data.tokenizer_path)
+    tokenizer = given if given is not None else load_tokenizer(data.tokenizer_path)
     check_tokenizer(data, tokenizer)
     info = {
         "data": specs,

@@ -37,7 +37,7 @@ from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
 from tinylm.run.settings import RunSettings, layer_settings
-from tinylm.tokenizers.spec import load_tokenizer_file
+from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.train import distributed
 
 PathLike = str | os.PathLike
@@ -284,7 +284,7 @@ def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any
     return {
         "path": meta.path,
         "config": config,
-        "tokenizer": load_tokenizer_file(meta.tokenizer_file),
+        "tokenizer": load_tokenizer(meta.tokenizer_file),
     }
 
 
@@ -311,7 +311,7 @@ def _resumed_trainer(
     stored = {**run["train"], "progress": True, **settings.train}
     config = engine.train_config({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
-    tokenizer = load_tokenizer_file(latest / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size", "engine")}
     trainer = engine.resume(

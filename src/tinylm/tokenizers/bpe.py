@@ -189,6 +189,12 @@ class BPETokenizer(Tokenizer):
 
     ``vocab``, ``merges``, ``special_tokens`` and ``pattern`` are exposed as
     attributes; treat them as read-only (the encoder's tables are built from them).
+
+    The encoders beside this class (:mod:`~tinylm.tokenizers.bpe_stream`,
+    :mod:`~tinylm.tokenizers.bpe_pool`) drive the stages one by one through a small
+    surface: :attr:`pretokenize` and :attr:`encode_piece` (the pre-tokenizer and
+    the cached model stage, plain callables so a loop over pre-tokens pays no
+    method call), :meth:`specials_to_cut` and :meth:`encode_with_specials`.
     """
 
     kind = "bpe"
@@ -275,13 +281,16 @@ class BPETokenizer(Tokenizer):
 
     def _reset_runtime(self) -> None:
         """(Re)build what is derived and not pickled: compiled regex and the cache."""
-        self._findall = pretokenizer(self.pattern)
+        #: The pre-tokenizer stage: text -> pre-tokens (the regex's ``findall``).
+        self.pretokenize: Callable[[str], list[str]] = pretokenizer(self.pattern)
         self._cache = PieceCache(_piece_encoder(self._encoder, self._ranks))
-        self._lookup = self._cache.__getitem__
+        #: The model stage for one pre-token, cached: str -> tuple of ids. Text with
+        #: lone surrogates raises ``UnicodeEncodeError`` (callers fix it first).
+        self.encode_piece: Callable[[str], tuple[int, ...]] = self._cache.__getitem__
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_findall", "_cache", "_lookup"):
+        for key in ("pretokenize", "_cache", "encode_piece"):
             state.pop(key, None)
         return state
 
@@ -335,17 +344,18 @@ class BPETokenizer(Tokenizer):
         that appears in the text raises :class:`TinylmError`; pass
         ``disallowed_special=()`` to encode such text as ordinary text instead.
         """
-        allowed = self._allowed_specials(text, allowed_special, disallowed_special)
-        return self._encode(text, allowed)
+        return self.encode_with_specials(
+            text, self.specials_to_cut(text, allowed_special, disallowed_special)
+        )
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` ignoring special tokens entirely (the fastest path)."""
         try:
-            return list(chain.from_iterable(map(self._lookup, self._findall(text))))
+            return list(chain.from_iterable(map(self.encode_piece, self.pretokenize(text))))
         except UnicodeEncodeError:
             # Only lone surrogates cannot be UTF-8 encoded; fix them like tiktoken.
             text = replace_surrogates(text)
-            return list(chain.from_iterable(map(self._lookup, self._findall(text))))
+            return list(chain.from_iterable(map(self.encode_piece, self.pretokenize(text))))
 
     def encode_document(self, text: str) -> list[int]:
         """``[BOS] + ids + [EOS]``; special-token text inside a document is ordinary text.
@@ -357,12 +367,17 @@ class BPETokenizer(Tokenizer):
         tail = [] if self.eos_id is None else [self.eos_id]
         return head + self.encode_ordinary(text) + tail
 
-    def _encode(self, text: str, allowed: frozenset[str]) -> list[int]:
-        """Pre-tokenizer stage 1: cut out allowed special tokens, encode the rest."""
-        if not allowed:
+    def encode_with_specials(self, text: str, specials: frozenset[str]) -> list[int]:
+        """Pre-tokenizer stage 1: cut out ``specials``, encode the rest.
+
+        ``specials`` comes from :meth:`specials_to_cut`, which did the checking; the
+        pool and the stream call the two apart (checks in the parent, encoding in a
+        worker; checks per block).
+        """
+        if not specials:
             return self.encode_ordinary(text)
         ids: list[int] = []
-        for piece, is_special in split_on_specials(text, allowed):
+        for piece, is_special in split_on_specials(text, specials):
             if is_special:
                 ids.append(self.special_tokens[piece])
             else:
@@ -385,7 +400,7 @@ class BPETokenizer(Tokenizer):
         """
         texts = list(texts)
         workers = resolve_workers(workers)
-        allowed = [self._allowed_specials(t, allowed_special, disallowed_special) for t in texts]
+        allowed = [self.specials_to_cut(t, allowed_special, disallowed_special) for t in texts]
         return encode_in_pool(self, list(zip(texts, allowed, strict=True)), workers)
 
     def encode_iterable(
@@ -402,10 +417,10 @@ class BPETokenizer(Tokenizer):
         """
         return encode_stream(self, iterable, allowed_special, disallowed_special)
 
-    def _allowed_specials(
+    def specials_to_cut(
         self, text: str, allowed_special: SpecialSpec, disallowed_special: SpecialSpec
     ) -> frozenset[str]:
-        """Raise if ``text`` holds a disallowed special token; return the allowed set."""
+        """The special tokens to cut out of ``text``; raise if it holds a disallowed one."""
         return allowed_specials(text, self._special_names, allowed_special, disallowed_special)
 
     # -- decoding --------------------------------------------------------------

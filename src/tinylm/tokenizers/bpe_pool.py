@@ -35,7 +35,7 @@ def encode_in_pool(tokenizer: BPETokenizer, items: Job, workers: int) -> list[li
     """Encode ``(text, allowed special names)`` items in order, in processes when it pays."""
     jobs = _split_jobs(items, workers) if workers > 1 and _can_fork() else [items]
     if len(jobs) < 2:
-        return [tokenizer._encode(text, allowed) for text, allowed in items]
+        return [tokenizer.encode_with_specials(text, allowed) for text, allowed in items]
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=context, initializer=_adopt, initargs=(tokenizer,)
@@ -77,4 +77,5 @@ def _adopt(tokenizer: BPETokenizer) -> None:
 def _encode_job(job: Job) -> list[array]:
     """Encode one job in a worker, packing each text's ids into an array."""
     assert _WORKER_TOKENIZER is not None
-    return [array(_ID_TYPECODE, _WORKER_TOKENIZER._encode(text, allowed)) for text, allowed in job]
+    encode = _WORKER_TOKENIZER.encode_with_specials
+    return [array(_ID_TYPECODE, encode(text, allowed)) for text, allowed in job]

@@ -65,7 +65,7 @@ def _encode_block(
     disallowed_special: SpecialSpec,
 ) -> tuple[list[int], str]:
     """Encode ``block`` up to a safe cut (see the module docstring); return ids and the rest."""
-    allowed = tokenizer._allowed_specials(block, allowed_special, disallowed_special)
+    allowed = tokenizer.specials_to_cut(block, allowed_special, disallowed_special)
     longest_special = max(map(len, tokenizer.special_tokens), default=0)
     boundary = len(block) - max(_STREAM_MARGIN_CHARS, 2 * longest_special)
     ids: list[int] = []
@@ -81,13 +81,13 @@ def _encode_block(
             continue
         if is_special:
             return ids, block[start:]
-        words = tokenizer._findall(piece)
+        words = tokenizer.pretokenize(piece)
         taken = 0
         for word in words:
             if start + len(word) > boundary:
                 break
             start += len(word)
             taken += 1
-        ids.extend(chain.from_iterable(map(tokenizer._lookup, words[:taken])))
+        ids.extend(chain.from_iterable(map(tokenizer.encode_piece, words[:taken])))
         return ids, block[start:]
     return ids, ""

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tinylm.data.corpus import iter_documents
+from tinylm.documents import iter_documents
 from tinylm.errors import SettingError, TinylmError
 from tinylm.tokenizers.base import Tokenizer
 

@@ -1,9 +1,14 @@
-"""Tokenizer files: tinylm's own JSON, tiktoken ``.tiktoken`` ranks, GPT-2 vocab files.
+"""Tokenizer files: tinylm's own JSON, tiktoken ranks, GPT-2 vocab files, HF tokenizer.json.
 
-:func:`load_tokenizer` reads any of them, telling them apart by content (and, for
-GPT-2's pair of files, by name). tinylm's own files are written and read by each
-tokenizer class (``to_json`` / ``from_dict``, beside the class); this module reads
-the foreign formats and dispatches.
+:func:`load_tokenizer` is the one reader of tokenizer files: every command, the
+library (``tinylm.load_tokenizer``) and the run layer use it. It tells the kinds
+apart by content (and, for GPT-2's pair of files, by name), and every failure is
+a one-line :class:`~tinylm.errors.TinylmError`, whatever the file holds. tinylm's
+own files are written and read by each tokenizer class (``to_json`` /
+``from_dict``, beside the class), Hugging Face's ``tokenizer.json`` by
+:mod:`tinylm.tokenizers.hf_tokenizer_json`; this module reads the other foreign
+formats and dispatches. JSON is parsed by :func:`tinylm.validate.parse_json`,
+which bounds the nesting depth of untrusted files.
 
 **tinylm JSON** (written by ``Tokenizer.save``). A BPE tokenizer looks like::
 
@@ -55,14 +60,20 @@ one ``left right`` per line, with or without the ``#version`` header). Either
 file may be given; the other is found beside it (``encoder.json``/``vocab.bpe``
 or ``<prefix>vocab.json``/``<prefix>merges.txt``). Entries of ``encoder.json``
 that are neither a byte nor a merge result (``<|endoftext|>``) become special
-tokens.
+tokens. The two files must belong together: each merge joins tokens made before
+it into a token of ``encoder.json``, and the ids of the merge results follow the
+merge order (as GPT-2's and every Hugging Face-trained pair's do); a merges file
+from another vocabulary would otherwise load and quietly tokenize differently.
+
+**Hugging Face ``tokenizer.json``**: byte-level BPE (GPT-2 style, or what ``tinylm
+export`` writes) and the char tokenizers ``tinylm export`` writes; see
+:mod:`tinylm.tokenizers.hf_tokenizer_json`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -72,7 +83,10 @@ from tinylm.errors import SettingError, TinylmError
 from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 from tinylm.tokenizers.char import CharTokenizer
+from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
+from tinylm.validate import parse_json
 
 #: tiktoken's special tokens for its public vocabularies, by pattern name.
 TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {
@@ -103,7 +117,8 @@ _BASE64_CHARS = re.compile(r"[A-Za-z0-9+/]*=*")
 _GPT2_PAIRS = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))
 
 _WHAT_TO_GIVE = (
-    "give a tinylm tokenizer .json, a .tiktoken file, or a GPT-2 encoder.json / vocab.bpe"
+    "give a tinylm tokenizer .json, a .tiktoken file, a GPT-2 encoder.json / vocab.bpe "
+    "or a Hugging Face tokenizer.json"
 )
 
 
@@ -115,10 +130,26 @@ def load_tokenizer(path: str | os.PathLike, pattern: str | None = None) -> Token
 
     ``pattern`` (a name such as ``"cl100k"`` or a regex) sets the pre-tokenizer
     for files that do not store one: ``.tiktoken`` files whose name does not tell
-    it, and GPT-2 vocab files (default ``"gpt2"``). tinylm files store their own
-    pattern, and ``pattern`` is ignored for them.
+    it, and GPT-2 vocab files (default ``"gpt2"``). tinylm and Hugging Face files
+    store their own pattern, and ``pattern`` is ignored for them.
+
+    Every failure is a one-line :class:`TinylmError` (a :class:`SettingError` when
+    ``pattern`` is needed): the file may come from anywhere, so an exception the
+    readers did not foresee is reported as a corrupt file, never as a traceback.
     """
-    path = Path(path)
+    try:
+        return _load(Path(path), pattern)
+    except TinylmError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise TinylmError(
+            f"tokenizer file {path} is unreadable or corrupt ({reason}); write or download it again"
+        ) from None
+
+
+def _load(path: Path, pattern: str | None) -> Tokenizer:
+    """Tell the kind of file apart and read it (:func:`load_tokenizer` converts errors)."""
     text = _read_text(path)
     if _gpt2_pair(path) is not None and not path.name.endswith(".json"):
         return read_gpt2_files(path, pattern=pattern)
@@ -153,14 +184,8 @@ def _read_text(path: Path) -> str:
 
 
 def _load_json(path: Path, text: str, pattern: str | None) -> Tokenizer:
-    """Dispatch a JSON file: tinylm's format or a GPT-2 encoder.json."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TinylmError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the file is "
-            "damaged or truncated, write or download it again"
-        ) from None
+    """Dispatch a JSON file: tinylm's format, a GPT-2 encoder.json or an HF tokenizer.json."""
+    data = parse_json(text, path, "write or download it again")
     # GPT-2's encoder.json first: it has tokens named "format" and "type" too.
     if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
         return read_gpt2_files(path, pattern=pattern, encoder=data)
@@ -173,10 +198,7 @@ def _load_json(path: Path, text: str, pattern: str | None) -> Tokenizer:
         except TinylmError as exc:
             raise TinylmError(f"{path}: {exc}") from None
     if isinstance(data, dict) and "model" in data:
-        raise TinylmError(
-            f"{path} looks like a Hugging Face tokenizer.json, which tinylm does not read; "
-            "give its vocab.json + merges.txt pair instead"
-        )
+        return from_hf_tokenizer_json(data, str(path))
     raise TinylmError(f"{path} is JSON but not a tokenizer file tinylm knows; {_WHAT_TO_GIVE}")
 
 
@@ -260,26 +282,6 @@ def _b64decode(field: str) -> bytes:
 # -- GPT-2 encoder.json + vocab.bpe ------------------------------------------------
 
 
-def gpt2_byte_alphabet() -> list[str]:
-    """GPT-2's bytes-to-unicode table: the printable character that spells each byte.
-
-    GPT-2's files store tokens as text, so every byte needs a visible character:
-    bytes that are printable Latin-1 (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``)
-    stand for themselves, and the other 68 take code points 256, 257, ... in byte
-    order (so a space, byte 32, is ``Ġ`` = U+0120).
-    """
-    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
-    alphabet = []
-    extra = 0
-    for byte in range(256):
-        if byte in printable:
-            alphabet.append(chr(byte))
-        else:
-            alphabet.append(chr(256 + extra))
-            extra += 1
-    return alphabet
-
-
 def read_gpt2_files(
     path: str | os.PathLike,
     pattern: str | None = None,
@@ -315,7 +317,8 @@ def read_gpt2_files(
             vocab[i] = token
         else:
             specials[name] = i
-    _check_gpt2_pair(encoder_path, merges_path, merges, set(vocab.values()), specials)
+    ids = {token: i for i, token in vocab.items()}
+    _check_gpt2_pair(encoder_path, merges_path, merges, ids, specials)
     try:
         return BPETokenizer(vocab, merges, specials, pattern or "gpt2")
     except TinylmError as exc:
@@ -331,25 +334,46 @@ def _check_gpt2_pair(
     encoder_path: Path,
     merges_path: Path,
     merges: list[tuple[bytes, bytes]],
-    tokens: set[bytes],
+    ids: dict[bytes, int],
     specials: dict[str, int],
 ) -> None:
     """Refuse an encoder.json and a merges file that are not one vocabulary's pair.
 
-    Every merge must combine tokens of the encoder into a token of the encoder,
-    and only a few encoder entries may be left unexplained by the merges (the
-    special tokens): otherwise the merges file is cut short, or comes from
-    another vocabulary, and ordinary words would silently become special tokens.
+    Every merge must combine tokens of the encoder into a token of the encoder;
+    its two parts must be single bytes or made by earlier merges (BPE learns each
+    merge from tokens it already has); the ids of the tokens the merges make must
+    rise in merge order, as BPE training numbers them; and only a few encoder
+    entries may be left unexplained by the merges (the special tokens). Otherwise
+    the merges file is cut short, reordered, or from another vocabulary: it would
+    load, and ordinary words would become special tokens or split differently.
     """
     hint = "give the encoder and merges files of the same vocabulary, complete"
+    made = {token for token in ids if len(token) == 1}
+    last_id, last_number = -1, 0
     for number, (left, right) in enumerate(merges, 1):
-        missing = next((t for t in (left, right, left + right) if t not in tokens), None)
+        result = left + right
+        missing = next((t for t in (left, right, result) if t not in ids), None)
         if missing is not None:
             raise TinylmError(
                 f"{merges_path.name} merge {number} ({left!r} + {right!r}) needs token "
                 f"{missing!r}, which {encoder_path.name} lacks; the files do not belong "
                 f"together, {hint}"
             )
+        early = next((t for t in (left, right) if t not in made), None)
+        if early is not None:
+            raise TinylmError(
+                f"{merges_path.name} merge {number} ({left!r} + {right!r}) uses {early!r} "
+                "before any merge makes it; the merges are out of order or from another "
+                f"vocabulary, {hint}"
+            )
+        if ids[result] <= last_id:
+            raise TinylmError(
+                f"{merges_path.name} merge {number} makes {result!r}, id {ids[result]} in "
+                f"{encoder_path.name}, but merge {last_number} already made id {last_id}; the "
+                f"ids do not follow the merge order, so the files do not belong together, {hint}"
+            )
+        made.add(result)
+        last_id, last_number = ids[result], number
     if len(specials) > MAX_GPT2_SPECIALS:
         examples = ", ".join(repr(name) for name in sorted(specials, key=specials.get)[:3])
         raise TinylmError(
@@ -372,13 +396,7 @@ def _gpt2_pair(path: Path) -> tuple[Path, Path] | None:
 
 
 def _read_encoder(path: Path) -> dict[str, int]:
-    text = _read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TinylmError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); download it again"
-        ) from None
+    data = parse_json(_read_text(path), path, "download it again")
     if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
         raise TinylmError(f"{path} is not a GPT-2 encoder.json (token -> id); check the file")
     return data

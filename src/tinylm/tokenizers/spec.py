@@ -5,7 +5,8 @@ Every command that takes a tokenizer takes a *spec*:
 * ``char``: a character tokenizer, trained on the corpus at hand;
 * ``bpe:N``: a byte-level BPE of ``N`` ids, trained on the corpus at hand;
 * anything else: a tokenizer file (tinylm JSON, ``.tiktoken``, GPT-2's
-  ``encoder.json``/``vocab.bpe``), read by :func:`tinylm.tokenizers.formats.load_tokenizer`.
+  ``encoder.json``/``vocab.bpe``, Hugging Face's ``tokenizer.json``), read by
+  :func:`tinylm.tokenizers.formats.load_tokenizer`.
 
 :func:`parse_tokenizer_spec` checks a spec without doing any work (so a typo
 fails before a corpus is read), and :func:`tokenizer_from_spec` turns it into a
@@ -23,6 +24,7 @@ from typing import Any
 from tinylm.errors import TinylmError
 from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.formats import load_tokenizer
 
 #: The special token BPE specs are trained with: it marks document boundaries.
 DEFAULT_SPECIALS = ("<|endoftext|>",)
@@ -67,24 +69,6 @@ def parse_tokenizer_spec(spec: str | os.PathLike) -> TokenizerSpec:
     return TokenizerSpec("file", path=path)
 
 
-def load_tokenizer_file(path: str | os.PathLike, pattern: str | None = None) -> Tokenizer:
-    """A tokenizer file, with a one-line error for a missing, foreign or corrupt one.
-
-    ``pattern`` is for files that do not store their pre-tokenizer (see
-    :func:`~tinylm.tokenizers.formats.load_tokenizer`).
-    """
-    from tinylm.tokenizers.formats import load_tokenizer
-
-    try:
-        return load_tokenizer(path, pattern=pattern)
-    except TinylmError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TinylmError(
-            f"tokenizer file {path} is unreadable or corrupt ({exc}); retrain it"
-        ) from None
-
-
 def tokenizer_from_spec(
     spec: str | os.PathLike | TokenizerSpec,
     corpus: Any = None,
@@ -97,20 +81,21 @@ def tokenizer_from_spec(
     """The tokenizer a spec names: trained on ``corpus`` (char, bpe:N) or read (a file).
 
     ``corpus`` is what :func:`tinylm.data.corpus.corpus_from_specs` returns (paths or
-    documents); ``separator`` cuts it into documents. ``unknown`` is the char
-    tokenizer's policy for unseen characters (``"reserve"`` suits a viewer that
-    must show any text); ``pattern`` the pre-tokenizer of a file that lacks one.
+    documents); ``separator`` cuts it into documents
+    (:func:`tinylm.documents.iter_documents`). ``unknown`` is the char tokenizer's
+    policy for unseen characters (``"reserve"`` suits a viewer that must show any
+    text); ``pattern`` the pre-tokenizer of a file that lacks one.
     """
     parsed = spec if isinstance(spec, TokenizerSpec) else parse_tokenizer_spec(spec)
     if parsed.kind == "file":
-        return load_tokenizer_file(parsed.path, pattern=pattern)
+        return load_tokenizer(parsed.path, pattern=pattern)
     if corpus is None:
         raise TinylmError(f"the tokenizer spec {parsed.kind!r} is trained on a corpus; give one")
     if parsed.kind == "char":
         from tinylm.tokenizers.char import CharTokenizer
 
         return CharTokenizer.train(corpus, unknown=unknown, separator=separator)
-    from tinylm.data.corpus import iter_documents
+    from tinylm.documents import iter_documents
     from tinylm.tokenizers.bpe import BPETokenizer
 
     documents: Iterable[Any] = corpus if separator == "eot" else iter_documents(corpus, separator)
