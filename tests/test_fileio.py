@@ -36,14 +36,3 @@ def test_unwritable_location_is_user_error(tmp_path):
     blocker.write_text("x", encoding="utf-8")
     with pytest.raises(TinylmError, match="cannot write"):
         atomic_write(blocker / "sub" / "x", "data")
-
-
-def test_format_header_names_foreign_and_outdated_files():
-    from tinylm.fileio import check_format
-
-    good = {"format": "tinylm-x", "version": 2}
-    assert check_format(good, "tinylm-x", 2, "f.json", "tinylm x", "hint") is good
-    with pytest.raises(TinylmError, match=r"^f.json is not a tinylm x; hint$"):
-        check_format({"format": "other"}, "tinylm-x", 2, "f.json", "tinylm x", "hint")
-    with pytest.raises(TinylmError, match="format version 1, this tinylm reads version 2; hint"):
-        check_format({"format": "tinylm-x", "version": 1}, "tinylm-x", 2, "f", "tinylm x", "hint")

@@ -44,13 +44,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from tinylm.check_values import is_number
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_directory, check_format, recover_interrupted
+from tinylm.fileio import atomic_directory, recover_interrupted
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.validate import (
+from tinylm.untrusted_files import (
     FLOAT_DTYPES,
     Record,
-    is_number,
+    check_format,
     metadata_json,
     read_json,
     safetensors_header,

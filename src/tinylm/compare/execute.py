@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinylm.check_values import is_number
 from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
-from tinylm.validate import Record, is_number, read_json
+from tinylm.untrusted_files import Record, read_json
 
 RUNS_DIR = "runs"
 DATA_DIR = "data"

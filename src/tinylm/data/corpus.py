@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from tinylm.errors import SettingError, TinylmError
-from tinylm.filekinds import describe
+from tinylm.untrusted_files import describe
 
 #: Name that selects the built-in corpus wherever a corpus is asked for.
 BUILTIN_CORPUS = "pydocs"

@@ -30,7 +30,7 @@ from tinylm.interop.hf_config import from_hf_config
 from tinylm.interop.hf_tokenizer import from_hf_tokenizer_json
 from tinylm.interop.hf_weights import from_hf_state_dict
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.validate import read_json
+from tinylm.untrusted_files import read_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

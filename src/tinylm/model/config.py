@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import (
+from tinylm.check_values import (
     check_bool,
     check_choice,
     check_fraction,

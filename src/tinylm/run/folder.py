@@ -123,7 +123,7 @@ def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
-    from tinylm.validate import Record, read_json
+    from tinylm.untrusted_files import Record, read_json
 
     path = run_dir / RUN_FILE
     hint = "it was damaged or edited; restore it, or start a new run in another folder"

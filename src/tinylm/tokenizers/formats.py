@@ -69,10 +69,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinylm.errors import SettingError, TinylmError
-from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
+from tinylm.untrusted_files import check_readable_file, describe
 
 #: tiktoken's special tokens for its public vocabularies, by pattern name.
 TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {

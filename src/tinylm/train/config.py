@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import (
+from tinylm.check_values import (
     check_bool,
     check_choice,
     check_fraction,
@@ -32,9 +32,9 @@ from tinylm.checks import (
     is_number,
 )
 from tinylm.errors import TinylmError
-from tinylm.filekinds import check_readable_file
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
+from tinylm.untrusted_files import check_readable_file
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")

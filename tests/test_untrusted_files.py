@@ -11,6 +11,7 @@ successful load (a flipped byte inside a weight is still a weight) or a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -33,7 +34,13 @@ from tinylm.run.folder import read_run_info
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
-from tinylm.validate import Record, safetensors_header
+from tinylm.untrusted_files import (
+    Record,
+    check_format,
+    check_readable_file,
+    describe,
+    safetensors_header,
+)
 
 TEXT = "the cat sat on the mat; the dog sat on the log.\n" * 20
 SETTINGS = settings(
@@ -295,3 +302,32 @@ def test_safetensors_header_matches_the_library(checkpoint):
             tensor = handle.get_tensor(name)
             assert tensors[name].shape == tuple(tensor.shape)
             assert tensors[name].dtype == {torch.float32: "F32"}[tensor.dtype]
+
+
+def test_format_header_names_foreign_and_outdated_files():
+    good = {"format": "tinylm-x", "version": 2}
+    assert check_format(good, "tinylm-x", 2, "f.json", "tinylm x", "hint") is good
+    with pytest.raises(TinylmError, match=r"^f.json is not a tinylm x; hint$"):
+        check_format({"format": "other"}, "tinylm-x", 2, "f.json", "tinylm x", "hint")
+    with pytest.raises(TinylmError, match="format version 1, this tinylm reads version 2; hint"):
+        check_format({"format": "tinylm-x", "version": 1}, "tinylm-x", 2, "f", "tinylm x", "hint")
+
+
+def test_a_path_is_named_for_what_it_is_before_anything_opens_it(tmp_path):
+    """A pipe would block a read forever; a loop or a dangling link is no missing file."""
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("nowhere", tmp_path / "dangling")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert describe(tmp_path / "pipe") == "a named pipe (FIFO)"
+    assert describe(tmp_path / "loop") == "a symlink loop"
+    assert describe(tmp_path / "dangling") == "a dangling symlink"
+    assert describe(tmp_path / "absent") == "missing"
+    assert describe(tmp_path / "file") is None and describe(tmp_path) is None
+    assert check_readable_file(tmp_path / "file", "config") == tmp_path / "file"
+    with pytest.raises(
+        TinylmError, match=r"^config .*pipe is a named pipe \(FIFO\), not a regular"
+    ):
+        check_readable_file(tmp_path / "pipe", "config")
+    with pytest.raises(TinylmError, match=r"^config .* is a folder; give a file$"):
+        check_readable_file(tmp_path, "config")
