@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         "small", position="rope", activation="swiglu", norm="rmsnorm", n_kv_head=2, bias=False
     )
     rows = [
-        ("small (fused attention)", small),
-        ("small (explicit attention)", ModelConfig.from_preset("small", attention="explicit")),
+        ("small (fused kernels)", small),
+        ("small (explicit kernels)", ModelConfig.from_preset("small", kernels="explicit")),
         ("small, llama recipe (rope, swiglu, rmsnorm, gqa 2)", llama_like),
     ]
     batch, steps = (4, 3) if quick else (8, 8)

@@ -218,9 +218,7 @@ def measure_threads(threads: int, tokenizer, train, val, rounds: int, per_round:
     peak = matmul_flops()
     reference = RefTrainer(tokenizer.vocab_size, train)
     fused = tinylm_trainer(tokenizer, train, val, steps=10**6)
-    explicit = tinylm_trainer(
-        tokenizer, train, val, steps=10**6, kernels="explicit", attention="explicit"
-    )
+    explicit = tinylm_trainer(tokenizer, train, val, steps=10**6, kernels="explicit")
     times = alternate(
         {
             "reference": reference.train_step,

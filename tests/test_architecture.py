@@ -16,7 +16,11 @@ which never runs -- become edges of a module graph. The rules:
 * ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
   layer or CLI, and the run layer no CLI;
 * ``tinylm.scratch`` and ``tinylm.run_layout`` (the run folder's names, read by
-  every layer) import only the standard library.
+  every layer) import only the standard library;
+* ``tinylm.check_values`` and ``tinylm.untrusted_files`` import the standard
+  library and the few tinylm modules named for each (everything reads files and
+  checks values through them, so they must be importable from anywhere, and the
+  model must not reach the file reader).
 
 "Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
 runs ``a/__init__.py`` and ``a/b/__init__.py``. Cycles are looked for on the
@@ -53,7 +57,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "tinylm.interop",
         "tinylm.cli",
     ),
-    "tinylm.model": ("tinylm.train", "tinylm.cli", "tinylm.fileio", "tinylm.progress"),
+    "tinylm.model": (
+        "tinylm.train",
+        "tinylm.cli",
+        "tinylm.fileio",
+        "tinylm.untrusted_files",
+        "tinylm.progress",
+    ),
     "tinylm.data": ("tinylm.model", "tinylm.train", "tinylm.cli"),
     "tinylm.train": ("tinylm.cli", "tinylm.run", "tinylm.engines"),
     "tinylm.engines": ("tinylm.cli", "tinylm.run"),
@@ -62,6 +72,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 }
 #: packages whose modules may import only the standard library (and each other).
 STDLIB_ONLY = ("tinylm.scratch", "tinylm.run_layout")
+#: module -> the only tinylm modules it may import (besides the standard library).
+LEAVES: dict[str, tuple[str, ...]] = {
+    "tinylm.check_values": ("tinylm.errors",),
+    "tinylm.untrusted_files": ("tinylm.errors", "tinylm.check_values"),
+}
 
 
 # -- reading the graph ------------------------------------------------------------------
@@ -200,6 +215,16 @@ def non_stdlib_imports(graph: Graph, packages: tuple[str, ...]) -> list[str]:
     return problems
 
 
+def leaf_imports(graph: Graph, leaves: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Imports of each leaf module beyond the standard library and its allowed modules."""
+    return [
+        f"{module} imports {target}"
+        for module, allowed in leaves.items()
+        for target in sorted(graph.get(module, ()))
+        if target not in allowed and target not in sys.stdlib_module_names
+    ]
+
+
 # -- the real source ---------------------------------------------------------------------
 
 
@@ -224,6 +249,16 @@ def test_dependencies_point_one_way(graph):
 
 def test_scratch_imports_only_the_standard_library(graph):
     assert non_stdlib_imports(graph, STDLIB_ONLY) == []
+
+
+def test_the_value_checks_and_file_readers_import_almost_nothing(graph):
+    assert set(LEAVES) <= set(graph)
+    assert leaf_imports(graph, LEAVES) == []
+
+
+def test_a_planted_import_in_a_leaf_is_found():
+    planted = {"tinylm.check_values": {"math", "tinylm.errors", "tinylm.model.config"}}
+    assert leaf_imports(planted, LEAVES) == ["tinylm.check_values imports tinylm.model.config"]
 
 
 def test_tokenizers_import_no_torch_when_run():
@@ -278,6 +313,7 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
     [
         ("tinylm.model.gpt", "tinylm.train.optim"),
         ("tinylm.model.gpt", "tinylm.fileio"),
+        ("tinylm.model.config", "tinylm.untrusted_files"),
         ("tinylm.model.gpt", "tinylm.progress"),
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),

@@ -37,6 +37,8 @@ TINY = [
 ]  # fmt: skip
 
 HUGE_SEED = "999999999999999999999999"
+HUGE_INT = "1" + "0" * 400  # issue 23: no float holds it (OverflowError once)
+HUGER_INT = "1" + "0" * 5000  # more digits than int() converts: float() made it inf
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,15 @@ CASES = [
     (["train", "--out", "{run}", "--resume", "--steps", "9", "--set", "optimizer=adamw"], "muon"),
     (["train", "--data", "{corpus}", "--set", "threads=100000", "--out", "{out}"], "threads"),
     (["train", "--config", "{threads}", "--out", "{out}"], "threads 100,000"),
+    (["train", "--data", "{corpus}", "--set", f"lr={HUGE_INT}", "--out", "{out}"], "lr must"),
+    (["train", "--data", "{corpus}", "--set", f"dropout={HUGE_INT}", "--out", "{out}"], "dropout"),
+    (["train", "--data", "{corpus}", "--set", f"n_embd={HUGE_INT}", "--out", "{out}"], "n_embd"),
+    (
+        ["train", "--data", "{corpus}", "--set", f"warmup_steps={HUGE_INT}", "--out", "{out}"],
+        "warm",
+    ),
+    (["train", "--data", "{corpus}", "--set", f"lr={HUGER_INT}", "--out", "{out}"], "too large"),
+    (["train", "--data", "{corpus}", "--set", "lr=1e400", "--out", "{out}"], "too large"),
     # sample
     (["sample", "{run}", "--temperature", "nan"], "temperature"),
     (["sample", "{run}", "--temperature", "inf"], "temperature"),

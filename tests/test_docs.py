@@ -177,14 +177,16 @@ def test_a_drifted_rules_table_is_named_row_by_row():
     enforced = {**FORBIDDEN, "tinylm.serve": ("tinylm.cli",)}
     stdlib_only = ("tinylm.scratch", "tinylm.run_layout", "tinylm.new")
     assert table_disagreements(page, enforced, stdlib_only) == [
-        "tinylm.model: the page says tinylm.cli, tinylm.fileio, tinylm.train; "
-        "the test enforces tinylm.cli, tinylm.fileio, tinylm.progress, tinylm.train",
+        "tinylm.model: the page says tinylm.cli, tinylm.fileio, tinylm.train, "
+        "tinylm.untrusted_files; the test enforces tinylm.cli, tinylm.fileio, tinylm.progress, "
+        "tinylm.train, tinylm.untrusted_files",
         "tinylm.serve: the page says no row; the test enforces tinylm.cli",
         "tinylm.new: standard library only in the test alone",
     ]
     assert table_disagreements(page, FORBIDDEN, ()) == [
-        "tinylm.model: the page says tinylm.cli, tinylm.fileio, tinylm.train; "
-        "the test enforces tinylm.cli, tinylm.fileio, tinylm.progress, tinylm.train",
+        "tinylm.model: the page says tinylm.cli, tinylm.fileio, tinylm.train, "
+        "tinylm.untrusted_files; the test enforces tinylm.cli, tinylm.fileio, tinylm.progress, "
+        "tinylm.train, tinylm.untrusted_files",
         "tinylm.run_layout: standard library only in the page alone",
         "tinylm.scratch: standard library only in the page alone",
     ]

@@ -38,17 +38,6 @@ def test_unwritable_location_is_user_error(tmp_path):
         atomic_write(blocker / "sub" / "x", "data")
 
 
-def test_format_header_names_foreign_and_outdated_files():
-    from tinylm.fileio import check_format
-
-    good = {"format": "tinylm-x", "version": 2}
-    assert check_format(good, "tinylm-x", 2, "f.json", "tinylm x", "hint") is good
-    with pytest.raises(TinylmError, match=r"^f.json is not a tinylm x; hint$"):
-        check_format({"format": "other"}, "tinylm-x", 2, "f.json", "tinylm x", "hint")
-    with pytest.raises(TinylmError, match="format version 1, this tinylm reads version 2; hint"):
-        check_format({"format": "tinylm-x", "version": 1}, "tinylm-x", 2, "f", "tinylm x", "hint")
-
-
 def _char_device(path) -> bool:
     """A character device node like /dev/null at ``path`` (root only), or False."""
     import stat

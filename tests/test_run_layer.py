@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from conftest import one_torch_thread
 from tinylm.cli.main import main
 from tinylm.errors import SettingError, TinylmError
+from tinylm.run.folder import check_same_run
 from tinylm.run.settings import layer_settings
 from tinylm.run.start import init_from, resume_run, start_run
 
@@ -244,3 +245,59 @@ def test_settings_layers_later_wins(tmp_path):
     assert settings.model == {"n_layer": 2}
     assert settings.train == {"lr": 0.5, "steps": 9}
     assert layer_settings("small", config).preset == "small"  # a named preset wins
+
+
+def test_the_retired_attention_setting_is_routed_and_restates_the_one_switch(tmp_path):
+    """``--set attention=...`` and ``[model] attention`` still reach the model config; on
+    resume, either spelling restates a run's switch in the spelling of either version."""
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nattention = "explicit"\n')
+    assert layer_settings(None, config).model == {"attention": "explicit"}
+    assert layer_settings(None, None, {"attention": "fused"}).model == {"attention": "fused"}
+    with pytest.raises(SettingError) as caught:
+        layer_settings(None, None, {"attentoin": "fused"})
+    assert "attention" not in str(caught.value).split("valid keys are")[1]  # not advertised
+
+    new_run = {"model": {"kernels": "explicit"}}
+    old_run = {"model": {"attention": "explicit", "kernels": "fused"}}  # read as explicit
+    for run, same in [
+        (new_run, {"attention": "explicit"}),
+        (new_run, {"kernels": "explicit"}),
+        (old_run, {"attention": "explicit"}),
+        (old_run, {"kernels": "fused"}),  # the run's own words
+        (old_run, {"kernels": "explicit"}),  # what they mean now
+    ]:
+        check_same_run(run, tmp_path, same, {})
+    for run, changed in [
+        (new_run, {"attention": "fused"}),
+        (new_run, {"kernels": "fused"}),
+        (old_run, {"attention": "fused"}),
+    ]:
+        with pytest.raises(SettingError, match="cannot change model field"):
+            check_same_run(run, tmp_path, changed, {})
+
+
+def test_an_old_run_with_an_attention_switch_resumes_with_one_note(tmp_path, capsys):
+    """A run folder as an earlier tinylm wrote it (``attention`` beside ``kernels`` in
+    run.json and every config.json) resumes; the note is one line, said once."""
+    corpus = tmp_path / "zen.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    run = tmp_path / "run"
+    with one_torch_thread():
+        cli("--data", str(corpus), "--steps", "2", "--out", str(run), *as_flags(TINY))
+    for path in [run / "run.json", *run.rglob("config.json")]:  # what the old version wrote
+        info = json.loads(path.read_text())
+        info["model"]["attention"] = "explicit"
+        path.write_text(json.dumps(info))
+    capsys.readouterr()
+    with one_torch_thread():
+        cli("--out", str(run), "--resume", "--steps", "4", "--set", "attention=explicit")
+    notes = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert notes == [
+        "tinylm: warning: model setting attention=explicit with kernels=fused is read as "
+        "kernels=explicit: attention and the other layers share one switch now, kernels "
+        "(explicit: the written-out formulas, fused: torch's kernels)"
+    ]
+    model = json.loads((run / "run.json").read_text())["model"]
+    assert model["kernels"] == "explicit" and "attention" not in model  # saved as read
+    assert metrics(run)[-1]["step"] == 4

@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from tinylm.errors import TinylmError
 
@@ -136,24 +136,6 @@ def _size_of(path: Path) -> int:
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     except OSError:
         return 0
-
-
-def check_format(
-    data: Any, format_name: str, version: int, source: object, what: str, hint: str
-) -> dict[str, Any]:
-    """Check the header every tinylm JSON file carries: its format name and version.
-
-    One check for tokenizers, datasets and checkpoints, so a foreign or outdated
-    file gets the same kind of one-line error whichever it is.
-    """
-    if not isinstance(data, dict) or data.get("format") != format_name:
-        raise TinylmError(f"{source} is not a {what}; {hint}")
-    if data.get("version") != version:
-        raise TinylmError(
-            f"{source} is {what} format version {data.get('version')}, this tinylm reads "
-            f"version {version}; {hint}"
-        )
-    return data
 
 
 def _umask() -> int:

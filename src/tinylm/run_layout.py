@@ -23,7 +23,7 @@ and each checkpoint folder holds::
     rng.safetensors          RNG_FILE: every RNG state, for an exact resume
     state.json               STATE_FILE: format, version, step, metrics, the trainer's extra
 
-A comparison's folder (``tinylm compare --out``) holds ``plan.json``
+A comparison's folder (its out folder) holds ``plan.json``
 (COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``.
 
 Why one module: these names are a file format. Every layer reads or writes some

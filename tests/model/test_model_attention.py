@@ -77,7 +77,7 @@ def test_repeat_kv_lines_query_heads_up_with_their_group():
 @pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1])
 def test_explicit_and_fused_attention_agree(tiny_config, position, n_kv_head):
-    config = tiny_config(position=position, n_kv_head=n_kv_head, attention="explicit")
+    config = tiny_config(position=position, n_kv_head=n_kv_head, kernels="explicit")
     explicit = CausalSelfAttention(config)
     fused = CausalSelfAttention(tiny_config(position=position, n_kv_head=n_kv_head))
     fused.load_state_dict(explicit.state_dict())
@@ -92,7 +92,7 @@ def test_explicit_and_fused_attention_agree(tiny_config, position, n_kv_head):
 @pytest.mark.parametrize("padded", [False, True])
 def test_one_cached_query_under_gqa_matches_the_explicit_formula(tiny_config, n_kv_head, padded):
     """The fused decode step stacks a group's query heads instead of repeating K/V heads."""
-    config = tiny_config(position="rope", n_kv_head=n_kv_head, attention="explicit")
+    config = tiny_config(position="rope", n_kv_head=n_kv_head, kernels="explicit")
     explicit = CausalSelfAttention(config)
     fused = CausalSelfAttention(tiny_config(position="rope", n_kv_head=n_kv_head))
     fused.load_state_dict(explicit.state_dict())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylm.errors import TinylmError
-from tinylm.model import PRESETS, ModelConfig
+from tinylm.model import GPT, PRESETS, ModelConfig
 from tinylm.model.config import ACTIVATIONS, NORMS, POSITIONS, field_names
 
 
@@ -30,7 +32,6 @@ from tinylm.model.config import ACTIVATIONS, NORMS, POSITIONS, field_names
         ),
         ({"norm": "batchnorm"}, "norm 'batchnorm' is not one of: rmsnorm, layernorm"),
         ({"norm_placement": "middle"}, "norm_placement 'middle' is not one of: pre, post"),
-        ({"attention": "flash"}, "attention 'flash' is not one of: explicit, fused"),
         ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
         ({"init_std": 0}, "init_std must be a positive number, got 0"),
         ({"rope_theta": -1.0}, "rope_theta must be a positive number"),
@@ -174,3 +175,72 @@ def valid_configs(draw):
 def test_json_round_trip_property(config):
     assert ModelConfig.from_json(config.to_json()) == config
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+# -- the retired attention switch ------------------------------------------------------
+
+
+def _old_model(tiny_config, attention: str, kernels: str) -> GPT:
+    """What today's main built for ``attention=..., kernels=...``: each attention layer
+    followed ``attention``, every other op ``kernels``."""
+    model = GPT(tiny_config(kernels=kernels, position="rope", init_std=0.3)).double()
+    for block in model.blocks:
+        block.attn.fused = attention == "fused"
+    return model
+
+
+@pytest.mark.parametrize(
+    ("attention", "kernels", "now"),
+    [
+        ("explicit", "fused", "explicit"),
+        ("fused", "explicit", "explicit"),
+        ("explicit", "explicit", "explicit"),
+        ("fused", "fused", "fused"),
+    ],
+)
+def test_an_old_config_with_both_switches_loads_with_a_note_and_the_same_logits(
+    tiny_config, attention, kernels, now
+):
+    old_model = _old_model(tiny_config, attention, kernels)
+    old_dict = {**old_model.config.to_dict(), "attention": attention}  # as run.json held it
+    with pytest.warns(UserWarning) as caught:
+        config = ModelConfig.from_dict(old_dict)
+    (note,) = [str(w.message) for w in caught]
+    assert note.startswith(
+        f"model setting attention={attention} with kernels={kernels} is read as kernels={now}:"
+    )
+    assert "\n" not in note
+    assert config.kernels == now and "attention" not in config.to_dict()
+
+    model = GPT(config).double()
+    model.load_state_dict(old_model.state_dict())
+    # whichever part the old run wrote out is written out still
+    assert all(block.attn.fused == (now == "fused") for block in model.blocks)
+    idx = torch.randint(0, 11, (2, 12))
+    before, after = old_model(idx)[0], model(idx)[0]
+    written_out = _old_model(tiny_config, "explicit", "explicit")
+    written_out.load_state_dict(old_model.state_dict())
+    # fused and written-out differ by float rounding (the fused RoPE table is float32)
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(after, written_out(idx)[0], atol=1e-6, rtol=1e-5)
+    if now == "explicit":  # the explicit formulas, bit for bit
+        assert torch.equal(after, written_out(idx)[0])
+    if attention == kernels:  # one switch before too: nothing changed at all
+        assert torch.equal(after, before)
+
+
+@pytest.mark.parametrize("attention", ["explicit", "fused"])
+def test_the_old_spelling_alone_is_the_one_switch(attention):
+    with pytest.warns(UserWarning, match=f"attention={attention} is read as kernels={attention}"):
+        config = ModelConfig.from_preset("small", attention=attention)
+    assert config.kernels == attention
+
+
+def test_today_spelling_gives_no_note_and_the_old_is_checked():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ModelConfig.from_dict({"kernels": "explicit"}).kernels == "explicit"
+    with pytest.raises(TinylmError, match=r"^attention 'flash' is not one of: explicit, fused$"):
+        ModelConfig.from_dict({"attention": "flash"})
+    with pytest.raises(TypeError):  # the field itself is gone: one switch, kernels
+        ModelConfig(attention="explicit")  # type: ignore[call-arg]

@@ -42,9 +42,9 @@ def lively(tiny_config):
 
 @pytest.mark.parametrize("position", POSITIONS)
 @pytest.mark.parametrize("n_kv_head", LAYOUTS)
-@pytest.mark.parametrize("attention", ["explicit", "fused"])
-def test_cached_incremental_logits_equal_full_forward(lively, position, n_kv_head, attention):
-    model = lively(position=position, n_kv_head=n_kv_head, attention=attention)
+@pytest.mark.parametrize("kernels", ["explicit", "fused"])
+def test_cached_incremental_logits_equal_full_forward(lively, position, n_kv_head, kernels):
+    model = lively(position=position, n_kv_head=n_kv_head, kernels=kernels)
     idx = torch.randint(0, 11, (2, 12))
     full, _ = model(idx)
     cache = model.new_kv_cache(batch_size=2)

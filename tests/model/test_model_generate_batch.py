@@ -13,10 +13,10 @@ PROMPTS = [[1, 2, 3], [5], [7, 8, 9, 10, 2, 3, 4], [4, 4, 6, 1, 0, 2, 9, 9, 9, 1
 
 
 @pytest.mark.parametrize("position", ["learned", "rope", "sinusoidal", "none"])
-@pytest.mark.parametrize("attention", ["fused", "explicit"])
-def test_each_row_equals_its_own_greedy_generation(tiny_config, position, attention):
+@pytest.mark.parametrize("kernels", ["fused", "explicit"])
+def test_each_row_equals_its_own_greedy_generation(tiny_config, position, kernels):
     # block_size 12 and 9 new tokens: the longest row outgrows the window and slides.
-    model = GPT(tiny_config(position=position, attention=attention, n_kv_head=2)).eval()
+    model = GPT(tiny_config(position=position, kernels=kernels, n_kv_head=2)).eval()
     rows = generate_batch(model, PROMPTS, 9, temperature=0)
     assert rows == [list(model.generate(p, 9, temperature=0)) for p in PROMPTS]
 

@@ -62,8 +62,8 @@ def test_explicit_and_fused_kernels_agree_in_forward_and_gradients(
         "multiple_of": 8,
         "init_std": 0.2,
     }
-    explicit = GPT(tiny_config(kernels="explicit", attention="explicit", **kwargs))
-    fused = GPT(tiny_config(kernels="fused", attention="fused", **kwargs))
+    explicit = GPT(tiny_config(kernels="explicit", **kwargs))
+    fused = GPT(tiny_config(kernels="fused", **kwargs))
     fused.load_state_dict(explicit.state_dict())
     idx, targets = torch.randint(0, 11, (3, 12)), torch.randint(0, 11, (3, 12))
     logits_e, loss_e = explicit(idx, targets)
@@ -94,10 +94,10 @@ def test_fused_kernels_agree_without_gains_or_biases(tiny_config, overrides):
 
 
 @pytest.mark.parametrize("position", POSITIONS)
-@pytest.mark.parametrize("attention", ["explicit", "fused"])
+@pytest.mark.parametrize("kernels", ["explicit", "fused"])
 @pytest.mark.parametrize("placement", NORM_PLACEMENTS)
-def test_causality_future_tokens_never_change_the_past(tiny_config, position, attention, placement):
-    model = GPT(tiny_config(position=position, attention=attention, norm_placement=placement))
+def test_causality_future_tokens_never_change_the_past(tiny_config, position, kernels, placement):
+    model = GPT(tiny_config(position=position, kernels=kernels, norm_placement=placement))
     idx = torch.randint(0, 11, (1, 12))
     base, _ = model(idx)
     for t in range(11):
@@ -112,8 +112,8 @@ def test_causality_future_tokens_never_change_the_past(tiny_config, position, at
 @pytest.mark.parametrize("layout", HEAD_LAYOUTS)
 def test_explicit_path_equals_fused_path(tiny_config, position, layout):
     kwargs = {"position": position, "n_kv_head": HEAD_LAYOUTS[layout], "init_std": 0.2}
-    explicit = GPT(tiny_config(attention="explicit", **kwargs))
-    fused = GPT(tiny_config(attention="fused", **kwargs))
+    explicit = GPT(tiny_config(kernels="explicit", **kwargs))
+    fused = GPT(tiny_config(kernels="fused", **kwargs))
     fused.load_state_dict(explicit.state_dict())
     idx = torch.randint(0, 11, (3, 12))
     torch.testing.assert_close(explicit(idx)[0], fused(idx)[0], atol=1e-5, rtol=1e-5)
@@ -175,7 +175,7 @@ def test_tied_weights_share_one_tensor(tiny_config):
 
 
 def test_attention_maps(tiny_config):
-    model = GPT(tiny_config(attention="fused", n_kv_head=2))
+    model = GPT(tiny_config(kernels="fused", n_kv_head=2))
     idx = torch.randint(0, 11, (2, 7))
     maps = model.attention_maps(idx)
     assert len(maps) == 2 and all(m.shape == (2, 4, 7, 7) for m in maps)
@@ -332,7 +332,7 @@ def test_float64_gradcheck_on_tiny_model(overrides):
         n_embd=4,
         n_head=2,
         d_ff=4,
-        attention="explicit",
+        kernels="explicit",
         init_std=0.5,
         **overrides,
     )

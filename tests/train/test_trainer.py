@@ -423,7 +423,7 @@ def test_clipping_scales_all_gradients_by_one_global_factor(tokenizer, splits):
 
 
 def test_model_and_train_configs_share_one_meaning_of_a_number():
-    """Both configs use tinylm.checks: inf is refused by each, with the same wording."""
+    """Both configs use tinylm.check_values: inf is refused by each, with the same wording."""
     with pytest.raises(TinylmError, match="init_std must be a positive number, got inf"):
         ModelConfig(init_std=float("inf"))
     with pytest.raises(TinylmError, match="muon_lr must be a positive number, got inf"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from tinylm.checkpoint.hints import POINT_AT_CHECKPOINT, corrupt_hint
 from tinylm.errors import TinylmError
-from tinylm.validate import read_json
+from tinylm.untrusted_files import read_json
 
 
 def write_json(path: Path, data: Any) -> None:

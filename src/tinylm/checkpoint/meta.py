@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinylm.check_values import is_number
 from tinylm.checkpoint.hints import POINT_AT_CHECKPOINT, corrupt_hint
 from tinylm.checkpoint.json_files import read_checkpoint_json
-from tinylm.fileio import check_format
 from tinylm.run_layout import CONFIG_FILE, STATE_FILE, TOKENIZER_FILE
-from tinylm.validate import Record, is_number
+from tinylm.untrusted_files import Record, check_format
 
 FORMAT_NAME = "tinylm-checkpoint"
 FORMAT_VERSION = 1

@@ -27,7 +27,7 @@ from tinylm.checkpoint.json_files import read_checkpoint_json, write_json
 from tinylm.checkpoint.tensor_files import load_tensors, save_tensors
 from tinylm.errors import TinylmError
 from tinylm.run_layout import OPTIMIZER_FILE, OPTIMIZER_JSON
-from tinylm.validate import Record
+from tinylm.untrusted_files import Record
 
 TAGS = ("__tensor__", "__tuple__", "__dict__")
 

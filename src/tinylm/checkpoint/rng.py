@@ -25,7 +25,7 @@ from tinylm.checkpoint.hints import corrupt_hint
 from tinylm.checkpoint.tensor_files import load_tensors, write_safetensors
 from tinylm.errors import TinylmError
 from tinylm.run_layout import RNG_FILE
-from tinylm.validate import metadata_json
+from tinylm.untrusted_files import metadata_json
 
 # -- saving ---------------------------------------------------------------------------------
 

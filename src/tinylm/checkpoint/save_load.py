@@ -40,7 +40,7 @@ from tinylm.run_layout import (
     step_checkpoints,
 )
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.validate import FLOAT_DTYPES
+from tinylm.untrusted_files import FLOAT_DTYPES
 
 # -- save -------------------------------------------------------------------------------------
 

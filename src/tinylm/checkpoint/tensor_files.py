@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tinylm.checkpoint.hints import POINT_AT_CHECKPOINT, corrupt_hint
 from tinylm.errors import TinylmError
-from tinylm.validate import metadata_json, safetensors_header
+from tinylm.untrusted_files import metadata_json, safetensors_header
 
 # -- writing ----------------------------------------------------------------------------------
 

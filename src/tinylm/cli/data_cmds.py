@@ -9,9 +9,9 @@ from typing import Any
 from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.errors import TinylmError
-from tinylm.filekinds import describe
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.formats import load_tokenizer
+from tinylm.untrusted_files import describe
 
 #: A corpus argument with this prefix names a Hugging Face dataset: hf:NAME[:SPLIT].
 HUB_PREFIX = "hf:"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import os
 import signal
 import sys
@@ -79,7 +80,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = functools.partial(_show_warning, seen=set())
             result = args.run(args)
         sys.stdout.flush()  # a full stdout fails here, while we can still say so
     except TinylmError as exc:
@@ -121,8 +122,15 @@ def _say(line: str) -> None:
             print(printable(line, one_line=True), file=sys.stderr, flush=True)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line, without the source line Python would print under it."""
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, seen) -> None:
+    """A warning as one line, without the source line Python would print under it.
+
+    Each text once per command (``seen``): a run reads its config more than once, and
+    torch's own ``catch_warnings`` blocks reset Python's record of what was shown.
+    """
+    if str(message) in seen:
+        return
+    seen.add(str(message))
     _say(f"tinylm: warning: {message}")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
+from tinylm.check_values import shown
 from tinylm.errors import TinylmError
 
 
@@ -30,7 +32,9 @@ def parse_value(text: str) -> Any:
     """A ``--set`` value: bool, none, int, float, a comma list of those, or a string.
 
     The config classes then check the type, so ``--set lr=fast`` fails with the
-    field's own message.
+    field's own message. A number no float can hold (``1e400``, or an integer of
+    more digits than Python converts) is refused here, in one line: ``float``
+    would quietly read it as ``inf``.
     """
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
@@ -39,9 +43,15 @@ def parse_value(text: str) -> Any:
         return None
     for convert in (int, float):
         try:
-            return convert(text)
+            value = convert(text)
         except ValueError:
-            pass
+            continue
+        if isinstance(value, float) and math.isinf(value) and "inf" not in lowered:
+            raise TinylmError(
+                f"the number {shown(text)} is too large (a float holds up to about 1.8e308); "
+                "give a smaller one"
+            )
+        return value
     if "," in text:
         return [parse_value(part) for part in text.split(",")]
     return text

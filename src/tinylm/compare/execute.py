@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinylm.check_values import is_number
 from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
@@ -34,7 +35,7 @@ from tinylm.run_layout import (
     METRICS_FILE,
     RUNS_DIR,
 )
-from tinylm.validate import Record, is_number, read_json
+from tinylm.untrusted_files import Record, read_json
 
 EVALS_PER_RUN = 10  # evaluations per run, unless eval_every is set: the curve's points
 

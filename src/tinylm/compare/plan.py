@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import MAX_SEED
+from tinylm.check_values import MAX_SEED
 from tinylm.errors import SettingError
 
 BUDGET_KINDS = ("steps", "tokens", "seconds")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.checks import is_int
+from tinylm.check_values import is_int
 from tinylm.errors import SettingError, TinylmError
 
 #: Target value the cross-entropy loss ignores (``torch.nn.functional.cross_entropy``).

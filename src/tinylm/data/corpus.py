@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tinylm.documents import iter_documents as iter_documents  # the one reader of text
 from tinylm.errors import TinylmError
-from tinylm.filekinds import describe
+from tinylm.untrusted_files import describe
 
 #: Name that selects the built-in corpus wherever a corpus is asked for.
 BUILTIN_CORPUS = "pydocs"

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import check_format
 from tinylm.tokenizers.base import Tokenizer
-from tinylm.validate import Record, read_json
+from tinylm.untrusted_files import Record, check_format, read_json
 
 #: Identifies a tinylm prepared-data directory; bumped when the layout changes.
 FORMAT_NAME = "tinylm-data"

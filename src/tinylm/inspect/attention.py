@@ -7,7 +7,7 @@ The heatmaps draw that empty triangle in grey so the causal mask is visible
 rather than mistaken for "no attention".
 
 The weights come from ``GPT.attention_maps``, which runs the written-out attention
-whatever ``config.attention`` says (the fused kernel never forms the matrix).
+whatever ``config.kernels`` says (the fused kernel never forms the matrix).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from tinylm.interop.hf_weights import from_hf_state_dict
 from tinylm.run_layout import RUN_FILE, checkpoint_name
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
-from tinylm.validate import read_json
+from tinylm.untrusted_files import read_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

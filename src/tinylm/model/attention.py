@@ -7,7 +7,8 @@ takes the weighted sum of the values. Several heads do this in parallel on
 slices of the vector, each free to attend to something different; their outputs
 are concatenated and mixed by an output projection ``W_O``.
 
-Two interchangeable implementations, chosen by ``config.attention``:
+Two interchangeable implementations, chosen by ``config.kernels`` (the switch
+that also chooses the norms', activations' and RoPE's paths):
 
 * ``explicit``: the formula above, step by step, in ``scaled_dot_product_attention``.
   It materialises the ``T x T`` weight matrix, so it can return it for inspection.
@@ -97,7 +98,7 @@ class CausalSelfAttention(nn.Module):
         self.rope_theta = config.rope_theta
         # kernels=fused: the rotations are tabulated once per model (rope.Rotary)
         self.rotary = rotary if rotary is not None else build_rotary(config)
-        self.fused = config.attention == "fused"
+        self.fused = config.kernels == "fused"
         self.dropout_p = config.dropout
 
         kv_width = self.kv_heads * self.head_dim  # smaller than n_embd under GQA/MQA

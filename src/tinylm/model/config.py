@@ -9,6 +9,11 @@ field use ``dataclasses.replace(config, n_layer=8)``, which validates again.
 Named presets are plain data (``PRESETS``), not subclasses: a preset is just a
 dict of field values, and ``ModelConfig.from_preset(name, **overrides)`` merges
 the overrides on top.
+
+Dicts written by older versions are still read: :func:`current_spelling` maps
+their retired fields (``attention``, now part of ``kernels``) to today's and
+says so in a note, which ``from_dict`` hands out as a warning (the model never
+prints; the CLI shows warnings as one line).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import (
+from tinylm.check_values import (
     check_bool,
     check_choice,
     check_fraction,
@@ -33,7 +40,10 @@ POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 NORMS = ("rmsnorm", "layernorm")
 NORM_PLACEMENTS = ("pre", "post")
-ATTENTION_IMPLS = ("explicit", "fused")
+#: ``kernels``: ``explicit`` computes every layer by its written-out formula (attention's
+#: softmax(QK^T/sqrt(d))V, the norms, activations, RoPE rotations, and AdamW when training);
+#: ``fused`` hands the same formulas to torch's fused kernels (``F.scaled_dot_product_attention``,
+#: ``F.layer_norm``, ...), which are faster and agree to float rounding.
 KERNEL_IMPLS = ("explicit", "fused")
 
 
@@ -80,7 +90,6 @@ class ModelConfig:
     dropout: float = 0.0
     init_std: float = 0.02
     scaled_residual_init: bool = True  # GPT-2: residual output projections std/sqrt(2L)
-    attention: str = "fused"  # explicit | fused
     kernels: str = "fused"  # explicit (the written-out formulas) | fused (torch's kernels)
 
     def __post_init__(self) -> None:
@@ -113,9 +122,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict; an unknown key is an error, not silently dropped."""
+        """Build from a dict; an unknown key is an error, not silently dropped.
+
+        A retired field (see :data:`RETIRED_FIELDS`) is read in today's spelling,
+        with a ``UserWarning`` that says how it was read.
+        """
         if not isinstance(data, dict):
             raise TinylmError(f"model config must be a dict, got {type(data).__name__}")
+        data, note = current_spelling(data)
+        if note is not None:
+            # stacklevel 1: one location, so a run that reads its config twice notes it once
+            warnings.warn(note, stacklevel=1)
         valid = field_names()
         for key in data:
             if key not in valid:
@@ -149,6 +166,43 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(ModelConfig)]
 
 
+#: Fields older versions wrote that are read still: old name -> the field it became.
+#: ``attention`` (explicit|fused) chose the attention product alone, ``kernels`` the
+#: other layers; they are one switch now, ``kernels``.
+RETIRED_FIELDS = {"attention": "kernels"}
+
+
+def current_spelling(settings: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``settings`` with retired fields mapped to today's, and a one-line note (or ``None``).
+
+    ``attention`` merges into ``kernels``: alone it becomes ``kernels``; beside
+    ``kernels`` the result is ``explicit`` when either said ``explicit``. An old
+    run with one of the two written out thus keeps that part exactly as it was
+    computed, and the other part moves from torch's fused kernel to the
+    written-out formula of the same function (equal to float rounding), rather
+    than the part the user asked to see written out going back to a fused kernel.
+    """
+    current = dict(settings)
+    if "attention" not in current:
+        return current, None
+    attention = current.pop("attention")
+    check_choice("attention", attention, KERNEL_IMPLS)
+    kernels = current.get("kernels")
+    if kernels is None or kernels not in KERNEL_IMPLS:  # an invalid kernels fails on its own
+        merged = attention if kernels is None else kernels
+        said = f"attention={attention}"
+    else:
+        merged = "explicit" if "explicit" in (attention, kernels) else "fused"
+        said = f"attention={attention} with kernels={kernels}"
+    current["kernels"] = merged
+    note = (
+        f"model setting {said} is read as kernels={merged}: attention and the other "
+        "layers share one switch now, kernels (explicit: the written-out formulas, "
+        "fused: torch's kernels)"
+    )
+    return current, note
+
+
 # -- validation ----------------------------------------------------------------
 
 
@@ -176,7 +230,6 @@ def _validate(c: ModelConfig) -> None:
     check_choice("activation", c.activation, ACTIVATIONS)
     check_choice("norm", c.norm, NORMS)
     check_choice("norm_placement", c.norm_placement, NORM_PLACEMENTS)
-    check_choice("attention", c.attention, ATTENTION_IMPLS)
     check_choice("kernels", c.kernels, KERNEL_IMPLS)
     for name in (
         "norm_gain",

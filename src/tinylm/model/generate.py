@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from tinylm.checks import check_seed, is_number
+from tinylm.check_values import check_seed, is_number
 from tinylm.errors import TinylmError
 from tinylm.model import decode_layout
 

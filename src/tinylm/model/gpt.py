@@ -156,7 +156,7 @@ class GPT(nn.Module):
         Returns ``n_layer`` tensors of shape ``(B, n_head, T, T)``; entry
         ``[b, h, i, j]`` is how much token ``i`` attends to token ``j`` in head ``h``
         (rows sum to 1, zero above the diagonal). Always runs the explicit attention
-        path, whatever ``config.attention`` says, since the fused kernel never forms
+        path, whatever ``config.kernels`` says, since the fused kernel never forms
         the weights. Gradients are kept; wrap in ``torch.no_grad()`` if unneeded.
         """
         self._check_input(idx, None)

@@ -112,7 +112,7 @@ def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
-    from tinylm.validate import Record, read_json
+    from tinylm.untrusted_files import Record, read_json
 
     path = run_dir / RUN_FILE
     hint = "it was damaged or edited; restore it, or start a new run in another folder"
@@ -141,11 +141,18 @@ def check_same_run(
 
     ``given`` maps ``data``, ``tokenizer``, ``preset`` and ``init_from`` to what the
     caller passed (``None``: not given, nothing to check). Restating the run's own
-    values is fine, so a command line can be repeated with resume added.
+    values is fine, so a command line can be repeated with resume added, in the
+    spelling the run was started with or today's (``attention=explicit`` and
+    ``kernels=explicit`` restate the same switch).
     """
+    from tinylm.model.config import current_spelling
+
     stored_model = run.get("model") or {}
+    stored_now = current_spelling(stored_model)[0]
     for key, value in model_settings.items():
-        if stored_model.get(key) != value:
+        given_now = current_spelling({key: value})[0]
+        same_now = all(stored_now.get(k) == v for k, v in given_now.items())
+        if stored_model.get(key) != value and not same_now:
             raise SettingError(
                 f"cannot change model field {key!r} when resuming {out_dir}",
                 setting=key,

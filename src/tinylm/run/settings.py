@@ -58,16 +58,23 @@ def layer_settings(
 
 
 def field_names() -> tuple[list[str], list[str]]:
-    """The valid keys: ``(model config fields, train config fields)``."""
+    """The keys read: ``(model config fields, train config fields)``.
+
+    The model's include its retired fields (``attention``), which
+    ``ModelConfig.from_dict`` reads in today's spelling with a note.
+    """
+    from tinylm.model.config import RETIRED_FIELDS
     from tinylm.model.config import field_names as model_fields
     from tinylm.train.config import train_field_names
 
-    return model_fields(), train_field_names()
+    return [*model_fields(), *RETIRED_FIELDS], train_field_names()
 
 
 def unknown_key(key: str, where: str) -> SettingError:
     """The error for a key that is no field of either config, listing the valid ones."""
-    model_keys, train_keys = field_names()
+    from tinylm.model.config import field_names as model_fields
+
+    model_keys, train_keys = model_fields(), field_names()[1]
     valid = f"model: {', '.join(model_keys)}; train: {', '.join(train_keys)}"
     return SettingError(
         f"unknown {where} key {key!r}; valid keys are {valid}",

@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.fileio import atomic_write, check_format
+from tinylm.fileio import atomic_write
+from tinylm.untrusted_files import check_format
 
 
 def check_save_path(path: str | os.PathLike) -> None:

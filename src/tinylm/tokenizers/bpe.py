@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any
 
-from tinylm.checks import check_vocab_size
+from tinylm.check_values import check_vocab_size
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import FORMAT_NAME, FORMAT_VERSION, Tokenizer
 from tinylm.tokenizers.bpe_cache import PieceCache

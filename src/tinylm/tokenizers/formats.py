@@ -7,7 +7,7 @@ a one-line :class:`~tinylm.errors.TinylmError`, whatever the file holds. tinylm'
 own files are written and read by each tokenizer class (``to_json`` /
 ``from_dict``, beside the class), Hugging Face's ``tokenizer.json`` by
 :mod:`tinylm.tokenizers.hf_tokenizer_json`; this module reads the other foreign
-formats and dispatches. JSON is parsed by :func:`tinylm.validate.parse_json`,
+formats and dispatches. JSON is parsed by :func:`tinylm.untrusted_files.parse_json`,
 which bounds the nesting depth of untrusted files.
 
 **tinylm JSON** (written by ``Tokenizer.save``). A BPE tokenizer looks like::
@@ -80,13 +80,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinylm.errors import SettingError, TinylmError
-from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer, check_envelope
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.byte_alphabet import gpt2_byte_alphabet
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
-from tinylm.validate import parse_json
+from tinylm.untrusted_files import check_readable_file, describe, parse_json
 
 #: tiktoken's special tokens for its public vocabularies, by pattern name.
 TIKTOKEN_SPECIALS: dict[str, dict[str, int]] = {

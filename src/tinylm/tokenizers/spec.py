@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
-from tinylm.filekinds import check_readable_file, describe
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.formats import load_tokenizer
+from tinylm.untrusted_files import check_readable_file, describe
 
 #: The special token BPE specs are trained with: it marks document boundaries.
 DEFAULT_SPECIALS = ("<|endoftext|>",)

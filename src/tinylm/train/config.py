@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tinylm.checks import (
+from tinylm.check_values import (
     check_bool,
     check_choice,
     check_fraction,
@@ -30,11 +30,12 @@ from tinylm.checks import (
     check_number,
     check_seed,
     is_number,
+    shown,
 )
 from tinylm.errors import TinylmError
-from tinylm.filekinds import check_readable_file
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
+from tinylm.untrusted_files import check_readable_file
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -185,7 +186,9 @@ def _validate(c: TrainConfig) -> None:
         or len(c.betas) != 2
         or not all(is_number(b) and 0 <= b < 1 for b in c.betas)
     ):
-        raise TinylmError(f"betas must be two numbers in [0, 1), got {c.betas!r}; try [0.9, 0.95]")
+        raise TinylmError(
+            f"betas must be two numbers in [0, 1), got {shown(c.betas)}; try [0.9, 0.95]"
+        )
     check_fraction("muon_momentum", c.muon_momentum, "; try 0.95")
     check_choice("schedule", c.schedule, SCHEDULES)
     check_choice("optimizer", c.optimizer, OPTIMIZERS)
@@ -193,12 +196,13 @@ def _validate(c: TrainConfig) -> None:
     check_choice("dtype", c.dtype, DTYPES)
     if c.schedule != "constant" and c.warmup > c.steps:
         raise TinylmError(
-            f"warmup_steps {c.warmup_steps} exceeds steps {c.steps}; shorten the warm-up"
+            f"warmup_steps {shown(c.warmup_steps)} exceeds steps {shown(c.steps)}; "
+            "shorten the warm-up"
         )
     for name in ("progress", "decay_embeddings"):
         check_bool(name, getattr(c, name))
     if c.compile != "auto" and not isinstance(c.compile, bool):
-        raise TinylmError(f"compile must be auto, true or false, got {c.compile!r}")
+        raise TinylmError(f"compile must be auto, true or false, got {shown(c.compile)}")
     if c.threads != "auto":
         check_int("threads", c.threads, 1)
         if c.threads > MAX_THREADS:  # torch.set_num_threads(100000) crashes the process
@@ -207,6 +211,6 @@ def _validate(c: TrainConfig) -> None:
                 "give at most the number of CPU cores, or threads = auto"
             )
     if not isinstance(c.sample_prompt, str):
-        raise TinylmError(f"sample_prompt must be a string, got {c.sample_prompt!r}")
+        raise TinylmError(f"sample_prompt must be a string, got {shown(c.sample_prompt)}")
     if c.out_dir is not None and not isinstance(c.out_dir, str):
-        raise TinylmError(f"out_dir must be a path or None, got {c.out_dir!r}")
+        raise TinylmError(f"out_dir must be a path or None, got {shown(c.out_dir)}")

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tinylm.check_values import is_number
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_open, atomic_write
 from tinylm.run_layout import METRICS_FILE, TENSORBOARD_DIR
@@ -105,7 +106,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and _is_number(record.get("step")):
+        if isinstance(record, dict) and is_number(record.get("step")):
             records.append(record)  # a line without a numeric step cannot be placed
     return records
 
@@ -136,8 +137,8 @@ def plot_losses(records: Iterable[dict[str, Any]], out_path: str | os.PathLike) 
     it never touches a notebook's global pyplot state, and writes atomically.
     """
     records = list(records)
-    train = [(r["step"], r["loss"]) for r in records if _is_number(r.get("loss"))]
-    val = [(r["step"], r["val_loss"]) for r in records if _is_number(r.get("val_loss"))]
+    train = [(r["step"], r["loss"]) for r in records if is_number(r.get("loss"))]
+    val = [(r["step"], r["val_loss"]) for r in records if is_number(r.get("val_loss"))]
     if not train and not val:
         return None
     try:
@@ -164,7 +165,3 @@ def plot_losses(records: Iterable[dict[str, Any]], out_path: str | os.PathLike) 
     with atomic_open(out_path, "wb") as handle:
         fig.savefig(handle, format="png")
     return out_path
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tinylm.checks import is_int, is_number
+from tinylm.check_values import is_int, is_number
 from tinylm.errors import TinylmError
 from tinylm.model.roles import ParamRoles, split_by_shape
 

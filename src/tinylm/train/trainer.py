@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tinylm.checks import MAX_SEED
+from tinylm.check_values import MAX_SEED
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
@@ -67,7 +67,7 @@ from tinylm.train.runtime import (
     resolve_dtype,
 )
 from tinylm.train.schedule import Schedule
-from tinylm.validate import Record
+from tinylm.untrusted_files import Record
 
 if TYPE_CHECKING:
     from tinylm.checkpoint.meta import CheckpointMeta

@@ -11,6 +11,7 @@ successful load (a flipped byte inside a weight is still a weight) or a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -33,7 +34,13 @@ from tinylm.run.folder import read_run_info
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
-from tinylm.validate import Record, safetensors_header
+from tinylm.untrusted_files import (
+    Record,
+    check_format,
+    check_readable_file,
+    describe,
+    safetensors_header,
+)
 
 TEXT = "the cat sat on the mat; the dog sat on the log.\n" * 20
 SETTINGS = settings(
@@ -306,7 +313,7 @@ def test_safetensors_header_matches_the_library(checkpoint):
     ids=["200k-arrays", "200k-objects", "101-balanced", "mixed"],
 )
 def test_json_nested_too_deeply_is_refused_in_one_line_before_parsing(text):
-    from tinylm.validate import parse_json
+    from tinylm.untrusted_files import parse_json
 
     with pytest.raises(TinylmError, match="more than 100 deep") as caught:
         parse_json(text, "t.json", "write it again")
@@ -314,7 +321,7 @@ def test_json_nested_too_deeply_is_refused_in_one_line_before_parsing(text):
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting():
-    from tinylm.validate import parse_json
+    from tinylm.untrusted_files import parse_json
 
     tricky = ["[" * 300, {"{" * 300: '\\"[[[' * 50}, "\\\\", ["]" * 5, ["\\u005b" * 200]]]
     nested = [[[[[[1]]]]]] * 50
@@ -323,3 +330,32 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
     assert parse_json(json.dumps(tricky, ensure_ascii=False), "t.json", "") == tricky
     assert parse_json(json.dumps(nested), "t.json", "") == nested
     assert parse_json(deepest_allowed, "t.json", "") == json.loads(deepest_allowed)
+
+
+def test_format_header_names_foreign_and_outdated_files():
+    good = {"format": "tinylm-x", "version": 2}
+    assert check_format(good, "tinylm-x", 2, "f.json", "tinylm x", "hint") is good
+    with pytest.raises(TinylmError, match=r"^f.json is not a tinylm x; hint$"):
+        check_format({"format": "other"}, "tinylm-x", 2, "f.json", "tinylm x", "hint")
+    with pytest.raises(TinylmError, match="format version 1, this tinylm reads version 2; hint"):
+        check_format({"format": "tinylm-x", "version": 1}, "tinylm-x", 2, "f", "tinylm x", "hint")
+
+
+def test_a_path_is_named_for_what_it_is_before_anything_opens_it(tmp_path):
+    """A pipe would block a read forever; a loop or a dangling link is no missing file."""
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("nowhere", tmp_path / "dangling")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert describe(tmp_path / "pipe") == "a named pipe (FIFO)"
+    assert describe(tmp_path / "loop") == "a symlink loop"
+    assert describe(tmp_path / "dangling") == "a dangling symlink"
+    assert describe(tmp_path / "absent") == "missing"
+    assert describe(tmp_path / "file") is None and describe(tmp_path) is None
+    assert check_readable_file(tmp_path / "file", "config") == tmp_path / "file"
+    with pytest.raises(
+        TinylmError, match=r"^config .*pipe is a named pipe \(FIFO\), not a regular"
+    ):
+        check_readable_file(tmp_path / "pipe", "config")
+    with pytest.raises(TinylmError, match=r"^config .* is a folder; give a file$"):
+        check_readable_file(tmp_path, "config")

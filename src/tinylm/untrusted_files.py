@@ -1,36 +1,44 @@
-"""Reading files from disk: every field checked, every failure one line.
+"""Reading untrusted files: every field checked, every failure one line.
 
 A file on disk may be cut short by a crash, edited by hand, or sent by someone
 else, so nothing read from one is trusted. Every reader in tinylm (checkpoint
 JSON and safetensors headers, run state, prepared-data sidecars, tokenizer
-files) goes through the helpers here, and they fail in one way only: a
+files, configs) goes through the helpers here, and they fail in one way only: a
 :class:`~tinylm.errors.TinylmError` whose one line names the file, the field and
 what was expected. Without them a missing key is a ``KeyError``, a string where
 a number belongs a ``TypeError`` three calls later, and a huge number an
 allocation that takes the machine down.
 
+* :func:`describe` and :func:`check_readable_file` say what a path is before
+  anything opens it (a named pipe would block a read forever).
 * :func:`read_json` parses a file (unreadable, non-UTF-8, invalid JSON: one line).
+* :func:`check_format` checks the ``format``/``version`` header of tinylm's JSON files.
 * :class:`Record` wraps one JSON object and hands out typed fields:
   ``Record(data, "state.json", hint).int("step", minimum=0)``.
 * :func:`safetensors_header` reads a safetensors file's header (names, dtypes,
   shapes, metadata) and checks that it describes the file's bytes exactly,
   without loading a tensor — so a checkpoint can be checked before anything is
-  allocated. The standard library suffices; this module never imports torch.
+  allocated; :func:`metadata_json` reads a JSON value stored in that metadata.
+
+Values are checked with :mod:`tinylm.check_values`. The standard library
+suffices; this module never imports torch. Writing files is :mod:`tinylm.fileio`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from tinylm.check_values import is_number
 from tinylm.errors import TinylmError
-from tinylm.filekinds import describe
 
 _REQUIRED = object()
 
@@ -74,6 +82,56 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+# -- what a path is ----------------------------------------------------------------------
+#
+# Opening a named pipe (FIFO) for reading waits for a writer, forever if none
+# comes: a FIFO given as a config, tokenizer or corpus would hang ``tinylm``. A
+# symlink loop and a dangling link look like a missing file to ``Path.is_file``,
+# which made the errors say "does not exist" about something that plainly does.
+# :func:`check_readable_file` looks first (``stat`` never blocks) and names what the
+# path really is, so every reader of user files can refuse it in one line.
+
+
+def describe(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is not a regular file or folder (``None`` when it is one).
+
+    The words fit after "``path`` is": "a named pipe (FIFO)", "a symlink loop", ...
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        if exc.errno == errno.ENOENT:
+            return "a dangling symlink" if os.path.islink(path) else "missing"
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def check_readable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a ``Path`` when it is a regular file; else a one-line error naming its kind.
+
+    ``what`` names the file's role in the message ("config", "tokenizer file").
+    """
+    path = Path(path)
+    kind = describe(path)
+    if kind == "missing":
+        raise TinylmError(f"{what} {path} does not exist; check the path")
+    if kind is not None:
+        raise TinylmError(f"{what} {path} is {kind}, not a regular file; give a file")
+    if path.is_dir():
+        raise TinylmError(f"{what} {path} is a folder; give a file")
+    return path
 
 
 # -- JSON files ------------------------------------------------------------------------
@@ -153,6 +211,24 @@ def parse_json(raw: bytes | str, source: object, hint: str) -> Any:
         raise TinylmError(f"{source} nests too deeply to be a tinylm file; {hint}") from None
     except ValueError as exc:  # e.g. an integer literal too long to convert
         raise TinylmError(f"{source} is not valid JSON ({exc}); {hint}") from None
+
+
+def check_format(
+    data: Any, format_name: str, version: int, source: object, what: str, hint: str
+) -> dict[str, Any]:
+    """Check the header every tinylm JSON file carries: its format name and version.
+
+    One check for tokenizers, datasets and checkpoints, so a foreign or outdated
+    file gets the same kind of one-line error whichever it is.
+    """
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise TinylmError(f"{source} is not a {what}; {hint}")
+    if data.get("version") != version:
+        raise TinylmError(
+            f"{source} is {what} format version {data.get('version')}, this tinylm reads "
+            f"version {version}; {hint}"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -294,16 +370,6 @@ def _range_text(what: str, minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f"{what} of at most {maximum:,}"
     return what
-
-
-def is_number(value: Any, *, finite: bool = True) -> bool:
-    """A JSON number (not a bool), finite unless ``finite=False``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return not finite or math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 # -- safetensors headers -----------------------------------------------------------------
