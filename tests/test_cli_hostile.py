@@ -108,6 +108,7 @@ CASES = [
     (["train", "--data", "{corpus}", "--set", "n_layer=100000", "--out", "{out}"], "n_layer"),
     (["train", "--data", "{corpus}", "--set", "vocab_size=4000000001", "--out", "{out}"], "vocab"),
     (["train", "--out", "{run}", "--resume", "--steps", "9", "--set", "optimizer=adamw"], "muon"),
+    (["train", "--out", "{run}", "--resume", "--steps", "9", "--doc-sep", "line"], "--doc-sep"),
     (["train", "--data", "{corpus}", "--set", "threads=100000", "--out", "{out}"], "threads"),
     (["train", "--config", "{threads}", "--out", "{out}"], "threads 100,000"),
     (["train", "--data", "{corpus}", "--set", f"lr={HUGE_INT}", "--out", "{out}"], "lr must"),

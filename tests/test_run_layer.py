@@ -181,7 +181,7 @@ def test_resume_an_interrupted_run(tmp_path, base):
     for name in ("cli", "lib"):  # both lose the last checkpoint: stopped after step 2
         shutil.copytree(base, tmp_path / name)
         shutil.rmtree(tmp_path / name / "ckpt-000004")
-    cli("--resume", "--out", str(tmp_path / "cli"))
+    cli("--resume", "--out", str(tmp_path / "cli"), "--doc-sep", "eot")  # its own: fine
     trainer = resume_run(tmp_path / "lib", progress=False)
     assert trainer.step == 2
     fit(trainer)
@@ -219,6 +219,7 @@ def test_fine_tune_with_init_from(tmp_path, base):
         (lambda out, c: resume_run(out, data="other.txt"), "data", "differs_from_run"),
         (lambda out, c: resume_run(out, engine="scratch"), "engine", "resume_changes_engine"),
         (lambda out, c: resume_run(out, engine="jax"), "engine", "unknown_engine"),
+        (lambda out, c: resume_run(out, separator="line"), "separator", "differs_from_run"),
         (lambda out, c: init_from(out, c, overrides={"n_embd": 8}), "init_from", None),
         (lambda out, c: init_from(out, c, overrides={"layers": 2}), "overrides", "unknown_key"),
     ],

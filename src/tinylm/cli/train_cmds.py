@@ -138,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     try:
         if args.resume:
-            trainer = resume_run(args.out, **given)
+            trainer = resume_run(args.out, separator=args.doc_sep, **given)
         else:  # no --doc-sep (None): the engine's separator; "" is refused by the library
             trainer = start_run(out_dir=args.out, separator=args.doc_sep, **given)
         out_dir = Path(trainer.config.out_dir)

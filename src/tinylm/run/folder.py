@@ -174,6 +174,26 @@ def check_same_run(
         )
 
 
+def check_same_separator(stored: Any, out_dir: Path, separator: str | None) -> None:
+    """A resume trains on the documents the run was prepared with: another separator is refused.
+
+    The run's data was cut into documents once, when it started; a separator given
+    on resume could not change that, so accepting it would say one thing and do
+    another. ``None`` (not given) and restating the run's own separator are fine.
+    """
+    if separator is None or separator == stored:
+        return
+    had = f"documents cut by {stored!r}" if isinstance(stored, str) else "an unrecorded separator"
+    raise SettingError(
+        f"the run in {out_dir} was prepared with {had}, not {separator!r}; resume without "
+        "a separator, or start a new run in another out_dir to cut the text differently",
+        setting="separator",
+        reason="differs_from_run",
+        given=separator,
+        stored=stored,
+    )
+
+
 def check_same_optimizer(
     run: dict[str, Any], out_dir: Path, train_settings: dict[str, Any]
 ) -> None:

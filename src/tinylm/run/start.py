@@ -127,13 +127,14 @@ def resume_run(
     init_from: PathLike | None = None,
     progress: bool = True,
     engine: str | None = None,
+    separator: str | None = None,
 ) -> EngineTrainer:
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly.
 
     Train settings may change (``overrides={"steps": 2000}`` extends a finished
-    run); ``data``, ``tokenizer``, ``preset``, ``init_from``, ``engine`` and model
-    fields may only restate the run's own values, so a start command can be
-    repeated. The engine that trained the run continues it.
+    run); ``data``, ``tokenizer``, ``preset``, ``init_from``, ``engine``,
+    ``separator`` and model fields may only restate the run's own values, so a
+    start command can be repeated. The engine that trained the run continues it.
     """
     wanted = None if engine is None else engine_named(engine)  # fails before any work
     settings = _settings(preset, config_file, overrides, progress)
@@ -144,6 +145,7 @@ def resume_run(
         "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
         "preset": preset,
         "init_from": None if init_from is None else os.fspath(init_from),
+        "separator": separator,
     }
     with _locked(folder, dist) as lock:
         trainer = _resumed_trainer(settings, folder, given, wanted, dist)
@@ -306,11 +308,13 @@ def _resumed_trainer(
     run = rules.read_run_info(out_dir)
     engine = engine_of_run(run)
     _check_same_engine(out_dir, engine, wanted)
+    separator = given.pop("separator", None)
     rules.check_same_run(run, out_dir, settings.model, given)
     rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     config = engine.train_config({**stored, "out_dir": str(out_dir)})
     data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
+    rules.check_same_separator(data.meta.get("separator"), out_dir, separator)
     tokenizer = load_tokenizer(latest / TOKENIZER_FILE)
     check_tokenizer(data, tokenizer)
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size", "engine")}
