@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import pathlib
 
 import pytest
 import torch
@@ -197,3 +200,52 @@ def test_a_tinylm_export_is_replaced_by_the_next_one(bpe, tmp_path, capsys):
     tiktoken = ["export", str(tmp_path / "run"), "--format", "tiktoken", "--out", str(out)]
     assert main(tiktoken) == 0  # an export of another format replaces it whole
     assert not (out / "config.json").exists() and (out / "tokenizer.tiktoken").is_file()
+
+
+class _FullDisk:
+    """A file whose writes fail as a full disk's do (ENOSPC), past a few bytes."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        if len(data) > 64:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.handle.__exit__(*exc)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf", "tiktoken"])
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_nothing(
+    bpe, tmp_path, capsys, monkeypatch, fmt
+):
+    # `tinylm export` on a full disk gave a SafetensorError traceback: safetensors wrote
+    # the file itself. Every file an export writes now goes through Python's open().
+    make_run(tmp_path / "run", bpe, **VARIANTS["llama-gqa-tied"])
+    real_open = builtins.open
+
+    def opening(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        exporting = ".out.tmp-" in str(file)  # inside the export's temporary folder
+        return _FullDisk(handle) if exporting and ("w" in mode or "a" in mode) else handle
+
+    monkeypatch.setattr(builtins, "open", opening)
+    monkeypatch.setattr(pathlib.Path, "write_text", _path_write_text)
+    out = tmp_path / "out"
+    err = fails(capsys, ["export", str(tmp_path / "run"), "--format", fmt, "--out", str(out)], "")
+    assert "no space left on the device" in err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def _path_write_text(self, data, encoding=None, errors=None, newline=None):
+    """``Path.write_text`` through ``builtins.open``, so the full disk reaches it too."""
+    with builtins.open(self, "w", encoding=encoding, errors=errors, newline=newline) as f:
+        return f.write(data)

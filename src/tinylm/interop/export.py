@@ -20,9 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
 from torch import nn
 
+from tinylm.checkpoint.tensor_files import write_safetensors
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
 from tinylm.interop.hf_config import hf_architecture, to_hf_config
@@ -88,7 +88,9 @@ def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
     _json(folder / "config.json", to_hf_config(config, bos, eos))
     tensors = to_hf_state_dict(model.state_dict(), config, family)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    # Written as a checkpoint's are: a full disk is an OSError that atomic_directory
+    # reports in one line (safetensors' own save_file raises a SafetensorError).
+    write_safetensors(tensors, folder / "model.safetensors", {"format": "pt"})
     generation = {"bos_token_id": bos, "eos_token_id": eos}
     if tokenizer.pad_id is not None:
         generation["pad_token_id"] = tokenizer.pad_id
