@@ -202,6 +202,9 @@ def test_a_tinylm_export_is_replaced_by_the_next_one(bpe, tmp_path, capsys):
     assert not (out / "config.json").exists() and (out / "tokenizer.tiktoken").is_file()
 
 
+PAYLOADS = ("model.safetensors", "model.gguf", "tokenizer.tiktoken")
+
+
 class _FullDisk:
     """A file whose writes fail as a full disk's do (ENOSPC), past a few bytes."""
 
@@ -234,8 +237,9 @@ def test_a_full_disk_during_an_export_is_one_line_and_leaves_nothing(
 
     def opening(file, mode="r", *args, **kwargs):
         handle = real_open(file, mode, *args, **kwargs)
-        exporting = ".out.tmp-" in str(file)  # inside the export's temporary folder
-        return _FullDisk(handle) if exporting and ("w" in mode or "a" in mode) else handle
+        # the disk fills while the export's main file is written
+        payload = ".out.tmp-" in str(file) and str(file).endswith(PAYLOADS)
+        return _FullDisk(handle) if payload and ("w" in mode or "a" in mode) else handle
 
     monkeypatch.setattr(builtins, "open", opening)
     monkeypatch.setattr(pathlib.Path, "write_text", _path_write_text)
