@@ -12,6 +12,12 @@ which never runs -- become edges of a module graph. The rules:
 * ``tinylm.train`` never reaches into the CLI or the run layer above it;
 * ``tinylm.inference`` (loading, sampling, evaluating) reaches no training, run
   layer or CLI, and the run layer no CLI;
+* ``tinylm.inspect`` and ``tinylm.serve`` reach no CLI;
+* ``tinylm.device`` (the device and dtype every command resolves) reaches no
+  training, run layer, CLI or files, so any command can import it;
+* ``tinylm.train.runtime`` (the thread tuner and compile decisions) is imported
+  only by ``tinylm.train``: what other commands need from it lives in
+  ``tinylm.device``;
 * ``tinylm.scratch`` imports only the standard library.
 
 "Reaches" is transitive and counts what Python runs: importing ``a.b.c`` also
@@ -45,9 +51,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.train": ("tinylm.cli", "tinylm.run"),
     "tinylm.inference": ("tinylm.train", "tinylm.run", "tinylm.cli"),
     "tinylm.run": ("tinylm.cli",),
+    "tinylm.inspect": ("tinylm.cli",),
+    "tinylm.serve": ("tinylm.cli",),
+    "tinylm.device": ("tinylm.train", "tinylm.run", "tinylm.cli", "tinylm.fileio"),
 }
 #: packages whose modules may import only the standard library (and each other).
 STDLIB_ONLY = ("tinylm.scratch",)
+#: module -> the only package whose modules may import it directly.
+PRIVATE_TO: dict[str, str] = {"tinylm.train.runtime": "tinylm.train"}
 
 
 # -- reading the graph ------------------------------------------------------------------
@@ -186,6 +197,16 @@ def non_stdlib_imports(graph: Graph, packages: tuple[str, ...]) -> list[str]:
     return problems
 
 
+def private_imports(graph: Graph, private: Mapping[str, str]) -> list[str]:
+    """Direct imports of a private module from outside the package it belongs to."""
+    return [
+        f"{module} imports {target}"
+        for module in sorted(graph)
+        for target in sorted(graph[module])
+        if target in private and not within(module, private[target])
+    ]
+
+
 # -- the real source ---------------------------------------------------------------------
 
 
@@ -210,6 +231,10 @@ def test_dependencies_point_one_way(graph):
 
 def test_scratch_imports_only_the_standard_library(graph):
     assert non_stdlib_imports(graph, STDLIB_ONLY) == []
+
+
+def test_training_only_runtime_stays_in_training(graph):
+    assert private_imports(graph, PRIVATE_TO) == []
 
 
 def test_tokenizers_import_no_torch_when_run():
@@ -256,11 +281,24 @@ def test_a_planted_torch_import_in_the_tokenizers_is_found_through_a_chain():
         ("tinylm.train.trainer", "tinylm.cli.main"),
         ("tinylm.tokenizers.bpe", "tinylm.model.config"),
         ("tinylm.data.batches", "tinylm.train.trainer"),
+        ("tinylm.device", "tinylm.train.config"),
+        ("tinylm.serve.api", "tinylm.cli.main"),
     ],
 )
 def test_each_planted_wrong_way_import_is_found(module, target):
     planted = {"tinylm": set(), module: {target}, target: set()}
     assert forbidden_paths(planted, FORBIDDEN) == [f"{module} -> {target}"]
+
+
+def test_a_planted_import_of_the_training_runtime_is_found():
+    planted = {
+        "tinylm.train.trainer": {"tinylm.train.runtime"},
+        "tinylm.cli.serve_cmds": {"tinylm.train.runtime", "tinylm.device"},
+        "tinylm.train.runtime": {"torch"},
+    }
+    assert private_imports(planted, PRIVATE_TO) == [
+        "tinylm.cli.serve_cmds imports tinylm.train.runtime"
+    ]
 
 
 def test_a_planted_non_stdlib_import_in_scratch_is_found():

@@ -126,8 +126,8 @@ def _positive(value: int, flag: str) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from tinylm.device import resolve_device
     from tinylm.inspect.loaded import LoadedModel
-    from tinylm.train.runtime import resolve_device
 
     device = resolve_device(args.device)
     return LoadedModel.from_run(args.run_path, str(device), "best" if args.best else "latest")

@@ -55,11 +55,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from tinylm.cli.tokenizer_cmds import spec_label
     from tinylm.data.corpus import corpus_from_specs
+    from tinylm.device import resolve_device
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
     from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
-    from tinylm.train.runtime import resolve_device
 
     if not 0 <= args.port <= 65535:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")

@@ -191,8 +191,8 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
 
 def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model, tokenizer and metadata of ``args.run_path`` (latest or ``--best``)."""
+    from tinylm.device import resolve_device
     from tinylm.inference.loading import load_model
-    from tinylm.train.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     which = "best" if args.best else "latest"

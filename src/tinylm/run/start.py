@@ -188,7 +188,7 @@ def _data_specs(data: DataSpec) -> list[str]:
 
 def _join_processes(settings: RunSettings) -> distributed.DistInfo:
     """Under torchrun, join the process group first: rank 0 prepares data while others wait."""
-    from tinylm.train.runtime import resolve_device
+    from tinylm.device import resolve_device
 
     dist = distributed.DistInfo.from_env()
     if dist.enabled:
@@ -320,8 +320,8 @@ def _holding(trainer: Any, lock: RunLock | None) -> Any:
 
 def _check_fits(config: Any, train_config: Any, dist: distributed.DistInfo) -> None:
     """Refuse, before allocating, a model or batch this process's device cannot hold."""
+    from tinylm.device import resolve_device
     from tinylm.train.memory import check_fits
-    from tinylm.train.runtime import resolve_device
 
     device = distributed.process_device(dist, resolve_device(train_config.device))
     check_fits(config, train_config.batch_size, device)

@@ -31,13 +31,11 @@ from tinylm.checks import (
     check_seed,
     is_number,
 )
+from tinylm.device import DEVICES, DTYPES
 from tinylm.errors import TinylmError
 from tinylm.filekinds import check_readable_file
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)

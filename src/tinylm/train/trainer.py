@@ -7,7 +7,8 @@ intervals. Everything else lives in small modules beside this one:
 
 * ``config``: :class:`TrainConfig`, the validated hyperparameters;
 * ``batches``: how a step's examples are drawn (exact resume, exact DDP);
-* ``runtime``: device, bf16 autocast and ``torch.compile`` decisions;
+* ``runtime``: the thread count and ``torch.compile`` decisions (the device and
+  bf16 autocast come from :mod:`tinylm.device`);
 * ``distributed``: torchrun/DDP setup and all-reduces;
 * ``evaluation`` and ``sampling``: validation loss, perplexity, text;
 * ``metrics`` and ``callbacks``: ``metrics.jsonl``, the plot, the progress bar.
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 
 from tinylm.checks import MAX_SEED
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
+from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
@@ -56,15 +58,7 @@ from tinylm.train.distributed import DistInfo
 from tinylm.train.evaluation import estimate_loss
 from tinylm.train.metrics import PLOT_FILE, MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
-from tinylm.train.runtime import (
-    CompileAuto,
-    ThreadTuner,
-    autocast,
-    configure_backends,
-    maybe_compile,
-    resolve_device,
-    resolve_dtype,
-)
+from tinylm.train.runtime import CompileAuto, ThreadTuner, maybe_compile
 from tinylm.train.schedule import Schedule
 from tinylm.validate import Record
 
