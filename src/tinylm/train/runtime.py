@@ -81,6 +81,63 @@ def maybe_compile(module: nn.Module, enabled: bool) -> Callable[..., Any]:
 # -- threads ------------------------------------------------------------------------------
 
 
+#: The variables torch takes its start-up thread count from; MKL's wins when both are set.
+THREAD_VARIABLES = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
+SET_IN_CODE = "set by torch.set_num_threads"
+
+# tinylm's own changes to the count, so that a second Trainer in the same notebook
+# does not mistake the count the first one chose for the user's: the last count
+# tinylm set, and the count that was in place before it.
+_tinylm_threads: int | None = None
+_threads_before_tinylm = 0
+
+
+def set_threads(count: int) -> None:
+    """``torch.set_num_threads``, remembering what the user had before tinylm changed it."""
+    global _tinylm_threads, _threads_before_tinylm
+    current = torch.get_num_threads()
+    if _tinylm_threads is None or current != _tinylm_threads:
+        _threads_before_tinylm = current
+    torch.set_num_threads(count)
+    _tinylm_threads = count
+
+
+def users_threads() -> int:
+    """torch's intra-op thread count as the user left it (tinylm's own change undone)."""
+    current = torch.get_num_threads()
+    if _tinylm_threads is not None and current == _tinylm_threads:
+        return _threads_before_tinylm
+    return current
+
+
+def machine_default_threads() -> int:
+    """The count torch starts with when nothing says otherwise: the physical cores.
+
+    torch gives the same figure as its inter-op default, which no thread
+    variable changes, so it is read there.
+    """
+    return torch.get_num_interop_threads()
+
+
+def chosen_threads() -> tuple[int, str] | None:
+    """The intra-op thread count the user already chose, and how; ``None`` if nobody did.
+
+    The rule: a valid ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` is a choice (torch
+    started from it; MKL's build caps it at the physical cores). A count that differs
+    both from what such a variable gave and from torch's own default
+    (:func:`machine_default_threads`) was set by ``torch.set_num_threads``. A call
+    that set torch's default again cannot be told from no call, and counts as none.
+    """
+    count, default = users_threads(), machine_default_threads()
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return count, name if count in {int(value), min(int(value), default)} else SET_IN_CODE
+    if count != default:
+        return count, SET_IN_CODE
+    return None
+
+
 def thread_candidates(cpus: int) -> list[int]:
     """1, the powers of two below ``cpus``, and ``cpus``: the counts worth timing."""
     counts, n = {1, cpus}, 2
@@ -99,9 +156,12 @@ class ThreadTuner:
     With ``setting = "auto"`` on a CPU the tuner skips the first step (warm-up),
     gives each candidate count ``PROBE_STEPS`` real training steps, keeps the count
     with the lowest median step time, and starts over if the median of the last
-    ``WINDOW`` steps becomes ``COLLAPSE`` times the chosen one. An integer setting
-    fixes the count; elsewhere (GPU) nothing is changed. The trainer calls
-    ``before_step()`` and ``after_step(seconds)`` around every step.
+    ``WINDOW`` steps becomes ``COLLAPSE`` times the chosen one. ``auto`` leaves
+    alone a count the user already chose (``OMP_NUM_THREADS``, or
+    ``torch.set_num_threads`` in a notebook: :func:`chosen_threads`) and says so in
+    :meth:`describe`. An integer setting fixes the count over all of that;
+    elsewhere (GPU) nothing is changed. The trainer calls ``before_step()`` and
+    ``after_step(seconds)`` around every step.
     """
 
     PROBE_STEPS = 3
@@ -109,9 +169,13 @@ class ThreadTuner:
     COLLAPSE = 2.0
 
     def __init__(self, setting: str | int, device: torch.device) -> None:
-        self.auto = setting == "auto" and device.type == "cpu"
+        chosen = chosen_threads() if setting == "auto" and device.type == "cpu" else None
+        self.source = chosen[1] if chosen else "auto"  # who chose the count, for describe()
+        self.auto = setting == "auto" and device.type == "cpu" and chosen is None
         if isinstance(setting, int) and device.type == "cpu":
-            torch.set_num_threads(setting)
+            set_threads(setting)
+        elif chosen and chosen[0] != torch.get_num_threads():
+            torch.set_num_threads(chosen[0])  # the user's count, which an earlier run replaced
         self.threads = torch.get_num_threads()
         self.candidates = thread_candidates(default_workers()) if self.auto else [self.threads]
         self.measuring = self.auto and len(self.candidates) > 1
@@ -147,11 +211,13 @@ class ThreadTuner:
             self._remeasure()
 
     def describe(self) -> str:
-        if not self.auto:
-            return f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        """The count and who chose it, for the progress line: ``1 thread (OMP_NUM_THREADS)``."""
         if self.measuring:
             return f"threads auto: timing {', '.join(map(str, self.candidates))}"
-        return f"{self.threads} thread{'s' if self.threads != 1 else ''} (auto)"
+        count = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        if self.auto or self.source != "auto":
+            return f"{count} ({self.source})"
+        return count
 
     def _choose(self) -> None:
         medians = {c: statistics.median(t) for c, t in self._samples.items()}
@@ -169,7 +235,7 @@ class ThreadTuner:
 
     def _set(self, threads: int) -> None:
         if threads != self.threads:
-            torch.set_num_threads(threads)
+            set_threads(threads)
             self.threads = threads
 
 
