@@ -13,11 +13,17 @@ pulling in the training loop.
   ``small`` preset (docs/training.md): at these sizes the casts cost what the
   narrower matmuls save, and bf16 adds rounding noise. So ``auto`` means float32
   there; ask for ``bfloat16`` explicitly to try it.
+* :func:`meta_device` builds a model for its shapes only (no memory), without
+  the stray ``No CUDA runtime is found, using CUDA_HOME=...`` line a CUDA build
+  of torch prints on a machine without a GPU (:func:`quiet_cuda_home_probe`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -25,6 +31,8 @@ from tinylm.errors import TinylmError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
+#: The module whose import logs "No CUDA runtime is found, using CUDA_HOME=...".
+CUDA_HOME_PROBE = "torch.utils.cpp_extension"
 
 
 def mps_available() -> bool:
@@ -85,3 +93,40 @@ def configure_backends(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def quiet_cuda_home_probe() -> Iterator[None]:
+    """Keep torch's "No CUDA runtime is found, using CUDA_HOME=..." off the terminal.
+
+    A CUDA build of torch logs that line once, when ``torch.utils.cpp_extension``
+    is first imported on a machine that has a CUDA toolkit (``CUDA_HOME``, or
+    ``/usr/local/cuda``) but no GPU. tinylm builds no C++ extension: torch imports
+    the module itself, from its compiler (``torch._dynamo`` and inductor), which
+    ops on the meta device and ``torch.compile`` load. Only that logger is raised
+    to errors, only while the block runs, and only until the module is imported:
+    the line is printed at import or never.
+    """
+    if CUDA_HOME_PROBE in sys.modules or torch.cuda.is_available():
+        yield
+        return
+    probe = logging.getLogger(CUDA_HOME_PROBE)
+    level = probe.level
+    probe.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        probe.setLevel(level)
+
+
+@contextlib.contextmanager
+def meta_device() -> Iterator[None]:
+    """``torch.device("meta")``: modules built inside have shapes but no memory.
+
+    For counting parameters and checking a config against its weights before
+    anything is allocated. Initialising meta tensors runs torch's Python reference
+    ops, whose first call imports ``torch._dynamo``, hence
+    :func:`quiet_cuda_home_probe`.
+    """
+    with quiet_cuda_home_probe(), torch.device("meta"):
+        yield

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinylm.device import quiet_cuda_home_probe
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.workers import default_workers
@@ -53,7 +54,8 @@ class CompiledOrEager:
         if not self.compiled:
             return self.eager(*args, **kwargs)
         try:
-            return self.module(*args, **kwargs)
+            with quiet_cuda_home_probe():  # the first call compiles
+                return self.module(*args, **kwargs)
         except TinylmError:
             raise  # bad input, not a compiler problem
         except Exception as exc:  # any compile failure means: run eagerly
@@ -71,7 +73,8 @@ def maybe_compile(module: nn.Module, enabled: bool) -> Callable[..., Any]:
     if not enabled:
         return CompiledOrEager(module, module)
     try:
-        compiled = torch.compile(module)
+        with quiet_cuda_home_probe():
+            compiled = torch.compile(module)
     except Exception as exc:  # e.g. unsupported Python version
         warnings.warn(f"torch.compile is unavailable ({exc}); running eagerly", stacklevel=2)
         return CompiledOrEager(module, module)
