@@ -7,7 +7,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from tinylm.cli.tokenizer_cmds import spec_label
+from tinylm.data.corpus import corpus_from_specs
 from tinylm.errors import TinylmError
+from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
 
 if TYPE_CHECKING:
     from tinylm.serve.server import InspectorServer
@@ -53,13 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tinylm.cli.tokenizer_cmds import spec_label
-    from tinylm.data.corpus import corpus_from_specs
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.device import resolve_device
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
-    from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
 
     if not 0 <= args.port <= 65535:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")

@@ -20,6 +20,7 @@ from typing import Any
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.errors import TinylmError
+from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER, ENGINES
 
 FINAL_SAMPLES = 2
@@ -122,6 +123,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.run.start import resume_run, start_run
     from tinylm.train import distributed
 
@@ -191,6 +193,7 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
 
 def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model, tokenizer and metadata of ``args.run_path`` (latest or ``--best``)."""
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.device import resolve_device
     from tinylm.inference.loading import load_model
 
@@ -201,8 +204,6 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 def run_sample(args: argparse.Namespace) -> int:
     """One sample streams as it is written; several are generated as one batch."""
-    from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
-
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
     model, tokenizer, _ = _load_run(args)
@@ -229,6 +230,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inference.evaluation import evaluate
 
     if args.batch_size < 1:

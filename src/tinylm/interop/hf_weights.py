@@ -29,6 +29,7 @@ from torch import Tensor
 from tinylm.device import meta_device
 from tinylm.errors import TinylmError
 from tinylm.model.config import ModelConfig
+from tinylm.model.gpt import GPT
 
 # -- the RoPE row permutation ----------------------------------------------------------
 
@@ -233,7 +234,6 @@ def _ignorable(name: str, family: str) -> bool:
 
 def _parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The shape of every tinylm parameter, from a model built on the meta device (no memory)."""
-    from tinylm.model.gpt import GPT
 
     with meta_device():
         model = GPT(config)

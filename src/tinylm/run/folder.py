@@ -27,8 +27,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tinylm.checkpoint import CheckpointManager
 from tinylm.errors import SettingError
 from tinylm.train.trainer import RUN_FILE
+from tinylm.validate import Record, read_json
 
 DATA_CACHE = "data"
 RUNS_ROOT = Path("runs")
@@ -65,7 +67,6 @@ def resolve_out_dir(
 
 
 def has_checkpoints(run_dir: Path) -> bool:
-    from tinylm.checkpoint import CheckpointManager
 
     return CheckpointManager(run_dir).latest() is not None
 
@@ -94,7 +95,6 @@ def refuse_existing_run(out_dir: Path) -> None:
 
 def checkpoint_to_resume(out_dir: Path) -> Path:
     """The latest checkpoint of the run in ``out_dir``; an error when there is none."""
-    from tinylm.checkpoint import CheckpointManager
 
     latest = CheckpointManager(out_dir).latest() if out_dir.is_dir() else None
     if latest is None:
@@ -123,7 +123,6 @@ def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
-    from tinylm.validate import Record, read_json
 
     path = run_dir / RUN_FILE
     hint = "it was damaged or edited; restore it, or start a new run in another folder"

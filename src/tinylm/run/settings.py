@@ -54,6 +54,7 @@ def layer_settings(
 
 def field_names() -> tuple[list[str], list[str]]:
     """The valid keys: ``(model config fields, train config fields)``."""
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.model.config import field_names as model_fields
     from tinylm.train.config import train_field_names
 
@@ -95,6 +96,7 @@ def read_config_file(path: str | os.PathLike | None) -> tuple[str | None, dict, 
     """
     if path is None:
         return None, {}, {}
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.train.config import read_toml
 
     path = Path(path)

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.inference.loading import load_model
 from tinylm.inspect.loaded import LoadedModel, run_folder
+from tinylm.run.folder import has_checkpoints, read_run_info
 from tinylm.tokenizers.base import Tokenizer
 
 #: Where ``tinylm train`` puts runs; served when no run is named.
@@ -67,7 +69,6 @@ def is_checkpoint(path: Path) -> bool:
 
 def is_run(path: Path) -> bool:
     """A run folder with at least one checkpoint, or a checkpoint folder itself."""
-    from tinylm.run.folder import has_checkpoints
 
     return is_checkpoint(path) or (path.is_dir() and has_checkpoints(path))
 
@@ -123,8 +124,6 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
     """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
-    from tinylm.inference.loading import load_model
-    from tinylm.run.folder import read_run_info
 
     model, tokenizer, meta = load_model(path, device=device, which=which)
     if tokenizer is None:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tinylm.checkpoint import CheckpointManager, load_checkpoint, read_checkpoint_meta
 from tinylm.checks import MAX_SEED
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
@@ -415,8 +416,6 @@ class Trainer:
     def checkpoints(self) -> Any:
         """The run's ``CheckpointManager`` (keeps the last ``keep_last`` and the best)."""
         if self._checkpoints is None and self.run_dir is not None:
-            from tinylm.checkpoint import CheckpointManager
-
             self._checkpoints = CheckpointManager(self.run_dir, keep_last=self.config.keep_last)
         return self._checkpoints
 
@@ -449,7 +448,6 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike) -> int:
         """Continue from a checkpoint: weights, optimiser, step, data position, RNG."""
-        from tinylm.checkpoint import load_checkpoint, read_checkpoint_meta
 
         step = load_checkpoint(
             path, self.model, self.optimizer, generators={"batches": self.batch_generator}
