@@ -44,11 +44,11 @@ import numpy as np
 import torch
 
 from tinylm.data.batches import fixed_batches
+from tinylm.device import autocast
 from tinylm.inference.evaluation import mean_loss
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.config import TrainConfig
-from tinylm.train.runtime import autocast
 from tinylm.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -174,13 +174,13 @@ def test_the_rules_table_is_read_row_by_row():
 def test_a_drifted_rules_table_is_named_row_by_row():
     """A name dropped from a row, a rule only the test has, a rule only the page has."""
     page = architecture_page().replace(", `tinylm.progress` |", " |", 1)
-    enforced = {**FORBIDDEN, "tinylm.serve": ("tinylm.cli",)}
+    enforced = {**FORBIDDEN, "tinylm.planted": ("tinylm.cli",)}
     stdlib_only = ("tinylm.scratch", "tinylm.run_layout", "tinylm.new")
     assert table_disagreements(page, enforced, stdlib_only) == [
         "tinylm.model: the page says tinylm.cli, tinylm.fileio, tinylm.train, "
         "tinylm.untrusted_files; the test enforces tinylm.cli, tinylm.fileio, tinylm.progress, "
         "tinylm.train, tinylm.untrusted_files",
-        "tinylm.serve: the page says no row; the test enforces tinylm.cli",
+        "tinylm.planted: the page says no row; the test enforces tinylm.cli",
         "tinylm.new: standard library only in the test alone",
     ]
     assert table_disagreements(page, FORBIDDEN, ()) == [

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 import tinylm.train.runtime as runtime
-from tinylm.train.runtime import CompileAuto, ThreadTuner, compile_pays, thread_candidates
+from tinylm.train.runtime import (
+    SET_IN_CODE,
+    CompileAuto,
+    ThreadTuner,
+    chosen_threads,
+    compile_pays,
+    set_threads,
+    thread_candidates,
+)
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_thread_candidates():
@@ -29,6 +45,7 @@ def feed(tuner: ThreadTuner, seconds_at: dict[int, float], steps: int) -> list[i
 
 def test_auto_threads_times_each_count_keeps_the_fastest_and_remeasures(monkeypatch):
     monkeypatch.setattr(runtime, "default_workers", lambda: 2)
+    monkeypatch.setattr(runtime, "chosen_threads", lambda: None)  # nobody chose a count
     tuner = ThreadTuner("auto", torch.device("cpu"))
     assert tuner.describe() == "threads auto: timing 1, 2"
     used = feed(tuner, {1: 0.010, 2: 0.030}, 1 + 2 * ThreadTuner.PROBE_STEPS)
@@ -48,6 +65,130 @@ def test_fixed_threads_are_set_and_never_changed():
     tuner = ThreadTuner(2, torch.device("cpu"))
     assert torch.get_num_threads() == 2 and tuner.describe() == "2 threads"
     assert set(feed(tuner, {2: 0.5}, 50)) == {2}
+
+
+@pytest.fixture
+def fresh_threads(monkeypatch):
+    """No thread variable set, tinylm has changed nothing, and torch's default is 4."""
+    for name in runtime.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "_tinylm_threads", None)
+    monkeypatch.setattr(runtime, "machine_default_threads", lambda: 4)
+    before = torch.get_num_threads()
+    yield monkeypatch
+    torch.set_num_threads(before)
+
+
+def test_a_thread_variable_is_the_users_choice(fresh_threads):
+    torch.set_num_threads(1)  # what torch starts with under OMP_NUM_THREADS=1
+    fresh_threads.setenv("OMP_NUM_THREADS", "1")
+    assert chosen_threads() == (1, "OMP_NUM_THREADS")
+    fresh_threads.setenv("MKL_NUM_THREADS", "1")  # torch reads MKL's first
+    assert chosen_threads() == (1, "MKL_NUM_THREADS")
+    fresh_threads.delenv("MKL_NUM_THREADS")
+    # torch's MKL build caps the variable at the physical cores: 16 -> the default 4
+    fresh_threads.setenv("OMP_NUM_THREADS", "16")
+    torch.set_num_threads(4)
+    assert chosen_threads() == (4, "OMP_NUM_THREADS")
+    # a torch.set_num_threads call after start-up overrides the variable
+    torch.set_num_threads(3)
+    assert chosen_threads() == (3, SET_IN_CODE)
+    # a variable torch could not read is no choice
+    fresh_threads.setenv("OMP_NUM_THREADS", "abc")
+    torch.set_num_threads(4)
+    assert chosen_threads() is None
+
+
+def test_a_count_other_than_torchs_default_was_set_in_code(fresh_threads):
+    torch.set_num_threads(4)
+    assert chosen_threads() is None
+    torch.set_num_threads(3)
+    assert chosen_threads() == (3, SET_IN_CODE)
+
+
+def test_tinylms_own_earlier_choice_is_not_taken_for_the_users(fresh_threads):
+    torch.set_num_threads(4)
+    set_threads(1)  # an earlier run in this notebook chose 1 thread
+    assert torch.get_num_threads() == 1 and chosen_threads() is None
+    torch.set_num_threads(3)  # then the user chose 3 ...
+    set_threads(1)  # ... and another run chose 1: the user's 3 is what counts
+    assert chosen_threads() == (3, SET_IN_CODE)
+    tuner = ThreadTuner("auto", torch.device("cpu"))
+    assert torch.get_num_threads() == 3 and tuner.describe() == f"3 threads ({SET_IN_CODE})"
+
+
+def test_a_chosen_count_is_kept_and_named_and_a_setting_wins_over_it(fresh_threads):
+    fresh_threads.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    tuner = ThreadTuner("auto", torch.device("cpu"))
+    assert not tuner.measuring and tuner.describe() == "1 thread (OMP_NUM_THREADS)"
+    assert set(feed(tuner, {1: 0.5}, 50)) == {1} and tuner.choices == []
+    tuner = ThreadTuner(2, torch.device("cpu"))
+    assert torch.get_num_threads() == 2 and tuner.describe() == "2 threads"
+
+
+# -- in a fresh process, as a user starts it -----------------------------------------------------
+
+TINY = [
+    "--steps", "8", "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2",
+    "--set", "block_size=32", "--set", "batch_size=4", "--set", "eval_batches=2",
+    "--set", "sample_tokens=5", "--set", "eval_every=100",
+]  # fmt: skip
+
+TRAIN_AFTER_SET_NUM_THREADS = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from tinylm.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def train_in_a_fresh_process(tmp_path: Path, env: dict[str, str], prefix: list[str], *extra: str):
+    """``tinylm train`` on a small text in a new process: (stderr, threads of each step)."""
+    corpus = tmp_path / "zen.txt"
+    corpus.write_text("Beautiful is better than ugly. Simple is better than complex. " * 40)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in runtime.THREAD_VARIABLES} | env
+    env["PYTHONPATH"] = str(SRC)
+    argv = ["train", "--data", str(corpus), "--out", str(out), *TINY, *extra]
+    result = subprocess.run(
+        [sys.executable, *prefix, *argv], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return result.stderr, [r["threads"] for r in records if "threads" in r]
+
+
+def progress_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("step ") and "/8" in line]
+
+
+def test_omp_num_threads_is_respected_and_named_in_the_progress_line(tmp_path):
+    stderr, threads = train_in_a_fresh_process(
+        tmp_path, {"OMP_NUM_THREADS": "1"}, ["-m", "tinylm.cli.main"]
+    )
+    assert threads == [1] * 8
+    lines = progress_lines(stderr)
+    assert lines and all("  1 thread (OMP_NUM_THREADS)" in line for line in lines), stderr
+
+
+def test_a_threads_setting_wins_over_omp_num_threads(tmp_path):
+    stderr, threads = train_in_a_fresh_process(
+        tmp_path, {"OMP_NUM_THREADS": "1"}, ["-m", "tinylm.cli.main"], "--set", "threads=2"
+    )
+    assert threads == [2] * 8
+    assert all("  2 threads, " in line for line in progress_lines(stderr)), stderr
+
+
+def test_an_earlier_torch_set_num_threads_is_respected_and_named(tmp_path):
+    # a count other than torch's default for this machine, so that the call can be seen
+    count = 1 if torch.get_num_interop_threads() > 1 else 2
+    prefix = ["-c", TRAIN_AFTER_SET_NUM_THREADS, str(count)]
+    stderr, threads = train_in_a_fresh_process(tmp_path, {}, prefix)
+    assert threads == [count] * 8
+    label = f"  {count} thread{'s' if count > 1 else ''} (set by torch.set_num_threads)"
+    lines = progress_lines(stderr)
+    assert lines and all(label in line for line in lines), stderr
 
 
 def test_compile_pays_only_when_the_rest_of_the_run_saves_more_than_it_costs():

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
+from tinylm.compare.execute import run_comparison
+from tinylm.compare.plan import parse_budget, plan_comparison
+from tinylm.compare.results import write_report
 from tinylm.errors import SettingError
 from tinylm.run_layout import RUNS_ROOT
 
@@ -88,10 +91,6 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tinylm.compare.execute import run_comparison
-    from tinylm.compare.plan import parse_budget, plan_comparison
-    from tinylm.compare.results import write_report
-
     axes = parse_vary(args.vary)
     overrides = parse_overrides(args.overrides)
     varied_and_set = sorted(set(axes) & set(overrides))

@@ -8,6 +8,7 @@ from typing import Any
 
 from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
+from tinylm.data.hub import load_hub_dataset
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.formats import load_tokenizer
@@ -75,7 +76,6 @@ def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
         return corpus_from_specs(specs), ", ".join(specs) or BUILTIN_CORPUS
     if len(specs) > 1:
         raise TinylmError(f"give one {HUB_PREFIX}NAME corpus on its own, not mixed with files")
-    from tinylm.data.hub import load_hub_dataset
 
     name, _, split = hub[0][len(HUB_PREFIX) :].partition(":")
     if not name:
@@ -84,6 +84,7 @@ def _corpus(specs: list[str], text_field: str) -> tuple[Any, str]:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    # numpy-free start-up: every tinylm command imports this module
     from tinylm.data.prepare import prepare
 
     tokenizer = _tokenizer(args.tokenizer)

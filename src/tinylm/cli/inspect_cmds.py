@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinylmError
+from tinylm.inspect.figures import save_png
+from tinylm.inspect.tables import format_table
+from tinylm.inspect.tokens import visible
 from tinylm.run_layout import INSPECT_DIR
 
 
@@ -125,8 +128,9 @@ def _positive(value: int, flag: str) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    # torch-free start-up: every tinylm command imports this module
+    from tinylm.device import resolve_device
     from tinylm.inspect.loaded import LoadedModel
-    from tinylm.train.runtime import resolve_device
 
     device = resolve_device(args.device)
     return LoadedModel.from_run(args.run_path, str(device), "best" if args.best else "latest")
@@ -153,7 +157,7 @@ def _written(*paths: Path) -> None:
 
 
 def run_next(args: argparse.Namespace) -> int:
-    from tinylm.inspect.figures import save_png
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inspect.next_token import (
         check_temperature,
         format_next_token_table,
@@ -175,8 +179,8 @@ def run_next(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inspect.attention import attention_maps, plot_attention, save_attention_arrays
-    from tinylm.inspect.figures import save_png
 
     loaded = _load(args)
     maps = attention_maps(loaded, args.text, layer=args.layer, head=args.head)
@@ -196,9 +200,6 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def _print_attention_summary(maps: Any) -> None:
     """Per layer and head: the token the last token attends to most, and how much."""
-    from tinylm.inspect.tables import format_table
-    from tinylm.inspect.tokens import visible
-
     last = len(maps.ids) - 1
     print(
         f"attention over {len(maps.ids)} tokens ({maps.label}); "
@@ -223,6 +224,7 @@ def _print_attention_summary(maps: Any) -> None:
 
 
 def run_embeddings(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inspect.embeddings import (
         analogy,
         format_neighbours,
@@ -231,8 +233,6 @@ def run_embeddings(args: argparse.Namespace) -> int:
         plot_embeddings,
         project_embeddings,
     )
-    from tinylm.inspect.figures import save_png
-    from tinylm.inspect.tokens import visible
 
     k = _positive(args.top_k, "--top-k")
     n_plot = args.plot_tokens
@@ -264,7 +264,7 @@ def run_embeddings(args: argparse.Namespace) -> int:
 
 
 def run_lens(args: argparse.Namespace) -> int:
-    from tinylm.inspect.figures import save_png
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inspect.lens import format_lens_last, format_lens_table, logit_lens, plot_logit_lens
 
     k = _positive(args.top_k, "--top-k")

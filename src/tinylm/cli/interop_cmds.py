@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inference.loading import load_model
     from tinylm.interop.export import export_model
 
@@ -49,6 +50,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.interop.hf_import import import_hf
 
     if not Path(args.hf_dir).is_dir():

@@ -7,8 +7,12 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from tinylm.cli.tokenizer_cmds import spec_label
+from tinylm.data.corpus import corpus_from_specs
 from tinylm.errors import TinylmError
 from tinylm.terminal import printable
+from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
+from tinylm.workers import default_workers
 
 if TYPE_CHECKING:
     from tinylm.serve.server import InspectorServer
@@ -61,13 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tinylm.cli.tokenizer_cmds import spec_label
-    from tinylm.data.corpus import corpus_from_specs
+    # torch-free start-up: every tinylm command imports this module
+    from tinylm.device import resolve_device
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
-    from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
-    from tinylm.train.runtime import resolve_device
 
     if not 0 <= args.port <= 65535:
         raise TinylmError(f"--port must be between 0 and 65535, got {args.port}")
@@ -143,8 +145,6 @@ def default_threads() -> int:
     slowest thread: two threads on a busy two-core machine made one generation
     several times slower than one thread (docs/serve.md).
     """
-    from tinylm.workers import default_workers
-
     return max(1, default_workers() // 2)
 
 

@@ -20,6 +20,8 @@ from tinylm.inspect.tokens import (
     token_pieces,
 )
 from tinylm.tokenizers.base import Tokenizer, check_save_path
+from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.spec import DEFAULT_SPECIALS, tokenizer_from_spec
 
 BPE_VOCAB = 1024
@@ -108,12 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     tokenizer: Tokenizer
     if args.kind == "char":
-        from tinylm.tokenizers.char import CharTokenizer
-
         tokenizer = CharTokenizer.train(corpus, unknown=args.unknown, separator=args.doc_sep)
     else:
-        from tinylm.tokenizers.bpe import BPETokenizer
-
         documents = corpus if args.doc_sep == "eot" else iter_documents(corpus, args.doc_sep)
         tokenizer = BPETokenizer.train(
             documents,

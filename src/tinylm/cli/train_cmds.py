@@ -21,6 +21,7 @@ from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.engines import DEFAULT_ENGINE, ENGINES
 from tinylm.errors import TinylmError
+from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
 
 FINAL_SAMPLES = 2
@@ -123,6 +124,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.run.start import resume_run, start_run
     from tinylm.train import distributed
 
@@ -190,8 +192,9 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
 
 def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The model, tokenizer and metadata of ``args.run_path`` (latest or ``--best``)."""
+    # torch-free start-up: every tinylm command imports this module
+    from tinylm.device import resolve_device
     from tinylm.inference.loading import load_model
-    from tinylm.train.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     which = "best" if args.best else "latest"
@@ -200,8 +203,6 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 def run_sample(args: argparse.Namespace) -> int:
     """One sample streams as it is written; several are generated as one batch."""
-    from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
-
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
     model, tokenizer, _ = _load_run(args)
@@ -228,6 +229,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    # torch-free start-up: every tinylm command imports this module
     from tinylm.inference.evaluation import evaluate
 
     if args.batch_size < 1:

@@ -28,6 +28,7 @@ from tinylm.compare.plan import Budget, Variant
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
+from tinylm.run.settings import layer_settings
 from tinylm.run_layout import (
     COMPARE_PLAN_FILE,
     COMPARE_RESULT_FILE,
@@ -109,6 +110,7 @@ def prepare_comparison_data(
     progress: bool = True,
 ) -> Path:
     """The prepared folder every run trains on: ``data`` itself, or made once in ``OUT/data``."""
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.run.data_cache import is_prepared_dir, prepare_cached
 
     specs = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else data
@@ -138,8 +140,8 @@ def run_settings(
     Checked here with the run layer's own rules (both configs are built), so a bad
     value fails before any run starts.
     """
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.model.config import ModelConfig
-    from tinylm.run.settings import layer_settings
     from tinylm.train.config import TrainConfig
 
     given = {**(overrides or {}), **variant.settings, "seed": variant.seed}
@@ -302,6 +304,7 @@ def _train(
     description: str,
     progress: bool,
 ) -> RunResult:
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.run import folder as rules
     from tinylm.run.start import resume_run, start_run
 
@@ -329,6 +332,7 @@ def _train(
 def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunResult:
     """A run's numbers, read back from its own ``metrics.jsonl`` (and its model's size)."""
     if model is None:
+        # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
         from tinylm.inference.loading import load_model
 
         model = load_model(run_dir)[0]
@@ -361,6 +365,7 @@ def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunRes
 
 
 def _read_records(run_dir: Path) -> list[dict[str, Any]]:
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.train.metrics import read_metrics
 
     path = run_dir / METRICS_FILE

@@ -47,6 +47,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from tinylm import __version__
 from tinylm.data.corpus import iter_documents
 from tinylm.data.prepared import (
     FORMAT_NAME,
@@ -362,7 +363,6 @@ def _build_meta(
     characters: int,
     val_fraction: float,
 ) -> dict[str, Any]:
-    from tinylm import __version__
 
     total = writer.tokens["train"] + writer.tokens["val"]
     boundaries = len({tokenizer.bos_id, tokenizer.eos_id} - {None})

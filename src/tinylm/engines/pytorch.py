@@ -33,6 +33,7 @@ class PyTorchEngine(Engine):
     default_separator = "eot"
 
     def train_config(self, settings: dict[str, Any]) -> TrainConfig:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.train.config import TrainConfig
 
         return TrainConfig.from_dict(settings)
@@ -40,6 +41,7 @@ class PyTorchEngine(Engine):
     def check_model(
         self, preset: str, model_settings: dict[str, Any], config: TrainConfig, dist: DistInfo
     ) -> None:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.model import ModelConfig
 
         check_fits(ModelConfig.from_preset(preset, **model_settings), config, dist)
@@ -58,6 +60,7 @@ class PyTorchEngine(Engine):
     ) -> Trainer:
         import torch
 
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.checkpoint import load_checkpoint
         from tinylm.inference.loading import model_for_checkpoint
         from tinylm.model import GPT, ModelConfig
@@ -89,6 +92,7 @@ class PyTorchEngine(Engine):
     ) -> Trainer:
         import torch
 
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.inference.loading import model_for_checkpoint
         from tinylm.model import ModelConfig
 
@@ -108,6 +112,7 @@ def _trainer(
     run_info: dict[str, Any],
     dist: DistInfo,
 ) -> Trainer:
+    # torch-free: listing the engines (the CLI's engine choices) loads no torch
     from tinylm.train.trainer import Trainer
 
     return Trainer(model, data.train, data.val, tokenizer, config, run_info=run_info, dist=dist)
@@ -115,9 +120,10 @@ def _trainer(
 
 def check_fits(model_config: ModelConfig, config: TrainConfig, dist: DistInfo) -> None:
     """Refuse, before allocating, a model or batch this process's device cannot hold."""
+    # torch-free: listing the engines (the CLI's engine choices) loads no torch
+    from tinylm.device import resolve_device
     from tinylm.train import distributed
     from tinylm.train.memory import check_fits as check_memory
-    from tinylm.train.runtime import resolve_device
 
     device = distributed.process_device(dist, resolve_device(config.device))
     check_memory(model_config, config.batch_size, device)

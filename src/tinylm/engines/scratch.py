@@ -34,6 +34,7 @@ class ScratchEngine(Engine):
     default_separator = "line"
 
     def train_config(self, settings: dict[str, Any]) -> TrainConfig:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.engines.scratch_trainer import scratch_train_config
 
         return scratch_train_config(settings)
@@ -41,6 +42,7 @@ class ScratchEngine(Engine):
     def check_model(
         self, preset: str, model_settings: dict[str, Any], config: TrainConfig, dist: DistInfo
     ) -> None:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.engines.scratch_trainer import scratch_model_config
 
         # Any vocabulary will do before the data is read: only the network is checked.
@@ -58,6 +60,7 @@ class ScratchEngine(Engine):
         run_info: dict[str, Any],
         dist: DistInfo,
     ) -> ScratchTrainer:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.engines.scratch_trainer import new_scratch_trainer
 
         return new_scratch_trainer(
@@ -75,6 +78,7 @@ class ScratchEngine(Engine):
         run_info: dict[str, Any],
         dist: DistInfo,
     ) -> ScratchTrainer:
+        # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.engines.scratch_trainer import resumed_scratch_trainer
 
         return resumed_scratch_trainer(model, latest, data, tokenizer, config, run_info)

@@ -20,6 +20,7 @@ from tinylm.checkpoint.save_load import (
     read_checkpoint_meta,
     resolve_checkpoint,
 )
+from tinylm.device import meta_device
 from tinylm.errors import TinylmError
 from tinylm.model import GPT, ModelConfig
 from tinylm.run_layout import MODEL_FILE
@@ -83,10 +84,8 @@ def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> G
     vocabulary, or one that does not match the weights, is refused before
     anything is allocated.
     """
-    import torch
-
     model_config = ModelConfig.from_dict(config)
-    with torch.device("meta"):
+    with meta_device():
         skeleton = GPT(model_config)
     check_fits(folder, skeleton)
     return GPT(model_config)

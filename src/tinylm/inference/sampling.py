@@ -95,6 +95,7 @@ def sample_texts(
     ``sampling`` (temperature, top_k, top_p, seed) is passed to ``generate_batch``;
     one seed draws all rows.
     """
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.model.generate import generate_batch
 
     start = prompt_ids(tokenizer, prompt)

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinylm.data.prepared import check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
+from tinylm.inference.loading import load_model
 from tinylm.inspect.tokens import token_pieces, visible
+from tinylm.run.folder import read_run_info
 from tinylm.run_layout import RUN_FILE
 from tinylm.tokenizers.base import Tokenizer
 
@@ -63,7 +66,6 @@ class LoadedModel:
         cls, path: str | os.PathLike, device: str = "cpu", which: str = "latest"
     ) -> LoadedModel:
         """Load a run folder's latest (or ``which="best"``) checkpoint, or a checkpoint folder."""
-        from tinylm.inference.loading import load_model
 
         model, tokenizer, meta = load_model(path, device, which)
         checkpoint = meta.path
@@ -205,8 +207,6 @@ def _check_index(value: int | None, size: int, what: str, field_name: str) -> No
 def _count_training_tokens(
     run_dir: Path, tokenizer: Tokenizer, vocab_size: int
 ) -> np.ndarray | None:
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.run.folder import read_run_info
 
     if not (run_dir / RUN_FILE).is_file():
         return None  # a checkpoint copied on its own

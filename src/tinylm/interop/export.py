@@ -25,6 +25,7 @@ from torch import nn
 from tinylm.checkpoint.tensor_files import write_safetensors
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
+from tinylm.interop.gguf_export import GGUF_FILE, check_gguf, write_gguf
 from tinylm.interop.hf_config import hf_architecture, to_hf_config
 from tinylm.interop.hf_tokenizer import (
     special_names,
@@ -32,6 +33,7 @@ from tinylm.interop.hf_tokenizer import (
     to_hf_tokenizer_json,
 )
 from tinylm.interop.hf_weights import to_hf_state_dict
+from tinylm.interop.tiktoken_export import RANKS_FILE, SPEC_FILE, tiktoken_files
 from tinylm.tokenizers.base import Tokenizer
 
 FORMATS = ("hf", "gguf", "tiktoken")
@@ -108,13 +110,11 @@ def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
 
 
 def _check_gguf(model: nn.Module, tokenizer: Tokenizer) -> None:
-    from tinylm.interop.gguf_export import check_gguf
 
     check_gguf(model.config, tokenizer)
 
 
 def _write_gguf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
-    from tinylm.interop.gguf_export import GGUF_FILE, write_gguf
 
     write_gguf(folder / GGUF_FILE, model.state_dict(), model.config, tokenizer)
 
@@ -123,13 +123,11 @@ def _write_gguf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
 
 
 def _check_tiktoken(model: nn.Module, tokenizer: Tokenizer) -> None:
-    from tinylm.interop.tiktoken_export import tiktoken_files
 
     tiktoken_files(tokenizer)
 
 
 def _write_tiktoken(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
-    from tinylm.interop.tiktoken_export import RANKS_FILE, SPEC_FILE, tiktoken_files
 
     ranks, spec = tiktoken_files(tokenizer)
     (folder / RANKS_FILE).write_text(ranks, encoding="ascii")

@@ -24,12 +24,16 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from tinylm.checkpoint import save_checkpoint
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
 from tinylm.interop.hf_config import from_hf_config
 from tinylm.interop.hf_weights import from_hf_state_dict
+from tinylm.model.gpt import GPT
+from tinylm.run.folder import is_existing_run
 from tinylm.run_layout import RUN_FILE, checkpoint_name
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.formats import read_gpt2_files
 from tinylm.tokenizers.hf_tokenizer_json import from_hf_tokenizer_json
 from tinylm.untrusted_files import read_json
 
@@ -45,7 +49,6 @@ def read_hf_checkpoint(folder: str | os.PathLike) -> tuple[Any, Tokenizer | None
     ``info`` has ``family`` (gpt2 or llama), ``source`` and ``tokenizer_note``
     (why no tokenizer came along, or None).
     """
-    from tinylm.model.gpt import GPT
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -129,7 +132,6 @@ def _shards(folder: Path) -> list[Path]:
 
 def read_hf_tokenizer(folder: Path) -> tuple[Tokenizer | None, str | None]:
     """The folder's tokenizer as a tinylm one, or ``(None, reason)``."""
-    from tinylm.tokenizers.formats import read_gpt2_files
 
     path = folder / "tokenizer.json"
     if path.is_file():
@@ -151,8 +153,6 @@ def import_hf(folder: str | os.PathLike, out: str | os.PathLike) -> dict[str, An
 
     ``out`` must not hold a run already (a checkpoint is never overwritten silently).
     """
-    from tinylm.checkpoint.save_load import save_checkpoint
-    from tinylm.run.folder import is_existing_run
 
     out = Path(out)
     if is_existing_run(out):

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tinylm.device import meta_device
 from tinylm.errors import TinylmError
 from tinylm.model.config import ModelConfig
+from tinylm.model.gpt import GPT
 
 # -- the RoPE row permutation ----------------------------------------------------------
 
@@ -251,8 +253,7 @@ def _ignorable(name: str, family: str) -> bool:
 
 def _parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The shape of every tinylm parameter, from a model built on the meta device (no memory)."""
-    from tinylm.model.gpt import GPT
 
-    with torch.device("meta"):
+    with meta_device():
         model = GPT(config)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinylm.data import prepare as preparing  # a module: tests replace its prepare
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS, corpus_from_specs
-from tinylm.data.prepared import META_FILE, is_prepared_dir
+from tinylm.data.prepared import META_FILE, check_tokenizer, is_prepared_dir, load_prepared
 from tinylm.errors import SettingError
 from tinylm.run.folder import relative_to
 from tinylm.run.settings import DEFAULT_TOKENIZER
@@ -25,6 +26,7 @@ from tinylm.run_layout import DATA_CACHE
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.tokenizers.spec import parse_tokenizer_spec, tokenizer_from_spec
+from tinylm.train import distributed
 
 # -- cache keys -----------------------------------------------------------------------
 
@@ -77,8 +79,6 @@ def prepare_cached(
     Either ``tokenizer_spec`` names the tokenizer to train/load, or a ready
     ``tokenizer`` is given (fine-tuning keeps the model's tokenizer).
     """
-    from tinylm.data import prepare as preparing  # a module attribute: tests can replace it
-
     spec = tokenizer_spec or DEFAULT_TOKENIZER
     if tokenizer is not None:
         key = cache_key(data_specs, f"fingerprint:{tokenizer.fingerprint()}", separator)
@@ -126,8 +126,6 @@ def training_data(
     ``base_tokenizer`` is the tokenizer of the model being fine-tuned, which the
     data must use; ``tokenizer_spec`` must then be unset.
     """
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.train import distributed
 
     dist = dist or distributed.DistInfo()
     specs = list(data_specs)

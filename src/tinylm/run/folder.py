@@ -25,6 +25,7 @@ from typing import Any
 
 from tinylm.errors import SettingError
 from tinylm.run_layout import RUN_FILE, RUNS_ROOT, step_checkpoints
+from tinylm.untrusted_files import Record, read_json
 
 
 def default_out_dir(preset: str, init_from: str | os.PathLike | None = None) -> Path:
@@ -112,7 +113,6 @@ def check_unfinished(out_dir: Path, step: int, steps: int) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """``run.json``, checked field by field: it is read from disk, so it is untrusted."""
-    from tinylm.untrusted_files import Record, read_json
 
     path = run_dir / RUN_FILE
     hint = "it was damaged or edited; restore it, or start a new run in another folder"
@@ -145,6 +145,7 @@ def check_same_run(
     spelling the run was started with or today's (``attention=explicit`` and
     ``kernels=explicit`` restate the same switch).
     """
+    # torch-free: importing tinylm.model loads torch, and the folder rules serve every command
     from tinylm.model.config import current_spelling
 
     stored_model = run.get("model") or {}

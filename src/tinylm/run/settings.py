@@ -63,7 +63,10 @@ def field_names() -> tuple[list[str], list[str]]:
     The model's include its retired fields (``attention``), which
     ``ModelConfig.from_dict`` reads in today's spelling with a note.
     """
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.model.config import RETIRED_FIELDS
+
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.model.config import field_names as model_fields
     from tinylm.train.config import train_field_names
 
@@ -72,6 +75,7 @@ def field_names() -> tuple[list[str], list[str]]:
 
 def unknown_key(key: str, where: str) -> SettingError:
     """The error for a key that is no field of either config, listing the valid ones."""
+    # torch-free start-up: importing tinylm.model loads torch
     from tinylm.model.config import field_names as model_fields
 
     model_keys, train_keys = model_fields(), field_names()[1]
@@ -107,6 +111,7 @@ def read_config_file(path: str | os.PathLike | None) -> tuple[str | None, dict, 
     """
     if path is None:
         return None, {}, {}
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.train.config import read_toml
 
     path = Path(path)

@@ -178,7 +178,7 @@ def _data_specs(data: PathLike | Sequence[PathLike]) -> list[str]:
 
 def _join_processes(settings: RunSettings) -> distributed.DistInfo:
     """Under torchrun, join the process group first: rank 0 prepares data while others wait."""
-    from tinylm.train.runtime import resolve_device
+    from tinylm.device import resolve_device
 
     dist = distributed.DistInfo.from_env()
     if dist.enabled:

@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinylm.data.prepared import check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
+from tinylm.inference.loading import load_model
 from tinylm.inspect.loaded import LoadedModel, run_folder
+from tinylm.run.folder import has_checkpoints, read_run_info
 from tinylm.run_layout import MODEL_FILE, RUNS_ROOT
 from tinylm.tokenizers.base import Tokenizer
 
@@ -68,7 +71,6 @@ def is_checkpoint(path: Path) -> bool:
 
 def is_run(path: Path) -> bool:
     """A run folder with at least one checkpoint, or a checkpoint folder itself."""
-    from tinylm.run.folder import has_checkpoints
 
     return is_checkpoint(path) or (path.is_dir() and has_checkpoints(path))
 
@@ -124,8 +126,6 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
     """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
-    from tinylm.inference.loading import load_model
-    from tinylm.run.folder import read_run_info
 
     model, tokenizer, meta = load_model(path, device=device, which=which)
     if tokenizer is None:
@@ -156,8 +156,6 @@ def default_prompt(run_dir: Path, info: dict[str, Any], tokenizer: Tokenizer) ->
     the prompt starts empty. Cut at the first non-blank line's end, or at a space before
     ``DEFAULT_PROMPT_CHARS``.
     """
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-
     prepared = info.get("prepared")
     if not isinstance(prepared, str) or not prepared:
         return ""

@@ -32,14 +32,11 @@ from tinylm.check_values import (
     is_number,
     shown,
 )
+from tinylm.device import DEVICES, DTYPES
 from tinylm.errors import TinylmError
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
 from tinylm.untrusted_files import check_readable_file
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16")
-
 
 #: The most CPU threads a run may ask for: far above any machine's cores, below the
 #: counts at which torch's thread pool crashes the process (SIGSEGV at 100,000).

@@ -24,6 +24,7 @@ import os
 
 import torch
 
+from tinylm.device import meta_device
 from tinylm.errors import SettingError
 from tinylm.model import GPT, ModelConfig
 
@@ -33,7 +34,7 @@ COPIES = 4  # weights, gradients, and the optimiser's two moments
 
 def count_params(config: ModelConfig) -> int:
     """The model's parameter count, without allocating it (built on the ``meta`` device)."""
-    with torch.device("meta"):
+    with meta_device():
         return GPT(config).num_params()
 
 

@@ -1,15 +1,9 @@
 """Which device and number format to train in, and whether to compile.
 
-Only features that help on the chosen device are switched on:
+The device and dtype rules (``auto`` -> CUDA, MPS or CPU; bf16 autocast where it
+pays) are shared with sampling and serving and live in :mod:`tinylm.device`. What
+is left here only matters while training:
 
-* device ``auto`` picks CUDA, then Apple's MPS, then the CPU.
-* dtype ``auto`` trains in bfloat16 autocast on a GPU that supports it (the
-  matrix multiplies run in bf16, the weights and optimiser stay float32) and in
-  plain float32 elsewhere. On CPU, torch does support bf16 autocast, but even on
-  a CPU with AVX512-BF16 it measured no faster for the baby model and slower for
-  the ``small`` preset (docs/training.md): at these sizes the casts cost what the
-  narrower matmuls save, and bf16 adds rounding noise. So ``auto`` means float32
-  there; ask for ``bfloat16`` explicitly to try it.
 * ``compile`` runs ``torch.compile``; compilation happens lazily at the first
   forward pass, so :class:`CompiledOrEager` catches a failure there (no C++
   compiler, unsupported platform) and falls back to the plain model with a
@@ -23,7 +17,6 @@ Only features that help on the chosen device are switched on:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
@@ -37,69 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from tinylm.device import quiet_cuda_home_probe
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_write
-from tinylm.train.config import DEVICES, DTYPES
 from tinylm.workers import default_workers
-
-
-def mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def resolve_device(name: str) -> torch.device:
-    """A concrete device for ``auto|cpu|cuda|mps``; asking for a missing one is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TinylmError("device cuda was asked for but no CUDA GPU is available; use auto")
-    if name == "mps" and not mps_available():
-        raise TinylmError("device mps was asked for but MPS is not available; use auto")
-    if name not in DEVICES:
-        raise TinylmError(f"device {name!r} is not one of: {', '.join(DEVICES)}")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast works on this device (CPU: yes, slowly without AVX512-BF16)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # MPS autocast to bf16 is incomplete across torch versions: not offered there.
-    return device.type != "mps"
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype (``torch.float32`` means: no autocast)."""
-    if name == "auto":
-        if device.type == "cuda" and bf16_supported(device):
-            return torch.bfloat16
-        return torch.float32
-    if name == "float32":
-        return torch.float32
-    if name == "bfloat16":
-        if not bf16_supported(device):
-            raise TinylmError(f"bfloat16 is not supported on {device.type}; use dtype float32")
-        return torch.bfloat16
-    raise TinylmError(f"dtype {name!r} is not one of: {', '.join(DTYPES)}")
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward pass, or nothing for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def configure_backends(device: torch.device) -> None:
-    """TF32 matmuls on Ampere+ GPUs: ~free speed, float32 accuracy is not needed for LMs."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 class CompiledOrEager:
@@ -120,7 +54,8 @@ class CompiledOrEager:
         if not self.compiled:
             return self.eager(*args, **kwargs)
         try:
-            return self.module(*args, **kwargs)
+            with quiet_cuda_home_probe():  # the first call compiles
+                return self.module(*args, **kwargs)
         except TinylmError:
             raise  # bad input, not a compiler problem
         except Exception as exc:  # any compile failure means: run eagerly
@@ -138,7 +73,8 @@ def maybe_compile(module: nn.Module, enabled: bool) -> Callable[..., Any]:
     if not enabled:
         return CompiledOrEager(module, module)
     try:
-        compiled = torch.compile(module)
+        with quiet_cuda_home_probe():
+            compiled = torch.compile(module)
     except Exception as exc:  # e.g. unsupported Python version
         warnings.warn(f"torch.compile is unavailable ({exc}); running eagerly", stacklevel=2)
         return CompiledOrEager(module, module)
@@ -146,6 +82,63 @@ def maybe_compile(module: nn.Module, enabled: bool) -> Callable[..., Any]:
 
 
 # -- threads ------------------------------------------------------------------------------
+
+
+#: The variables torch takes its start-up thread count from; MKL's wins when both are set.
+THREAD_VARIABLES = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
+SET_IN_CODE = "set by torch.set_num_threads"
+
+# tinylm's own changes to the count, so that a second Trainer in the same notebook
+# does not mistake the count the first one chose for the user's: the last count
+# tinylm set, and the count that was in place before it.
+_tinylm_threads: int | None = None
+_threads_before_tinylm = 0
+
+
+def set_threads(count: int) -> None:
+    """``torch.set_num_threads``, remembering what the user had before tinylm changed it."""
+    global _tinylm_threads, _threads_before_tinylm
+    current = torch.get_num_threads()
+    if _tinylm_threads is None or current != _tinylm_threads:
+        _threads_before_tinylm = current
+    torch.set_num_threads(count)
+    _tinylm_threads = count
+
+
+def users_threads() -> int:
+    """torch's intra-op thread count as the user left it (tinylm's own change undone)."""
+    current = torch.get_num_threads()
+    if _tinylm_threads is not None and current == _tinylm_threads:
+        return _threads_before_tinylm
+    return current
+
+
+def machine_default_threads() -> int:
+    """The count torch starts with when nothing says otherwise: the physical cores.
+
+    torch gives the same figure as its inter-op default, which no thread
+    variable changes, so it is read there.
+    """
+    return torch.get_num_interop_threads()
+
+
+def chosen_threads() -> tuple[int, str] | None:
+    """The intra-op thread count the user already chose, and how; ``None`` if nobody did.
+
+    The rule: a valid ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` is a choice (torch
+    started from it; MKL's build caps it at the physical cores). A count that differs
+    both from what such a variable gave and from torch's own default
+    (:func:`machine_default_threads`) was set by ``torch.set_num_threads``. A call
+    that set torch's default again cannot be told from no call, and counts as none.
+    """
+    count, default = users_threads(), machine_default_threads()
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return count, name if count in {int(value), min(int(value), default)} else SET_IN_CODE
+    if count != default:
+        return count, SET_IN_CODE
+    return None
 
 
 def thread_candidates(cpus: int) -> list[int]:
@@ -166,9 +159,12 @@ class ThreadTuner:
     With ``setting = "auto"`` on a CPU the tuner skips the first step (warm-up),
     gives each candidate count ``PROBE_STEPS`` real training steps, keeps the count
     with the lowest median step time, and starts over if the median of the last
-    ``WINDOW`` steps becomes ``COLLAPSE`` times the chosen one. An integer setting
-    fixes the count; elsewhere (GPU) nothing is changed. The trainer calls
-    ``before_step()`` and ``after_step(seconds)`` around every step.
+    ``WINDOW`` steps becomes ``COLLAPSE`` times the chosen one. ``auto`` leaves
+    alone a count the user already chose (``OMP_NUM_THREADS``, or
+    ``torch.set_num_threads`` in a notebook: :func:`chosen_threads`) and says so in
+    :meth:`describe`. An integer setting fixes the count over all of that;
+    elsewhere (GPU) nothing is changed. The trainer calls ``before_step()`` and
+    ``after_step(seconds)`` around every step.
     """
 
     PROBE_STEPS = 3
@@ -176,9 +172,13 @@ class ThreadTuner:
     COLLAPSE = 2.0
 
     def __init__(self, setting: str | int, device: torch.device) -> None:
-        self.auto = setting == "auto" and device.type == "cpu"
+        chosen = chosen_threads() if setting == "auto" and device.type == "cpu" else None
+        self.source = chosen[1] if chosen else "auto"  # who chose the count, for describe()
+        self.auto = setting == "auto" and device.type == "cpu" and chosen is None
         if isinstance(setting, int) and device.type == "cpu":
-            torch.set_num_threads(setting)
+            set_threads(setting)
+        elif chosen and chosen[0] != torch.get_num_threads():
+            torch.set_num_threads(chosen[0])  # the user's count, which an earlier run replaced
         self.threads = torch.get_num_threads()
         self.candidates = thread_candidates(default_workers()) if self.auto else [self.threads]
         self.measuring = self.auto and len(self.candidates) > 1
@@ -214,11 +214,13 @@ class ThreadTuner:
             self._remeasure()
 
     def describe(self) -> str:
-        if not self.auto:
-            return f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        """The count and who chose it, for the progress line: ``1 thread (OMP_NUM_THREADS)``."""
         if self.measuring:
             return f"threads auto: timing {', '.join(map(str, self.candidates))}"
-        return f"{self.threads} thread{'s' if self.threads != 1 else ''} (auto)"
+        count = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        if self.auto or self.source != "auto":
+            return f"{count} ({self.source})"
+        return count
 
     def _choose(self) -> None:
         medians = {c: statistics.median(t) for c, t in self._samples.items()}
@@ -236,7 +238,7 @@ class ThreadTuner:
 
     def _set(self, threads: int) -> None:
         if threads != self.threads:
-            torch.set_num_threads(threads)
+            set_threads(threads)
             self.threads = threads
 
 

@@ -35,6 +35,7 @@ import os
 from dataclasses import dataclass
 
 from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_open
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -202,8 +203,6 @@ def plot_schedules(
 
     matplotlib.use("Agg")  # no display needed: we only write a file
     import matplotlib.pyplot as plt
-
-    from tinylm.fileio import atomic_open
 
     steps = range(total_steps + total_steps // 10)  # a little past the end: the floor
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)

@@ -7,7 +7,8 @@ intervals. Everything else lives in small modules beside this one:
 
 * ``config``: :class:`TrainConfig`, the validated hyperparameters;
 * ``batches``: how a step's examples are drawn (exact resume, exact DDP);
-* ``runtime``: device, bf16 autocast and ``torch.compile`` decisions;
+* ``runtime``: the thread count and ``torch.compile`` decisions (the device and
+  bf16 autocast come from :mod:`tinylm.device`);
 * ``distributed``: torchrun/DDP setup and all-reduces;
 * ``evaluation`` and ``sampling``: validation loss, perplexity, text;
 * ``metrics`` and ``callbacks``: ``metrics.jsonl``, the plot, the progress bar.
@@ -44,7 +45,10 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.check_values import MAX_SEED
+from tinylm.checkpoint.manager import CheckpointManager
+from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
+from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import sample_text
@@ -57,15 +61,7 @@ from tinylm.train.distributed import DistInfo
 from tinylm.train.evaluation import estimate_loss
 from tinylm.train.metrics import MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
-from tinylm.train.runtime import (
-    CompileAuto,
-    ThreadTuner,
-    autocast,
-    configure_backends,
-    maybe_compile,
-    resolve_device,
-    resolve_dtype,
-)
+from tinylm.train.runtime import CompileAuto, ThreadTuner, maybe_compile
 from tinylm.train.schedule import Schedule
 from tinylm.untrusted_files import Record
 
@@ -425,8 +421,6 @@ class Trainer:
     def checkpoints(self) -> Any:
         """The run's ``CheckpointManager`` (keeps the last ``keep_last`` and the best)."""
         if self._checkpoints is None and self.run_dir is not None:
-            from tinylm.checkpoint.manager import CheckpointManager
-
             self._checkpoints = CheckpointManager(self.run_dir, keep_last=self.config.keep_last)
         return self._checkpoints
 
@@ -466,7 +460,6 @@ class Trainer:
         ``lr`` would log the new rate and train at the old one. What the config
         changed is listed in ``resume_changes`` (and shown when ``fit`` starts).
         """
-        from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 
         wanted = [_hyperparameters(group) for group in self.optimizer.param_groups]
         step = load_checkpoint(
