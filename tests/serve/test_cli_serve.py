@@ -146,7 +146,7 @@ def test_a_run_that_fails_to_load_is_one_line_with_no_loading_line_before(
 def test_the_server_uses_half_the_cpus_it_may_run_on(monkeypatch):
     from tinylm.cli import serve_cmds
 
-    monkeypatch.setattr("tinylm.workers.default_workers", lambda: 16)
+    monkeypatch.setattr(serve_cmds, "default_workers", lambda: 16)
     assert serve_cmds.default_threads() == 8
-    monkeypatch.setattr("tinylm.workers.default_workers", lambda: 1)
+    monkeypatch.setattr(serve_cmds, "default_workers", lambda: 1)
     assert serve_cmds.default_threads() == 1

@@ -73,7 +73,14 @@ def load_model(
                 "written; point at a checkpoint saved with its tokenizer"
             )
         return model, None, meta
-    return model, load_tokenizer(meta.tokenizer_file), meta
+    tokenizer = load_tokenizer(meta.tokenizer_file)
+    if tokenizer.vocab_size > model.config.vocab_size:  # its ids would index past the table
+        raise TinylmError(
+            f"checkpoint {folder}'s tokenizer.json has {tokenizer.vocab_size:,} ids but its model "
+            f"only {model.config.vocab_size:,}; they do not belong together: put back the "
+            "tokenizer the model was trained with"
+        )
+    return model, tokenizer, meta
 
 
 def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> GPT:
