@@ -6,6 +6,7 @@ import subprocess
 import sys
 import unicodedata
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,3 +66,47 @@ def test_a_usage_error_is_escaped_too():
     proc = _tinylm("tokenize", "--no-such-flag\x1b[2J")
     assert proc.returncode == 2 and b"\x1b" not in proc.stderr
     assert len(proc.stderr.decode().splitlines()) == 1
+
+
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J"
+
+
+@pytest.fixture(scope="module")
+def escaping_run(tmp_path_factory):
+    """A run whose tokenizer knows ESC and BEL: its prompts and samples may hold them."""
+    import torch
+
+    from tinylm.checkpoint import save_checkpoint
+    from tinylm.model import GPT, ModelConfig
+    from tinylm.tokenizers.char import CharTokenizer
+
+    tokenizer = CharTokenizer.train(f"plain text {ESCAPES} more text\n")
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_embd=16, n_head=2
+    )
+    model = GPT(config)
+    with torch.no_grad():  # make the model love ESC and BEL, so samples are full of them
+        model.lm_head.weight[tokenizer.encode("\x1b\x07")] += 5.0
+    run = tmp_path_factory.mktemp("escaping") / "run"
+    save_checkpoint(run / "ckpt-000001", model, None, 1, tokenizer=tokenizer)
+    return run
+
+
+@pytest.mark.parametrize("num", ["1", "2"])
+def test_a_prompt_and_samples_holding_escapes_are_shown_not_obeyed(escaping_run, num):
+    # `tinylm sample RUN --prompt $'\e]0;PWNED\a\e[2J'` set the window title and cleared
+    # the screen; so could a sample of a model trained on such text.
+    proc = _tinylm(
+        "sample", str(escaping_run), "--prompt", ESCAPES, "--max-tokens", "40", "--num", num
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"\x1b" not in proc.stdout and b"\x07" not in proc.stdout
+    assert proc.stdout.startswith(b"\\x1b]0;PWNED\\x07\\x1b[2J")
+    assert proc.stdout.count(b"\\x1b") > 3  # the samples' own ESCs, escaped
+
+
+def test_tokenize_shows_escapes_in_tokens_not_obeys_them():
+    proc = _tinylm("tokenize", "-t", "char", "--color", "never", f"a{ESCAPES}b")
+    assert proc.returncode == 0, proc.stderr
+    assert b"\x1b" not in proc.stdout and b"\x07" not in proc.stdout

@@ -18,6 +18,7 @@ from tinylm.compare.plan import parse_budget, plan_comparison
 from tinylm.compare.results import write_report
 from tinylm.errors import SettingError
 from tinylm.run_layout import RUNS_ROOT
+from tinylm.terminal import printable
 
 DEFAULT_OUT = RUNS_ROOT / "compare"
 
@@ -105,10 +106,10 @@ def run_compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if not args.quiet:
         what = "one setting at a time" if args.one_at_a_time else "every combination"
-        print(
-            f"compare: {len(variants)} runs ({what}, {len({v.seed for v in variants})} seed(s) each"
-            f"{', budget ' + str(budget) if budget else ''}) into {args.out}",
-            flush=True,
+        seeds = len({v.seed for v in variants})
+        say(
+            f"compare: {len(variants)} runs ({what}, {seeds} seed(s) each"
+            f"{', budget ' + str(budget) if budget else ''}) into {args.out}"
         )
 
     def report(event: Any) -> None:
@@ -116,16 +117,15 @@ def run_compare(args: argparse.Namespace) -> int:
             return
         r = event.result
         how = "done earlier" if event.skipped else f"{r.seconds:.0f} s"
-        print(
+        say(
             f"[{event.index}/{event.total}] {r.label} seed {r.seed}: val loss "
             f"{r.final_val_loss:.4f} (best {r.best_val_loss:.4f}), {r.tokens_per_s:,.0f} "
-            f"tokens/s, {how}",
-            flush=True,
+            f"tokens/s, {how}"
         )
         elapsed = time.monotonic() - started
         left = event.total - event.index
         eta = f", about {elapsed / event.index * left:.0f} s left" if left else ""
-        print(f"compare: {event.index}/{event.total} runs, {elapsed:.0f} s{eta}", flush=True)
+        say(f"compare: {event.index}/{event.total} runs, {elapsed:.0f} s{eta}")
 
     results = run_comparison(
         variants,
@@ -144,6 +144,11 @@ def run_compare(args: argparse.Namespace) -> int:
         f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in axes.items()
     )
     paths = write_report(results, args.out, title)
-    print(Path(paths["table"]).read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print(printable(Path(paths["table"]).read_text(encoding="utf-8")))  # values may hold ESC
+    say("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def say(line: str) -> None:
+    """One progress line; the varied values and the folder in it are shown, not obeyed."""
+    print(printable(line, one_line=True), flush=True)

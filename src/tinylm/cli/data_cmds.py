@@ -10,6 +10,7 @@ from tinylm.cli.options import add_doc_sep
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs
 from tinylm.data.hub import load_hub_dataset
 from tinylm.errors import TinylmError
+from tinylm.terminal import printable
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.untrusted_files import describe
@@ -99,7 +100,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         description=description,
     )
-    print(summary(meta, args.out))
+    print(printable(summary(meta, args.out)))  # corpus and folder names may hold anything
     return 0
 
 

@@ -18,6 +18,7 @@ from tinylm.inspect.figures import save_png
 from tinylm.inspect.tables import format_table
 from tinylm.inspect.tokens import visible
 from tinylm.run_layout import INSPECT_DIR
+from tinylm.terminal import printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -150,7 +151,7 @@ def slug(text: str, limit: int = 32) -> str:
 
 def _written(*paths: Path) -> None:
     for path in paths:
-        print(f"wrote {path}")
+        print(printable(f"wrote {path}", one_line=True))
 
 
 # -- the views ---------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def run_next(args: argparse.Namespace) -> int:
     fig = plot_next_token(dist)
     suffix = "" if args.temperature == 1.0 else f"-T{args.temperature:g}"
     path = save_png(fig, _out_dir(args, loaded) / f"next-{slug(args.text)}{suffix}.png")
-    print(f"next token after {args.text!r} ({loaded.label}):")
+    print(f"next token after {args.text!r} ({printable(loaded.label, one_line=True)}):")
     print(format_next_token_table(dist))
     _written(path)
     return 0
@@ -254,7 +255,7 @@ def run_embeddings(args: argparse.Namespace) -> int:
         sections.append((f"{a!r} - {b!r} + {c!r} is nearest to", found))
     projection = project_embeddings(loaded, n=n_plot, source=args.source)
     path = save_png(plot_embeddings(projection), _out_dir(args, loaded) / "embeddings-pca.png")
-    print(f"{args.source} embeddings of {loaded.label}")
+    print(f"{args.source} embeddings of {printable(loaded.label, one_line=True)}")
     for title, found in sections:
         print(f"\n{title}:\n{format_neighbours(found)}")
     ev = projection.explained
@@ -272,7 +273,8 @@ def run_lens(args: argparse.Namespace) -> int:
     loaded = _load(args)
     lens = logit_lens(loaded, args.text, k=k)
     path = save_png(plot_logit_lens(lens), _out_dir(args, loaded) / f"lens-{slug(args.text)}.png")
-    print(f"logit lens for {args.text!r} ({loaded.label}): top guess and its probability")
+    label = printable(loaded.label, one_line=True)
+    print(f"logit lens for {args.text!r} ({label}): top guess and its probability")
     print(format_lens_table(lens, last=last))
     print("\nafter the last token, each layer's top guesses:")
     print(format_lens_last(lens))

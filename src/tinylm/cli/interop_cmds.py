@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinylm.errors import TinylmError
+from tinylm.terminal import printable
 
 FORMATS = ("hf", "gguf", "tiktoken")
 
@@ -43,9 +44,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
     files = export_model(model, tokenizer, args.out, args.format)
-    print(f"exported {meta.path} (step {meta.step}) as {args.format} to {args.out}:")
+    say(f"exported {meta.path} (step {meta.step}) as {args.format} to {args.out}:")
     for path in files:
-        print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
+        say(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     return 0
 
 
@@ -56,13 +57,18 @@ def run_import(args: argparse.Namespace) -> int:
     if not Path(args.hf_dir).is_dir():
         raise TinylmError(f"{args.hf_dir} is not a folder; give a Hugging Face checkpoint folder")
     info = import_hf(args.hf_dir, args.out)
-    print(f"imported a {info['family']} model ({info['params']:,} parameters) into {args.out}")
+    say(f"imported a {info['family']} model ({info['params']:,} parameters) into {args.out}")
     if info["tokenizer_note"]:
-        print(f"no tokenizer came along: {info['tokenizer_note']}")
+        say(f"no tokenizer came along: {info['tokenizer_note']}")
         print(
             "sample, eval and inspect need one: give the folder a byte-level BPE "
             "tokenizer.json (or vocab.json + merges.txt) and import it again into a new folder"
         )
     else:
-        print(f"next: tinylm sample {args.out}")
+        say(f"next: tinylm sample {args.out}")
     return 0
+
+
+def say(line: str) -> None:
+    """A line naming folders and files from the user: shown, never obeyed by the terminal."""
+    print(printable(line, one_line=True))

@@ -19,6 +19,7 @@ from tinylm.inspect.tokens import (
     render_tokens,
     token_pieces,
 )
+from tinylm.terminal import printable
 from tinylm.tokenizers.base import Tokenizer, check_save_path
 from tinylm.tokenizers.bpe import BPETokenizer
 from tinylm.tokenizers.char import CharTokenizer
@@ -130,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"(fewer than the {asked} asked: the corpus has no more pairs to merge; "
             "give more text for a larger vocabulary)"
         )
-    print(f"saved to {args.out}")
+    print(printable(f"saved to {args.out}", one_line=True))
     sample = next(iter(iter_documents(corpus, args.doc_sep)), "")[:240]
     if not sample:
         return 0
@@ -142,8 +143,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def spec_label(spec: str) -> str:
-    """A short column name: the file name for files, the spec itself otherwise."""
-    return Path(spec).name if Path(spec).is_file() else spec
+    """A short column name: the file name for files, the spec itself otherwise (shown safely)."""
+    return printable(Path(spec).name if Path(spec).is_file() else spec, one_line=True)
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
@@ -173,5 +174,5 @@ def run_tokenize(args: argparse.Namespace) -> int:
         except TinylmError as exc:
             # A char tokenizer trained on other text cannot encode this corpus; that
             # is no reason to fail after the user's own texts were shown.
-            print(f"  {name}: n/a, it cannot encode the corpus: {exc}")
+            print(printable(f"  {name}: n/a, it cannot encode the corpus: {exc}", one_line=True))
     return 0

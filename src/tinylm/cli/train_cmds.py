@@ -23,6 +23,7 @@ from tinylm.engines import DEFAULT_ENGINE, ENGINES
 from tinylm.errors import TinylmError
 from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
+from tinylm.terminal import printable
 
 FINAL_SAMPLES = 2
 
@@ -167,7 +168,8 @@ def _report_interrupt(trainer: Any, out_dir: Path) -> None:
             f"the last checkpoint is {trainer.last_checkpoint} (step {trainer.saved_step}); "
             f"continue with: tinylm train --out {out_dir} --resume"
         )
-    print(f"tinylm: training stopped at step {step} of {total}; {saved}", file=sys.stderr)
+    line = f"tinylm: training stopped at step {step} of {total}; {saved}"
+    print(printable(line, one_line=True), file=sys.stderr)
 
 
 def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None:
@@ -175,7 +177,8 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
         f"trained {summary['step']} steps: val loss {summary['val_loss']:.4f} "
         f"(perplexity {summary['val_ppl']:.2f}), best {summary['best_val_loss']:.4f}"
     )
-    print(f"run folder: {out_dir} (checkpoints, metrics.jsonl, loss.png)")
+    folder = printable(str(out_dir), one_line=True)
+    print(f"run folder: {folder} (checkpoints, metrics.jsonl, loss.png)")
     if trainer.tokenizer is None:
         return
     for i in range(FINAL_SAMPLES):
@@ -183,8 +186,8 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
             text = trainer.sample(max_tokens=max(trainer.config.sample_tokens, 300), seed=i)
         except (TinylmError, RuntimeError) as exc:
             text = f"<no sample: {exc}>"
-        print(f"\n--- sample {i + 1} ---\n{text}")
-    print(f"\nmore: tinylm sample {out_dir} --prompt '...'")
+        print(f"\n--- sample {i + 1} ---\n{printable(text)}")
+    print(f"\nmore: tinylm sample {folder} --prompt '...'")
 
 
 # -- sample -------------------------------------------------------------------------------
@@ -215,11 +218,11 @@ def run_sample(args: argparse.Namespace) -> int:
     }
     if args.num > 1:
         texts = sample_texts(model, tokenizer, args.prompt, args.max_tokens, args.num, **sampling)
-        sys.stdout.write("\n---\n".join(args.prompt + text for text in texts) + "\n")
+        sys.stdout.write("\n---\n".join(printable(args.prompt + text) for text in texts) + "\n")
         return 0
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(printable(args.prompt))  # a prompt or a sample may hold ESC, BEL...
     for piece in stream_text(model, tokenizer, args.prompt, args.max_tokens, **sampling):
-        sys.stdout.write(piece)
+        sys.stdout.write(printable(piece))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
@@ -246,8 +249,9 @@ def run_eval(args: argparse.Namespace) -> int:
         max_batches=args.max_batches,
         separator=args.doc_sep,
     )
-    print(
+    line = (
         f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
         f"over {result['tokens']:,} tokens (checkpoint {meta.path}, step {meta.step})"
     )
+    print(printable(line, one_line=True))
     return 0

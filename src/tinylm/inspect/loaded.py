@@ -35,6 +35,7 @@ from tinylm.inference.loading import load_model
 from tinylm.inspect.tokens import token_pieces, visible
 from tinylm.run.folder import read_run_info
 from tinylm.run_layout import RUN_FILE
+from tinylm.terminal import printable
 from tinylm.tokenizers.base import Tokenizer
 
 #: How many training tokens :meth:`LoadedModel.token_frequencies` counts at most:
@@ -89,8 +90,9 @@ class LoadedModel:
 
     @property
     def label(self) -> str:
-        """The run, as a plot title names it: ``small, step 800``."""
-        return self.name if self.step is None else f"{self.name}, step {self.step}"
+        """The run, as a plot title names it: ``small, step 800`` (control characters shown)."""
+        name = printable(self.name, one_line=True)
+        return name if self.step is None else f"{name}, step {self.step}"
 
     # -- text and tokens ------------------------------------------------------------------
 

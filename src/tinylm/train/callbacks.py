@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tinylm.progress import progress_bar
+from tinylm.terminal import printable
 
 if TYPE_CHECKING:
     from tinylm.train.trainer import Trainer
@@ -123,7 +124,7 @@ class ConsoleReporter(Callback):
         )
 
     def on_sample(self, trainer: Trainer, step: int, text: str) -> None:
-        self._write(f"--- sample at step {step} ---\n{text}\n---")
+        self._write(f"--- sample at step {step} ---\n{printable(text)}\n---")
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if self.bar is not None:
