@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -130,3 +131,36 @@ def meta_device() -> Iterator[None]:
     """
     with quiet_cuda_home_probe(), torch.device("meta"):
         yield
+
+
+# -- free memory ---------------------------------------------------------------------------
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (``None`` when it cannot be told)."""
+    if device.type == "cuda":
+        with contextlib.suppress(RuntimeError):
+            return int(torch.cuda.mem_get_info(device)[0])
+        return None
+    if device.type == "cpu":
+        return _host_available()
+    return None
+
+
+def _host_available() -> int | None:
+    """``MemAvailable`` (free plus reclaimable cache) from Linux, else the physical total."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open("/proc/meminfo", encoding="ascii") as handle,
+    ):
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def gib(size: int) -> str:
+    """``size`` bytes as GiB, for a message: ``1.5 GiB``."""
+    return f"{size / 2**30:,.1f} GiB"

@@ -36,6 +36,7 @@ FLAGS = {
     "vary": "--vary",
     "separator": "--doc-sep",
     "max_batches": "--max-batches",
+    "num": "--num",
 }
 #: What to show as the value when an error gives none.
 PLACEHOLDERS = {

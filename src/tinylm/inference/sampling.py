@@ -98,6 +98,7 @@ def sample_texts(
     # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.model.generate import generate_batch
 
+    check_batch_fits(model, num)
     start = prompt_ids(tokenizer, prompt)
     sampling.setdefault("allowed_ids", sampleable_ids(model, tokenizer))
     rows = generate_batch(model, [start] * num, max_tokens, **sampling)
@@ -114,3 +115,40 @@ def _until_end(ids: list[int], eos: int | None) -> list[int]:
             continue
         kept.append(token)
     return kept
+
+
+def generation_bytes(config, rows: int) -> int:
+    """A low estimate of the bytes generating ``rows`` samples at once needs.
+
+    Each row keeps a key and a value per layer for every position of the window
+    (the KV cache, float32), and each step makes a row of logits over the
+    vocabulary, with its softmax. Activations and the weights are left out, so
+    the estimate is on the low side: a batch that fits is never refused.
+    """
+    kv_width = config.kv_heads * (config.n_embd // config.n_head)
+    cache = 2 * config.n_layer * config.block_size * kv_width
+    return rows * (cache + 2 * config.vocab_size) * 4
+
+
+def check_batch_fits(model, rows: int) -> None:
+    """Refuse ``rows`` samples that cannot fit in the model's device's free memory.
+
+    ``num=100000000`` would otherwise fail inside an allocation (or be killed by
+    the operating system after minutes of swapping), and a number too large for
+    an index fails with an ``OverflowError``: both are a count the user typed.
+    """
+    # torch-free start-up: tinylm.device imports torch
+    from tinylm.device import available_bytes, gib
+
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise SettingError(f"num must be a positive whole number, got {rows!r}", setting="num")
+    device = next(model.parameters()).device
+    free = available_bytes(device)
+    needed = generation_bytes(model.config, rows)
+    if free is not None and needed > free:
+        raise SettingError(
+            f"{rows:,} samples at once need at least {gib(needed)} of memory (their KV "
+            f"caches and logits) but {device.type} has {gib(free)} free; ask for fewer samples",
+            setting="num",
+            reason="out_of_memory",
+        )

@@ -19,12 +19,9 @@ the device has free.
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import torch
 
-from tinylm.device import meta_device
+from tinylm.device import available_bytes, gib, meta_device
 from tinylm.errors import SettingError
 from tinylm.model import GPT, ModelConfig
 
@@ -46,31 +43,6 @@ def training_bytes(config: ModelConfig, batch_size: int) -> int:
     return count_params(config) * BYTES * COPIES + activations
 
 
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (``None`` when it cannot be told)."""
-    if device.type == "cuda":
-        with contextlib.suppress(RuntimeError):
-            return int(torch.cuda.mem_get_info(device)[0])
-        return None
-    if device.type == "cpu":
-        return _host_available()
-    return None
-
-
-def _host_available() -> int | None:
-    """``MemAvailable`` (free plus reclaimable cache) from Linux, else the physical total."""
-    with (
-        contextlib.suppress(OSError, ValueError, IndexError),
-        open("/proc/meminfo", encoding="ascii") as handle,
-    ):
-        for line in handle:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
-
-
 def check_fits(config: ModelConfig, batch_size: int, device: torch.device) -> None:
     """Refuse a model and micro-batch that cannot fit in ``device``'s free memory."""
     free = available_bytes(device)
@@ -81,13 +53,9 @@ def check_fits(config: ModelConfig, batch_size: int, device: torch.device) -> No
     if needed > free:
         model_fits = params * BYTES * COPIES <= free
         raise SettingError(
-            f"this run needs at least {_gib(needed)} of memory to train ({params:,} "
+            f"this run needs at least {gib(needed)} of memory to train ({params:,} "
             f"parameters, micro-batches of {batch_size} x {config.block_size} tokens) but "
-            f"{device.type} has {_gib(free)} free; make the model or batch_size smaller",
+            f"{device.type} has {gib(free)} free; make the model or batch_size smaller",
             setting="batch_size" if model_fits else "model",
             reason="out_of_memory",
         )
-
-
-def _gib(size: int) -> str:
-    return f"{size / 2**30:,.1f} GiB"
