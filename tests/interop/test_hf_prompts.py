@@ -20,6 +20,7 @@ from tinylm.checkpoint import save_checkpoint
 from tinylm.cli.main import main
 from tinylm.inference.sampling import prompt_ids
 from tinylm.interop.export import export_model
+from tinylm.terminal import printable
 from tinylm.tokenizers.char import CharTokenizer
 
 from .conftest import VARIANTS, corpus_text, make_model
@@ -46,7 +47,11 @@ def char() -> CharTokenizer:
 
 
 def tinylm_sample(run, capsys) -> str:
-    """What ``tinylm sample --top-k 1`` prints after the prompt."""
+    """What ``tinylm sample --top-k 1`` prints after the prompt.
+
+    The terminal gets control characters as escapes (``tinylm.terminal``), so the
+    other side of each comparison is shown the same way.
+    """
     argv = ["sample", str(run), "--prompt", PROMPT, "--top-k", "1"]
     assert main([*argv, "--max-tokens", str(NEW_TOKENS)]) == 0
     out = capsys.readouterr().out
@@ -81,9 +86,9 @@ def test_transformers_greedy_text_is_tinylm_greedy_text(case, char, bpe, tmp_pat
 
     save_checkpoint(tmp_path / "run" / "ckpt-000001", model, None, 1, tokenizer=tokenizer)
     ours = tinylm_sample(tmp_path / "run", capsys)
-    assert ours == tokenizer.decode(greedy)
+    assert ours == printable(tokenizer.decode(greedy))
     export_model(model, tokenizer, tmp_path / "hf", "hf")
-    assert hf_sample(tmp_path / "hf") == ours
+    assert printable(hf_sample(tmp_path / "hf")) == ours
 
     # Every file that names BOS names the one the post-processor adds.
     folder = tmp_path / "hf"
@@ -113,4 +118,4 @@ def test_an_imported_export_samples_the_same_text_with_one_bos(case, bpe, tmp_pa
 
     _, tokenizer, _ = load_model(tmp_path / "back")
     assert prompt_ids(tokenizer, PROMPT) == [bpe.bos_id, *bpe.encode(PROMPT)]
-    assert tinylm_sample(tmp_path / "back", capsys) == ours == hf_sample(tmp_path / "hf")
+    assert tinylm_sample(tmp_path / "back", capsys) == ours == printable(hf_sample(tmp_path / "hf"))
