@@ -88,14 +88,6 @@ LEAVES: dict[str, tuple[str, ...]] = {
     "tinylm.check_values": ("tinylm.errors",),
     "tinylm.untrusted_files": ("tinylm.errors", "tinylm.check_values"),
 }
-#: modules being rewritten in parallel (issue 19) whose lazy imports are not yet commented;
-#: drop each from this list once its in-function imports say why they are there.
-LAZY_IMPORTS_UNCHECKED = (
-    "tinylm.run.start",
-    "tinylm.checkpoint",
-    "tinylm.tokenizers",
-    "tinylm.engines.scratch_trainer",
-)
 #: module -> the only package whose modules may import it directly.
 PRIVATE_TO: dict[str, str] = {"tinylm.train.runtime": "tinylm.train"}
 
@@ -349,7 +341,7 @@ def test_training_only_runtime_stays_in_training(graph):
 
 
 def test_each_lazy_tinylm_import_says_why():
-    assert uncommented_lazy_imports(SRC, LAZY_IMPORTS_UNCHECKED) == []
+    assert uncommented_lazy_imports(SRC) == []
 
 
 def test_tokenizers_import_no_torch_when_run():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinylm import __version__
 from tinylm.check_values import is_number
 from tinylm.checkpoint.hints import POINT_AT_CHECKPOINT, corrupt_hint
 from tinylm.checkpoint.json_files import read_checkpoint_json
@@ -62,8 +63,6 @@ def state_record(
     step: int, metrics: dict | None, extra: dict | None, best: dict | None
 ) -> dict[str, Any]:
     """What state.json holds for a checkpoint saved at ``step``."""
-    from tinylm import __version__
-
     record = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

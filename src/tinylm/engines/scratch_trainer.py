@@ -45,7 +45,7 @@ from tinylm.engines.scratch_convert import (
 )
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
-from tinylm.model import ModelConfig
+from tinylm.model import GPT, ModelConfig
 from tinylm.progress import progress_bar
 from tinylm.run_layout import PLOT_FILE, RUN_FILE
 from tinylm.scratch.model import MicroGPT
@@ -413,6 +413,4 @@ def resumed_scratch_trainer(
 
 
 def _float64_gpt(config: ModelConfig) -> Any:
-    from tinylm.model import GPT
-
     return GPT(config).double()

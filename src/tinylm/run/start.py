@@ -30,6 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tinylm.checkpoint.manager import CheckpointManager
+from tinylm.checkpoint.save_load import read_checkpoint_meta
+from tinylm.data.prepared import check_tokenizer, load_prepared
+from tinylm.device import resolve_device
 from tinylm.engines import engine_named, engine_of_run
 from tinylm.engines.base import Engine, EngineTrainer
 from tinylm.errors import SettingError, TinylmError
@@ -37,8 +41,10 @@ from tinylm.run import folder as rules
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
 from tinylm.run.settings import RunSettings, layer_settings
+from tinylm.run_layout import TOKENIZER_FILE
 from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.train import distributed
+from tinylm.train.trainer import check_writable
 
 PathLike = str | os.PathLike
 DataSpec = PathLike | Sequence[PathLike] | None
@@ -178,8 +184,6 @@ def _data_specs(data: PathLike | Sequence[PathLike]) -> list[str]:
 
 def _join_processes(settings: RunSettings) -> distributed.DistInfo:
     """Under torchrun, join the process group first: rank 0 prepares data while others wait."""
-    from tinylm.device import resolve_device
-
     dist = distributed.DistInfo.from_env()
     if dist.enabled:
         device = resolve_device(str(settings.train.get("device", "auto")))
@@ -222,8 +226,6 @@ def _new_trainer(
     dist: distributed.DistInfo,
 ) -> EngineTrainer:
     """A fresh run (or a fine-tune), after every check passes."""
-    from tinylm.train.trainer import check_writable
-
     rules.refuse_existing_run(out_dir)
     # Settings first: a typo or a model the engine cannot build fails before any data.
     config = engine.train_config({**settings.train, "out_dir": str(out_dir)})
@@ -261,8 +263,6 @@ def _new_trainer(
 
 def _base_model(path: PathLike, model_settings: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint to fine-tune: its path, model config and tokenizer."""
-    from tinylm.checkpoint.save_load import read_checkpoint_meta
-
     meta = read_checkpoint_meta(path)
     config = meta.model_config
     if not isinstance(config, dict):
@@ -298,10 +298,6 @@ def _resumed_trainer(
     dist: distributed.DistInfo,
 ) -> EngineTrainer:
     """Continue the run in ``out_dir`` from its latest checkpoint, exactly, in its engine."""
-    from tinylm.checkpoint.manager import CheckpointManager
-    from tinylm.data.prepared import check_tokenizer, load_prepared
-    from tinylm.run_layout import TOKENIZER_FILE
-
     if dist.is_main and out_dir.is_dir():  # a killed run's leftovers, before choosing latest
         CheckpointManager(out_dir).recover()
     latest = rules.checkpoint_to_resume(out_dir)

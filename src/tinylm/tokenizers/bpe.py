@@ -56,6 +56,7 @@ from tinylm.tokenizers.bpe_specials import (
     first_special,
 )
 from tinylm.tokenizers.bpe_stream import encode_stream
+from tinylm.tokenizers.bpe_train import train_bpe
 from tinylm.tokenizers.bpe_vocab import check_vocab, encoder_of, merge_ranks, without_specials
 from tinylm.tokenizers.pretokenize import (
     pretokenizer,
@@ -246,8 +247,6 @@ class BPETokenizer(Tokenizer):
         progress: bool = True,
     ) -> BPETokenizer:
         """Learn a vocabulary from ``corpus``; see :func:`tinylm.tokenizers.bpe_train.train_bpe`."""
-        from tinylm.tokenizers.bpe_train import train_bpe
-
         vocab, merges, special_ids = train_bpe(
             corpus, vocab_size, special_tokens, pattern, workers=workers, progress=progress
         )

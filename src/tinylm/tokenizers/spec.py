@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinylm.documents import iter_documents
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.formats import load_tokenizer
 from tinylm.untrusted_files import check_readable_file, describe
 
@@ -92,12 +95,7 @@ def tokenizer_from_spec(
     if corpus is None:
         raise TinylmError(f"the tokenizer spec {parsed.kind!r} is trained on a corpus; give one")
     if parsed.kind == "char":
-        from tinylm.tokenizers.char import CharTokenizer
-
         return CharTokenizer.train(corpus, unknown=unknown, separator=separator)
-    from tinylm.documents import iter_documents
-    from tinylm.tokenizers.bpe import BPETokenizer
-
     documents: Iterable[Any] = corpus if separator == "eot" else iter_documents(corpus, separator)
     return BPETokenizer.train(
         documents, parsed.vocab_size, special_tokens=DEFAULT_SPECIALS, progress=progress
