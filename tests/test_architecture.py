@@ -22,6 +22,8 @@ which never runs -- become edges of a module graph. The rules:
   checks values through them, so they must be importable from anywhere, and the
   model must not reach the file reader).
 * ``tinylm.inspect`` and ``tinylm.serve`` reach no CLI;
+* ``tinylm.chat`` (conversations, the chat template, the built-in set) reaches no
+  torch, model, training, run layer, inference or CLI;
 * ``tinylm.device`` (the device and dtype every command resolves) reaches no
   training, run layer, CLI or files, so any command can import it;
 * ``tinylm.train.runtime`` (the thread tuner and compile decisions) is imported
@@ -80,6 +82,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "tinylm.inspect": ("tinylm.cli",),
     "tinylm.serve": ("tinylm.cli",),
     "tinylm.device": ("tinylm.train", "tinylm.run", "tinylm.cli", "tinylm.fileio"),
+    "tinylm.chat": (
+        "torch",
+        "tinylm.model",
+        "tinylm.train",
+        "tinylm.run",
+        "tinylm.inference",
+        "tinylm.cli",
+    ),
 }
 #: packages whose modules may import only the standard library (and each other).
 STDLIB_ONLY = ("tinylm.scratch", "tinylm.run_layout")

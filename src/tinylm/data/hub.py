@@ -57,6 +57,38 @@ def load_hub_dataset(
     builder, ``revision=``). Problems with the name, split, files or network are
     raised here as :class:`TinylmError`, before the first document is read.
     """
+    rows = load_hub_records(
+        name,
+        split,
+        text_field,
+        cache_dir,
+        data_files,
+        config=config,
+        streaming=streaming,
+        **load_kwargs,
+    )
+    return _documents(rows, name, text_field)
+
+
+def load_hub_records(
+    name: str,
+    split: str = "train",
+    field: str = "text",
+    cache_dir: str | os.PathLike | None = None,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+    *,
+    config: str | None = None,
+    streaming: bool = False,
+    field_setting: str = "text_field",
+    **load_kwargs: Any,
+) -> Iterator[Any]:
+    """The values of one ``field`` of one split, row by row, unchecked (``None`` included).
+
+    The arguments are those of :func:`load_hub_dataset`, which takes text from
+    here, as does :func:`tinylm.chat.conversations.load_hub_conversations` for a chat
+    dataset's ``messages`` lists (each reader checks its values); ``field_setting``
+    names the setting that fixes an unknown field.
+    """
     datasets = _import_datasets()
     try:
         dataset = datasets.load_dataset(
@@ -75,27 +107,31 @@ def load_hub_dataset(
             "and data files, and that the Hub is reachable"
         ) from None
     columns = dataset.column_names
-    if columns is not None and text_field not in columns:
+    if columns is not None and field not in columns:
         raise SettingError(
-            f"dataset {name!r} has no field {text_field!r}; its fields are "
-            f"{', '.join(columns)}; set text_field to one of them",
-            setting="text_field",
+            f"dataset {name!r} has no field {field!r}; its fields are "
+            f"{', '.join(columns)}; set {field_setting} to one of them",
+            setting=field_setting,
             value="FIELD",
         )
-    return _documents(dataset.iter(batch_size=_ROWS_PER_READ), name, text_field)
+    return _values(dataset.iter(batch_size=_ROWS_PER_READ), name, field)
 
 
-def _documents(batches: Iterable[dict[str, list]], name: str, text_field: str) -> Iterator[str]:
+def _values(batches: Iterable[dict[str, list]], name: str, field: str) -> Iterator[Any]:
     for batch in batches:
-        if text_field not in batch:  # only a streaming dataset gets this far without it
-            raise TinylmError(f"dataset {name!r} has no field {text_field!r}")
-        for text in batch[text_field]:
-            if text is None:  # a missing value, not a document
-                continue
-            if not isinstance(text, str):
-                raise TinylmError(
-                    f"field {text_field!r} of dataset {name!r} holds {type(text).__name__}, "
-                    "not text; pass the name of a text field"
-                )
-            if text.strip():
-                yield text
+        if field not in batch:  # only a streaming dataset gets this far without it
+            raise TinylmError(f"dataset {name!r} has no field {field!r}")
+        yield from batch[field]
+
+
+def _documents(values: Iterable[Any], name: str, text_field: str) -> Iterator[str]:
+    for text in values:
+        if text is None:  # a missing value, not a document
+            continue
+        if not isinstance(text, str):
+            raise TinylmError(
+                f"field {text_field!r} of dataset {name!r} holds {type(text).__name__}, "
+                "not text; pass the name of a text field"
+            )
+        if text.strip():
+            yield text

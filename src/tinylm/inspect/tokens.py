@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tinylm.terminal import printable
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.bpe import BPETokenizer
 
 #: The seed's comparison examples: a common phrase, a word famous for its letters,
 #: and a word with a prefix that subword tokenizers may or may not split off.
@@ -29,8 +30,8 @@ def encode_shown(tokenizer: Tokenizer, text: str) -> list[int]:
     protects training data; someone looking at how text tokenizes wants to see
     ``<|endoftext|>`` become its one id instead.
     """
-    if getattr(tokenizer, "special_tokens", None):
-        return tokenizer.encode(text, allowed_special="all")  # type: ignore[call-arg]
+    if isinstance(tokenizer, BPETokenizer) and tokenizer.special_tokens:
+        return tokenizer.encode(text, allowed_special="all")
     return tokenizer.encode(text)
 
 

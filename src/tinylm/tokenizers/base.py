@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from tinylm.errors import TinylmError
@@ -42,6 +44,10 @@ class Tokenizer(ABC):
 
     #: ``"char"`` or ``"bpe"``; stored in the file so ``load_tokenizer`` can dispatch.
     kind: str = ""
+
+    #: Named special tokens -> ids (a BPE's ``<|endoftext|>``, the chat template's
+    #: ``<|user|>``); the char tokenizer's BOS and UNK are attributes of their own.
+    special_tokens: Mapping[str, int] = MappingProxyType({})
 
     @property
     @abstractmethod
@@ -77,6 +83,19 @@ class Tokenizer(ABC):
     def pad_id(self) -> int | None:
         """Id used to pad batches; its positions are left out of the loss."""
         return None
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode ``text`` with special-token names read as plain text, never as specials.
+
+        For text from outside (a conversation's messages), so a message that spells
+        ``<|assistant|>`` cannot forge a turn. The char tokenizer never recognises
+        specials in text, so its ``encode`` already does this; BPE overrides it.
+        """
+        return self.encode(text)
+
+    def with_special_tokens(self, names: Sequence[str]) -> Tokenizer:
+        """A copy with the special tokens ``names`` it lacks, at ids after all of its own."""
+        raise TinylmError(f"{type(self).__name__} cannot gain special tokens")
 
     def encode_document(self, text: str) -> list[int]:
         """Encode one document wrapped in its boundary tokens.

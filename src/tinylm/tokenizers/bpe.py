@@ -327,6 +327,19 @@ class BPETokenizer(Tokenizer):
     def pad_id(self) -> int | None:
         return first_special(self.special_tokens, PAD_NAMES)
 
+    def with_special_tokens(self, names: Sequence[str]) -> BPETokenizer:
+        """This tokenizer plus the special tokens ``names`` it lacks, from ``vocab_size`` up.
+
+        Every id it had keeps its meaning (vocabulary, merges and the specials it
+        already has are shared), so a model trained with it still reads them.
+        """
+        new = [name for name in dict.fromkeys(names) if name not in self.special_tokens]
+        specials = dict(self.special_tokens)
+        specials.update({name: self.vocab_size + k for k, name in enumerate(new)})
+        grown = type(self).__new__(type(self))
+        grown._setup(self.vocab, self._encoder, self._ranks, self._merges, specials, self.pattern)
+        return grown
+
     # -- encoding --------------------------------------------------------------
 
     def encode(

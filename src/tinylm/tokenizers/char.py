@@ -9,13 +9,19 @@ Unseen characters raise by default, naming the character and its position,
 because a model cannot say anything sensible about a symbol it never saw and a
 silent substitute hides data problems. ``unknown="reserve"`` adds one more id,
 UNK, for users who would rather map them (decoded as U+FFFD).
+
+Special tokens beyond BOS (the chat template's ``<|user|>`` ...) are added with
+:meth:`CharTokenizer.with_special_tokens`: they take the ids after BOS and UNK,
+decode to their names, and are never produced by :meth:`~CharTokenizer.encode`
+(text that spells a name is ordinary characters), so only code that inserts the
+ids on purpose can place them.
 """
 
 from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tinylm.documents import iter_documents
@@ -31,11 +37,13 @@ def _describe(ch: str) -> str:
 
 
 class CharTokenizer(Tokenizer):
-    """Sorted unique characters + BOS (+ UNK when ``unknown="reserve"``)."""
+    """Sorted unique characters + BOS (+ UNK when ``unknown="reserve"``) + named specials."""
 
     kind = "char"
 
-    def __init__(self, chars: Sequence[str], unknown: str = "error") -> None:
+    def __init__(
+        self, chars: Sequence[str], unknown: str = "error", special_tokens: Sequence[str] = ()
+    ) -> None:
         if unknown not in UNKNOWN_POLICIES:
             raise TinylmError(f"unknown={unknown!r}; choose one of {', '.join(UNKNOWN_POLICIES)}")
         if any(len(ch) != 1 for ch in chars):
@@ -47,6 +55,10 @@ class CharTokenizer(Tokenizer):
         self.stoi: dict[str, int] = {ch: i for i, ch in enumerate(self.chars)}
         self.BOS = len(self.chars)
         self.UNK: int | None = self.BOS + 1 if unknown == "reserve" else None
+        self.special_tokens: Mapping[str, int] = _number_specials(
+            special_tokens, self.BOS + (2 if self.UNK is not None else 1)
+        )
+        self._special_names = {i: name for name, i in self.special_tokens.items()}
 
     @classmethod
     def train(
@@ -65,7 +77,7 @@ class CharTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars) + (2 if self.UNK is not None else 1)
+        return len(self.chars) + (2 if self.UNK is not None else 1) + len(self.special_tokens)
 
     @property
     def bos_id(self) -> int:
@@ -107,6 +119,8 @@ class CharTokenizer(Tokenizer):
                 continue
             elif i == self.UNK:
                 out.append("\ufffd")
+            elif i in self._special_names:
+                out.append(self._special_names[i])
             else:
                 raise TinylmError(
                     f"id {i} is outside this char vocabulary (0..{self.vocab_size - 1})"
@@ -119,14 +133,45 @@ class CharTokenizer(Tokenizer):
             return "<BOS>"
         if i == self.UNK:
             return "<UNK>"
+        if i in self._special_names:
+            return self._special_names[i]
         return self.chars[i]
 
+    def with_special_tokens(self, names: Sequence[str]) -> CharTokenizer:
+        """This tokenizer plus the special tokens ``names`` it lacks, at the next free ids.
+
+        Every id it had keeps its meaning, so a model trained with it still reads them.
+        """
+        new = [name for name in dict.fromkeys(names) if name not in self.special_tokens]
+        return CharTokenizer(self.chars, self.unknown, [*self.special_tokens, *new])
+
     def to_dict(self) -> dict[str, Any]:
-        return {"chars": "".join(self.chars), "unknown": self.unknown}
+        data: dict[str, Any] = {"chars": "".join(self.chars), "unknown": self.unknown}
+        if self.special_tokens:  # absent otherwise: older files keep their fingerprint
+            data["special_tokens"] = list(self.special_tokens)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         chars = data.get("chars")
         if not isinstance(chars, str):
             raise TinylmError("char tokenizer file lacks its 'chars' string; the file is corrupt")
-        return cls(list(chars), unknown=data.get("unknown", "error"))
+        specials = data.get("special_tokens", [])
+        if not isinstance(specials, list) or not all(isinstance(n, str) for n in specials):
+            raise TinylmError(
+                "char tokenizer file's 'special_tokens' is not a list of names; the file is corrupt"
+            )
+        return cls(list(chars), unknown=data.get("unknown", "error"), special_tokens=specials)
+
+
+def _number_specials(names: Sequence[str], first: int) -> dict[str, int]:
+    """Name -> id from ``first`` up, in order; names are non-empty and distinct."""
+    if isinstance(names, str):
+        raise TinylmError(f"special_tokens must be a list of names, not the string {names!r}")
+    names = list(names)
+    if len(set(names)) != len(names):
+        raise TinylmError(f"special token names repeat: {names}")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise TinylmError(f"special token name {name!r} must be a non-empty string")
+    return {name: first + k for k, name in enumerate(names)}
