@@ -79,7 +79,8 @@ def test_train_writes_checkpoint_metrics_plot_and_cached_data(trained):
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
-    assert any("val_loss" in r for r in records)
+    evals = [r for r in records if "val_loss" in r]
+    assert evals and all(2 < r["val_bpb"] < 10 for r in evals)  # bits/byte, every time
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["n_layer"] == 1 and info["train"]["steps"] == 5
     assert info["tokenizer"] == "char" and Path(info["prepared"]).parent == Path("data")
@@ -90,7 +91,7 @@ def test_train_prints_a_summary_and_samples(tmp_path, corpus, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(corpus), "--steps", "2", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "trained 2 steps: val loss" in printed
+    assert "trained 2 steps: val loss" in printed and "bits/byte)" in printed
     assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed
 
 
@@ -111,6 +112,12 @@ def test_eval_reports_loss_and_perplexity_on_text_and_on_prepared_data(trained, 
     assert main(["eval", str(out), "--data", str(corpus)]) == 0
     text_line = capsys.readouterr().out
     assert "loss" in text_line and "perplexity" in text_line and "step 5" in text_line
+    # The corpus is ASCII in one document: one byte per scored character, none for a BOS
+    # (at most one, the closing one, is scored).
+    bpb = float(text_line.split("perplexity ")[1].split(", ")[1].split(" bits/byte")[0])
+    tokens = int(text_line.split(" over ")[1].split(" tokens")[0].replace(",", ""))
+    scored_bytes = int(text_line.split(" tokens (")[1].split(" bytes)")[0].replace(",", ""))
+    assert tokens - 1 <= scored_bytes <= tokens and 2 < bpb < 10
     prepared = out / json.loads((out / "run.json").read_text())["prepared"]
     assert main(["eval", str(out), "--data", str(prepared), "--split", "val"]) == 0
     val_line = capsys.readouterr().out

@@ -162,12 +162,16 @@ def test_table_numbers_are_the_runs_own_metrics(tmp_path, corpus):
         steps = [x for x in records if "ms_per_step" in x]
         assert r.final_val_loss == evals[-1]
         assert r.best_val_loss == min(evals)
+        bpbs = [x["val_bpb"] for x in records if "val_loss" in x]
+        assert r.final_val_bpb == bpbs[-1] and r.best_val_bpb == min(bpbs)
+        assert r.tokenizer == results[0].tokenizer is not None  # one tokenizer: rank by loss
         assert r.steps == steps[-1]["step"] == math.ceil(300 / (4 * 16))
         assert r.seconds == pytest.approx(sum(x["ms_per_step"] for x in steps) / 1000)
     paths = write_report(results, tmp_path, "norms")
     table = paths["table"].read_text()
+    assert "| final val bpb |" in table and "vs best |" in table
     for r in results:
-        assert f"{r.final_val_loss:.4f}" in table
+        assert f"{r.final_val_loss:.4f}" in table and f"{r.final_val_bpb:.4f}" in table
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 1 + len(results)
     for path in (paths["steps_plot"], paths["time_plot"]):
@@ -252,7 +256,7 @@ def test_every_field_of_a_result_file_is_checked_before_the_report(tmp_path, key
 # -- the table -------------------------------------------------------------------------------
 
 
-def _result(label: str, seed: int, final: float) -> RunResult:
+def _result(label: str, seed: int, final: float, **more: object) -> RunResult:
     return RunResult(
         label=label,
         settings={"x": label},
@@ -266,7 +270,35 @@ def _result(label: str, seed: int, final: float) -> RunResult:
         final_val_loss=final,
         best_val_loss=final,
         curve=[[10, 1.0, final]],
+        **more,
     )
+
+
+def test_runs_of_different_tokenizers_are_ranked_by_bits_per_byte():
+    # Per token the BPE run looks worse (more nats per longer token); per byte it is better.
+    chars = _result("char", 1, 1.5, final_val_bpb=2.2, best_val_bpb=2.2, tokenizer="c1")
+    bpe = _result("bpe", 1, 3.0, final_val_bpb=1.9, best_val_bpb=1.9, tokenizer="b2")
+    by_label = {s.label: s for s in summarise([chars, bpe])}
+    assert by_label["bpe"].delta == 0 and by_label["char"].delta == pytest.approx(0.3)
+    table = markdown_table(list(by_label.values()))
+    assert "vs best (bpb)" in table and "compared by bits per byte" in table
+    # One tokenizer: nats per token are comparable, and they rank.
+    same = summarise([chars, _result("b", 1, 3.0, final_val_bpb=1.9, tokenizer="c1")])
+    assert {s.label: s.delta for s in same} == {"char": 0, "b": pytest.approx(1.5)}
+
+
+def test_a_result_file_from_before_bits_per_byte_reads_and_reports(tmp_path):
+    old = asdict(_result("a", 1, 2.0))
+    for key in ("final_val_bpb", "best_val_bpb", "tokenizer"):
+        del old[key]
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(old))
+    result = RunResult.read(path)
+    assert result.final_val_bpb is None and result.tokenizer is None
+    new = _result("b", 1, 2.5, final_val_bpb=1.0, tokenizer="x")
+    summaries = summarise([result, new])  # bpb unknown for one: ranked by loss
+    assert [s.delta for s in summaries] == [0, 0.5]
+    assert "| 2.0000 | – |" in markdown_table(summaries)
 
 
 def test_differences_inside_the_seed_spread_are_marked():

@@ -72,6 +72,20 @@ def test_metrics_are_the_runs_loss_curves(server):
     assert status == 200
     assert curves["train"] == [[0, 4.0], [10, 3.1], [20, 2.6], [30, 2.3], [40, 2.1], [50, 2.0]]
     assert curves["val"] == [[10, pytest.approx(3.2)], [30, pytest.approx(2.4)], [50, 2.1]]
+    assert curves["val_bpb"] == []  # recorded before bits per byte: no curve, no error
+
+
+def test_metrics_give_bits_per_byte_when_the_run_recorded_them(tmp_path):
+    from tinylm.serve.served import load_runs
+
+    from .conftest import make_run
+
+    run = make_run(tmp_path / "new", n_layer=1, seed=0, losses=[3.0, 2.5])
+    with (run / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write('\n{"step": 30, "val_loss": 2.4, "val_ppl": 11.0, "val_bpb": 3.25}\n')
+    curves = Api(load_runs([run])).metrics({})
+    assert curves["val_bpb"] == [[30, 3.25]]
+    assert curves["val"][-1] == [30, 2.4]
 
 
 def test_metrics_of_an_unknown_or_unnamed_run_is_an_error(server):

@@ -305,3 +305,44 @@ def test_losses_per_character_and_per_token_get_separate_charts(browser, tmp_pat
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+def test_bits_per_byte_share_one_chart_across_tokenizers(browser, tmp_path):
+    import threading
+
+    from tinylm.serve.api import Api
+    from tinylm.serve.served import load_runs
+    from tinylm.serve.server import InspectorServer
+    from tinylm.tokenizers.bpe import BPETokenizer
+
+    from .conftest import TEXT, make_run
+
+    make_run(tmp_path / "chars", n_layer=1, seed=0, losses=[3.0, 2.5])
+    bpe = BPETokenizer.train(TEXT * 4, vocab_size=300, progress=False)
+    make_run(tmp_path / "tokens", n_layer=1, seed=1, losses=[6.0, 5.0], tokenizer=bpe)
+    for name, bpb in (("chars", 3.5), ("tokens", 3.1)):  # each falls by 0.2
+        with (tmp_path / name / "metrics.jsonl").open("a", encoding="utf-8") as f:
+            for step, value in ((30, bpb), (40, bpb - 0.2)):
+                f.write(f'\n{{"step": {step}, "val_loss": 2, "val_ppl": 7, "val_bpb": {value}}}')
+    srv = InspectorServer(Api(load_runs([tmp_path])), "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(srv.url + "#training")
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_selector("#loss-chart svg.bpb-chart polyline.val-curve >> nth=1")
+        chart = page.locator("#loss-chart svg.bpb-chart")
+        assert chart.count() == 1  # beside the two charts in nats, one per unit
+        assert page.locator("#loss-chart svg.loss-chart").count() == 3
+        title = chart.locator("text.chart-title").text_content().strip()
+        assert title.startswith("validation bits per byte")
+        runs = [c.get_attribute("data-run") for c in chart.locator("polyline.val-curve").all()]
+        assert runs == ["chars", "tokens"]
+    finally:
+        context.close()
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)

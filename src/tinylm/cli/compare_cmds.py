@@ -117,9 +117,10 @@ def run_compare(args: argparse.Namespace) -> int:
             return
         r = event.result
         how = "done earlier" if event.skipped else f"{r.seconds:.0f} s"
+        bpb = "" if r.final_val_bpb is None else f", {r.final_val_bpb:.4f} bits/byte"
         say(
             f"[{event.index}/{event.total}] {r.label} seed {r.seed}: val loss "
-            f"{r.final_val_loss:.4f} (best {r.best_val_loss:.4f}), {r.tokens_per_s:,.0f} "
+            f"{r.final_val_loss:.4f} (best {r.best_val_loss:.4f}){bpb}, {r.tokens_per_s:,.0f} "
             f"tokens/s, {how}"
         )
         elapsed = time.monotonic() - started

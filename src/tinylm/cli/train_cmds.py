@@ -173,9 +173,10 @@ def _report_interrupt(trainer: Any, out_dir: Path) -> None:
 
 
 def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    bpb = f", {summary['val_bpb']:.4f} bits/byte" if "val_bpb" in summary else ""
     print(
         f"trained {summary['step']} steps: val loss {summary['val_loss']:.4f} "
-        f"(perplexity {summary['val_ppl']:.2f}), best {summary['best_val_loss']:.4f}"
+        f"(perplexity {summary['val_ppl']:.2f}{bpb}), best {summary['best_val_loss']:.4f}"
     )
     folder = printable(str(out_dir), one_line=True)
     print(f"run folder: {folder} (checkpoints, metrics.jsonl, loss.png)")
@@ -250,8 +251,9 @@ def run_eval(args: argparse.Namespace) -> int:
         separator=args.doc_sep,
     )
     line = (
-        f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
-        f"over {result['tokens']:,} tokens (checkpoint {meta.path}, step {meta.step})"
+        f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}, "
+        f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens "
+        f"({result['bytes']:,} bytes) (checkpoint {meta.path}, step {meta.step})"
     )
     print(printable(line, one_line=True))
     return 0

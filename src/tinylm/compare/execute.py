@@ -57,6 +57,10 @@ class RunResult:
     final_val_loss: float
     best_val_loss: float
     curve: list[list[float]] = field(default_factory=list)  # [step, seconds, val_loss]
+    # Bits per byte, comparable across tokenizers; None in results written before it was.
+    final_val_bpb: float | None = None
+    best_val_bpb: float | None = None
+    tokenizer: str | None = None  # the tokenizer's fingerprint: which unit val_loss is in
 
     @classmethod
     def read(cls, path: Path) -> RunResult:
@@ -84,7 +88,15 @@ class RunResult:
             final_val_loss=record.float("final_val_loss"),
             best_val_loss=record.float("best_val_loss"),
             curve=curve,
+            final_val_bpb=_optional(record, record.float, "final_val_bpb"),
+            best_val_bpb=_optional(record, record.float, "best_val_bpb"),
+            tokenizer=_optional(record, record.str, "tokenizer"),
         )
+
+
+def _optional(record: Record, read: Callable[[str], Any], key: str) -> Any:
+    """A field that older result files lack (or hold as null): None, else checked by ``read``."""
+    return None if record.data.get(key) is None else read(key)
 
 
 @dataclass
@@ -326,16 +338,18 @@ def _train(
     ) as bar:
         trainer.callbacks.append(_Clock(seconds_before, budget and budget.seconds, bar))
         trainer.fit()
-    return collect_result(variant, run_dir, trainer.model)
+    return collect_result(variant, run_dir, trainer.model, trainer.tokenizer)
 
 
-def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunResult:
+def collect_result(
+    variant: Variant, run_dir: Path, model: Any = None, tokenizer: Any = None
+) -> RunResult:
     """A run's numbers, read back from its own ``metrics.jsonl`` (and its model's size)."""
     if model is None:
         # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
         from tinylm.inference.loading import load_model
 
-        model = load_model(run_dir)[0]
+        model, tokenizer, _ = load_model(run_dir)
     records = _read_records(run_dir)
     steps = [r for r in records if "loss" in r and "ms_per_step" in r]
     evals = [r for r in records if "val_loss" in r]
@@ -361,7 +375,17 @@ def collect_result(variant: Variant, run_dir: Path, model: Any = None) -> RunRes
         final_val_loss=evals[-1]["val_loss"],
         best_val_loss=min(e["val_loss"] for e in evals),
         curve=curve,
+        **_bpb_fields(evals),
+        tokenizer=None if tokenizer is None else tokenizer.fingerprint(),
     )
+
+
+def _bpb_fields(evals: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Final and best ``val_bpb`` when every evaluation measured it (older runs did not)."""
+    values = [e.get("val_bpb") for e in evals]
+    if not all(is_number(v) for v in values):
+        return {"final_val_bpb": None, "best_val_bpb": None}
+    return {"final_val_bpb": values[-1], "best_val_bpb": min(values)}
 
 
 def _read_records(run_dir: Path) -> list[dict[str, Any]]:

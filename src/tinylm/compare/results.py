@@ -7,6 +7,11 @@ to seed alone; a difference between two configurations smaller than their
 spreads added together is marked ``≈`` (not distinguishable from noise here),
 so a reader can tell a real effect from luck. The reference for the differences
 is the configuration with the lowest mean final validation loss.
+
+Which loss: nats per token, unless the runs' tokenizers differ. A loss per token
+is then in different units (per character, per BPE token), so the table ranks by
+bits per byte instead (:func:`ranking_metric`), which every tokenizer shares. Both
+are shown either way; results written before bits per byte was measured have none.
 """
 
 from __future__ import annotations
@@ -46,8 +51,17 @@ class Summary:
     final_std: float  # nan with one seed
     best: float
     best_std: float
-    delta: float = math.nan  # final - the best configuration's final
+    final_bpb: float = math.nan  # bits per byte; nan where a run did not measure it
+    final_bpb_std: float = math.nan
+    metric: str = "loss"  # what delta and within_noise compare: "loss" or "bpb"
+    delta: float = math.nan  # final - the best configuration's final (in ``metric``)
     within_noise: bool | None = None  # None: one seed, the spread is unknown
+
+    def ranked(self) -> tuple[float, float]:
+        """Mean and spread of the final value ``metric`` names."""
+        if self.metric == "bpb":
+            return self.final_bpb, self.final_bpb_std
+        return self.final, self.final_std
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -56,8 +70,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def summarise(results: Sequence[RunResult]) -> list[Summary]:
-    """Group runs by configuration (in first-seen order) and compare with the best one."""
+def ranking_metric(results: Sequence[RunResult]) -> str:
+    """``"bpb"`` when the runs' tokenizers differ and every run measured bits per byte,
+    else ``"loss"`` (nats per token, comparable only within one tokenizer)."""
+    differ = len({r.tokenizer for r in results}) > 1
+    measured = all(r.final_val_bpb is not None for r in results)
+    return "bpb" if differ and measured else "loss"
+
+
+def summarise(results: Sequence[RunResult], metric: str | None = None) -> list[Summary]:
+    """Group runs by configuration (in first-seen order) and compare with the best one,
+    by ``metric`` (``"loss"`` or ``"bpb"``; :func:`ranking_metric` chooses by default)."""
+    metric = metric or ranking_metric(results)
     groups: dict[str, list[RunResult]] = {}
     for result in results:
         groups.setdefault(result.label, []).append(result)
@@ -65,6 +89,8 @@ def summarise(results: Sequence[RunResult]) -> list[Summary]:
     for label, runs in groups.items():
         final, final_std = mean_std([r.final_val_loss for r in runs])
         best, best_std = mean_std([r.best_val_loss for r in runs])
+        bpbs = [r.final_val_bpb for r in runs]
+        bpb, bpb_std = (math.nan, math.nan) if None in bpbs else mean_std(bpbs)
         summaries.append(
             Summary(
                 label=label,
@@ -77,6 +103,9 @@ def summarise(results: Sequence[RunResult]) -> list[Summary]:
                 final_std=final_std,
                 best=best,
                 best_std=best_std,
+                final_bpb=bpb,
+                final_bpb_std=bpb_std,
+                metric=metric,
             )
         )
     mark_noise(summaries)
@@ -85,14 +114,18 @@ def summarise(results: Sequence[RunResult]) -> list[Summary]:
 
 def mark_noise(summaries: list[Summary]) -> None:
     """Set each configuration's difference from the best, and whether it is within noise."""
-    reference = min(summaries, key=lambda s: s.final)
+    reference = min(summaries, key=lambda s: s.ranked()[0])
+    best, best_std = reference.ranked()
     for s in summaries:
-        s.delta = s.final - reference.final
-        spread = s.final_std + reference.final_std
+        final, std = s.ranked()
+        s.delta = final - best
+        spread = std + best_std
         s.within_noise = None if math.isnan(spread) else abs(s.delta) <= spread
 
 
 def _loss(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"  # not measured (a result from before bits per byte)
     return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
@@ -105,14 +138,17 @@ def _delta(s: Summary) -> str:
 
 def markdown_table(summaries: Sequence[Summary], title: str = "") -> str:
     """The results as a Markdown table, best configuration marked, noise marked ``≈``."""
+    by_bpb = any(s.metric == "bpb" for s in summaries)
     head = (
         "| configuration | seeds | params (total / embedding) | tokens/s | time (s) "
-        "| final val loss | best val loss | vs best |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---|\n"
+        "| final val loss | final val bpb | best val loss "
+        f"| vs best{' (bpb)' if by_bpb else ''} |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = "".join(
         f"| {s.label} | {s.seeds} | {s.params_total:,} / {s.params_embedding:,} "
         f"| {s.tokens_per_s:,.0f} | {s.seconds:.1f} | {_loss(s.final, s.final_std)} "
+        f"| {_loss(s.final_bpb, s.final_bpb_std)} "
         f"| {_loss(s.best, s.best_std)} | {_delta(s)} |\n"
         for s in summaries
     )
@@ -124,7 +160,13 @@ def markdown_table(summaries: Sequence[Summary], title: str = "") -> str:
         else "\nOne seed per configuration: run with more seeds to see which differences are "
         "larger than noise.\n"
     )
-    return (f"{title}\n\n" if title else "") + head + rows + note
+    unit = (
+        "\nThe runs' tokenizers differ, so their losses per token are in different units: "
+        "configurations are compared by bits per byte (bpb).\n"
+        if by_bpb
+        else ""
+    )
+    return (f"{title}\n\n" if title else "") + head + rows + note + unit
 
 
 def csv_table(results: Sequence[RunResult]) -> str:
@@ -145,6 +187,9 @@ def csv_table(results: Sequence[RunResult]) -> str:
             "final_val_loss",
             "best_val_loss",
             "run_dir",
+            "final_val_bpb",
+            "best_val_bpb",
+            "tokenizer",
         ]
     )
     for r in results:
@@ -161,6 +206,9 @@ def csv_table(results: Sequence[RunResult]) -> str:
                 f"{r.final_val_loss:.6f}",
                 f"{r.best_val_loss:.6f}",
                 r.run_dir,
+                "" if r.final_val_bpb is None else f"{r.final_val_bpb:.6f}",
+                "" if r.best_val_bpb is None else f"{r.best_val_bpb:.6f}",
+                r.tokenizer or "",
             ]
         )
     return out.getvalue()

@@ -1,8 +1,9 @@
-"""Measuring a model on held-out text: loss and perplexity.
+"""Measuring a model on held-out text: loss, perplexity and bits per byte.
 
 The loss is the mean cross-entropy of the next token, in nats. Perplexity is
 ``exp(loss)``: the number of equally likely tokens the model is, on average, as
 uncertain as. A model that knows nothing scores ``vocab_size``; a perfect one, 1.
+Bits per byte (below) is the same loss per byte of text, comparable across tokenizers.
 
 Two ways to measure:
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from tinylm.data.batches import check_long_enough, sequential_batches
 from tinylm.data.corpus import corpus_from_specs, iter_documents
@@ -40,13 +42,82 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
+# -- bits per byte -------------------------------------------------------------------------
+#
+# Nats per token depend on what a token is: a char model predicts one character at a
+# time, a BPE model a few. Bits per byte do not: the total cross-entropy, in bits,
+# over the UTF-8 bytes of the text the scored tokens stand for. A target's bytes come
+# from the tokenizer's table (``Tokenizer.token_byte_counts``). Special tokens (BOS,
+# EOS, PAD) stand for no text: they count 0 bytes and, as in nanochat's ``val_bpb``,
+# their loss is left out too, so bpb measures the text alone.
+
+
+def token_byte_table(tokenizer: Tokenizer, device: torch.device | str = "cpu") -> Tensor:
+    """The tokenizer's bytes per id as a tensor, built once per run or evaluation."""
+    return torch.tensor(tokenizer.token_byte_counts(), dtype=torch.int64, device=device)
+
+
+def text_sums(losses: Tensor, targets: Tensor, token_bytes: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed loss (nats) of the targets that stand for text, and their UTF-8 bytes.
+
+    ``losses`` and ``targets`` have the same shape; targets of ``-100`` (not scored)
+    and targets of 0 bytes (special tokens) add nothing to either sum.
+    """
+    scored = targets != -100
+    nbytes = torch.where(scored, token_bytes[targets.clamp(min=0)], 0)
+    return (losses * (nbytes > 0)).sum(), nbytes.sum()
+
+
+def bits_per_byte(nats: float, num_bytes: int) -> float:
+    """Summed cross-entropy in nats over ``num_bytes`` bytes of text, as bits per byte."""
+    return nats / (math.log(2) * num_bytes) if num_bytes else math.nan
+
+
+def token_bits_per_byte(losses: Tensor, targets: Tensor, token_bytes: Tensor) -> float:
+    """Bits per byte of per-token ``losses`` (nats) at ``targets``: :func:`text_sums`, converted."""
+    nats, nbytes = text_sums(losses, targets, token_bytes)
+    return bits_per_byte(float(nats), int(nbytes))
+
+
+# -- scoring batches -----------------------------------------------------------------------
+
+
+@dataclass
+class LossSums:
+    """What a pass over batches adds up; sums, so parts scored apart add exactly."""
+
+    nats: float = 0.0  # loss over every scored target
+    tokens: int = 0
+    text_nats: float = 0.0  # loss over the targets that stand for text (for bpb)
+    bytes: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.nats / self.tokens if self.tokens else math.nan
+
+    @property
+    def bpb(self) -> float:
+        return bits_per_byte(self.text_nats, self.bytes)
+
+
+def token_losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy (nats) of each target in ``y`` given ``x``; ``-100`` targets get 0."""
+    logits, _ = model(x)
+    # At least float32: a log-softmax over a large vocabulary in bf16 is too coarse.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    return losses.view_as(y)
+
+
 @torch.no_grad()
 def loss_sum(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     autocast: Callable[[], object] | None = None,
-) -> tuple[float, int]:
-    """Summed next-token loss (nats) over ``batches`` and the number of tokens scored.
+    token_bytes: Tensor | None = None,
+) -> LossSums:
+    """Summed next-token loss (nats) over ``batches``, the tokens scored, and with
+    ``token_bytes`` (:func:`token_byte_table`) the sums bits per byte need.
 
     Sums rather than a mean, so that parts scored apart (data-parallel ranks,
     batches of different sizes) add up to the exact token-weighted mean.
@@ -54,18 +125,21 @@ def loss_sum(
     """
     was_training = model.training
     model.eval()
-    total, tokens = 0.0, 0  # Python floats: exact enough, and MPS has no float64
+    sums = LossSums()  # Python floats: exact enough, and MPS has no float64
     try:
         for x, y in batches:
             context = autocast() if autocast is not None else contextlib.nullcontext()
             with context:
-                _, loss = model(x, y)
-            count = int((y != -100).sum())
-            total += float(loss) * count
-            tokens += count
+                losses = token_losses(model, x, y)
+            sums.nats += float(losses.sum())
+            sums.tokens += int((y != -100).sum())
+            if token_bytes is not None:
+                nats, nbytes = text_sums(losses, y, token_bytes)
+                sums.text_nats += float(nats)
+                sums.bytes += int(nbytes)
     finally:
         model.train(was_training)
-    return total, tokens
+    return sums
 
 
 def mean_loss(
@@ -74,16 +148,26 @@ def mean_loss(
     autocast: Callable[[], object] | None = None,
 ) -> tuple[float, int]:
     """Token-weighted mean loss over ``batches`` and the number of tokens scored."""
-    total, tokens = loss_sum(model, batches, autocast)
-    return (total / tokens if tokens else math.nan), tokens
+    sums = loss_sum(model, batches, autocast)
+    return sums.loss, sums.tokens
 
 
 def full_pass_loss(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    token_bytes: Tensor | None = None,
 ) -> dict[str, float | int]:
-    """``{"loss", "perplexity", "tokens"}`` over every batch."""
-    loss, tokens = mean_loss(model, batches)
-    return {"loss": loss, "perplexity": perplexity(loss), "tokens": tokens}
+    """``{"loss", "perplexity", "tokens"}`` over every batch, and with ``token_bytes``
+    ``"bpb"`` and ``"bytes"``."""
+    sums = loss_sum(model, batches, token_bytes=token_bytes)
+    result: dict[str, float | int] = {
+        "loss": sums.loss,
+        "perplexity": perplexity(sums.loss),
+        "tokens": sums.tokens,
+    }
+    if token_bytes is not None:
+        result.update(bpb=sums.bpb, bytes=sums.bytes)
+    return result
 
 
 # -- what to score -------------------------------------------------------------------------
@@ -132,10 +216,11 @@ def evaluate(
     max_batches: int | None = None,
     separator: str = "eot",
 ) -> dict[str, Any]:
-    """Loss and perplexity of ``model`` over every window of ``data``, in order.
+    """Loss, perplexity and bits per byte of ``model`` over every window of ``data``, in order.
 
-    Returns ``{"loss", "perplexity", "tokens", "data"}`` (``data`` describes what was
-    scored). ``max_batches`` stops early, for a quick estimate on a large split.
+    Returns ``{"loss", "perplexity", "bpb", "tokens", "bytes", "data"}`` (``bytes``:
+    the UTF-8 bytes of the scored text; ``data`` describes what was scored).
+    ``max_batches`` stops early, for a quick estimate on a large split.
     """
     if batch_size < 1:
         raise TinylmError(f"batch_size must be at least 1, got {batch_size}")
@@ -146,4 +231,5 @@ def evaluate(
     )
     device = next(model.parameters()).device
     batches = sequential_batches(found.tokens, block_size, batch_size, device, max_batches)
-    return {**full_pass_loss(model, batches), "data": found.description}
+    token_bytes = token_byte_table(tokenizer, device)
+    return {**full_pass_loss(model, batches, token_bytes), "data": found.description}

@@ -90,10 +90,17 @@ class Api:
         }
 
     def metrics(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """A run's loss curves from its metrics.jsonl, read afresh (the run may be training)."""
+        """A run's loss curves from its metrics.jsonl, read afresh (the run may be training).
+
+        ``val_bpb`` (bits per byte) is empty for runs recorded before it was measured.
+        """
         run = self._run(Fields(dict(query)))
         records = read_metrics(run.run_dir / METRICS_FILE)
-        curves = {"train": _curve(records, "loss"), "val": _curve(records, "val_loss")}
+        curves = {
+            "train": _curve(records, "loss"),
+            "val": _curve(records, "val_loss"),
+            "val_bpb": _curve(records, "val_bpb"),
+        }
         limit = self.limits.max_curve_points
         return {"run": run.name, **{k: _thin(v, limit) for k, v in curves.items()}}
 

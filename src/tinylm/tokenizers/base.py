@@ -97,6 +97,23 @@ class Tokenizer(ABC):
         """A copy with the special tokens ``names`` it lacks, at ids after all of its own."""
         raise TinylmError(f"{type(self).__name__} cannot gain special tokens")
 
+    def token_byte_counts(self) -> list[int]:
+        """UTF-8 bytes of the text each id stands for (index = id), for bits per byte.
+
+        A loss per token depends on what a token is; a loss per byte of text does
+        not, so it compares a char model with a BPE one. Special tokens (BOS, EOS,
+        PAD) stand for no text and count 0, as do ids that name no token. This
+        default decodes each id alone; a byte-level tokenizer overrides it, since one
+        of its tokens may hold part of a character that decodes to nothing whole.
+        """
+        specials = {self.bos_id, self.eos_id, self.pad_id, *self.special_tokens.values()}
+        defined = self.defined_ids()
+        ids = set(range(self.vocab_size)) if defined is None else set(defined)
+        return [
+            0 if i in specials or i not in ids else len(self.decode([i]).encode("utf-8"))
+            for i in range(self.vocab_size)
+        ]
+
     def encode_document(self, text: str) -> list[int]:
         """Encode one document wrapped in its boundary tokens.
 

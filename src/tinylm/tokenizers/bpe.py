@@ -466,6 +466,13 @@ class BPETokenizer(Tokenizer):
         """The bytes of one id (a special token's UTF-8 name)."""
         return self.decode_bytes([token_id])
 
+    def token_byte_counts(self) -> list[int]:
+        """Each ordinary token's byte length; special tokens and holes count 0."""
+        counts = [0] * self.vocab_size
+        for i, token in self.vocab.items():
+            counts[i] = len(token)
+        return counts
+
     # -- saving ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

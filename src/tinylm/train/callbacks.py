@@ -118,10 +118,7 @@ class ConsoleReporter(Callback):
             print(text, file=self.file or sys.stderr)
 
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self._write(
-            f"step {record['step']}: val loss {record['val_loss']:.4f}, "
-            f"perplexity {record['val_ppl']:.2f}"
-        )
+        self._write(f"step {record['step']}: {describe_eval(record)}")
 
     def on_sample(self, trainer: Trainer, step: int, text: str) -> None:
         self._write(f"--- sample at step {step} ---\n{printable(text)}\n---")
@@ -130,6 +127,14 @@ class ConsoleReporter(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def describe_eval(record: dict[str, Any]) -> str:
+    """``val loss 1.7686, perplexity 5.86, 2.5500 bits/byte`` (bits/byte when measured)."""
+    text = f"val loss {record['val_loss']:.4f}, perplexity {record['val_ppl']:.2f}"
+    if "val_bpb" in record:
+        text += f", {record['val_bpb']:.4f} bits/byte"
+    return text
 
 
 def describe_run(trainer: Trainer) -> str:

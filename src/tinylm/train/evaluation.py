@@ -1,4 +1,4 @@
-"""Validation during training: the loss on fixed batches, summed across processes.
+"""Validation during training: loss and bits per byte on fixed batches, summed across processes.
 
 The measuring itself is :mod:`tinylm.inference.evaluation`'s; what training adds
 is data parallelism. Each rank scores its own slice of the fixed global batches,
@@ -7,13 +7,12 @@ and the sums are added up, so every rank reports the same value.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from tinylm.inference.evaluation import loss_sum, perplexity
+from tinylm.inference.evaluation import LossSums, loss_sum, perplexity
 from tinylm.train.distributed import DistInfo, all_reduce_sum
 
 
@@ -22,13 +21,19 @@ def estimate_loss(
     batches: list[tuple[Tensor, Tensor]],
     autocast: Callable[[], object] | None = None,
     dist: DistInfo | None = None,
+    token_bytes: Tensor | None = None,
 ) -> dict[str, float]:
-    """``{"val_loss", "val_ppl"}`` over a fixed list of batches (all ranks together)."""
+    """``{"val_loss", "val_ppl"}`` over a fixed list of batches (all ranks together),
+    and ``"val_bpb"`` when given the tokenizer's ``token_bytes`` table."""
     dist = dist or DistInfo()
-    total, tokens = loss_sum(model, batches, autocast)
+    sums = loss_sum(model, batches, autocast, token_bytes)
     if dist.enabled:
         device = next(model.parameters()).device
-        sums = torch.tensor([total, tokens], dtype=torch.float64, device=device)
-        total, tokens = (float(v) for v in all_reduce_sum(sums, dist).tolist())
-    loss = total / tokens if tokens else math.nan
-    return {"val_loss": loss, "val_ppl": perplexity(loss)}
+        fields = [sums.nats, sums.tokens, sums.text_nats, sums.bytes]
+        added = all_reduce_sum(torch.tensor(fields, dtype=torch.float64, device=device), dist)
+        nats, tokens, text_nats, nbytes = added.tolist()
+        sums = LossSums(nats, int(tokens), text_nats, int(nbytes))
+    metrics = {"val_loss": sums.loss, "val_ppl": perplexity(sums.loss)}
+    if token_bytes is not None:
+        metrics["val_bpb"] = sums.bpb
+    return metrics

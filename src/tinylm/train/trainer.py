@@ -51,6 +51,7 @@ from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
+from tinylm.inference.evaluation import token_byte_table
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
 from tinylm.run_layout import PLOT_FILE, RUN_FILE, STATE_FILE
@@ -136,6 +137,8 @@ class Trainer:
             device=self.device,
         )
         self.val_batches = self._validation_batches(val_data)
+        # Bytes per id, for val_bpb; without a tokenizer there is no text to count.
+        self.token_bytes = None if tokenizer is None else token_byte_table(tokenizer, self.device)
         self.optimizer = build_optimizer(
             self.model,
             config.optimizer,
@@ -295,12 +298,14 @@ class Trainer:
     # -- measuring -----------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any]:
-        """``{"step", "val_loss", "val_ppl"}`` on the run's fixed validation batches."""
+        """``{"step", "val_loss", "val_ppl", "val_bpb"}`` on the run's fixed validation batches
+        (``val_bpb``, bits per byte, only when the trainer has a tokenizer)."""
         metrics = estimate_loss(
             self.model,
             self.val_batches,
             lambda: autocast(self.device, self.amp_dtype),
             self.dist,
+            self.token_bytes,
         )
         return {"step": self.step, **metrics}
 
@@ -374,6 +379,7 @@ class Trainer:
             "step": self.step,
             "val_loss": last_eval["val_loss"],
             "val_ppl": last_eval["val_ppl"],
+            **({"val_bpb": last_eval["val_bpb"]} if "val_bpb" in last_eval else {}),
             "best_val_loss": self.best_val_loss,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "plot": str(plot) if plot else None,

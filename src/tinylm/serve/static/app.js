@@ -504,6 +504,15 @@ function drawLossCharts(runs, curves) {
     box.append(chart);
     drawLossChart(chart, group.runs, group.curves, group.unit.title);
   }
+  // Bits per byte are one unit whatever the tokenizer: every run on one chart.
+  const bpb = curves.map((c) => ({ run: c.run, train: [], val: c.val_bpb || [] }));
+  if (bpb.some((c) => c.val.length)) {
+    const title = "validation bits per byte (comparable across tokenizers)";
+    const chart = svg("svg", { width: 760, height: 340, role: "img", class: "loss-chart bpb-chart",
+      "data-unit": "bpb", "aria-label": title });
+    box.append(chart);
+    drawLossChart(chart, runs, bpb, title);
+  }
 }
 
 function drawLossChart(chart, runs, curves, title) {
