@@ -140,17 +140,30 @@ class DecodeEngine:
         causal mask, or per-row ``positions`` ``(B, T)`` with an ``attn_mask``
         ``(B, 1, T, T_k)`` (True = may attend) for left-padded prompts.
         """
+        x = self._hidden(idx, kv_cache, positions, attn_mask)
+        return self.head(x[:, -1])
+
+    @torch.inference_mode()
+    def logits(self, idx: Tensor) -> Tensor:
+        """Logits ``(B, T, vocab_size)`` at every position of ``idx`` (at most ``block_size``).
+
+        The teacher-forced pass a loss needs, to compare formats on held-out text.
+        """
+        cache = self.new_kv_cache(idx.shape[0], idx.shape[1])
+        return self.head(self._hidden(idx, cache, None, None))
+
+    def _hidden(
+        self, idx: Tensor, cache: KVCache, positions: Tensor | None, attn_mask: Tensor | None
+    ) -> Tensor:
+        """The final hidden states ``(B, T, n_embd)`` of ``idx``, which continue the cache."""
         T = idx.shape[1]
         if positions is None:
-            positions = torch.arange(kv_cache.length, kv_cache.length + T, device=idx.device)
+            positions = torch.arange(cache.length, cache.length + T, device=idx.device)
         x = self._embed(idx, positions)
         for i, layer in enumerate(self.layers):
-            x = self._block(i, layer, x, positions, kv_cache, attn_mask)
-        kv_cache.advance(T)
-        x = x[:, -1]
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return self.head(x)
+            x = self._block(i, layer, x, positions, cache, attn_mask)
+        cache.advance(T)
+        return x if self.final_norm is None else self.final_norm(x)
 
     # -- the same contract as tinylm.model.generate ---------------------------------
 

@@ -42,9 +42,9 @@ class Float32Linear:
 
     def __init__(self, weight: Tensor, bias: Tensor | None, column_major: bool = True) -> None:
         """``column_major=False`` keeps rows contiguous (a table whose rows are looked up)."""
-        weight = weight.detach().float()
+        weight = weight.detach().to(torch.float32, copy=True)  # never the model's own tensor
         if column_major and weight.shape[0] > weight.shape[1]:  # widening: read faster so
-            self.weight = weight.t().contiguous().t()
+            self.weight = weight.t().contiguous().t()  # (a second copy, while building)
         else:
             self.weight = weight.contiguous()
         self.bias = None if bias is None else bias.detach().float().clone()
@@ -61,7 +61,7 @@ class BFloat16Linear:
     """``x W^T + b`` with ``W`` rounded to bfloat16; the result is float32."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
-        self.weight = weight.detach().to(torch.bfloat16).contiguous()
+        self.weight = weight.detach().to(torch.bfloat16, copy=True).contiguous()
         self.bias = None if bias is None else bias.detach().float().clone()
 
     def __call__(self, x: Tensor) -> Tensor:
