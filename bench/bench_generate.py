@@ -6,9 +6,14 @@ transformers model equal to it (``GPT2LMHeadModel`` or ``LlamaForCausalLM``, fro
 same config.json and tensors that ``tinylm export --format hf`` writes). Both then
 continue the same prompts greedily for the same number of tokens, with KV caches:
 
-* batch 1: one prompt; tinylm's ``model.generate`` (the streaming iterator);
-* batch 8: eight prompts of different lengths; tinylm's ``generate_batch`` and
+* batch 1: one prompt; tinylm's decode engine (``tinylm.inference.engine``, built once
+  from the model, outside the timing, as transformers' model is) and its streaming
+  ``generate``;
+* batch 8: eight prompts of different lengths; the engine's ``generate_batch`` and
   transformers' ``generate`` with left padding and an attention mask.
+
+``--weights float32,bfloat16,int8`` adds a row per weight format of the engine, each
+against transformers in float32 (the same weights, read at their own precision).
 
 Tokens/s counts new tokens over the whole call (prefill included); each figure is the
 best of ``--repeats`` calls, the two sides' calls alternating. The two must produce
@@ -36,10 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
+from tinylm.inference.engine import DecodeEngine  # noqa: E402
 from tinylm.interop.hf_config import hf_architecture, to_hf_config  # noqa: E402
 from tinylm.interop.hf_weights import to_hf_state_dict  # noqa: E402
 from tinylm.model import GPT, ModelConfig  # noqa: E402
-from tinylm.model.generate import generate_batch  # noqa: E402
 
 GPT2 = {"position": "learned", "norm": "layernorm", "activation": "gelu_tanh"}
 LLAMA = {"position": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False}
@@ -129,22 +134,26 @@ def hf_generate(hf, prompts: list[list[int]], n_new: int) -> list[list[int]]:
     return out[:, width:].tolist()
 
 
-def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
+def measure(
+    name: str, fields: dict, n_new: int, repeats: int, weights: tuple[str, ...] = ("float32",)
+) -> list[tuple]:
     torch.manual_seed(0)
     model = GPT(ModelConfig(block_size=256, **fields)).eval()
+    engines = {fmt: DecodeEngine(model, fmt) for fmt in weights}
     hf = hf_twin(model)
     hf.generation_config.max_length = None
     params = model.num_params()
     generator = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
     rows = []
-    for batch in (1, 8):
+    for batch, fmt in [(b, f) for b in (1, 8) for f in weights]:
         lengths = [32] if batch == 1 else [16 + 5 * i for i in range(batch)]
         prompts = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in lengths]
+        engine = engines[fmt]
         if batch == 1:
-            ours = lambda p=prompts[0]: [list(model.generate(p, n_new, temperature=0))]  # noqa: E731
+            ours = lambda p=prompts[0], e=engine: [list(e.generate(p, n_new, temperature=0))]  # noqa: E731
         else:
-            ours = lambda p=prompts: generate_batch(model, p, n_new, temperature=0)  # noqa: E731
+            ours = lambda p=prompts, e=engine: e.generate_batch(p, n_new, temperature=0)  # noqa: E731
         theirs = lambda p=prompts: hf_generate(hf, p, n_new)  # noqa: E731
         (times_ours, out_ours), (times_hf, out_hf) = alternating_times([ours, theirs], repeats)
         t_ours, t_hf = min(times_ours), min(times_hf)
@@ -153,11 +162,12 @@ def measure(name: str, fields: dict, n_new: int, repeats: int) -> list[tuple]:
         same = sum(a == b for a, b in zip(out_ours, out_hf, strict=True))
         share = matmul_share(ours)
         ceiling = t_hf / (t_ours * share)
+        label = name if fmt == "float32" else f"{name} {fmt}"
         rows.append(
-            (name, params, batch, tokens / t_ours, tokens / t_hf, spread, same, share, ceiling)
+            (label, params, batch, tokens / t_ours, tokens / t_hf, spread, same, share, ceiling)
         )
         print(
-            f"  {name:<18} batch {batch}: tinylm {tokens / t_ours:8.0f} tok/s, "
+            f"  {label:<18} batch {batch}: tinylm {tokens / t_ours:8.0f} tok/s, "
             f"transformers {tokens / t_hf:8.0f} tok/s, ratio {t_hf / t_ours:5.2f}x "
             f"(pairs {spread}), "
             f"rows identical {same}/{batch}; tinylm in matmuls {share:.0%}, "
@@ -196,7 +206,7 @@ def layouts_table(sizes: dict[str, dict]) -> None:
     """Each weight shape of the benchmark's models: matvec time in both layouts.
 
     Beside the linear layers' own shapes, the joined query/key/value matrix that
-    decoding multiplies instead of W_q, W_k and W_v (``tinylm.model.decode_layout``).
+    decoding multiplies instead of W_q, W_k and W_v (``tinylm.inference.engine``).
     """
     from tinylm.model.attention import CausalSelfAttention
 
@@ -225,39 +235,6 @@ def layouts_table(sizes: dict[str, dict]) -> None:
         )
 
 
-def layout_pays_table(fields: dict, lengths: tuple[int, ...] = (4, 8, 16, 32, 64)) -> None:
-    """Batch-1 ``generate`` with and without the decode layout, by number of new tokens.
-
-    The layout copies the moved weights once per generation, so it pays only over
-    enough one-token steps; ``decode_layout.MIN_ONE_TOKEN_STEPS`` is set from this.
-    """
-    from tinylm.model import decode_layout
-
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(block_size=256, **fields)).eval()
-    prompt = torch.randint(0, model.config.vocab_size, (32,)).tolist()
-    shipped = decode_layout.MIN_ONE_TOKEN_STEPS
-
-    def call(n_new: int, layout: bool) -> Callable[[], object]:
-        def run() -> object:
-            decode_layout.MIN_ONE_TOKEN_STEPS = 0 if layout else 10**9
-            try:
-                return list(model.generate(prompt, n_new, temperature=0))
-            finally:
-                decode_layout.MIN_ONE_TOKEN_STEPS = shipped
-
-        return run
-
-    print("\n| new tokens | without the layout / with it |")
-    print("|---:|---:|")
-    for n_new in lengths:
-        (times_off, _), (times_on, _) = alternating_times(
-            [call(n_new, False), call(n_new, True)], 5
-        )
-        t_off, t_on = min(times_off), min(times_on)
-        print(f"| {n_new} | {t_off / t_on:.2f}x |", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
@@ -265,17 +242,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
+        "--weights",
+        default="float32",
+        help="the engine's weight formats, comma-separated: float32, bfloat16, int8",
+    )
+    parser.add_argument(
         "--layouts",
         action="store_true",
-        help="only time each weight shape's matrix-vector product in both memory layouts, "
-        "and generation with and without the decode layout",
+        help="only time each weight shape's matrix-vector product in both memory layouts",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.layouts:
         sizes = {k: v for k, v in SIZES.items() if not (args.quick and k.startswith("gpt2-small"))}
         layouts_table(sizes)
-        layout_pays_table(SIZES["gpt2 6x384"])
         return
     import transformers
 
@@ -288,7 +268,8 @@ def main() -> None:
     for name, fields in SIZES.items():
         if args.quick and name.startswith("gpt2-small"):
             continue
-        rows += measure(name, fields, args.new_tokens, args.repeats)
+        formats = tuple(args.weights.split(","))
+        rows += measure(name, fields, args.new_tokens, args.repeats, formats)
     print(
         "\n| model | parameters | batch | tinylm tok/s | transformers tok/s | ratio "
         "| ratio per pair | same | tinylm in matmuls | ceiling |"

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import one_torch_thread
 from tinylm.cli.main import main
+from tinylm.inference.loading import load_model
 from tinylm.tokenizers.char import CharTokenizer
 
 CORPUS = (
@@ -105,6 +106,22 @@ def test_sample_streams_reproducible_text_after_the_prompt(trained, capsys):
     pieces = first.split("\n---\n")
     assert len(pieces) == 2 and all(p.startswith("Simple") for p in pieces)
     assert main(["sample", str(out / "best"), "--temperature", "0", "--max-tokens", "5"]) == 0
+
+
+def test_sample_weights_choose_the_engines_format(trained, capsys):
+    argv = ["sample", str(trained), "--prompt", "Simple", "--temperature", "0"]
+    argv += ["--max-tokens", "20"]
+    assert main([*argv, "--weights", "float32"]) == 0
+    float32 = capsys.readouterr().out
+    # float32 is the model's own greedy text, through the plain forward path
+    model, tokenizer, _ = load_model(trained, "cpu", require_tokenizer=True)
+    start = [tokenizer.bos_id, *tokenizer.encode("Simple")]
+    ids = list(model.generate(start, 20, temperature=0, stop_ids=[tokenizer.eos_id]))
+    assert float32 == "Simple" + tokenizer.decode(ids) + "\n"
+    for weights in ("bfloat16", "int8"):
+        assert main([*argv, "--weights", weights]) == 0
+        assert capsys.readouterr().out.startswith("Simple")
+    fails_with(capsys, [*argv, "--weights", "int4"], "unknown weight format 'int4'")
 
 
 def test_eval_reports_loss_and_perplexity_on_text_and_on_prepared_data(trained, corpus, capsys):

@@ -89,6 +89,12 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="for reproducible samples")
     p.add_argument("--best", action="store_true", help="use the best checkpoint, not the latest")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--weights",
+        default="float32",
+        help="the weights generation reads: float32 (default), bfloat16 or int8 "
+        "(8-bit, one scale per output channel; about a quarter of the memory)",
+    )
     p.set_defaults(run=run_sample)
 
 
@@ -209,8 +215,12 @@ def run_sample(args: argparse.Namespace) -> int:
     """One sample streams as it is written; several are generated as one batch."""
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
+    # torch-free start-up: every tinylm command imports this module
+    from tinylm.inference.engine import DecodeEngine
+
     model, tokenizer, _ = _load_run(args)
     prompt_ids(tokenizer, args.prompt)  # an unencodable prompt fails before any output
+    model = DecodeEngine(model, args.weights)  # packed copies of the weights, once
     sampling = {
         "temperature": args.temperature,
         "top_k": args.top_k,

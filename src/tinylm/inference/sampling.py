@@ -50,8 +50,10 @@ def stream_text(
 ) -> Iterator[str]:
     """Yield pieces of generated text (the prompt not included) as tokens arrive.
 
-    ``sampling`` is passed to ``model.generate`` (temperature, top_k, top_p,
-    seed). Generation stops at the end-of-document token, except before any
+    ``model`` is a ``GPT`` (generation runs on a float32 ``DecodeEngine`` built
+    from it) or a ``DecodeEngine`` in the weight format of your choice.
+    ``sampling`` is passed to its ``generate`` (temperature, top_k, top_p, seed).
+    Generation stops at the end-of-document token, except before any
     token was produced: documents are stored as ``... [EOS] [BOS] ...``, and
     when the two are one id (the char tokenizer) a model that has just seen it
     rightly predicts it again half the time, which would end every other sample
@@ -61,6 +63,7 @@ def stream_text(
     ids: list[int] = []
     emitted = 0
     sampling.setdefault("allowed_ids", sampleable_ids(model, tokenizer))
+    model = decoder_for(model)
     for token in model.generate(prompt_ids(tokenizer, prompt), max_tokens, **sampling):
         if token in stops:
             if ids:
@@ -101,8 +104,21 @@ def sample_texts(
     check_batch_fits(model, num)
     start = prompt_ids(tokenizer, prompt)
     sampling.setdefault("allowed_ids", sampleable_ids(model, tokenizer))
-    rows = generate_batch(model, [start] * num, max_tokens, **sampling)
+    rows = generate_batch(decoder_for(model), [start] * num, max_tokens, **sampling)
     return [tokenizer.decode(_until_end(row, tokenizer.eos_id)) for row in rows]
+
+
+def decoder_for(model):
+    """What generates for ``model``: a float32 ``DecodeEngine`` for a ``GPT``, else ``model``.
+
+    A ``DecodeEngine`` (any weight format) is used as given, and so is a stand-in
+    with its own ``generate``.
+    """
+    # torch-free start-up: cli/train_cmds imports this module for every tinylm command
+    from tinylm.inference.engine import DecodeEngine
+    from tinylm.model.gpt import GPT
+
+    return DecodeEngine(model) if isinstance(model, GPT) else model
 
 
 def _until_end(ids: list[int], eos: int | None) -> list[int]:
@@ -142,7 +158,7 @@ def check_batch_fits(model, rows: int) -> None:
 
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise SettingError(f"num must be a positive whole number, got {rows!r}", setting="num")
-    device = next(model.parameters()).device
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
     free = available_bytes(device)
     needed = generation_bytes(model.config, rows)
     if free is not None and needed > free:

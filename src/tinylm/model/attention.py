@@ -107,8 +107,6 @@ class CausalSelfAttention(nn.Module):
         self.w_v = nn.Linear(config.n_embd, kv_width, bias=config.bias)
         self.w_o = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # (weight, bias) whose row blocks are W_q, W_k, W_v, while decoding: see project_qkv
-        self.joined_qkv: tuple[Tensor, Tensor | None] | None = None
 
     def forward(
         self,
@@ -145,21 +143,8 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.w_o(out)), weights
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The queries, keys and values of ``x``: three products, or one.
-
-        During a one-token decoding step, ``tinylm.model.decode_layout`` holds
-        W_q, W_k and W_v as the row blocks of one matrix, ``joined_qkv``; a single
-        product with it then reads all three weights in one pass. Same numbers,
-        up to float rounding. Only without gradients: the joined matrix is not a
-        parameter, so a forward that trains inside a layout (``MatvecLayout.applied``
-        held around it) takes the three products, whose weights are the parameters.
-        """
-        if self.joined_qkv is None or torch.is_grad_enabled():
-            return self.w_q(x), self.w_k(x), self.w_v(x)
-        weight, bias = self.joined_qkv
-        widths = (self.w_q.out_features, self.w_k.out_features, self.w_v.out_features)
-        q, k, v = F.linear(x, weight, bias).split(widths, dim=-1)
-        return q, k, v
+        """The queries, keys and values of ``x``: three products with W_q, W_k, W_v."""
+        return self.w_q(x), self.w_k(x), self.w_v(x)
 
     def _split_heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape

@@ -27,17 +27,45 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from tinylm.check_values import check_seed, is_number
 from tinylm.errors import TinylmError
-from tinylm.model import decode_layout
+from tinylm.model.config import ModelConfig
+from tinylm.model.kv_cache import KVCache
 
 if TYPE_CHECKING:
     from tinylm.model.gpt import GPT
+
+
+class Decoder(Protocol):
+    """What generation needs of a model: a ``GPT``, or a decode engine built from one.
+
+    (``tinylm.inference.engine.DecodeEngine`` holds packed copies of a model's
+    weights; it adds a ``device`` attribute, which a ``GPT`` reads from its head.)
+    """
+
+    config: ModelConfig
+
+    def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache: ...
+
+    def next_token_logits(
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None = None,
+        *,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor: ...
+
+
+def decoder_device(model: GPT | Decoder) -> torch.device:
+    """Where the decoder's weights live (a ``GPT``'s head, or an engine's ``device``)."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else model.lm_head.weight.device
 
 
 def filter_top_k(logits: Tensor, k: int) -> Tensor:
@@ -106,7 +134,7 @@ def sample_next_tokens(
 
 
 def generate(
-    model: GPT,
+    model: GPT | Decoder,
     prompt_ids: Sequence[int] | Tensor,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -150,7 +178,7 @@ def generate(
         tokens = tokens[-block_size:]
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+        generator = torch.Generator(device=decoder_device(model)).manual_seed(seed)
     return _generate_tokens(
         model,
         tokens,
@@ -169,7 +197,7 @@ def generate(
 # of the generator.
 @torch.inference_mode()
 def _generate_tokens(
-    model: GPT,
+    model: GPT | Decoder,
     tokens: list[int],
     max_new_tokens: int,
     sampling: tuple[float, int | None, float | None, Tensor | None],
@@ -179,17 +207,10 @@ def _generate_tokens(
 ) -> Iterator[int]:
     temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
-    device = model.lm_head.weight.device
+    device = decoder_device(model)
     cache = model.new_kv_cache(1, len(tokens) + max_new_tokens) if use_cache else None
     cache_start = 0  # position in ``tokens`` of the cache's first entry
-    # ``decode_layout``: weights laid out for one-token steps while steps feed one token,
-    # from the first step after the prompt's until the window first slides (from then
-    # on every step re-reads the whole window, a matrix-matrix product again), when
-    # there are enough such steps to pay for the copies. In place only during a step.
-    one_token_steps = min(max_new_tokens - 1, block_size - len(tokens))
-    worth_a_layout = one_token_steps >= decode_layout.MIN_ONE_TOKEN_STEPS
-    layout: decode_layout.MatvecLayout | None = None
-    for step in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         start = max(0, len(tokens) - block_size)  # the sliding context window
         with _eval_mode(model):
             if cache is None:
@@ -198,13 +219,9 @@ def _generate_tokens(
                 if start != cache_start:  # window moved: cached keys are stale
                     cache.reset()
                     cache_start = start
-                    layout = None
-                elif step == 1 and worth_a_layout:
-                    layout = decode_layout.shared_layout(model)
                 new = tokens[start + cache.length :]  # only what the cache lacks
             idx = torch.tensor([new], dtype=torch.long, device=device)
-            with layout.applied() if layout is not None else contextlib.nullcontext():
-                logits = model.next_token_logits(idx, cache)[0]
+            logits = model.next_token_logits(idx, cache)[0]
         token = sample_next_token(logits, temperature, top_k, top_p, generator, banned)
         if token in stops:
             return
@@ -213,7 +230,7 @@ def _generate_tokens(
 
 
 def generate_batch(
-    model: GPT,
+    model: GPT | Decoder,
     prompts: Sequence[Sequence[int] | Tensor],
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -250,7 +267,7 @@ def generate_batch(
     banned = _banned_mask(model, allowed_ids)
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+        generator = torch.Generator(device=decoder_device(model)).manual_seed(seed)
     with _eval_mode(model):
         return _generate_rows(
             model, rows, max_new_tokens, (temperature, top_k, top_p, banned), stops, generator
@@ -273,7 +290,7 @@ def _stops_per_row(stop_ids: Iterable[int] | Sequence[Iterable[int]], n_rows: in
 
 @torch.inference_mode()  # as _generate_tokens
 def _generate_rows(
-    model: GPT,
+    model: GPT | Decoder,
     rows: list[list[int]],
     max_new_tokens: int,
     sampling: tuple[float, int | None, float | None, Tensor | None],
@@ -282,7 +299,7 @@ def _generate_rows(
 ) -> list[list[int]]:
     temperature, top_k, top_p, banned = sampling
     block_size = model.config.block_size
-    device = model.lm_head.weight.device
+    device = decoder_device(model)
     longest = max(len(row) for row in rows)
     cache = model.new_kv_cache(len(rows), longest + max_new_tokens)
     outputs: list[list[int]] = [[] for _ in rows]
@@ -341,9 +358,9 @@ def _padded_causal_mask(valid: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: GPT) -> Iterator[None]:
+def _eval_mode(model: GPT | Decoder) -> Iterator[None]:
     """Switch dropout off for one step, then put the model back as it was."""
-    was_training = model.training
+    was_training = getattr(model, "training", False)  # a decode engine has no dropout
     if not was_training:  # the usual case: nothing to switch (and no walk over every module)
         yield
         return
@@ -354,7 +371,7 @@ def _eval_mode(model: GPT) -> Iterator[None]:
         model.train(was_training)
 
 
-def _check_prompt(model: GPT, prompt_ids: Sequence[int] | Tensor) -> list[int]:
+def _check_prompt(model: GPT | Decoder, prompt_ids: Sequence[int] | Tensor) -> list[int]:
     if isinstance(prompt_ids, Tensor):
         if prompt_ids.dim() != 1:
             raise TinylmError(
@@ -375,7 +392,7 @@ def _check_prompt(model: GPT, prompt_ids: Sequence[int] | Tensor) -> list[int]:
     return tokens
 
 
-def _banned_mask(model: GPT, allowed_ids: Iterable[int] | None) -> Tensor | None:
+def _banned_mask(model: GPT | Decoder, allowed_ids: Iterable[int] | None) -> Tensor | None:
     """A ``(vocab_size,)`` bool mask of the ids outside ``allowed_ids`` (``None``: none are)."""
     if allowed_ids is None:
         return None
@@ -385,7 +402,7 @@ def _banned_mask(model: GPT, allowed_ids: Iterable[int] | None) -> Tensor | None
         raise TinylmError("allowed_ids holds no id of this model; nothing could be sampled")
     if len(allowed) == vocab_size:
         return None
-    mask = torch.ones(vocab_size, dtype=torch.bool, device=model.lm_head.weight.device)
+    mask = torch.ones(vocab_size, dtype=torch.bool, device=decoder_device(model))
     mask[allowed] = False
     return mask
 

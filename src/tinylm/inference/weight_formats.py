@@ -1,0 +1,166 @@
+"""How the decode engine stores a weight matrix: float32, bfloat16 or int8.
+
+Generating one token at a time reads every weight once per token, so the bytes a
+weight takes are, roughly, the time it takes. Each format here is a small class
+that holds one linear layer's weight ``(out, in)`` (and its bias, kept in float32)
+and multiplies an activation ``x`` ``(..., in)`` by it: ``x W^T + b``.
+
+* ``float32``: the weight as trained, 4 bytes a number. A matrix with more outputs
+  than inputs is stored column-major (the same matrix, other strides): the CPU's
+  BLAS reads such a matrix faster that way in a matrix-vector product.
+* ``bfloat16``: 2 bytes a number, float32's exponent with 8 bits of mantissa. The
+  activation is rounded to bfloat16 for the product and the result is float32 again.
+* ``int8`` (weight-only, symmetric, per output channel): 1 byte a number and one
+  float32 scale per row. For a row ``w`` of ``W``::
+
+      scale = max(|w|) / 127                     # the row's largest magnitude maps to 127
+      q     = clamp(round(w / scale), -127, 127)  # whole numbers in [-127, 127]
+      w    ~= q * scale                           # dequantised, error at most scale / 2
+
+  -128 is never used, so the grid is symmetric around 0. The activations stay
+  float32. Dequantisation happens inside the product: because each output channel
+  has one scale, ``x (q * scale)^T = (x q^T) * scale``, so the product runs on
+  ``q`` and each output is multiplied by its row's scale afterwards
+  (:meth:`Int8Linear.__call__`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: The weight formats the engine can hold, by name.
+WEIGHT_FORMATS = ("float32", "bfloat16", "int8")
+
+#: The largest int8 magnitude used: symmetric, so -128 is left out.
+INT8_LEVELS = 127
+
+
+class Float32Linear:
+    """``x W^T + b`` with the weight as trained."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, column_major: bool = True) -> None:
+        """``column_major=False`` keeps rows contiguous (a table whose rows are looked up)."""
+        weight = weight.detach().to(torch.float32, copy=True)  # never the model's own tensor
+        if column_major and weight.shape[0] > weight.shape[1]:  # widening: read faster so
+            self.weight = weight.t().contiguous().t()  # (a second copy, while building)
+        else:
+            self.weight = weight.contiguous()
+        self.bias = None if bias is None else bias.detach().float().clone()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.weight, self.bias)
+
+
+class BFloat16Linear:
+    """``x W^T + b`` with ``W`` rounded to bfloat16; the result is float32."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        self.weight = weight.detach().to(torch.bfloat16, copy=True).contiguous()
+        self.bias = None if bias is None else bias.detach().float().clone()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = F.linear(x.to(torch.bfloat16), self.weight).float()
+        return out if self.bias is None else out + self.bias
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.weight, self.bias)
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(q, scale)``: ``weight`` ``(out, in)`` as int8 rows and one float32 scale per row.
+
+    A row of zeros gets scale 1 (any scale gives q = 0; 1 avoids dividing by 0).
+    """
+    w = weight.detach().float()
+    largest = w.abs().amax(dim=1)
+    scale = torch.where(largest > 0, largest / INT8_LEVELS, torch.ones_like(largest))
+    q = torch.clamp(torch.round(w / scale[:, None]), -INT8_LEVELS, INT8_LEVELS)
+    return q.to(torch.int8).contiguous(), scale.contiguous()
+
+
+def dequantize_int8(q: Tensor, scale: Tensor) -> Tensor:
+    """The float32 matrix ``q * scale`` (row by row) that an int8 weight stands for."""
+    return q.float() * scale[:, None]
+
+
+def int8_matmul_reference(x: Tensor, q: Tensor, scale: Tensor) -> Tensor:
+    """``x (q * scale)^T`` written out: the product on ``q``, then each output times its scale."""
+    return F.linear(x, q.to(x.dtype)) * scale
+
+
+def _packed_kernel_agrees() -> bool:
+    """Whether torch's ``_weight_int8pack_mm`` exists here and equals the written-out product."""
+    kernel = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
+    if kernel is None:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 64, generator=generator)
+    q, scale = quantize_int8(torch.randn(48, 64, generator=generator))
+    try:
+        out = kernel(x, q, scale)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return torch.allclose(out, int8_matmul_reference(x, q, scale), rtol=1e-4, atol=1e-4)
+
+
+_PACKED_KERNEL: bool | None = None  # checked once, on first use
+
+#: Whether ``Int8Linear`` calls torch's ``_weight_int8pack_mm`` where it is correct. Off:
+#: on this CPU build (torch 2.13, AMD EPYC without AVX-512, one thread) it was slower
+#: than the written-out product, 64 tokens of the 13.9M GPT-2 in 1835 ms against
+#: 889 ms (float32: 633 ms), so the engine dequantises per product instead.
+USE_PACKED_KERNEL = False
+
+
+def packed_kernel_available() -> bool:
+    global _PACKED_KERNEL
+    if _PACKED_KERNEL is None:
+        _PACKED_KERNEL = _packed_kernel_agrees()
+    return _PACKED_KERNEL
+
+
+class Int8Linear:
+    """``x W^T + b`` with ``W`` held as int8 rows and a float32 scale per row."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        self.q, self.scale = quantize_int8(weight)
+        self.bias = None if bias is None else bias.detach().float().clone()
+        self.packed_kernel = USE_PACKED_KERNEL and packed_kernel_available()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed_kernel:  # torch's kernel: the same product, without the float copy
+            flat = x.reshape(-1, x.shape[-1]).contiguous()
+            out = torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scale)
+            out = out.reshape(*x.shape[:-1], -1)
+        else:
+            out = int8_matmul_reference(x, self.q, self.scale)
+        return out if self.bias is None else out + self.bias
+
+    def rows(self, ids: Tensor) -> Tensor:
+        """Rows ``ids`` dequantised (the token embedding, when it is this matrix)."""
+        return self.q[ids].float() * self.scale[ids][..., None]
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.q, self.scale, self.bias)
+
+
+PackedLinear = Float32Linear | BFloat16Linear | Int8Linear
+
+_CLASSES = {"float32": Float32Linear, "bfloat16": BFloat16Linear, "int8": Int8Linear}
+
+
+def pack_linear(weight: Tensor, bias: Tensor | None, weights: str) -> PackedLinear:
+    """One linear layer's weight (and bias) in format ``weights``."""
+    return _CLASSES[weights](weight, bias)
+
+
+def _nbytes(*tensors: Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
