@@ -65,7 +65,8 @@ def _expected_targets(data: np.ndarray, x: torch.Tensor) -> np.ndarray:
     return np.stack(expected).astype(np.int64)
 
 
-def test_trainer_and_evaluation_batches_are_next_token_pairs_of_the_data():
+def test_trainer_and_evaluation_batches_are_next_token_pairs_of_the_data(monkeypatch):
+    from tinylm.inference import evaluation
     from tinylm.model import GPT, ModelConfig
     from tinylm.train.config import TrainConfig
     from tinylm.train.trainer import Trainer
@@ -86,11 +87,19 @@ def test_trainer_and_evaluation_batches_are_next_token_pairs_of_the_data():
     trainer = Trainer(model, train, val, None, config)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def record(module, args, kwargs):
+    def record(module, args, kwargs):  # training hands the model its targets
         idx, targets = (list(args) + [kwargs.get("idx"), kwargs.get("targets")])[:2]
-        seen.append((idx.detach().cpu(), targets.detach().cpu()))
+        if targets is not None:
+            seen.append((idx.detach().cpu(), targets.detach().cpu()))
+
+    scored = evaluation.token_losses  # evaluation scores the logits itself (bits per byte)
+
+    def record_scored(model, x, y):
+        seen.append((x.detach().cpu(), y.detach().cpu()))
+        return scored(model, x, y)
 
     model.register_forward_pre_hook(record, with_kwargs=True)
+    monkeypatch.setattr(evaluation, "token_losses", record_scored)
     trainer.train_step()
     train_batches, seen[:] = list(seen), []
     trainer.evaluate()
