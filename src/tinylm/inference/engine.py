@@ -27,7 +27,7 @@ window and padding. At ``float32`` its greedy tokens equal the model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -168,28 +168,14 @@ class DecodeEngine:
     # -- the same contract as tinylm.model.generate ---------------------------------
 
     def generate(
-        self,
-        prompt_ids: Sequence[int] | Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_ids: Iterable[int] = (),
-        seed: int | None = None,
-        allowed_ids: Iterable[int] | None = None,
+        self, prompt_ids: Sequence[int] | Tensor, max_new_tokens: int, **sampling
     ) -> Iterator[int]:
-        """Ids continuing ``prompt_ids``, one at a time (``tinylm.model.generate.generate``)."""
-        return generate(
-            self,
-            prompt_ids,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            stop_ids=stop_ids,
-            seed=seed,
-            allowed_ids=allowed_ids,
-        )
+        """Ids continuing ``prompt_ids``, one at a time (``tinylm.model.generate.generate``).
+
+        ``sampling`` is that function's: temperature, top_k, top_p, stop_ids, seed,
+        allowed_ids.
+        """
+        return generate(self, prompt_ids, max_new_tokens, **sampling)
 
     def generate_batch(
         self, prompts: Sequence[Sequence[int] | Tensor], max_new_tokens: int, **sampling
