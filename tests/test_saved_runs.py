@@ -88,8 +88,9 @@ def test_the_record_of_a_checkpoint_saved_today_rebuilds_its_model(tmp_path):
 
 
 def test_an_old_run_folder_loads_its_latest_and_best():
-    model, tokenizer, meta = load_model(OLD_RUN)
-    best_model, _, best = load_model(OLD_RUN, which="best")
+    with pytest.warns(UserWarning, match="read as kernels=fused"):  # the old spelling, noted
+        model, tokenizer, meta = load_model(OLD_RUN)
+        best_model, _, best = load_model(OLD_RUN, which="best")
     assert meta.step == best.step == 4 and best.path == OLD_RUN / "best"
     assert tokenizer.vocab_size == model.config.vocab_size == 17
     for (name, ours), theirs in zip(
@@ -102,9 +103,10 @@ def test_an_old_run_folder_resumes_where_its_writer_would_have(tmp_path):
     """Extended from step 4 to 6, it repeats the losses the old code itself recorded."""
     run = Path(shutil.copytree(OLD_RUN, tmp_path / "run"))
     expected = _json(FIXTURES / "run_v1_expected.json")
-    trainer = resume_run(run, overrides={"steps": expected["resumed_to"]}, progress=False)
-    assert trainer.step == 4
-    trainer.fit()
+    with pytest.warns(UserWarning, match="read as kernels=fused"):  # the old spelling, noted
+        trainer = resume_run(run, overrides={"steps": expected["resumed_to"]}, progress=False)
+        assert trainer.step == 4
+        trainer.fit()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = {str(r["step"]): r["loss"] for r in records if "loss" in r and r["step"] > 4}
     assert losses == pytest.approx(expected["losses"], rel=1e-5, abs=0)
