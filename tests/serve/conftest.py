@@ -7,6 +7,7 @@ are far from uniform and a wrong number cannot pass by accident.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -72,13 +73,22 @@ def api(runs_root) -> Api:
     return Api(runs, compare, LIMITS)
 
 
-@pytest.fixture(scope="session")
-def server(api) -> Iterator[InspectorServer]:
-    """The server on an ephemeral port of 127.0.0.1, answering on a background thread."""
-    srv = InspectorServer(api, "127.0.0.1", 0, max_requests=8)
+@contextlib.contextmanager
+def serving(api: Api, **options) -> Iterator[InspectorServer]:
+    """``api`` on an ephemeral port of 127.0.0.1, answering on a background thread."""
+    srv = InspectorServer(api, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def server(api) -> Iterator[InspectorServer]:
+    """The shared runs' server (see :func:`serving`)."""
+    with serving(api, max_requests=8) as srv:
+        yield srv

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from tinylm.serve.server import MAX_BODY_BYTES, InspectorServer
+from tinylm.serve.server import MAX_BODY_BYTES
 
+from .conftest import serving
 from .test_api import request
 
 
@@ -126,9 +127,6 @@ def test_a_flood_of_generations_gets_streams_or_503s_never_a_reset(api):
     With the standard library's listen backlog of 5, connections beyond it were
     reset (or delayed by SYN retries) before the server could say it was busy.
     """
-    srv = InspectorServer(api, "127.0.0.1", 0, max_requests=4)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
     clients = 50
     outcomes: list = [None] * clients
     start = threading.Barrier(clients, timeout=30)
@@ -144,15 +142,11 @@ def test_a_flood_of_generations_gets_streams_or_503s_never_a_reset(api):
             outcomes[n] = (type(exc).__name__, str(exc), None)
 
     threads = [threading.Thread(target=flood, args=(n,)) for n in range(clients)]
-    try:
+    with serving(api, max_requests=4) as srv:
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=60)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
     statuses = [o[0] for o in outcomes]
     assert set(statuses) <= {200, 503}, [o for o in outcomes if o[0] not in (200, 503)]
     assert statuses.count(200) >= 1

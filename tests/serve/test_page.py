@@ -12,6 +12,7 @@ how docs/serve.png is made).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,26 @@ def page(browser, server) -> Iterator:
     context.close()
     assert elsewhere == [], "the page fetched something from elsewhere"
     assert script_errors == []
+
+
+@contextlib.contextmanager
+def training_view(browser, folder: Path) -> Iterator:
+    """The training view of a server over the runs in ``folder``, loaded and ready."""
+    from tinylm.serve.api import Api
+    from tinylm.serve.served import load_runs
+
+    from .conftest import serving
+
+    with serving(Api(load_runs([folder]))) as srv:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            page.goto(srv.url + "#training")
+            page.wait_for_selector("body[data-ready=true]")
+            yield page
+        finally:
+            context.close()
 
 
 def type_prompt(page, text: str) -> None:
@@ -271,11 +292,6 @@ def test_the_pages_own_posts_pass_the_origin_and_content_type_checks(page, serve
 
 
 def test_losses_per_character_and_per_token_get_separate_charts(browser, tmp_path):
-    import threading
-
-    from tinylm.serve.api import Api
-    from tinylm.serve.served import load_runs
-    from tinylm.serve.server import InspectorServer
     from tinylm.tokenizers.bpe import BPETokenizer
 
     from .conftest import TEXT, make_run
@@ -283,15 +299,7 @@ def test_losses_per_character_and_per_token_get_separate_charts(browser, tmp_pat
     make_run(tmp_path / "chars", n_layer=1, seed=0, losses=[3.0, 2.5, 2.0, 1.8])
     bpe = BPETokenizer.train(TEXT * 4, vocab_size=300, progress=False)
     make_run(tmp_path / "tokens", n_layer=1, seed=1, losses=[6.0, 5.0, 4.5, 4.2], tokenizer=bpe)
-    srv = InspectorServer(Api(load_runs([tmp_path])), "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        page = context.new_page()
-        page.goto(srv.url + "#training")
-        page.wait_for_selector("body[data-ready=true]")
+    with training_view(browser, tmp_path) as page:
         page.wait_for_selector("#loss-chart svg.loss-chart >> nth=1")
         charts = page.locator("#loss-chart svg.loss-chart")
         assert charts.count() == 2
@@ -300,19 +308,9 @@ def test_losses_per_character_and_per_token_get_separate_charts(browser, tmp_pat
         assert titles[1].startswith("loss per token of BPETokenizer (")
         runs = [c.locator("polyline.train-curve").get_attribute("data-run") for c in charts.all()]
         assert runs == ["chars", "tokens"]
-    finally:
-        context.close()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 def test_bits_per_byte_share_one_chart_across_tokenizers(browser, tmp_path):
-    import threading
-
-    from tinylm.serve.api import Api
-    from tinylm.serve.served import load_runs
-    from tinylm.serve.server import InspectorServer
     from tinylm.tokenizers.bpe import BPETokenizer
 
     from .conftest import TEXT, make_run
@@ -324,15 +322,7 @@ def test_bits_per_byte_share_one_chart_across_tokenizers(browser, tmp_path):
         with (tmp_path / name / "metrics.jsonl").open("a", encoding="utf-8") as f:
             for step, value in ((30, bpb), (40, bpb - 0.2)):
                 f.write(f'\n{{"step": {step}, "val_loss": 2, "val_ppl": 7, "val_bpb": {value}}}')
-    srv = InspectorServer(Api(load_runs([tmp_path])), "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        page = context.new_page()
-        page.goto(srv.url + "#training")
-        page.wait_for_selector("body[data-ready=true]")
+    with training_view(browser, tmp_path) as page:
         page.wait_for_selector("#loss-chart svg.bpb-chart polyline.val-curve >> nth=1")
         chart = page.locator("#loss-chart svg.bpb-chart")
         assert chart.count() == 1  # beside the two charts in nats, one per unit
@@ -341,8 +331,3 @@ def test_bits_per_byte_share_one_chart_across_tokenizers(browser, tmp_path):
         assert title.startswith("validation bits per byte")
         runs = [c.get_attribute("data-run") for c in chart.locator("polyline.val-curve").all()]
         assert runs == ["chars", "tokens"]
-    finally:
-        context.close()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
