@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
+from tinylm.cli.output import say
 from tinylm.compare.execute import run_comparison
 from tinylm.compare.plan import parse_budget, plan_comparison
 from tinylm.compare.results import write_report
@@ -148,8 +149,3 @@ def run_compare(args: argparse.Namespace) -> int:
     print(printable(Path(paths["table"]).read_text(encoding="utf-8")))  # values may hold ESC
     say("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
-
-
-def say(line: str) -> None:
-    """One progress line; the varied values and the folder in it are shown, not obeyed."""
-    print(printable(line, one_line=True), flush=True)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tinylm.cli.output import say
 from tinylm.errors import TinylmError
 from tinylm.inspect.figures import save_png
 from tinylm.inspect.tables import format_table
@@ -151,7 +152,7 @@ def slug(text: str, limit: int = 32) -> str:
 
 def _written(*paths: Path) -> None:
     for path in paths:
-        print(printable(f"wrote {path}", one_line=True))
+        say(f"wrote {path}")
 
 
 # -- the views ---------------------------------------------------------------------------

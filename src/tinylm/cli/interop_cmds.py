@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tinylm.cli.output import say
 from tinylm.errors import TinylmError
-from tinylm.terminal import printable
 
 FORMATS = ("hf", "gguf", "tiktoken")
 
@@ -67,8 +67,3 @@ def run_import(args: argparse.Namespace) -> int:
     else:
         say(f"next: tinylm sample {args.out}")
     return 0
-
-
-def say(line: str) -> None:
-    """A line naming folders and files from the user: shown, never obeyed by the terminal."""
-    print(printable(line, one_line=True))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tinylm.cli.options import add_doc_sep
+from tinylm.cli.output import say
 from tinylm.data.corpus import BUILTIN_CORPUS, corpus_from_specs, iter_documents
 from tinylm.errors import TinylmError
 from tinylm.inspect.tokens import (
@@ -131,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"(fewer than the {asked} asked: the corpus has no more pairs to merge; "
             "give more text for a larger vocabulary)"
         )
-    print(printable(f"saved to {args.out}", one_line=True))
+    say(f"saved to {args.out}")
     sample = next(iter(iter_documents(corpus, args.doc_sep)), "")[:240]
     if not sample:
         return 0
@@ -174,5 +175,5 @@ def run_tokenize(args: argparse.Namespace) -> int:
         except TinylmError as exc:
             # A char tokenizer trained on other text cannot encode this corpus; that
             # is no reason to fail after the user's own texts were shown.
-            print(printable(f"  {name}: n/a, it cannot encode the corpus: {exc}", one_line=True))
+            say(f"  {name}: n/a, it cannot encode the corpus: {exc}")
     return 0

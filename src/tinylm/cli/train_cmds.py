@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
+from tinylm.cli.output import say
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.engines import DEFAULT_ENGINE, ENGINES
 from tinylm.errors import TinylmError
@@ -260,10 +261,9 @@ def run_eval(args: argparse.Namespace) -> int:
         max_batches=args.max_batches,
         separator=args.doc_sep,
     )
-    line = (
+    say(
         f"{result['data']}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}, "
         f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens "
         f"({result['bytes']:,} bytes) (checkpoint {meta.path}, step {meta.step})"
     )
-    print(printable(line, one_line=True))
     return 0
