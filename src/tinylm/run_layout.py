@@ -20,6 +20,7 @@ and each checkpoint folder holds::
     optimizer.json           OPTIMIZER_JSON: the rest of the optimizer's state
     config.json              CONFIG_FILE: {"model": ..., "train": ...}
     tokenizer.json           TOKENIZER_FILE: the tokenizer, so sampling needs only the folder
+    chat_template.json       CHAT_TEMPLATE_FILE: the chat template, in a fine-tuned chat model
     rng.safetensors          RNG_FILE: every RNG state, for an exact resume
     state.json               STATE_FILE: format, version, step, metrics, the trainer's extra
 
@@ -62,6 +63,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+CHAT_TEMPLATE_FILE = "chat_template.json"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.json"
 

@@ -152,3 +152,79 @@ def test_conversations_longer_than_the_context_are_dropped_and_counted():
         fit_to_context(rendered[3:4] * 2, block_size=8)
     with pytest.raises(TinylmError, match="no conversations"):
         fit_to_context([], block_size=8)
+
+
+# -- the template stored in a checkpoint -----------------------------------------------------
+
+
+def _stored(tmp_path, record):
+    import json
+
+    path = tmp_path / "chat_template.json"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    return path
+
+
+def test_a_stored_template_reads_back_as_the_same_layout(tmp_path, bpe):
+    from tinylm.chat.template import load_chat_template, template_record
+
+    grown = add_chat_tokens(bpe)
+    template = load_chat_template(_stored(tmp_path, template_record()), grown)
+    conversation = Conversation([Message("user", "what is it?"), Message("assistant", "a cat")])
+    assert template.render(conversation) == ChatTemplate(grown).render(conversation)
+
+
+def test_no_stored_template_means_a_base_model(bpe):
+    from tinylm.chat.template import load_chat_template
+
+    assert load_chat_template(None, bpe) is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(format="other"), "is not a tinylm chat template"),
+        (lambda r: r.update(version=2), "format version 2"),
+        (lambda r: r.pop("tokens"), "tokens"),
+        (lambda r: r["tokens"].update(end="<|eot|>"), "end"),
+        (lambda r: r["tokens"].update(user=7), "user"),
+    ],
+)
+def test_a_damaged_stored_template_is_one_line(tmp_path, bpe, mutate, message):
+    from tinylm.chat.template import load_chat_template, template_record
+
+    record = template_record()
+    mutate(record)
+    with pytest.raises(TinylmError, match=message) as caught:
+        load_chat_template(_stored(tmp_path, record), add_chat_tokens(bpe))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_stored_template_needs_the_tokens_in_the_tokenizer(tmp_path, bpe):
+    from tinylm.chat.template import load_chat_template, template_record
+
+    with pytest.raises(TinylmError, match="lacks the chat tokens"):
+        load_chat_template(_stored(tmp_path, template_record()), bpe)
+
+
+def test_a_checkpoint_keeps_its_chat_template(tmp_path, bpe):
+    import torch
+
+    from tinylm.chat.template import load_chat_template, template_record
+    from tinylm.checkpoint import read_checkpoint_meta, save_checkpoint
+    from tinylm.model import GPT, ModelConfig
+
+    grown = add_chat_tokens(bpe)
+    torch.manual_seed(0)
+    model = GPT(
+        ModelConfig(vocab_size=grown.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8)
+    )
+    plain = read_checkpoint_meta(
+        save_checkpoint(tmp_path / "base", model, None, 0, tokenizer=grown)
+    )
+    assert plain.chat_template_file is None
+    folder = save_checkpoint(
+        tmp_path / "chat", model, None, 3, tokenizer=grown, chat_template=template_record()
+    )
+    meta = read_checkpoint_meta(folder)
+    assert isinstance(load_chat_template(meta.chat_template_file, grown), ChatTemplate)

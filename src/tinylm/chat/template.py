@@ -34,12 +34,16 @@ replies to questions it cannot see.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tinylm.chat.conversations import Conversation, Message
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.untrusted_files import Record, check_format, read_json
 
 SYSTEM = "<|system|>"
 USER = "<|user|>"
@@ -49,6 +53,11 @@ END = "<|end|>"
 CHAT_TOKENS = (SYSTEM, USER, ASSISTANT, END)
 
 _HEADERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
+
+#: The header of a stored template (``chat_template.json`` in a checkpoint folder).
+TEMPLATE_FORMAT = "tinylm-chat-template"
+TEMPLATE_VERSION = 1
+_TOKEN_ROLES = ("system", "user", "assistant", "end")
 
 
 def add_chat_tokens(tokenizer: Tokenizer) -> Tokenizer:
@@ -111,6 +120,44 @@ class ChatTemplate:
         counted = message.role == "assistant"
         ids += [self.header_ids[message.role], *text, self.end_id]
         mask += [False] + [counted] * (len(text) + 1)
+
+
+# -- the template stored in a run ------------------------------------------------------------
+
+
+def template_record() -> dict[str, Any]:
+    """What a chat model's checkpoint stores as ``chat_template.json``.
+
+    The layout is this module's; the record names its version and its turn
+    tokens, so sampling, chat, export and serve all render a conversation the way
+    the model was fine-tuned, and a later layout is refused instead of misread.
+    """
+    return {
+        "format": TEMPLATE_FORMAT,
+        "version": TEMPLATE_VERSION,
+        "tokens": dict(zip(_TOKEN_ROLES, CHAT_TOKENS, strict=True)),
+    }
+
+
+def load_chat_template(path: str | os.PathLike | None, tokenizer: Tokenizer) -> ChatTemplate | None:
+    """The template stored at ``path`` (a ``chat_template.json``), for ``tokenizer``.
+
+    ``None`` when there is no file (a base model: it continues text). The file is
+    untrusted: its header and every token name are checked against this module's
+    layout, and the tokenizer must have the tokens it names.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    hint = "restore the chat_template.json the model was fine-tuned with, or remove it"
+    data = read_json(path, hint)
+    what = "tinylm chat template"
+    check_format(data, TEMPLATE_FORMAT, TEMPLATE_VERSION, path, what, hint)
+    tokens = Record(data, str(path), hint).record("tokens")
+    for role, name in zip(_TOKEN_ROLES, CHAT_TOKENS, strict=True):
+        if tokens.str(role) != name:
+            raise tokens.error(role, repr(name), tokens.str(role))
+    return ChatTemplate(tokenizer)
 
 
 @dataclass(frozen=True)

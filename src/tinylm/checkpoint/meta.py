@@ -18,7 +18,7 @@ from tinylm import __version__
 from tinylm.check_values import is_number
 from tinylm.checkpoint.hints import POINT_AT_CHECKPOINT, corrupt_hint
 from tinylm.checkpoint.json_files import read_checkpoint_json
-from tinylm.run_layout import CONFIG_FILE, STATE_FILE, TOKENIZER_FILE
+from tinylm.run_layout import CHAT_TEMPLATE_FILE, CONFIG_FILE, STATE_FILE, TOKENIZER_FILE
 from tinylm.untrusted_files import Record, check_format
 
 FORMAT_NAME = "tinylm-checkpoint"
@@ -37,6 +37,7 @@ class CheckpointMeta:
     extra: dict[str, Any]  # the trainer's own resume state (untrusted: check before use)
     state: dict[str, Any]  # all of state.json, checked (format, version, created_by, best)
     tokenizer_file: Path | None  # its tokenizer.json, or None when saved without one
+    chat_template_file: Path | None = None  # its chat_template.json (a chat model), or None
 
 
 def read_meta(folder: Path) -> CheckpointMeta:
@@ -53,6 +54,7 @@ def read_meta(folder: Path) -> CheckpointMeta:
         extra=state["extra"],
         state=state,
         tokenizer_file=tokenizer if tokenizer.is_file() else None,
+        chat_template_file=chat if (chat := folder / CHAT_TEMPLATE_FILE).is_file() else None,
     )
 
 

@@ -33,6 +33,7 @@ from tinylm.checkpoint.tensor_files import load_tensors, save_tensors, stored_sh
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
 from tinylm.run_layout import (
+    CHAT_TEMPLATE_FILE,
     CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
@@ -58,6 +59,7 @@ def save_checkpoint(
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     best: dict[str, Any] | None = None,
+    chat_template: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``path`` atomically; return its path.
 
@@ -67,8 +69,10 @@ def save_checkpoint(
     batch generator). ``extra`` is the trainer's own JSON-able resume state (data
     position, counters); ``metrics`` (e.g. ``val_loss``) and ``train_config`` are
     JSON too. ``best`` (``{"step", "val_loss"}``) records which step is the run's
-    best so far (:class:`CheckpointManager` sets it). The global RNG states are
-    always saved.
+    best so far (:class:`CheckpointManager` sets it). ``chat_template`` is the
+    record of :func:`tinylm.chat.template.template_record`, saved for a chat model
+    so that everything that reads the checkpoint renders conversations alike. The
+    global RNG states are always saved.
     """
     path = Path(path)
     size = tensor_bytes(model.state_dict()) + tensor_bytes(
@@ -86,6 +90,8 @@ def save_checkpoint(
             if not Path(tokenizer).is_file():
                 raise TinylmError(f"tokenizer file {tokenizer} does not exist; pass a Tokenizer")
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
+        if chat_template is not None:
+            write_json(tmp / CHAT_TEMPLATE_FILE, chat_template)
         write_json(tmp / STATE_FILE, state_record(step, metrics, extra, best))
     return path
 
