@@ -24,6 +24,10 @@ and each checkpoint folder holds::
     rng.safetensors          RNG_FILE: every RNG state, for an exact resume
     state.json               STATE_FILE: format, version, step, metrics, the trainer's extra
 
+A LoRA adapter's folder (``tinylm.checkpoint.adapter``, saved beside or inside a
+run) holds ``adapter.safetensors`` (ADAPTER_FILE: the adapters' A and B) and
+``adapter.json`` (ADAPTER_JSON: the LoRA settings and which base it was trained on).
+
 A comparison's folder (its out folder) holds ``plan.json``
 (COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``.
 
@@ -66,6 +70,11 @@ TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.json"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.json"
+
+# -- a LoRA adapter folder ---------------------------------------------------------------------
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_JSON = "adapter.json"
 
 # -- step checkpoints -------------------------------------------------------------------------
 
