@@ -10,6 +10,7 @@ import torch
 
 from tinylm.checkpoint import save_checkpoint
 from tinylm.checkpoint.adapter import read_adapter_meta, save_adapter
+from tinylm.cli.main import main
 from tinylm.errors import TinylmError
 from tinylm.inference.adapters import load_adapted, merge_adapter_into_run
 from tinylm.inference.loading import load_model
@@ -168,3 +169,36 @@ def test_a_truncated_or_missing_adapter_is_one_line(trained, tmp_path):
     (adapter / ADAPTER_JSON).write_text("{not json")
     with pytest.raises(TinylmError, match="is not valid JSON"):
         load_adapted(adapter)
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_lora_merge_and_export_from_the_command_line(trained, tmp_path, capsys):
+    adapter, base, model = trained
+    assert main(["lora", "merge", str(adapter), "--out", str(tmp_path / "merged")]) == 0
+    assert "next: tinylm sample" in capsys.readouterr().out
+    merged, _, _ = load_model(tmp_path / "merged")
+    assert (merged(IDS)[0] - model(IDS)[0]).abs().max().item() <= 1e-6
+    argv = ["lora", "export", str(adapter), "--out", str(tmp_path / "peft"), "--base-hf", "hf"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "adapter_config.json" in out and "adapter_model.safetensors" in out
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["base_model_name_or_path"]) == (3, 6.0, "hf")
+
+
+def test_lora_commands_refuse_in_one_line(trained, tmp_path, capsys):
+    adapter, base, _ = trained
+    torch.manual_seed(9)
+    other = save_checkpoint(
+        tmp_path / "other" / "ckpt-000001", GPT(load_model(base)[0].config), None, 1
+    )
+    for argv in (
+        ["lora", "merge", str(adapter), "--base", str(other), "--out", str(tmp_path / "m")],
+        ["lora", "export", str(tmp_path), "--out", str(tmp_path / "p")],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tinylm: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "p").exists()
