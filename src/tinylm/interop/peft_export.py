@@ -146,7 +146,7 @@ def export_peft(
     """Write folder ``out``: ``adapter_config.json`` + ``adapter_model.safetensors``; list files.
 
     ``base_name_or_path`` is what the config names as the base (the folder
-    ``tinylm export --format hf`` wrote for it); PEFT itself loads onto whichever
+    the Hugging Face export of the base); PEFT itself loads onto whichever
     model it is given.
     """
     tensors, adapter_config = peft_adapter(model, lora)
