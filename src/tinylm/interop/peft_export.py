@@ -145,9 +145,9 @@ def export_peft(
 ) -> list[Path]:
     """Write folder ``out``: ``adapter_config.json`` + ``adapter_model.safetensors``; list files.
 
-    ``base_name_or_path`` is what the config names as the base (the folder
-    the Hugging Face export of the base); PEFT itself loads onto whichever
-    model it is given.
+    ``base_name_or_path`` is what the config names as the base (the folder of
+    the base's Hugging Face export); PEFT itself loads onto whichever model it
+    is given.
     """
     tensors, adapter_config = peft_adapter(model, lora)
     adapter_config["base_model_name_or_path"] = base_name_or_path
