@@ -8,6 +8,7 @@ import struct
 import pytest
 import torch
 
+from tinylm.chat.template import add_chat_tokens, load_chat_template, template_record
 from tinylm.checkpoint import save_checkpoint
 from tinylm.checkpoint.adapter import read_adapter_meta, save_adapter
 from tinylm.cli.main import main
@@ -202,3 +203,21 @@ def test_lora_commands_refuse_in_one_line(trained, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("tinylm: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "m").exists() and not (tmp_path / "p").exists()
+
+
+def test_a_chat_models_template_is_carried_into_the_merged_run(tmp_path):
+    tokenizer = add_chat_tokens(CharTokenizer.train("abcdefgh "))
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_embd=8, n_head=2
+    )
+    base = save_checkpoint(
+        tmp_path / "base" / "ckpt-000003", GPT(config), None, 3, tokenizer=tokenizer,
+        chat_template=template_record(),
+    )  # fmt: skip
+    model, _, _ = load_model(base)
+    settings = LoraConfig(rank=2, targets=("attn.w_o",))
+    adapter = save_adapter(tmp_path / "adapter", add_lora(model, settings), settings, base)
+    merge_adapter_into_run(adapter, tmp_path / "merged")
+    _, tokenizer_back, meta = load_model(tmp_path / "merged")
+    assert meta.chat_template_file is not None
+    assert load_chat_template(meta.chat_template_file, tokenizer_back) is not None
