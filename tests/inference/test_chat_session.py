@@ -9,7 +9,7 @@ from chat_model import TURNS, train_chat_model
 from conftest import one_torch_thread
 from tinylm.chat.conversations import Message
 from tinylm.chat.template import ChatTemplate
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.inference.chat_session import ChatSession, ChatSettings
 from tinylm.inference.engine import DecodeEngine
 
@@ -108,6 +108,16 @@ def test_a_message_that_cannot_fit_is_refused_and_the_history_is_unchanged(train
     assert chat.history == before
 
 
+def test_a_character_the_tokenizer_lacks_is_named_and_nothing_changes(trained):
+    chat = session(trained)
+    with pytest.raises(TinylmError) as caught:
+        chat.send("hi /x")
+    message = str(caught.value)
+    assert "cannot encode the character '/'" in message and "without it" in message
+    assert not isinstance(caught.value, SettingError)  # no advice to retrain a tokenizer
+    assert chat.history == []
+
+
 def test_an_interrupted_reply_keeps_what_was_written(trained):
     chat = session(trained, max_tokens=20)
     reply = chat.send("hi")
@@ -173,3 +183,23 @@ def test_bad_settings_are_refused_and_change_nothing(trained, changes, message):
         chat.update(**changes)
     assert chat.settings == ChatSettings(temperature=0.5)
     assert chat.update(temperature=0.25).temperature == 0.25
+
+
+def test_ctrl_c_inside_generation_keeps_the_reply_so_far(trained, monkeypatch):
+    chat = session(trained, max_tokens=20)
+    sample = chat._sample
+
+    def interrupted(prompt, seed):
+        for n, token in enumerate(sample(prompt, seed)):
+            if n == 3:
+                raise KeyboardInterrupt  # as if Ctrl-C arrived inside the fourth forward pass
+            yield token
+
+    monkeypatch.setattr(chat, "_sample", interrupted)
+    reply = chat.send("hi")
+    with pytest.raises(KeyboardInterrupt):
+        "".join(reply)
+    assert reply.finish_reason == "interrupted" and reply.text == "hel"
+    assert chat.history[-1] == Message("assistant", "hel")
+    reply.close()  # what the CLI does next: nothing more is added
+    assert len(chat.history) == 2

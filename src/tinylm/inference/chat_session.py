@@ -42,7 +42,7 @@ from typing import Protocol
 
 from tinylm.chat.conversations import Message
 from tinylm.check_values import MAX_SEED, check_int, check_number, check_seed, is_number, shown
-from tinylm.errors import TinylmError
+from tinylm.errors import SettingError, TinylmError
 from tinylm.inference.engine import DecodeEngine
 from tinylm.inference.sampling import sampleable_ids
 from tinylm.tokenizers.base import Tokenizer
@@ -131,7 +131,16 @@ class ChatSession:
         """
         self._close_open_reply()
         history = [*self.history, Message("user", text)]
-        history, dropped, prompt = self._fit(history)
+        try:
+            history, dropped, prompt = self._fit(history)
+        except SettingError as exc:  # the tokenizer's advice (retrain it) is no help here
+            if exc.setting != "unknown":
+                raise
+            what = str(exc).split(" at position")[0]
+            raise TinylmError(
+                f"the model's tokenizer cannot encode the {what} (it was not in its training "
+                "text); write the message without it"
+            ) from None
         self.history = history
         notices = []
         if dropped:
