@@ -37,6 +37,7 @@ FLAGS = {
     "separator": "--doc-sep",
     "max_batches": "--max-batches",
     "num": "--num",
+    "weights": "--weights",
 }
 #: What to show as the value when an error gives none.
 PLACEHOLDERS = {
