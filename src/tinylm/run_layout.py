@@ -25,7 +25,8 @@ and each checkpoint folder holds::
     state.json               STATE_FILE: format, version, step, metrics, the trainer's extra
 
 A comparison's folder (its out folder) holds ``plan.json``
-(COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``.
+(COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``, and
+when it tunes learning rates ``tune/<slug>/`` (COMPARE_TUNE_DIR: the sweep's runs).
 
 Why one module: these names are a file format. Every layer reads or writes some
 of them (training writes, the run layer resumes, the server, inspector, comparer
@@ -53,6 +54,7 @@ LOCK_FILE = ".lock"
 DATA_CACHE = "data"
 COMPARE_RESULT_FILE = "compare.json"
 COMPARE_PLAN_FILE = "plan.json"  # in a comparison's folder: what all its runs share
+COMPARE_TUNE_DIR = "tune"  # in a comparison's folder: the learning-rate sweep's runs
 INSPECT_DIR = "inspect"
 BEST_DIR = "best"
 
