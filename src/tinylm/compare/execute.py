@@ -243,49 +243,18 @@ def run_comparison(
         _check_tunable(variants)
     for v in variants:
         run_settings(v, budget, **common)  # every value checked before anything runs
-    shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator)
-    # None untuned, as a plan.json from before tuning reads: its folders stay usable
-    shared["tune"] = None if tuning is None else tuning.to_dict()
+    shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator, tuning)
     check_same_plan(out, shared)
     prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
     atomic_write(out / COMPARE_PLAN_FILE, json.dumps(shared, indent=1) + "\n")
 
-    def run(variant: Variant, index: int, total: int, tune: bool, sweep: Any = None) -> RunResult:
-        folder = out / (COMPARE_TUNE_DIR if tune else RUNS_DIR) / variant.slug
-        done = folder / COMPARE_RESULT_FILE
-        skipped = done.is_file()
-        if skipped:
-            result = RunResult.read(done)
-            _check_result_is(variant, result, done)
-        else:
-            name = _name(variant.label, variant.lr, variant.seed)
-            bar = f"[{'tune ' if tune else ''}{index}/{total}] {name}"
-            settings = run_settings(variant, budget, **common)
-            result = _train(
-                variant,
-                settings,
-                folder,
-                prepared,
-                preset,
-                config_file,
-                budget,
-                bar,
-                progress,
-                tune,
-            )
-            result.lr_sweep = sweep  # a run at a chosen rate keeps the sweep that chose it
-            atomic_write(done, json.dumps(asdict(result), indent=1) + "\n")
-        if on_run is not None:
-            on_run(RunEvent(index, total, variant, result, skipped, tuning=tune))
-        return result
-
-    sweeps: list[list[list[float | None]] | None] = [None] * len(variants)
-    if tuning is not None:
-        variants, sweeps = _tune(variants, tuning, run, common)
-    results = []
-    for index, (variant, sweep) in enumerate(zip(variants, sweeps, strict=True), start=1):
-        results.append(run(variant, index, len(variants), False, sweep))
-    return results
+    runs = _Runs(out, prepared, budget, common, progress, on_run)
+    planned = [(v, None) for v in variants] if tuning is None else _tune(variants, tuning, runs)
+    total = len(planned)
+    return [
+        runs.run(variant, index, total, sweep=sweep)
+        for index, (variant, sweep) in enumerate(planned, start=1)
+    ]
 
 
 def _check_tunable(variants: Sequence[Variant]) -> None:
@@ -298,30 +267,78 @@ def _check_tunable(variants: Sequence[Variant]) -> None:
         )
 
 
+Sweep = list[list[float | None]]  # [lr, final val loss or None when diverged], smallest lr first
+
+
+@dataclass
+class _Runs:
+    """One comparison's runs: each trained into its folder, or read back when finished."""
+
+    out: Path
+    prepared: Path
+    budget: Budget | None
+    common: Mapping[str, Any]  # preset, config_file, overrides
+    progress: bool
+    on_run: ProgressCallback | None
+
+    def run(
+        self, variant: Variant, index: int, total: int, *, tune: bool = False, sweep: Any = None
+    ) -> RunResult:
+        """``variant``'s result; a sweep run (``tune``) goes to ``OUT/tune/``, and a run at a
+        chosen rate keeps the ``sweep`` that chose it in its ``compare.json``."""
+        folder = self.out / (COMPARE_TUNE_DIR if tune else RUNS_DIR) / variant.slug
+        done = folder / COMPARE_RESULT_FILE
+        skipped = done.is_file()
+        if skipped:
+            result = RunResult.read(done)
+            _check_result_is(variant, result, done)
+        else:
+            name = _name(variant.label, variant.lr, variant.seed)
+            bar = f"[{'tune ' if tune else ''}{index}/{total}] {name}"
+            settings = run_settings(variant, self.budget, **self.common)
+            result = _train(
+                variant,
+                settings,
+                folder,
+                self.prepared,
+                self.common["preset"],
+                self.common["config_file"],
+                self.budget,
+                bar,
+                self.progress,
+                sweep_run=tune,
+            )
+            result.lr_sweep = sweep
+            atomic_write(done, json.dumps(asdict(result), indent=1) + "\n")
+        if self.on_run is not None:
+            self.on_run(RunEvent(index, total, variant, result, skipped, tuning=tune))
+        return result
+
+
 def _tune(
-    variants: Sequence[Variant],
-    tuning: LrTuning,
-    run: Callable[..., RunResult],
-    common: Mapping[str, Any],
-) -> tuple[list[Variant], list[list[list[float | None]] | None]]:
-    """Sweep each configuration's rate; the variants at their chosen rates, each with its
-    configuration's sweep as ``[lr, final val loss or None]`` pairs."""
-    tuned: list[tuple[Any, float, list[list[float | None]]]] = []
+    variants: Sequence[Variant], tuning: LrTuning, runs: _Runs
+) -> list[tuple[Variant, Sweep]]:
+    """Sweep each configuration's rate; each variant at its configuration's chosen rate,
+    with that configuration's sweep."""
+    chosen: list[tuple[Any, float, Sweep]] = []
     for values in configurations(variants):
         probe = Variant(values, tuning.seed)
         scores: dict[float, float | None] = {}
-        grid = lr_grid(configured_lr(probe, **common), tuning)
+        grid = lr_grid(configured_lr(probe, **runs.common), tuning)
         while len(scores) < len(grid):
             lr = grid[len(scores)]
-            result = run(replace(probe, lr=lr), len(scores) + 1, len(grid), True)
+            result = runs.run(replace(probe, lr=lr), len(scores) + 1, len(grid), tune=True)
             scores[lr] = None if result.diverged else result.final_val_loss
             beyond = next_lr(scores, tuning, len(grid) - tuning.points)
             if len(scores) == len(grid) and beyond is not None:
                 grid.append(beyond)
         sweep = [[lr, scores[lr]] for lr in sorted(scores)]
-        tuned.append((values, chosen_lr(scores, probe.label), sweep))
-    return [replace(v, lr=lr) for v in variants for values, lr, _ in tuned if values == v.values], [
-        sweep for v in variants for values, _, sweep in tuned if values == v.values
+        chosen.append((values, chosen_lr(scores, probe.label), sweep))
+    return [
+        (replace(v, lr=lr), sweep)
+        for v in variants
+        for values, lr, sweep in chosen
+        if values == v.values
     ]
 
 
@@ -333,6 +350,7 @@ def shared_plan(
     overrides: Mapping[str, Any] | None,
     budget: Budget | None,
     separator: str,
+    tuning: LrTuning | None = None,
 ) -> dict[str, Any]:
     """What every run of a comparison shares, as JSON: the key its finished runs are kept by.
 
@@ -353,6 +371,8 @@ def shared_plan(
         "overrides": {k: v for k, v in sorted((overrides or {}).items())},
         "budget": None if budget is None else str(budget),
         "separator": separator,
+        # null untuned, as a plan.json from before tuning reads: its folders stay usable
+        "tune": None if tuning is None else tuning.to_dict(),
     }
 
 
