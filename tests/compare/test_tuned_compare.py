@@ -250,3 +250,22 @@ def test_bad_tuning_options_are_one_line_and_exit_2(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_comparison_folder_from_before_tuning_is_reused_as_it_is(tmp_path, corpus):
+    variants = plan_comparison({"activation": ["gelu"]})
+    options = {**_options(corpus), "budget": Budget("steps", 2)}
+    first = run_comparison(variants, tmp_path, **options)
+    # Make the folder as main wrote it: no "tune" in plan.json, no lr fields in compare.json.
+    plan_path = tmp_path / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    del plan["tune"]
+    plan_path.write_text(json.dumps(plan))
+    result_path = Path(first[0].run_dir) / COMPARE_RESULT_FILE
+    old = json.loads(result_path.read_text())
+    for key in ("lr", "lr_sweep", "diverged"):
+        del old[key]
+    result_path.write_text(json.dumps(old))
+    events = []
+    again = run_comparison(variants, tmp_path, on_run=events.append, **options)
+    assert [e.skipped for e in events] == [True] and again == first
