@@ -49,7 +49,7 @@ from tinylm.checkpoint.manager import CheckpointManager
 from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
 from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
-from tinylm.errors import SettingError, TinylmError
+from tinylm.errors import SettingError, TinylmError, TrainingDiverged
 from tinylm.fileio import atomic_write
 from tinylm.inference.evaluation import token_byte_table
 from tinylm.inference.sampling import sample_text
@@ -290,7 +290,7 @@ class Trainer:
         advice = f"lower lr (it was {lr:.3g})" + (
             "" if self.config.grad_clip > 0 else " or turn gradient clipping on (grad_clip=1.0)"
         )
-        raise TinylmError(
+        raise TrainingDiverged(
             f"{what} became {value} at step {self.step + 1}; stopped before updating the "
             f"weights ({saved}); {advice}"
         )
