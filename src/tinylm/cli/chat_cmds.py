@@ -96,6 +96,7 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
     from tinylm.device import resolve_device
     from tinylm.inference.chat_session import ChatSession
     from tinylm.inference.engine import DecodeEngine
+    from tinylm.inference.loading import load_chat_model
     from tinylm.interop.hf_chat import is_hf_folder, read_hf_chat_model
 
     device = str(resolve_device(args.device))
@@ -111,26 +112,10 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
                 "tinylm train --init-from RUN --data chat:builtin --out DIR"
             )
     else:
-        model, tokenizer, template = _tinylm_chat_model(args, device)
+        which = "best" if args.best else "latest"
+        model, tokenizer, template = load_chat_model(args.run_path, device, which)
     engine = DecodeEngine(model, args.weights)  # packed copies of the weights, once
     return ChatSession(engine, tokenizer, template, system=args.system, settings=settings)
-
-
-def _tinylm_chat_model(args: argparse.Namespace, device: str) -> tuple[Any, Any, Any]:
-    # torch-free start-up: every tinylm command imports this module
-    from tinylm.chat.template import load_chat_template
-    from tinylm.inference.loading import load_model
-
-    which = "best" if args.best else "latest"
-    model, tokenizer, meta = load_model(args.run_path, device, which, require_tokenizer=True)
-    template = load_chat_template(meta.chat_template_file, tokenizer)
-    if template is None:
-        raise TinylmError(
-            f"{args.run_path} has no chat template: it continues text but was not fine-tuned "
-            "on conversations; fine-tune it with chat data first: "
-            f"tinylm train --init-from {args.run_path} --data chat:builtin --out DIR"
-        )
-    return model, tokenizer, template
 
 
 # -- the conversation -------------------------------------------------------------------
