@@ -186,3 +186,14 @@ def test_an_int8_engine_serves_the_chat_view(chat_root):
     events = list(api.chat(api.start_chat({"messages": [user("hi")], "temperature": 0})))
     assert events[-1]["type"] == "done" and events[-1]["tokens"] > 0
     assert all(0 < e["prob"] <= 1 for e in events[:-1])
+
+
+def test_load_chat_model_gives_the_template_or_says_how_to_make_one(chat_root, runs_root):
+    from tinylm.errors import TinylmError
+    from tinylm.inference.loading import load_chat_model
+
+    model, tokenizer, template = load_chat_model(chat_root / "chat")
+    assert template.end_id == tokenizer.special_tokens["<|end|>"]
+    assert model.config.vocab_size == tokenizer.vocab_size
+    with pytest.raises(TinylmError, match="has no chat template.*--data chat:builtin"):
+        load_chat_model(runs_root / "alpha")
