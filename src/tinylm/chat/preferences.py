@@ -89,7 +89,7 @@ def _prompt(record: Record, source: str) -> tuple[Message, ...]:
     messages = parse_conversation({"messages": raw}, source, require_assistant=False).messages
     if messages[-1].role != "user":
         raise TinylmError(
-            f"{source}: the prompt ends with a {messages[-1].role} message; it must end with "
+            f"{source}: the prompt's last turn is the {messages[-1].role}'s; it must end with "
             f"the user's turn, which the replies answer; {_HINT}"
         )
     return messages
