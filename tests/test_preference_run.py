@@ -106,15 +106,20 @@ def test_bad_settings_are_one_line(field, value, message):
         DPOSettings(**{field: value})
 
 
-def test_pairs_longer_than_the_context_are_dropped_and_counted(base, tmp_path):
+def test_pairs_longer_than_the_context_are_cut_or_dropped_and_counted(base, tmp_path):
     long = {"prompt": "colour?", "chosen": "red. " * 10, "rejected": "blue."}
+    same_start = {
+        "prompt": "colour?",
+        "chosen": "red " * 9 + "blue",
+        "rejected": "red " * 9 + "pink",
+    }
     path = tmp_path / "p.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in [*PAIRS[:4], long]))
+    path.write_text("".join(json.dumps(p) + "\n" for p in [*PAIRS[:4], long, same_start]))
     settings = DPOSettings(steps=1, batch_size=2, held_out=0.0)
     summary = train_dpo(base, str(path), tmp_path / "out", settings, progress=False)
-    assert summary.dropped == 1 and summary.train_pairs == 4
-    path.write_text(json.dumps(long) + "\n")
-    with pytest.raises(TinylmError, match="all 1 training pairs are longer than the context"):
+    assert (summary.train_pairs, summary.cut, summary.dropped) == (5, 1, 1)
+    path.write_text(json.dumps({**long, "prompt": "colour? " * 5}) + "\n")
+    with pytest.raises(TinylmError, match="no pair fits the context .33 tokens"):
         train_dpo(base, str(path), tmp_path / "out2", settings, progress=False)
 
 

@@ -11,6 +11,7 @@ from tinylm.chat.conversations import Message
 from tinylm.chat.preferences import (
     Preference,
     builtin_preferences,
+    fit_pairs,
     load_hub_preferences,
     parse_preference,
     preferences_from,
@@ -181,9 +182,33 @@ def test_only_the_final_reply_and_its_end_count(template):
     assert render_reply(template, pair.prompt, "4.").mask == chosen.mask
 
 
+def test_a_long_pair_has_its_replies_cut_to_the_context_with_the_prompt_whole(template):
+    pair = parse_preference({"prompt": "a b?", "chosen": "yes it is", "rejected": "no"}, "x")
+    chosen, rejected = render_pair(template, pair)
+    # [BOS] <|user|> "a b?" <|end|> <|assistant|>: 8 ids, then the reply and <|end|>
+    assert len(chosen.ids) == 8 + 9 + 1 and len(rejected.ids) == 8 + 2 + 1
+    fitted = fit_pairs([(chosen, rejected)], block_size=10)
+    assert (fitted.cut, fitted.dropped) == (1, 0)
+    ((c, r),) = fitted.pairs
+    assert c.ids == chosen.ids[:11] and c.mask == chosen.mask[:11]  # "yes" and no <|end|>
+    assert template.tokenizer.decode([i for i, m in zip(c.ids, c.mask, strict=True) if m]) == "yes"
+    assert r == rejected  # it fitted already
+    # the prompt leaves no room for a reply, or the cut replies agree: dropped
+    assert fit_pairs([(chosen, rejected)], block_size=6, allow_empty=True).dropped == 1
+    twin = parse_preference(
+        {"prompt": "a b?", "chosen": "yes it is", "rejected": "yes it was"}, "y"
+    )
+    fitted = fit_pairs([render_pair(template, twin), (chosen, rejected)], block_size=12)
+    assert (len(fitted.pairs), fitted.cut, fitted.dropped) == (1, 1, 1)
+    with pytest.raises(TinylmError, match="no pair fits the context .7 tokens"):
+        fit_pairs([(chosen, rejected)], block_size=6)
+    kept = fit_pairs([(chosen, rejected)], block_size=17)
+    assert kept.pairs == [(chosen, rejected)] and kept.cut == kept.dropped == 0
+
+
 def test_an_unknown_character_is_named_with_its_pair(template):
     pair = parse_preference({"prompt": "q", "chosen": "a", "rejected": "é"}, "p.jsonl:9")
-    with pytest.raises(TinylmError, match="p.jsonl:9: "):
+    with pytest.raises(TinylmError, match="^p.jsonl:9: character 'é'"):
         render_pair(template, pair)
 
 

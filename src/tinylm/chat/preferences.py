@@ -153,15 +153,17 @@ def _rows(rows: Iterable[tuple[Any, Any, Any]], label: str) -> Iterator[Preferen
 # -- a pair as ids ---------------------------------------------------------------------------
 
 
-def render_reply(template: ChatTemplate, prompt: Sequence[Message], reply: str) -> Rendered:
+def render_reply(
+    template: ChatTemplate, prompt: Sequence[Message], reply: str, source: str = "<pair>"
+) -> Rendered:
     """The ids of ``prompt`` + ``reply``, masked to the reply's tokens and its ``<|end|>``.
 
     The template renders the whole conversation; the mask keeps its own rule (only
     assistant text counts) and is cut to the positions after the prompt's render
     for generation, so earlier assistant turns in the prompt do not count.
     """
-    conversation = Conversation((*prompt, Message("assistant", reply)))
-    rendered = template.render(conversation)
+    conversation = Conversation((*prompt, Message("assistant", reply)), source)
+    rendered = template.render(conversation)  # an unknown character: named with ``source``
     start = len(template.render_for_generation(prompt))
     mask = [counted and i >= start for i, counted in enumerate(rendered.mask)]
     return Rendered(rendered.ids, mask, rendered.source)
@@ -169,15 +171,57 @@ def render_reply(template: ChatTemplate, prompt: Sequence[Message], reply: str) 
 
 def render_pair(template: ChatTemplate, pair: Preference) -> tuple[Rendered, Rendered]:
     """The chosen and rejected conversations of ``pair``, each masked to its final reply."""
-    try:
-        chosen = render_reply(template, pair.prompt, pair.chosen)
-        rejected = render_reply(template, pair.prompt, pair.rejected)
-    except TinylmError as exc:  # an unknown character, named with its pair
-        raise TinylmError(f"{pair.source}: {exc}") from None
     return (
-        Rendered(chosen.ids, chosen.mask, pair.source),
-        Rendered(rejected.ids, rejected.mask, pair.source),
+        render_reply(template, pair.prompt, pair.chosen, pair.source),
+        render_reply(template, pair.prompt, pair.rejected, pair.source),
     )
+
+
+# -- longer than the context: the replies are cut -------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittedPairs:
+    """Pairs that fit the context; how many had their replies cut, how many were dropped."""
+
+    pairs: list[tuple[Rendered, Rendered]]
+    cut: int
+    dropped: int
+
+
+def fit_pairs(
+    rendered: Iterable[tuple[Rendered, Rendered]], block_size: int, *, allow_empty: bool = False
+) -> FittedPairs:
+    """Each pair cut to ``block_size + 1`` ids, its prompt whole; pairs left with nothing dropped.
+
+    Unlike a conversation for fine-tuning (dropped whole, see
+    :func:`tinylm.chat.template.fit_to_context`), a pair keeps its use when its
+    replies are cut: the prompt is whole, and the two replies are compared on
+    their first tokens, as far as the context reaches (a cut reply loses its
+    ``<|end|>``, so the model is not taught to stop there). A pair is dropped when
+    the prompt leaves no reply token within the context, or when the cut replies
+    are the same. ``block_size + 1``: inputs are ``ids[:-1]``, targets ``ids[1:]``.
+    """
+    limit = block_size + 1
+    kept: list[tuple[Rendered, Rendered]] = []
+    cut = dropped = 0
+    for chosen, rejected in rendered:
+        if len(chosen.ids) <= limit and len(rejected.ids) <= limit:
+            kept.append((chosen, rejected))
+            continue
+        short = [Rendered(r.ids[:limit], r.mask[:limit], r.source) for r in (chosen, rejected)]
+        if not all(any(r.mask) for r in short) or short[0].ids == short[1].ids:
+            dropped += 1
+        else:
+            kept.append((short[0], short[1]))
+            cut += 1
+    if not kept and not allow_empty:
+        raise TinylmError(
+            f"no pair fits the context ({limit:,} tokens): in all {dropped:,} the prompt leaves "
+            "no room for the replies, or the replies agree as far as it reaches; use a model "
+            "with a larger block_size or shorter prompts"
+        )
+    return FittedPairs(kept, cut, dropped)
 
 
 # -- the built-in set and the held-out split ---------------------------------------------------

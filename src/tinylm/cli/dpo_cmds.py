@@ -68,7 +68,9 @@ def run_dpo(args: argparse.Namespace) -> int:
     )
     if summary.grew_vocab:
         say(f"{args.run_path} had no chat tokens; its tokenizer and model gained them")
-    dropped = f", {summary.dropped:,} dropped as longer than the context" if summary.dropped else ""
+    dropped = f", {summary.cut:,} with replies cut to the context" if summary.cut else ""
+    if summary.dropped:
+        dropped += f", {summary.dropped:,} dropped: no reply left within the context"
     say(
         f"trained {summary.steps} steps on {summary.train_pairs:,} pairs "
         f"({summary.held_out_pairs:,} held out{dropped})"

@@ -5,8 +5,9 @@ does what ``tinylm dpo`` does, in this order:
 
 1. **Data.** The pairs are read and checked (:mod:`tinylm.chat.preferences`), a
    seeded ``held_out`` fraction is set aside, and each pair is rendered with the
-   chat template; a pair either of whose conversations is longer than the context
-   (``block_size + 1`` ids) is dropped whole and counted in the report.
+   chat template; a pair longer than the context has its replies cut to fit
+   (:func:`tinylm.chat.preferences.fit_pairs` says when one is dropped instead),
+   and both are counted in the report.
 2. **Models.** The policy is the base run's latest checkpoint. A base without
    the chat tokens (a pretrained model, not yet chat fine-tuned) gains them as
    chat fine-tuning does: the tokenizer gets ``<|system|>`` ... ``<|end|>`` and
@@ -44,7 +45,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinylm.chat.preferences import Preference, preferences_from, render_pair, split_held_out
+from tinylm.chat.preferences import (
+    FittedPairs,
+    Preference,
+    fit_pairs,
+    preferences_from,
+    render_pair,
+    split_held_out,
+)
 from tinylm.chat.template import (
     ChatTemplate,
     Rendered,
@@ -111,14 +119,6 @@ _NUMBER_RULES = (
 )
 
 
-@dataclass(frozen=True)
-class RenderedPairs:
-    """Pairs as ``(chosen, rejected)`` renders, and how many were dropped as too long."""
-
-    pairs: list[tuple[Rendered, Rendered]]
-    dropped: int
-
-
 @dataclass
 class DPOSummary:
     """What a preference run did: where it wrote, and the held-out numbers before and after."""
@@ -128,6 +128,7 @@ class DPOSummary:
     steps: int
     train_pairs: int
     held_out_pairs: int
+    cut: int
     dropped: int
     grew_vocab: bool
     before: dict[str, float]
@@ -197,21 +198,6 @@ def render_all(
     return [render_pair(template, pair) for pair in pairs]
 
 
-def fit_pairs(
-    rendered: list[tuple[Rendered, Rendered]], block_size: int, *, allow_empty: bool = False
-) -> RenderedPairs:
-    """The pairs whose two conversations both fit ``block_size + 1`` ids; the rest counted."""
-    limit = block_size + 1
-    kept = [(c, r) for c, r in rendered if len(c.ids) <= limit and len(r.ids) <= limit]
-    dropped = len(rendered) - len(kept)
-    if not kept and not allow_empty:
-        raise TinylmError(
-            f"all {dropped:,} training pairs are longer than the context ({limit:,} tokens); "
-            "use a model with a larger block_size or shorter pairs"
-        )
-    return RenderedPairs(kept, dropped)
-
-
 def _batches(count: int, size: int, seed: int) -> Iterator[list[int]]:
     """Endless batches of pair indices: each pass a new seeded order, no pair twice per pass."""
     generator = torch.Generator().manual_seed(seed)
@@ -263,8 +249,8 @@ def evaluate_pairs(
 def _train(
     policy: nn.Module,
     tokenizer: Tokenizer,
-    train: RenderedPairs,
-    held: RenderedPairs,
+    train: FittedPairs,
+    held: FittedPairs,
     out_dir: Path,
     settings: DPOSettings,
     device: torch.device,
@@ -325,6 +311,7 @@ def _train(
         steps=settings.steps,
         train_pairs=len(train.pairs),
         held_out_pairs=len(held.pairs),
+        cut=train.cut + held.cut,
         dropped=train.dropped + held.dropped,
         grew_vocab=grew,
         before=before,
