@@ -90,6 +90,15 @@ def test_a_chat_run_keeps_its_vocabulary_and_an_existing_run_is_refused(base, pa
         train_dpo(base, str(pairs_file), first, settings, progress=False)
 
 
+def test_a_folder_left_by_a_failed_start_is_trained_into_afresh(base, pairs_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 7, "dpo_loss": 9.0}\n{"step": 8, "dpo_l')
+    settings = DPOSettings(steps=2, batch_size=4, held_out=0.0)
+    train_dpo(base, str(pairs_file), out, settings, progress=False)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

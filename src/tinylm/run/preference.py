@@ -264,6 +264,7 @@ def _train(
     policy.eval()  # no dropout: see the module docstring
     optimizer = build_optimizer(policy, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
     metrics = MetricsLogger(out_dir, tensorboard=False)
+    metrics.truncate_after(-1)  # a start that failed before its checkpoint left stale lines
     before = after = {}
     if held.pairs:
         before = evaluate_pairs(policy, reference, held.pairs, settings.beta, device)
