@@ -70,7 +70,7 @@ def run_dpo(args: argparse.Namespace) -> int:
         say(f"{args.run_path} had no chat tokens; its tokenizer and model gained them")
     dropped = f", {summary.cut:,} with replies cut to the context" if summary.cut else ""
     if summary.dropped:
-        dropped += f", {summary.dropped:,} dropped: no reply left within the context"
+        dropped += f", {summary.dropped:,} dropped: nothing left to compare within the context"
     say(
         f"trained {summary.steps} steps on {summary.train_pairs:,} pairs "
         f"({summary.held_out_pairs:,} held out{dropped})"
