@@ -118,7 +118,7 @@ def test_a_run_without_a_chat_template_is_a_clear_error(chat_server):
     status, answer = request(chat_server, "/api/chat", {"run": "alpha", "messages": [user("the")]})
     assert status == 400
     assert "has no chat template" in answer["error"]
-    assert "tinylm train --init-from" in answer["error"] and "chat:builtin" in answer["error"]
+    assert "init_from=" in answer["error"] and "chat:builtin" in answer["error"]
 
 
 def test_the_runs_say_which_can_chat_and_the_weights_their_engine_reads(chat_server):
@@ -195,5 +195,5 @@ def test_load_chat_model_gives_the_template_or_says_how_to_make_one(chat_root, r
     model, tokenizer, template = load_chat_model(chat_root / "chat")
     assert template.end_id == tokenizer.special_tokens["<|end|>"]
     assert model.config.vocab_size == tokenizer.vocab_size
-    with pytest.raises(TinylmError, match="has no chat template.*--data chat:builtin"):
+    with pytest.raises(TinylmError, match="has no chat template.*init_from=.*chat:builtin"):
         load_chat_model(runs_root / "alpha")

@@ -96,7 +96,7 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
     from tinylm.device import resolve_device
     from tinylm.inference.chat_session import ChatSession
     from tinylm.inference.engine import DecodeEngine
-    from tinylm.inference.loading import load_chat_model
+    from tinylm.inference.loading import NoChatTemplate, load_chat_model
     from tinylm.interop.hf_chat import is_hf_folder, read_hf_chat_model
 
     device = str(resolve_device(args.device))
@@ -113,7 +113,14 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
             )
     else:
         which = "best" if args.best else "latest"
-        model, tokenizer, template = load_chat_model(args.run_path, device, which)
+        try:
+            model, tokenizer, template = load_chat_model(args.run_path, device, which)
+        except NoChatTemplate as exc:
+            raise TinylmError(
+                f"{exc.path} has no chat template: it continues text but was not fine-tuned on "
+                "conversations; fine-tune it with chat data first: "
+                f"tinylm train --init-from {exc.path} --data chat:builtin --out DIR"
+            ) from None
     engine = DecodeEngine(model, args.weights)  # packed copies of the weights, once
     return ChatSession(engine, tokenizer, template, system=args.system, settings=settings)
 

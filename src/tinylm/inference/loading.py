@@ -112,14 +112,26 @@ def load_chat_model(
     assert tokenizer is not None  # require_tokenizer
     template = load_chat_template(meta.chat_template_file, tokenizer)
     if template is None:
-        raise TinylmError(no_chat_template(path))
+        raise NoChatTemplate(path)
     return model, tokenizer, template
+
+
+class NoChatTemplate(TinylmError):
+    """A run that continues text but was never fine-tuned on conversations.
+
+    The message says what to do in the library's words (train with ``init_from``
+    on ``chat:`` data); the CLI, which spells commands, adds the command line.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        super().__init__(no_chat_template(path))
 
 
 def no_chat_template(path: str | os.PathLike) -> str:
     """The one line that says a run has no chat template, and how to give it one."""
     return (
         f"{path} has no chat template: it continues text but was not fine-tuned "
-        "on conversations; fine-tune it with chat data first: "
-        f"tinylm train --init-from {path} --data chat:builtin --out DIR"
+        f"on conversations; fine-tune it with chat data first (train with init_from={path} "
+        "on the data chat:builtin, as docs/chat.md shows)"
     )

@@ -290,7 +290,7 @@ class Api:
         between requests. The reply is a :class:`ChatSession`'s, with the settings
         asked for, so it equals what ``tinylm chat`` writes. Its seed is the ``n``-th
         reply's seed (``seed + n``, ``n`` the replies already in the conversation),
-        as in a ``tinylm chat --seed`` session that had the same conversation.
+        as in a ``tinylm chat`` session seeded with ``seed`` that had the same conversation.
         """
         fields = Fields(body)
         run = self._run(fields)

@@ -15,7 +15,7 @@ stream advances token by token between the other requests instead of stalling
 them. Different runs have different locks and proceed in parallel.
 
 Generation (the Generate and Chat views) runs on a ``DecodeEngine`` built once per
-run when it loads, in the weight format ``tinylm serve --weights`` chose: packed
+run when it loads, in the weight format the server was started with (``weights``): packed
 copies of the weights that never change the model. The other views read the
 model itself, the readable float32 path, since they show its inner workings.
 """
