@@ -36,6 +36,7 @@ COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
 COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
+COMMAND_MODULES += ("tinylm.cli.quantize_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 
