@@ -444,13 +444,19 @@ def test_the_lens_last_layer_is_the_models_own_prediction_at_every_position(serv
 # -- generation speed and context; runs' own prompts and tokenizers ------------------------
 
 
-def test_each_generated_token_costs_one_forward_its_colour_included(api):
-    """The probability shown is read from the forward that sampled the token; a second
+def test_each_generated_token_costs_one_forward_its_colour_included(api, monkeypatch):
+    """The probability shown is read from the engine step that sampled the token; a second
     forward per token (over the whole window, without the KV cache) made the server
-    many times slower than GPT.generate."""
+    many times slower than GPT.generate. The model's own forward is never run."""
     import dataclasses
 
     model = api.runs["alpha"].loaded.model
+    engine = api.runs["alpha"].engine
+    steps: list[int] = []
+    step = engine.next_token_logits
+    monkeypatch.setattr(
+        engine, "next_token_logits", lambda *a, **k: steps.append(1) or step(*a, **k)
+    )
     sampled: list[int] = []  # every token GPT.generate handed out, end-of-document ones too
 
     def counted(tokens):
@@ -472,7 +478,7 @@ def test_each_generated_token_costs_one_forward_its_colour_included(api):
     finally:
         handle.remove()
     assert len(events) - 1 >= 10  # tokens shown
-    assert len(forwards) == len(sampled)
+    assert len(steps) == len(sampled) and forwards == []
 
 
 def test_a_prompt_longer_than_the_context_continues_from_its_last_block_size_tokens(server, api):

@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--best", action="store_true", help="use each run's best checkpoint")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
     p.add_argument(
+        "--weights",
+        default=None,
+        help="the weights generation reads: float32, bfloat16 or int8 (default: each run's "
+        "own: float32, or what tinylm quantize stored); the other views read the model",
+    )
+    p.add_argument(
         "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
     )
     p.add_argument(
@@ -81,7 +87,8 @@ def run_serve(args: argparse.Namespace) -> int:
     for spec in specs:  # a bad tokenizer fails in a moment, not after the runs load
         parse_tokenizer_spec(spec)
     device = str(resolve_device(args.device))
-    runs = load_runs(args.runs, device=device, which="best" if args.best else "latest")
+    which = "best" if args.best else "latest"
+    runs = load_runs(args.runs, device=device, which=which, weights=args.weights)
     for name, run in runs.items():  # only once every run loaded: an error is one line
         where = printable(str(run.meta.path), one_line=True)
         print(f"loaded {printable(name, one_line=True)} from {where}", file=sys.stderr)

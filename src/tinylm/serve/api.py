@@ -3,7 +3,7 @@
 Each method reads its request through :class:`~tinylm.serve.request.Fields`
 (types and bounds checked), asks the library for the numbers —
 ``tinylm.inspect`` for tokens, next-token probabilities and attention weights,
-``GPT.generate`` for sampling, ``read_metrics`` for training curves — and
+the run's ``DecodeEngine`` for sampling, ``read_metrics`` for training curves — and
 returns JSON-ready data. Nothing here knows about HTTP (:mod:`tinylm.serve.server`
 carries the dicts), so the handlers can be called and tested directly.
 
@@ -29,6 +29,7 @@ from tinylm.inspect.attention import attention_maps
 from tinylm.inspect.lens import logit_lens
 from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
 from tinylm.inspect.tokens import encode_shown, token_pieces
+from tinylm.model.generate import generate
 from tinylm.run_layout import METRICS_FILE
 from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
@@ -58,7 +59,8 @@ class GenerateRequest:
     run: ServedRun
     prompt_ids: list[int]
     max_tokens: int
-    tokens: Iterator[int]  # GPT.generate's iterator: arguments checked, nothing run yet
+    tokens: Iterator[int]  # generate's iterator: arguments checked, nothing run yet
+    sampled: SampledLogits  # the logits each token was sampled from, as they come
 
 
 class Api:
@@ -216,18 +218,19 @@ class Api:
         with _user_errors():
             ids = prompt_ids(run.tokenizer, text)[-run.loaded.config.block_size :]
             allowed = sampleable_ids(run.loaded.model, run.tokenizer)  # never a gap id
-            tokens = run.loaded.model.generate(ids, max_tokens, allowed_ids=allowed, **sampling)
-        return GenerateRequest(run, ids, max_tokens, tokens)
+            sampled = SampledLogits(run.engine)
+            tokens = generate(sampled, ids, max_tokens, allowed_ids=allowed, **sampling)
+        return GenerateRequest(run, ids, max_tokens, tokens, sampled)
 
     def generate(self, request: GenerateRequest) -> Iterator[dict[str, Any]]:
         """Events for a stream: each token as it is sampled, then ``done``.
 
         A token event carries the token, its text and the probability the model
         gave it (at temperature 1: how sure the model itself was, whatever the
-        sampling settings), read from the logits of the very forward that sampled
-        the token (:func:`_sampled_logits`): a second forward per token, over the
+        sampling settings), read from the logits of the very step that sampled
+        the token (:class:`SampledLogits`): a second forward per token, over the
         whole window without the KV cache, made a generation in the server many
-        times slower than ``GPT.generate`` alone. As in ``tinylm sample``, an end-of-document token
+        times slower than generating alone. As in ``tinylm sample``, an end-of-document token
         ends the stream, except as the very first token, where it is kept as
         context (see ``tinylm.inference.sampling.stream_text``).
         """
@@ -241,11 +244,11 @@ class Api:
                 if time.monotonic() - started > limits.generate_seconds:
                     reason = "time"
                     break
-                with run.inference() as loaded, _sampled_logits(loaded.model) as seen:
+                with run.inference():
                     token = next(tokens, None)
                 if token is None:
                     break
-                prob = float(softmax_with_temperature(seen[-1], 1.0)[token])
+                prob = float(softmax_with_temperature(request.sampled.last, 1.0)[token])
                 if token == tokenizer.eos_id:
                     if produced:
                         reason = "end of document"
@@ -271,25 +274,28 @@ class Api:
         return self.runs[fields.choice("run", self.runs, default)]
 
 
-@contextlib.contextmanager
-def _sampled_logits(model: Any) -> Iterator[list[Any]]:
-    """The logits each forward inside the block computed, as numpy rows, in order.
+class SampledLogits:
+    """A run's engine, for one request, keeping the logits of the step it last took.
 
-    ``GPT.generate`` hands out only token ids; the logits it sampled from are the
-    output of ``lm_head`` at the last position, which a forward hook copies here.
-    Held only while the run's lock is (one token), so no other request's forward
-    is seen.
+    ``generate`` hands out only token ids; the logits each was sampled from are what
+    ``next_token_logits`` returned, which this copies as it passes them on. One per
+    request, so two streams of one run never see each other's logits (the engine is
+    shared; its weights are read only, and the run's lock orders the steps).
     """
-    seen: list[Any] = []
 
-    def keep(module: Any, inputs: Any, output: Any) -> None:
-        seen.append(output.reshape(-1, output.shape[-1])[-1].float().cpu().numpy())
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.device = engine.device
+        self.last: Any = None  # numpy row (vocab_size,) of the last step
 
-    handle = model.lm_head.register_forward_hook(keep)
-    try:
-        yield seen
-    finally:
-        handle.remove()
+    def new_kv_cache(self, *args: Any, **kwargs: Any) -> Any:
+        return self.engine.new_kv_cache(*args, **kwargs)
+
+    def next_token_logits(self, *args: Any, **kwargs: Any) -> Any:
+        logits = self.engine.next_token_logits(*args, **kwargs)
+        self.last = logits[-1].float().cpu().numpy()
+        return logits
 
 
 @contextlib.contextmanager

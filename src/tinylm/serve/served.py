@@ -13,6 +13,11 @@ run has a lock, and :meth:`ServedRun.inference` holds it for one computation at 
 time: one forward, or one generated token, never a whole generation, so a long
 stream advances token by token between the other requests instead of stalling
 them. Different runs have different locks and proceed in parallel.
+
+Generation runs on a :class:`~tinylm.inference.engine.DecodeEngine`, one per run,
+built once when the run is loaded (in the weight format ``tinylm serve --weights``
+names, by default the run's own), never per request; the inspector's views
+(tokens, next token, attention, lens) read the model itself.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from tinylm.data.prepared import check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
-from tinylm.inference.loading import load_model
+from tinylm.inference.engine import DecodeEngine
+from tinylm.inference.loading import load_engine
 from tinylm.inspect.loaded import LoadedModel, run_folder
 from tinylm.run.folder import has_checkpoints, read_run_info
 from tinylm.run_layout import MODEL_FILE, RUNS_ROOT
@@ -47,6 +53,11 @@ class ServedRun:
     info: dict[str, Any]  # run.json, or {} for a lone checkpoint
     default_prompt: str = ""  # the start of the run's validation text, when it is at hand
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    engine: DecodeEngine | None = field(default=None, repr=False)  # None: float32, built here
+
+    def __post_init__(self) -> None:
+        if self.engine is None:  # once per run, at load, never per request
+            self.engine = DecodeEngine(self.loaded.model)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -124,10 +135,18 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
-    """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
+def load_run(
+    name: str,
+    path: Path,
+    device: str = "cpu",
+    which: str = "latest",
+    weights: str | None = None,
+) -> ServedRun:
+    """Load one run's model (eval mode), its decode engine and tokenizer, and its run.json.
 
-    model, tokenizer, meta = load_model(path, device=device, which=which)
+    ``weights`` is the engine's format (default: the run's own; see ``load_engine``).
+    """
+    engine, model, tokenizer, meta = load_engine(path, device, which, weights)
     if tokenizer is None:
         raise TinylmError(
             f"run {path} has no tokenizer in its checkpoint; the inspector needs one to "
@@ -139,7 +158,8 @@ def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") 
     except TinylmError:
         info = {}  # a lone checkpoint: the page shows its config without run details
     loaded = LoadedModel(model, tokenizer, name=name, step=meta.step, run_dir=run_dir)
-    return ServedRun(name, loaded, meta, info, default_prompt(run_dir, info, tokenizer))
+    prompt = default_prompt(run_dir, info, tokenizer)
+    return ServedRun(name, loaded, meta, info, prompt, engine=engine)
 
 
 #: The longest prompt :func:`default_prompt` offers: a line's worth, quick in every view.
@@ -177,14 +197,18 @@ def load_runs(
     device: str = "cpu",
     which: str = "latest",
     on_load: Callable[[str, Path], None] | None = None,
+    weights: str | None = None,
 ) -> dict[str, ServedRun]:
-    """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each."""
+    """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each.
+
+    ``weights``: the format every run's engine generates in (default: each run's own).
+    """
     folders = find_runs(paths)
     runs = {}
     for name, folder in zip(unique_names(folders), folders, strict=True):
         if on_load is not None:
             on_load(name, folder)
-        runs[name] = load_run(name, folder, device, which)
+        runs[name] = load_run(name, folder, device, which, weights)
     return runs
 
 
