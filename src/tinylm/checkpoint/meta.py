@@ -61,7 +61,7 @@ def read_meta(folder: Path) -> CheckpointMeta:
         state=state,
         tokenizer_file=tokenizer if tokenizer.is_file() else None,
         chat_template_file=chat if (chat := folder / CHAT_TEMPLATE_FILE).is_file() else None,
-        weights=state["weights"],
+        weights=state.get("weights", "float32"),
     )
 
 
@@ -102,8 +102,9 @@ def read_state(folder: Path) -> dict[str, Any]:
         "step": record.int("step", minimum=0),
         "metrics": _metrics(record),
         "extra": record.dict("extra", {}),
-        "weights": _weights(record),
     }
+    if record.has("weights"):  # absent in every checkpoint training writes: float32
+        checked["weights"] = _weights(record)
     if record.has("best"):
         best = record.record("best")
         checked["best"] = {
@@ -114,8 +115,8 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 
 def _weights(record: Record) -> str:
-    """The stored number format: absent means float32, anything unknown is refused."""
-    weights = record.str("weights", "float32")
+    """The stored number format (absent means float32); anything unknown is refused."""
+    weights = record.str("weights")
     if weights not in STORED_WEIGHTS:
         raise record.error("weights", f"one of {', '.join(STORED_WEIGHTS)}", weights)
     return weights

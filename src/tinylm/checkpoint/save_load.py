@@ -203,7 +203,7 @@ def refuse_quantized(folder: Path) -> None:
     """Refuse a checkpoint ``tinylm quantize`` wrote: its int8 or bfloat16 weights are
     rounded, and training (or anything else loading float weights) would start from
     them unawares. ``tinylm.inference.loading.load_model`` reads such a checkpoint."""
-    weights = read_state(folder)["weights"]
+    weights = read_state(folder).get("weights", "float32")
     if weights != "float32":
         raise TinylmError(
             f"checkpoint {folder} holds {weights} weights made by tinylm quantize, which "

@@ -1,6 +1,6 @@
 """A quantised checkpoint: a trained run's weight matrices stored as int8 or bfloat16.
 
-``tinylm quantize RUN --to int8 --out RUN2`` writes a checkpoint folder like any
+``tinylm quantize`` (:func:`save_quantized`) writes a checkpoint folder like any
 other (``model.safetensors``, ``config.json``, ``tokenizer.json``, ``state.json``;
 no optimizer or RNG states: it is for reading, not for training), except that:
 

@@ -15,8 +15,8 @@ stream advances token by token between the other requests instead of stalling
 them. Different runs have different locks and proceed in parallel.
 
 Generation runs on a :class:`~tinylm.inference.engine.DecodeEngine`, one per run,
-built once when the run is loaded (in the weight format ``tinylm serve --weights``
-names, by default the run's own), never per request; the inspector's views
+built once when the run is loaded (in the weight format the server was started
+with, by default the run's own), never per request; the inspector's views
 (tokens, next token, attention, lens) read the model itself.
 """
 
