@@ -33,6 +33,8 @@ FIELDS = {
     "extra": dict,
     "state": dict,
     "tokenizer_file": Path,
+    "chat_template_file": (Path, type(None)),  # None: not a chat model
+    "weights": str,  # float32: what training writes (tinylm quantize writes int8, bfloat16)
 }
 
 

@@ -24,6 +24,11 @@ from tinylm.untrusted_files import Record, check_format
 FORMAT_NAME = "tinylm-checkpoint"
 FORMAT_VERSION = 1
 
+#: The number formats a checkpoint's weight matrices may be stored in. ``float32``
+#: is every checkpoint training writes (state.json then has no ``weights`` field);
+#: ``tinylm quantize`` writes the others (``tinylm.inference.quantized_run``).
+STORED_WEIGHTS = ("float32", "bfloat16", "int8")
+
 
 @dataclass(frozen=True)
 class CheckpointMeta:
@@ -38,6 +43,7 @@ class CheckpointMeta:
     state: dict[str, Any]  # all of state.json, checked (format, version, created_by, best)
     tokenizer_file: Path | None  # its tokenizer.json, or None when saved without one
     chat_template_file: Path | None = None  # its chat_template.json (a chat model), or None
+    weights: str = "float32"  # how its weight matrices are stored: one of STORED_WEIGHTS
 
 
 def read_meta(folder: Path) -> CheckpointMeta:
@@ -55,6 +61,7 @@ def read_meta(folder: Path) -> CheckpointMeta:
         state=state,
         tokenizer_file=tokenizer if tokenizer.is_file() else None,
         chat_template_file=chat if (chat := folder / CHAT_TEMPLATE_FILE).is_file() else None,
+        weights=state.get("weights", "float32"),
     )
 
 
@@ -62,9 +69,13 @@ def read_meta(folder: Path) -> CheckpointMeta:
 
 
 def state_record(
-    step: int, metrics: dict | None, extra: dict | None, best: dict | None
+    step: int,
+    metrics: dict | None,
+    extra: dict | None,
+    best: dict | None,
+    weights: str = "float32",
 ) -> dict[str, Any]:
-    """What state.json holds for a checkpoint saved at ``step``."""
+    """What state.json holds for a checkpoint saved at ``step`` (``weights``: STORED_WEIGHTS)."""
     record = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -75,6 +86,8 @@ def state_record(
     }
     if best is not None:
         record["best"] = {"step": int(best["step"]), "val_loss": float(best["val_loss"])}
+    if weights != "float32":  # a trained checkpoint's state.json stays as it always was
+        record["weights"] = weights
     return record
 
 
@@ -90,6 +103,8 @@ def read_state(folder: Path) -> dict[str, Any]:
         "metrics": _metrics(record),
         "extra": record.dict("extra", {}),
     }
+    if record.has("weights"):  # absent in every checkpoint training writes: float32
+        checked["weights"] = _weights(record)
     if record.has("best"):
         best = record.record("best")
         checked["best"] = {
@@ -97,6 +112,14 @@ def read_state(folder: Path) -> dict[str, Any]:
             "val_loss": best.float("val_loss"),
         }
     return checked
+
+
+def _weights(record: Record) -> str:
+    """The stored number format (absent means float32); anything unknown is refused."""
+    weights = record.str("weights")
+    if weights not in STORED_WEIGHTS:
+        raise record.error("weights", f"one of {', '.join(STORED_WEIGHTS)}", weights)
+    return weights
 
 
 def _metrics(record: Record) -> dict[str, float]:

@@ -172,6 +172,7 @@ def check_fits(path: str | os.PathLike, model: nn.Module) -> None:
     weights are refused rather than cast, which would load garbage silently.
     """
     folder = resolve_checkpoint(path)
+    refuse_quantized(folder)
     stored = stored_tensors(folder)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(stored))
@@ -196,6 +197,19 @@ def check_fits(path: str | os.PathLike, model: nn.Module) -> None:
                 f"checkpoint {folder} stores {name} as {dtype}, which cannot hold weights; "
                 f"the file was made by another program or edited, {corrupt_hint(folder)}"
             )
+
+
+def refuse_quantized(folder: Path) -> None:
+    """Refuse a checkpoint ``tinylm quantize`` wrote: its int8 or bfloat16 weights are
+    rounded, and training (or anything else loading float weights) would start from
+    them unawares. ``tinylm.inference.loading.load_model`` reads such a checkpoint."""
+    weights = read_state(folder).get("weights", "float32")
+    if weights != "float32":
+        raise TinylmError(
+            f"checkpoint {folder} holds {weights} weights made by tinylm quantize, which "
+            "sample, eval and export read but training does not; train from the float run "
+            "it was made from"
+        )
 
 
 # -- load -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from tinylm.cli.output import say
 from tinylm.errors import TinylmError
 
 FORMATS = ("hf", "gguf", "tiktoken")
+QUANTS = ("q8_0",)  # tinylm.interop.gguf_export.GGUF_QUANTS, spelt here to stay torch-free
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_path", metavar="RUN", help="a run folder or a checkpoint folder")
     p.add_argument("--format", choices=FORMATS, default="hf", help="output format (default: hf)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--quant",
+        choices=QUANTS,
+        help="gguf only: q8_0 stores the weight matrices as 8-bit blocks of 32 with a float16 "
+        "scale each (default: float32)",
+    )
     p.add_argument("--best", action="store_true", help="use the best checkpoint, not the latest")
     p.set_defaults(run=run_export)
 
@@ -43,8 +50,9 @@ def run_export(args: argparse.Namespace) -> int:
     from tinylm.interop.export import export_model
 
     model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
-    files = export_model(model, tokenizer, args.out, args.format)
-    say(f"exported {meta.path} (step {meta.step}) as {args.format} to {args.out}:")
+    files = export_model(model, tokenizer, args.out, args.format, args.quant)
+    fmt = args.format if args.quant is None else f"{args.format} {args.quant}"
+    say(f"exported {meta.path} (step {meta.step}) as {fmt} to {args.out}:")
     for path in files:
         say(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     return 0

@@ -39,6 +39,7 @@ COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
 COMMAND_MODULES += ("tinylm.cli.lora_cmds",)
 COMMAND_MODULES += ("tinylm.cli.chat_cmds",)
 COMMAND_MODULES += ("tinylm.cli.dpo_cmds",)
+COMMAND_MODULES += ("tinylm.cli.quantize_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 

@@ -50,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
     p.add_argument(
         "--weights",
-        default="float32",
-        help="the weights the Generate and Chat views read: float32 (default), bfloat16 or "
-        "int8 (built once per run, at start)",
+        default=None,
+        help="the weights the Generate and Chat views read: float32, bfloat16 or int8 "
+        "(default: each run's own: float32, or what tinylm quantize stored)",
     )
     p.add_argument(
         "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
@@ -84,7 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.threads is not None and args.threads < 1:
         raise TinylmError(f"--threads must be at least 1, got {args.threads}")
-    if args.weights not in WEIGHT_FORMATS:
+    if args.weights is not None and args.weights not in WEIGHT_FORMATS:
         raise TinylmError(
             f"unknown --weights {args.weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}"
         )

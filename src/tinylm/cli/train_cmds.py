@@ -92,9 +92,10 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument(
         "--weights",
-        default="float32",
-        help="the weights generation reads: float32 (default), bfloat16 or int8 "
-        "(8-bit, one scale per output channel; about a quarter of the memory)",
+        default=None,
+        help="the weights generation reads: float32, bfloat16 or int8 (8-bit, one scale per "
+        "output channel; about a quarter of the memory); default: the run's own (float32, or "
+        "what tinylm quantize stored)",
     )
     p.set_defaults(run=run_sample)
 
@@ -217,11 +218,16 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise TinylmError(f"--num must be at least 1, got {args.num}")
     # torch-free start-up: every tinylm command imports this module
-    from tinylm.inference.engine import DecodeEngine
+    from tinylm.device import resolve_device
+    from tinylm.inference.loading import load_engine
 
-    model, tokenizer, _ = _load_run(args)
+    device = str(resolve_device(args.device))
+    which = "best" if args.best else "latest"
+    # packed copies of the weights, once (an int8 run's as it stored them)
+    model, _, tokenizer, _ = load_engine(
+        args.run_path, device, which, args.weights, require_tokenizer=True
+    )
     prompt_ids(tokenizer, args.prompt)  # an unencodable prompt fails before any output
-    model = DecodeEngine(model, args.weights)  # packed copies of the weights, once
     sampling = {
         "temperature": args.temperature,
         "top_k": args.top_k,

@@ -27,7 +27,7 @@ window and padding. At ``float32`` its greedy tokens equal the model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -92,9 +92,18 @@ class DecodeEngine:
     ``weights`` is one of ``WEIGHT_FORMATS``: ``float32`` (equal greedy output to the
     model), ``bfloat16`` or ``int8`` (weight-only, per output channel). Norm gains,
     biases and position tables stay float32; so do activations and the KV cache.
+    ``int8`` maps the model's state-dict names to ``(q, scale)`` already quantised
+    (an int8 run's own, :mod:`tinylm.inference.quantized_run`): at ``weights="int8"``
+    they are used as stored instead of quantising the model's (dequantised) weights.
     """
 
-    def __init__(self, model: GPT, weights: str = "float32") -> None:
+    def __init__(
+        self,
+        model: GPT,
+        weights: str = "float32",
+        *,
+        int8: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    ) -> None:
         if weights not in WEIGHT_FORMATS:
             raise SettingError(
                 f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}",
@@ -104,13 +113,14 @@ class DecodeEngine:
         self.weights = weights
         self.device = model.lm_head.weight.device
         c = self.config
+        pack = _Packer(model, weights, int8 if weights == "int8" else None)
         with torch.no_grad():
-            self.head = pack_linear(model.lm_head.weight, None, weights)
+            self.head = pack([model.lm_head.weight], None)
             tied = c.tie_embeddings
-            self.token_table = None if tied else _table(model.tok_emb.weight, weights)
+            self.token_table = None if tied else _table(model.tok_emb.weight, pack)
             self.position_table = _position_table(model)
             self.emb_norm = _norm(model.emb_norm, c)
-            self.layers = [_pack_block(block, c, weights) for block in model.blocks]
+            self.layers = [_pack_block(block, c, pack) for block in model.blocks]
             self.final_norm = _norm(model.final_norm, c)
         self.rotary = _rotary(c, self.device)
         self.activation = FUSED_ACTIVATIONS["silu" if c.activation == "swiglu" else c.activation]
@@ -272,28 +282,51 @@ class DecodeEngine:
 # -- packing a model -------------------------------------------------------------------
 
 
-def _pack_block(block, config: ModelConfig, weights: str) -> Layer:
+class _Packer:
+    """Packs linear layers, their weights stacked by rows, in the engine's format.
+
+    Given ``int8`` (state-dict name -> ``(q, scale)``), an int8 weight is the stored
+    one, found by the parameter's name; otherwise it is quantised here.
+    """
+
+    def __init__(
+        self, model: GPT, weights: str, int8: Mapping[str, tuple[Tensor, Tensor]] | None
+    ) -> None:
+        self.weights = weights
+        self.int8 = int8
+        self.names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+
+    def __call__(self, matrices: Sequence[Tensor], biases: Sequence[Tensor] | None) -> PackedLinear:
+        bias = None if biases is None else torch.cat(list(biases))
+        if self.int8 is None:
+            return pack_linear(torch.cat(list(matrices)), bias, self.weights)
+        pairs = [self.int8[self.names[id(m)]] for m in matrices]
+        device = matrices[0].device
+        q = torch.cat([p[0] for p in pairs]).to(device)
+        scale = torch.cat([p[1] for p in pairs]).to(device)
+        return Int8Linear.from_quantized(q, scale, bias)
+
+    def linear(self, layer) -> PackedLinear:
+        """One ``nn.Linear``'s weight and bias."""
+        return self([layer.weight], None if layer.bias is None else [layer.bias])
+
+    def stacked(self, layers: Sequence) -> PackedLinear:
+        """Several ``nn.Linear`` layers with one input, as one matrix (rows in order)."""
+        biases = None if layers[0].bias is None else [layer.bias for layer in layers]
+        return self([layer.weight for layer in layers], biases)
+
+
+def _pack_block(block, config: ModelConfig, pack: _Packer) -> Layer:
     attn, ffn = block.attn, block.ffn
-    projections = (attn.w_q, attn.w_k, attn.w_v)
-    qkv = pack_linear(
-        torch.cat([p.weight for p in projections]),
-        None if attn.w_q.bias is None else torch.cat([p.bias for p in projections]),
-        weights,
-    )
     # SwiGLU: the gate's rows, then the value's, read by one product
     up_layers = (ffn.w, ffn.v) if config.activation == "swiglu" else (ffn.w1,)
-    up = pack_linear(
-        torch.cat([p.weight for p in up_layers]),
-        None if up_layers[0].bias is None else torch.cat([p.bias for p in up_layers]),
-        weights,
-    )
     return Layer(
         norm1=_norm(block.norm1, config),
-        qkv=qkv,
-        w_o=pack_linear(attn.w_o.weight, attn.w_o.bias, weights),
+        qkv=pack.stacked((attn.w_q, attn.w_k, attn.w_v)),
+        w_o=pack.linear(attn.w_o),
         norm2=_norm(block.norm2, config),
-        up=up,
-        down=pack_linear(ffn.w2.weight, ffn.w2.bias, weights),
+        up=pack.stacked(up_layers),
+        down=pack.linear(ffn.w2),
     )
 
 
@@ -313,11 +346,11 @@ def _norm(module, config: ModelConfig) -> Norm | None:
     )
 
 
-def _table(weight: Tensor, weights: str) -> PackedLinear:
+def _table(weight: Tensor, pack: _Packer) -> PackedLinear:
     """An untied token table in the engine's format (its rows are read, never multiplied)."""
-    if weights == "float32":
+    if pack.weights == "float32":
         return Float32Linear(weight, None, column_major=False)
-    return pack_linear(weight, None, weights)
+    return pack([weight], None)
 
 
 def _position_table(model: GPT) -> Tensor | None:

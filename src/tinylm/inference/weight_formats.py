@@ -134,6 +134,20 @@ class Int8Linear:
         self.bias = None if bias is None else bias.detach().float().clone()
         self.packed_kernel = USE_PACKED_KERNEL and packed_kernel_available()
 
+    @classmethod
+    def from_quantized(cls, q: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
+        """An int8 weight already quantised (a run ``tinylm quantize`` wrote), used as stored.
+
+        Quantising ``q * scale`` again would not always give ``scale`` back to the
+        last bit (``(127 s) / 127`` rounds twice), so a stored weight is never requantised.
+        """
+        linear = cls.__new__(cls)
+        linear.q = q.to(torch.int8).contiguous()
+        linear.scale = scale.to(torch.float32).contiguous()
+        linear.bias = None if bias is None else bias.detach().float().clone()
+        linear.packed_kernel = USE_PACKED_KERNEL and packed_kernel_available()
+        return linear
+
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed_kernel:  # torch's kernel: the same product, without the float copy
             flat = x.reshape(-1, x.shape[-1]).contiguous()

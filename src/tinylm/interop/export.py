@@ -9,7 +9,8 @@ format cannot hold) happen before anything is written.
   ``tokenizer.json`` and ``tokenizer_config.json``, which
   ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``
   load offline (``hf_config``, ``hf_weights``, ``hf_tokenizer``).
-* ``gguf``: ``model.gguf`` with the tokenizer inside (``gguf_export``).
+* ``gguf``: ``model.gguf`` with the tokenizer inside (``gguf_export``); with
+  ``quant="q8_0"`` its weight matrices are Q8_0 blocks (``gguf_q8_0``).
 * ``tiktoken``: ``tokenizer.tiktoken`` and ``tiktoken.json`` (``tiktoken_export``).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +46,34 @@ MARKER = "tinylm-export.json"
 
 
 def export_model(
-    model: nn.Module, tokenizer: Tokenizer | None, out: str | os.PathLike, fmt: str
+    model: nn.Module,
+    tokenizer: Tokenizer | None,
+    out: str | os.PathLike,
+    fmt: str,
+    quant: str | None = None,
 ) -> list[Path]:
-    """Write ``model`` (a ``GPT``) and its tokenizer to folder ``out`` as ``fmt``; list files."""
+    """Write ``model`` (a ``GPT``) and its tokenizer to folder ``out`` as ``fmt``; list files.
+
+    ``quant`` (``q8_0``) quantises a ``gguf`` export's weight matrices; no other
+    format takes one.
+    """
     if fmt not in FORMATS:
         raise TinylmError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if quant is not None and fmt != "gguf":
+        raise TinylmError(f"a quantisation ({quant}) is for the gguf format, not {fmt}; drop it")
     if tokenizer is None:
         raise TinylmError(
             "this checkpoint has no tokenizer; an export needs one to be usable elsewhere"
         )
-    writers = {"hf": _write_hf, "gguf": _write_gguf, "tiktoken": _write_tiktoken}
-    check = {"hf": _check_hf, "gguf": _check_gguf, "tiktoken": _check_tiktoken}
+    gguf_write, gguf_check = partial(_write_gguf, quant=quant), partial(_check_gguf, quant=quant)
+    writers = {"hf": _write_hf, "gguf": gguf_write, "tiktoken": _write_tiktoken}
+    check = {"hf": _check_hf, "gguf": gguf_check, "tiktoken": _check_tiktoken}
     check[fmt](model, tokenizer)  # refuse before touching the disk
     out = Path(out)
+    record = {"format": fmt, "written_by": "tinylm export"}
     with atomic_directory(out, MARKER, "tinylm export") as tmp:
         writers[fmt](model, tokenizer, tmp)
-        _json(tmp / MARKER, {"format": fmt, "written_by": "tinylm export"})
+        _json(tmp / MARKER, record if quant is None else {**record, "quant": quant})
         names = sorted(p.name for p in tmp.iterdir())
     return [out / name for name in names]
 
@@ -109,14 +123,14 @@ def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
 # -- gguf ---------------------------------------------------------------------------------
 
 
-def _check_gguf(model: nn.Module, tokenizer: Tokenizer) -> None:
+def _check_gguf(model: nn.Module, tokenizer: Tokenizer, quant: str | None) -> None:
 
-    check_gguf(model.config, tokenizer)
+    check_gguf(model.config, tokenizer, quant)
 
 
-def _write_gguf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
+def _write_gguf(model: nn.Module, tokenizer: Tokenizer, folder: Path, quant: str | None) -> None:
 
-    write_gguf(folder / GGUF_FILE, model.state_dict(), model.config, tokenizer)
+    write_gguf(folder / GGUF_FILE, model.state_dict(), model.config, tokenizer, quant)
 
 
 # -- tiktoken -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ GGUF is a header of typed key/value metadata (``llama.block_count``,
 Tensor layout. llama.cpp's ``llama`` architecture applies RoPE to neighbouring
 pairs, ``(2i, 2i + 1)``: the original Meta layout, which is tinylm's own
 (``model/rope.py``). So, unlike the Hugging Face export (``hf_weights``), no
-query/key rows are permuted; tensors are written as tinylm holds them, float32.
+query/key rows are permuted; tensors are written as tinylm holds them, float32,
+or with ``quant="q8_0"`` the weight matrices as Q8_0 blocks (``gguf_q8_0``).
 
 Tokenizer. A byte-level BPE is stored as llama.cpp's ``gpt2`` tokenizer model:
 one string per id in GPT-2's byte alphabet, the merge list (every split of every
@@ -25,6 +26,7 @@ from typing import Any
 from torch import Tensor
 
 from tinylm.errors import SettingError, TinylmError
+from tinylm.interop.gguf_q8_0 import q8_0_fits, quantize_q8_0
 from tinylm.interop.hf_config import hf_architecture
 from tinylm.interop.hf_tokenizer import all_splits
 from tinylm.model.config import ModelConfig
@@ -40,6 +42,8 @@ LLAMA_CPP_PRE_TOKENIZERS = {
     CL100K_PATTERN: "llama-bpe",
     O200K_PATTERN: "gpt-4o",
 }
+#: The GGUF quantisations ``write_gguf`` can write (``None``: every tensor float32).
+GGUF_QUANTS = ("q8_0",)
 
 
 def import_gguf() -> Any:
@@ -78,24 +82,42 @@ def gguf_tensors(state: dict[str, Tensor], config: ModelConfig) -> dict[str, Ten
 
 
 def write_gguf(
-    path: str | os.PathLike, state: dict[str, Tensor], config: ModelConfig, tokenizer: Tokenizer
+    path: str | os.PathLike,
+    state: dict[str, Tensor],
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    quant: str | None = None,
 ) -> None:
-    """Write ``model.gguf`` for a Llama-style model and its BPE tokenizer at ``path``."""
-    pre = check_gguf(config, tokenizer)
+    """Write ``model.gguf`` for a Llama-style model and its BPE tokenizer at ``path``.
+
+    ``quant="q8_0"`` stores the weight matrices that split into 32-number blocks as
+    Q8_0; the rest (norms, biases, other matrices) stays float32.
+    """
+    pre = check_gguf(config, tokenizer, quant)
     gguf = import_gguf()
     writer = gguf.GGUFWriter(str(path), "llama")
-    _write_metadata(writer, gguf, config)
+    _write_metadata(writer, gguf, config, quant)
     _write_tokenizer(writer, gguf, tokenizer, config.vocab_size, pre)
     for name, tensor in gguf_tensors(state, config).items():
-        writer.add_tensor(name, tensor.detach().float().contiguous().numpy())
+        array = tensor.detach().float().contiguous().numpy()
+        if quant == "q8_0" and q8_0_fits(array):
+            q8_0 = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, quantize_q8_0(array), raw_dtype=q8_0)
+        else:
+            writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
 
-def check_gguf(config: ModelConfig, tokenizer: Tokenizer) -> str:
+def check_gguf(config: ModelConfig, tokenizer: Tokenizer, quant: str | None = None) -> str:
     """Refuse what GGUF cannot hold; return llama.cpp's name of the pre-tokenizer."""
+    if quant is not None and quant not in GGUF_QUANTS:
+        raise SettingError(
+            f"unknown GGUF quantisation {quant!r}; choose one of {', '.join(GGUF_QUANTS)}",
+            setting="quant",
+        )
     family = hf_architecture(config)
     if family != "llama":
         raise SettingError(
@@ -126,7 +148,7 @@ def check_gguf(config: ModelConfig, tokenizer: Tokenizer) -> str:
     return pre
 
 
-def _write_metadata(writer: Any, gguf: Any, config: ModelConfig) -> None:
+def _write_metadata(writer: Any, gguf: Any, config: ModelConfig, quant: str | None) -> None:
     writer.add_name("tinylm")
     writer.add_context_length(config.block_size)
     writer.add_embedding_length(config.n_embd)
@@ -138,7 +160,8 @@ def _write_metadata(writer: Any, gguf: Any, config: ModelConfig) -> None:
     writer.add_rope_freq_base(float(config.rope_theta))
     writer.add_layer_norm_rms_eps(float(config.norm_eps))
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "q8_0" else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(file_type)
 
 
 def _write_tokenizer(

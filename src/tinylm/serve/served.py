@@ -15,7 +15,8 @@ stream advances token by token between the other requests instead of stalling
 them. Different runs have different locks and proceed in parallel.
 
 Generation (the Generate and Chat views) runs on a ``DecodeEngine`` built once per
-run when it loads, in the weight format the server was started with (``weights``): packed
+run when it loads, in the weight format the server was started with (``weights``; by
+default the run's own, as ``tinylm quantize`` stored it): packed
 copies of the weights that never change the model. The other views read the
 model itself, the readable float32 path, since they show its inner workings.
 """
@@ -34,7 +35,7 @@ from tinylm.chat.template import ChatTemplate, load_chat_template
 from tinylm.data.prepared import check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
 from tinylm.inference.engine import DecodeEngine
-from tinylm.inference.loading import load_model
+from tinylm.inference.loading import load_engine
 from tinylm.inspect.loaded import LoadedModel, run_folder
 from tinylm.run.folder import has_checkpoints, read_run_info
 from tinylm.run_layout import MODEL_FILE, RUNS_ROOT
@@ -134,14 +135,15 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def load_run(
-    name: str, path: Path, device: str = "cpu", which: str = "latest", weights: str = "float32"
+    name: str, path: Path, device: str = "cpu", which: str = "latest", weights: str | None = None
 ) -> ServedRun:
     """Load one run's model (eval mode), tokenizer and chat template, and read its run.json.
 
-    Its decode engine is built here, once, in the weight format ``weights``.
+    Its decode engine is built here, once, in the weight format ``weights`` (``None``:
+    the run's own, float32 or what a quantised run stores, read as stored).
     """
 
-    model, tokenizer, meta = load_model(path, device=device, which=which)
+    engine, model, tokenizer, meta = load_engine(path, device, which, weights)
     if tokenizer is None:
         raise TinylmError(
             f"run {path} has no tokenizer in its checkpoint; the inspector needs one to "
@@ -154,7 +156,6 @@ def load_run(
         info = {}  # a lone checkpoint: the page shows its config without run details
     loaded = LoadedModel(model, tokenizer, name=name, step=meta.step, run_dir=run_dir)
     template = load_chat_template(meta.chat_template_file, tokenizer)
-    engine = DecodeEngine(model, weights)
     prompt = default_prompt(run_dir, info, tokenizer)
     return ServedRun(name, loaded, meta, info, engine, prompt, template=template)
 
@@ -194,11 +195,11 @@ def load_runs(
     device: str = "cpu",
     which: str = "latest",
     on_load: Callable[[str, Path], None] | None = None,
-    weights: str = "float32",
+    weights: str | None = None,
 ) -> dict[str, ServedRun]:
     """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each.
 
-    ``weights``: the format of every run's decode engine (``DecodeEngine``'s formats).
+    ``weights``: the format of every run's decode engine (``None``: each run's own).
     """
     folders = find_runs(paths)
     runs = {}
