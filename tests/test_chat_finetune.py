@@ -22,7 +22,10 @@ from safetensors.torch import load_file
 from tinylm.chat.builtin import builtin_conversations
 from tinylm.chat.template import CHAT_TOKENS, ChatTemplate, load_chat_template
 from tinylm.cli.main import main
+from tinylm.compare.execute import collect_result
+from tinylm.compare.plan import Variant
 from tinylm.inference.loading import load_model
+from tinylm.inspect.loaded import LoadedModel
 from tinylm.run.chat_data import read_chat_source
 from tinylm.run.start import init_from, resume_run, start_run
 
@@ -159,6 +162,12 @@ def test_cli_and_library_fine_tune_alike_and_the_checkpoint_is_a_chat_model(
     assert val[-1]["val_loss"] == pytest.approx(expected, rel=1e-5)
     assert summary["val_loss"] == val[-1]["val_loss"]
 
+    # what reads run folders reads this one: compare's result, the inspector's model
+    result = collect_result(Variant((), 1337), tmp_path / "lib")
+    assert (result.steps, result.final_val_loss) == (4, val[-1]["val_loss"])
+    inspected = LoadedModel.from_run(tmp_path / "lib")
+    assert inspected.token_frequencies() is None  # no prepared tokens: conversations
+
 
 def _val_ids(trainer) -> list[list[int]]:
     """The held-out conversations' ids, read back from the trainer's validation inputs."""
@@ -229,6 +238,6 @@ def test_bad_chat_data_is_one_line_and_exit_2(tmp_path, base, capsys):
     fails_with(capsys, [*argv, "--data", "chat:"], "names no conversations")
     fails_with(capsys, [*argv, "--data", "chat:builtin", "more.txt"], "one source, alone")
     plain = ["train", "--data", "chat:builtin", "--out", str(tmp_path / "out"), "--quiet"]
-    fails_with(capsys, plain, "give init_from")
+    fails_with(capsys, plain, "give --init-from")
     fails_with(capsys, [*argv, "--data", "chat:builtin", "--tokenizer", "char"], "drop --tokenizer")
     assert not (tmp_path / "out").exists()  # nothing left behind by a refused start

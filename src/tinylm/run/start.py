@@ -282,7 +282,7 @@ def _chat_trainer(
     if base is None:
         raise SettingError(
             f"{data_specs[0]} fine-tunes a trained model; give init_from (a run folder or "
-            "checkpoint), e.g. tinylm train --init-from runs/small --data chat:builtin",
+            "checkpoint to start from)",
             setting="init_from",
             reason="chat_without_init_from",
         )
