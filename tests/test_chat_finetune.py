@@ -238,6 +238,6 @@ def test_bad_chat_data_is_one_line_and_exit_2(tmp_path, base, capsys):
     fails_with(capsys, [*argv, "--data", "chat:"], "names no conversations")
     fails_with(capsys, [*argv, "--data", "chat:builtin", "more.txt"], "one source, alone")
     plain = ["train", "--data", "chat:builtin", "--out", str(tmp_path / "out"), "--quiet"]
-    fails_with(capsys, plain, "give --init-from")
+    fails_with(capsys, plain, "pass --init-from RUN")
     fails_with(capsys, [*argv, "--data", "chat:builtin", "--tokenizer", "char"], "drop --tokenizer")
     assert not (tmp_path / "out").exists()  # nothing left behind by a refused start

@@ -56,6 +56,7 @@ def is_chat_data(specs: Sequence[str]) -> bool:
             f"chat data is one source, alone; give only {chat[0]!r} (not {len(specs)} data specs)",
             setting="data",
             reason="chat_with_other_data",
+            spec=chat[0],
         )
     return bool(chat)
 

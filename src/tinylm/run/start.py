@@ -285,6 +285,7 @@ def _chat_trainer(
             "checkpoint to start from)",
             setting="init_from",
             reason="chat_without_init_from",
+            spec=data_specs[0],
         )
     if tokenizer_spec:
         raise SettingError(
