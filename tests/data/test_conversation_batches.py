@@ -62,6 +62,18 @@ def test_the_split_is_seeded_disjoint_and_holds_out_a_tenth():
         split_rows(rows.subset([0]), seed=5)
 
 
+def test_a_group_stays_on_one_side_of_the_split():
+    rows = ConversationRows([[i, i + 1] for i in range(40)], [[False, True]] * 40)
+    groups = [f"topic {i // 4}" for i in range(40)]  # ten topics, four rows each
+    train, val = split_rows(rows, seed=2, groups=groups)
+    topic = {tuple(ids): groups[ids[0]] for ids in rows.ids}
+    held_out = {topic[tuple(ids)] for ids in val.ids}
+    assert len(held_out) == 1 and len(val) == 4  # a tenth of the topics, all four rows
+    assert not held_out & {topic[tuple(ids)] for ids in train.ids}
+    with pytest.raises(TinylmError, match="at least 2"):
+        split_rows(rows, seed=2, groups=["one"] * 40)
+
+
 def test_the_generator_state_is_the_data_position_and_ranks_split_a_step():
     def draw(generator, **where):
         batches = ConversationBatches(ROWS, 2, 2, generator=generator, **where)

@@ -76,23 +76,35 @@ class ConversationRows:
 
 
 def split_rows(
-    rows: ConversationRows, seed: int, val_fraction: float = VAL_FRACTION
+    rows: ConversationRows,
+    seed: int,
+    val_fraction: float = VAL_FRACTION,
+    groups: Sequence[str] | None = None,
 ) -> tuple[ConversationRows, ConversationRows]:
     """``(train, val)``: a seeded shuffle, then ``val_fraction`` of it held out.
 
-    At least one conversation is held out and at least one kept for training, so
-    two conversations are the fewest a fine-tune can use. The same rows and seed
-    give the same split (``random.Random(seed)``, independent of torch's RNG).
+    ``groups`` (one name per row) keeps rows of one group on one side: the
+    built-in set asks about each topic up to four ways with the same answer, and a
+    reply seen in training would make the held-out loss a memory test. Without
+    it every row is its own group. At least one group is held out and at least one
+    kept for training, so two are the fewest a fine-tune can use. The same rows,
+    groups and seed give the same split (``random.Random(seed)``, not torch's RNG).
     """
-    if len(rows) < 2:
+    names = list(range(len(rows))) if groups is None else list(groups)
+    if len(names) != len(rows):
+        raise TinylmError(f"{len(names)} group names for {len(rows)} conversations")
+    unique = list(dict.fromkeys(names))  # first-appearance order: no hash-seed dependence
+    if len(unique) < 2:
         raise TinylmError(
             f"chat fine-tuning needs at least 2 conversations that fit the context "
-            f"(one to train on, one to validate), got {len(rows)}; give more conversations"
+            f"(one to train on, one to validate), got {len(unique)}; give more conversations"
         )
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = min(max(1, round(len(rows) * val_fraction)), len(rows) - 1)
-    return rows.subset(sorted(order[n_val:])), rows.subset(sorted(order[:n_val]))
+    random.Random(seed).shuffle(unique)
+    n_val = min(max(1, round(len(unique) * val_fraction)), len(unique) - 1)
+    held_out = set(unique[:n_val])
+    val = [i for i, name in enumerate(names) if name in held_out]
+    train = [i for i, name in enumerate(names) if name not in held_out]
+    return rows.subset(train), rows.subset(val)
 
 
 def pad_rows(rows: ConversationRows) -> tuple[Tensor, Tensor, Tensor]:

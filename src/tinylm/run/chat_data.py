@@ -15,7 +15,8 @@ The path from conversations to batches, in order:
    context dropped and counted (:func:`tinylm.chat.template.fit_to_context`); the
    count goes to ``run.json`` and to the line a run prints as it starts;
 3. a seeded shuffle holds :data:`~tinylm.data.conversation_batches.VAL_FRACTION`
-   of them out for the masked validation loss.
+   of them out for the masked validation loss, by source: the built-in set's
+   conversations about one topic (same answer, other question) stay on one side.
 
 Nothing is cached: a resume renders the source again with the run's tokenizer and
 refuses to continue if the conversations are not the ones the run started on
@@ -93,7 +94,8 @@ def chat_training_data(
     template = ChatTemplate(tokenizer)
     fitted = fit_to_context((template.render(c) for c in conversations), block_size)
     rows = ConversationRows([r.ids for r in fitted.kept], [r.mask for r in fitted.kept])
-    train, val = split_rows(rows, seed)
+    # one side per source: the built-in set's topics are asked several ways, same answer
+    train, val = split_rows(rows, seed, groups=[r.source for r in fitted.kept])
     chat = {
         "conversations": len(fitted.kept) + fitted.dropped,
         "kept": len(fitted.kept),
