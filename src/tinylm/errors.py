@@ -21,6 +21,15 @@ class TinylmError(ValueError):
     """A problem with the user's input: bad argument, file, corpus or config."""
 
 
+class TrainingDiverged(TinylmError):
+    """Training stopped because the loss or a gradient norm became NaN or infinite.
+
+    Its own type so a caller that expects some runs to diverge (a learning-rate
+    sweep) can record that run as diverged and go on, while any other mistake
+    still stops it.
+    """
+
+
 class SettingError(TinylmError):
     """A mistake that is fixed by changing the setting named ``setting``.
 

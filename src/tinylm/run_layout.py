@@ -24,8 +24,13 @@ and each checkpoint folder holds::
     rng.safetensors          RNG_FILE: every RNG state, for an exact resume
     state.json               STATE_FILE: format, version, step, metrics, the trainer's extra
 
+A LoRA adapter's folder (``tinylm.checkpoint.adapter``, saved beside or inside a
+run) holds ``adapter.safetensors`` (ADAPTER_FILE: the adapters' A and B) and
+``adapter.json`` (ADAPTER_JSON: the LoRA settings and which base it was trained on).
+
 A comparison's folder (its out folder) holds ``plan.json``
-(COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``.
+(COMPARE_PLAN_FILE: what every run shares), ``data/`` and ``runs/<slug>/``, and
+when it tunes learning rates ``tune/<slug>/`` (COMPARE_TUNE_DIR: the sweep's runs).
 
 Why one module: these names are a file format. Every layer reads or writes some
 of them (training writes, the run layer resumes, the server, inspector, comparer
@@ -53,6 +58,7 @@ LOCK_FILE = ".lock"
 DATA_CACHE = "data"
 COMPARE_RESULT_FILE = "compare.json"
 COMPARE_PLAN_FILE = "plan.json"  # in a comparison's folder: what all its runs share
+COMPARE_TUNE_DIR = "tune"  # in a comparison's folder: the learning-rate sweep's runs
 INSPECT_DIR = "inspect"
 BEST_DIR = "best"
 
@@ -66,6 +72,11 @@ TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.json"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.json"
+
+# -- a LoRA adapter folder ---------------------------------------------------------------------
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_JSON = "adapter.json"
 
 # -- step checkpoints -------------------------------------------------------------------------
 

@@ -92,3 +92,30 @@ def server(api) -> Iterator[InspectorServer]:
     """The shared runs' server (see :func:`serving`)."""
     with serving(api, max_requests=8) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def chat_root(tmp_path_factory) -> Path:
+    """A folder holding the tiny chat model of tests/inference/chat_model.py (it knows
+    its replies to :data:`TURNS`), saved as chat fine-tuning saves it."""
+    from conftest import one_torch_thread
+    from inference.chat_model import save_chat_model, train_chat_model
+
+    root = tmp_path_factory.mktemp("chat-runs")
+    with one_torch_thread():
+        model, tokenizer = train_chat_model()
+    save_chat_model(root / "chat", model, tokenizer)
+    return root
+
+
+@pytest.fixture(scope="session")
+def chat_api(chat_root, runs_root) -> Api:
+    """The chat model first (the page's first run), then alpha, which has no chat template."""
+    runs = load_runs([chat_root / "chat", runs_root / "alpha"])
+    return Api(runs, {}, LIMITS)
+
+
+@pytest.fixture(scope="session")
+def chat_server(chat_api) -> Iterator[InspectorServer]:
+    with serving(chat_api, max_requests=8) as srv:
+        yield srv

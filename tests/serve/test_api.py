@@ -445,13 +445,13 @@ def test_the_lens_last_layer_is_the_models_own_prediction_at_every_position(serv
 
 
 def test_each_generated_token_costs_one_forward_its_colour_included(api):
-    """The probability shown is read from the forward that sampled the token; a second
+    """The probability shown is read from the engine step that sampled the token; a second
     forward per token (over the whole window, without the KV cache) made the server
-    many times slower than GPT.generate."""
+    many times slower than generating alone."""
     import dataclasses
 
-    model = api.runs["alpha"].loaded.model
-    sampled: list[int] = []  # every token GPT.generate handed out, end-of-document ones too
+    engine = api.runs["alpha"].engine
+    sampled: list[int] = []  # every token the engine handed out, end-of-document ones too
 
     def counted(tokens):
         try:
@@ -461,8 +461,14 @@ def test_each_generated_token_costs_one_forward_its_colour_included(api):
         finally:
             tokens.close()
 
-    forwards: list[int] = []
-    handle = model.lm_head.register_forward_hook(lambda *_: forwards.append(1))
+    steps: list[int] = []
+    step = engine.next_token_logits
+
+    def counted_step(*args, **kwargs):
+        steps.append(1)
+        return step(*args, **kwargs)
+
+    engine.next_token_logits = counted_step
     try:
         request = api.start_generation(
             {"run": "alpha", "text": "the", "max_tokens": 20, "seed": 10}
@@ -470,9 +476,9 @@ def test_each_generated_token_costs_one_forward_its_colour_included(api):
         request = dataclasses.replace(request, tokens=counted(request.tokens))
         events = list(api.generate(request))
     finally:
-        handle.remove()
+        del engine.next_token_logits
     assert len(events) - 1 >= 10  # tokens shown
-    assert len(forwards) == len(sampled)
+    assert len(steps) == len(sampled)
 
 
 def test_a_prompt_longer_than_the_context_continues_from_its_last_block_size_tokens(server, api):

@@ -56,6 +56,7 @@ def test_what_is_not_a_run_is_an_error(tmp_path):
         (["--port", "70000", "x"], "--port must be between 0 and 65535"),
         (["--max-new-tokens", "0", "x"], "--max-new-tokens must be at least 1"),
         (["--threads", "0", "x"], "--threads must be at least 1"),
+        (["--weights", "int4", "x"], "unknown --weights 'int4'; choose one of float32, bfloat16"),
         (["run\x1b[31mred\nline"], "run run\\x1b[31mred\\nline does not exist"),
     ],
 )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinylm.errors import TinylmError
+from tinylm.errors import TinylmError, TrainingDiverged
 from tinylm.model import GPT, ModelConfig
 from tinylm.tokenizers.char import CharTokenizer
 from tinylm.train.callbacks import Callback
@@ -45,3 +45,5 @@ def test_nan_advice_mentions_clipping_only_when_it_was_off(grad_clip, advises_cl
     assert "became nan at step 2" in message and "lower lr" in message
     assert ("clipping" in message) == advises_clipping
     assert "keep grad_clip on" not in message
+    # its own type, so a learning-rate sweep can record the run as diverged and go on
+    assert isinstance(exc.value, TrainingDiverged)

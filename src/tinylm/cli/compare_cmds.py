@@ -15,8 +15,9 @@ from typing import Any
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides, parse_value
 from tinylm.cli.output import say
 from tinylm.compare.execute import run_comparison
-from tinylm.compare.plan import parse_budget, plan_comparison
+from tinylm.compare.plan import configurations, parse_budget, plan_comparison
 from tinylm.compare.results import write_report
+from tinylm.compare.tuning import LrTuning
 from tinylm.errors import SettingError
 from tinylm.run_layout import RUNS_ROOT
 from tinylm.terminal import printable
@@ -69,6 +70,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help=f"comparison folder (default: {DEFAULT_OUT})",
     )
+    defaults = LrTuning()
+    p.add_argument(
+        "--tune-lr",
+        action="store_true",
+        help="give each configuration its own learning rate: first a sweep of --tune-points "
+        "rates around the base lr, one run each at --tune-seed with the same budget, widened "
+        "past the edge when the best is there; then the seeds at the best rate. Runs = "
+        "points x configurations (+ at most widen x configurations) + seeds x configurations; "
+        "the defaults (3 points, factor 2, widen 2) make 3-5 sweep runs per configuration "
+        "(docs/compare.md)",
+    )
+    p.add_argument(
+        "--tune-points",
+        type=int,
+        metavar="N",
+        help=f"rates in the sweep, centred on the base lr (default: {defaults.points})",
+    )
+    p.add_argument(
+        "--tune-factor",
+        type=float,
+        metavar="F",
+        help=f"ratio between neighbouring rates (default: {defaults.factor:g})",
+    )
+    p.add_argument(
+        "--tune-widen",
+        type=int,
+        metavar="N",
+        help="most rates added beyond the grid's edge per configuration "
+        f"(default: {defaults.widen})",
+    )
+    p.add_argument(
+        "--tune-seed",
+        type=int,
+        metavar="S",
+        help=f"the seed of every sweep run (default: {defaults.seed})",
+    )
     add_doc_sep(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_compare)
@@ -92,6 +129,21 @@ def parse_vary(items: list[str]) -> dict[str, list[Any]]:
     return axes
 
 
+def parse_tuning(args: argparse.Namespace) -> LrTuning | None:
+    """The sweep ``--tune-lr`` asks for, or None; its other options need it."""
+    given = {
+        key: getattr(args, f"tune_{key}")
+        for key in ("points", "factor", "widen", "seed")
+        if getattr(args, f"tune_{key}") is not None
+    }
+    if not args.tune_lr:
+        if given:
+            flag = "--tune-" + next(iter(given))
+            raise SettingError(f"{flag} needs --tune-lr", setting="tune", reason="usage")
+        return None
+    return LrTuning(**given)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     axes = parse_vary(args.vary)
     overrides = parse_overrides(args.overrides)
@@ -103,14 +155,23 @@ def run_compare(args: argparse.Namespace) -> int:
             reason="usage",
         )
     budget = parse_budget(args.budget) if args.budget else None
+    tuning = parse_tuning(args)
     variants = plan_comparison(axes, one_at_a_time=args.one_at_a_time, seeds=args.seeds)
     started = time.monotonic()
+    swept = [started]  # when the last sweep run ended
     if not args.quiet:
         what = "one setting at a time" if args.one_at_a_time else "every combination"
         seeds = len({v.seed for v in variants})
+        sweep = ""
+        if tuning is not None:
+            configs = len(configurations(variants))
+            sweep = (
+                f" after a learning-rate sweep of {tuning.points}-{tuning.points + tuning.widen} "
+                f"runs for each of {configs} configuration(s)"
+            )
         say(
             f"compare: {len(variants)} runs ({what}, {seeds} seed(s) each"
-            f"{', budget ' + str(budget) if budget else ''}) into {args.out}"
+            f"{', budget ' + str(budget) if budget else ''}){sweep} into {args.out}"
         )
 
     def report(event: Any) -> None:
@@ -118,16 +179,25 @@ def run_compare(args: argparse.Namespace) -> int:
             return
         r = event.result
         how = "done earlier" if event.skipped else f"{r.seconds:.0f} s"
+        lr = "" if r.lr is None else f" lr {r.lr:g}"
+        head = f"[{'tune ' if event.tuning else ''}{event.index}/{event.total}] {r.label}{lr}"
+        if r.diverged:
+            say(f"{head} seed {r.seed}: diverged ({how}); not chosen")
+            return
         bpb = "" if r.final_val_bpb is None else f", {r.final_val_bpb:.4f} bits/byte"
         say(
-            f"[{event.index}/{event.total}] {r.label} seed {r.seed}: val loss "
+            f"{head} seed {r.seed}: val loss "
             f"{r.final_val_loss:.4f} (best {r.best_val_loss:.4f}){bpb}, {r.tokens_per_s:,.0f} "
             f"tokens/s, {how}"
         )
-        elapsed = time.monotonic() - started
+        if event.tuning:
+            swept[0] = time.monotonic()  # the seeds' time estimate starts after the sweeps
+            return
+        now = time.monotonic()
+        per_run = (now - swept[0]) / event.index
         left = event.total - event.index
-        eta = f", about {elapsed / event.index * left:.0f} s left" if left else ""
-        say(f"compare: {event.index}/{event.total} runs, {elapsed:.0f} s{eta}")
+        eta = f", about {per_run * left:.0f} s left" if left else ""
+        say(f"compare: {event.index}/{event.total} runs, {now - started:.0f} s{eta}")
 
     results = run_comparison(
         variants,
@@ -141,6 +211,7 @@ def run_compare(args: argparse.Namespace) -> int:
         separator=args.doc_sep,
         progress=not args.quiet,
         on_run=report,
+        tuning=tuning,
     )
     title = "tinylm compare: " + ", ".join(
         f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in axes.items()

@@ -37,6 +37,11 @@ FLAGS = {
     "separator": "--doc-sep",
     "max_batches": "--max-batches",
     "num": "--num",
+    "weights": "--weights",
+    "tune_points": "--tune-points",
+    "tune_factor": "--tune-factor",
+    "tune_widen": "--tune-widen",
+    "tune_seed": "--tune-seed",
 }
 #: What to show as the value when an error gives none.
 PLACEHOLDERS = {
@@ -48,6 +53,10 @@ PLACEHOLDERS = {
     "vary": "KEY=V1,V2",
     "separator": "SEP",
     "max_batches": "N",
+    "tune_points": "N",
+    "tune_factor": "F",
+    "tune_widen": "N",
+    "tune_seed": "S",
 }
 
 

@@ -36,6 +36,9 @@ COMMAND_MODULES += ("tinylm.cli.inspect_cmds",)
 COMMAND_MODULES += ("tinylm.cli.interop_cmds",)
 COMMAND_MODULES += ("tinylm.cli.serve_cmds",)
 COMMAND_MODULES += ("tinylm.cli.compare_cmds",)
+COMMAND_MODULES += ("tinylm.cli.lora_cmds",)
+COMMAND_MODULES += ("tinylm.cli.chat_cmds",)
+COMMAND_MODULES += ("tinylm.cli.dpo_cmds",)
 
 INTERRUPTED = 130  # the shell's status for a program ended by SIGINT
 

@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--best", action="store_true", help="use each run's best checkpoint")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
     p.add_argument(
+        "--weights",
+        default="float32",
+        help="the weights the Generate and Chat views read: float32 (default), bfloat16 or "
+        "int8 (built once per run, at start)",
+    )
+    p.add_argument(
         "--max-new-tokens", type=int, default=500, help="most tokens one generation may ask for"
     )
     p.add_argument(
@@ -67,6 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     # torch-free start-up: every tinylm command imports this module
     from tinylm.device import resolve_device
+    from tinylm.inference.weight_formats import WEIGHT_FORMATS
     from tinylm.serve.api import Api, Limits
     from tinylm.serve.served import load_runs
     from tinylm.serve.server import LOOPBACK, InspectorServer
@@ -77,11 +84,16 @@ def run_serve(args: argparse.Namespace) -> int:
         raise TinylmError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.threads is not None and args.threads < 1:
         raise TinylmError(f"--threads must be at least 1, got {args.threads}")
+    if args.weights not in WEIGHT_FORMATS:
+        raise TinylmError(
+            f"unknown --weights {args.weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}"
+        )
     specs = args.tokenizer or list(DEFAULT_COMPARE)
     for spec in specs:  # a bad tokenizer fails in a moment, not after the runs load
         parse_tokenizer_spec(spec)
     device = str(resolve_device(args.device))
-    runs = load_runs(args.runs, device=device, which="best" if args.best else "latest")
+    which = "best" if args.best else "latest"
+    runs = load_runs(args.runs, device=device, which=which, weights=args.weights)
     for name, run in runs.items():  # only once every run loaded: an error is one line
         where = printable(str(run.meta.path), one_line=True)
         print(f"loaded {printable(name, one_line=True)} from {where}", file=sys.stderr)

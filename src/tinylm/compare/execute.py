@@ -8,6 +8,12 @@ finishes, its numbers go to ``compare.json`` in its folder; that file is what
 runs, resumes a run that has a checkpoint (exactly, like ``resume_run``), and
 starts over a run that was killed before its first checkpoint.
 
+With learning-rate tuning (:mod:`~tinylm.compare.tuning`), each configuration first
+runs its sweep (``OUT/tune/<slug>/``, the same kind of runs, with the tuning seed),
+and its seeds then run at the rate the sweep chose (``OUT/runs/<slug>/``, the rate
+in the slug). The sweep is decided from the sweep runs' own results, so a rerun
+walks it again without training what has finished.
+
 Time is the sum of the runs' own step times (``ms_per_step`` in
 ``metrics.jsonl``): training time, across interruptions, without evaluation.
 """
@@ -19,19 +25,21 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tinylm.check_values import is_number
-from tinylm.compare.plan import Budget, Variant
-from tinylm.errors import SettingError, TinylmError
+from tinylm.compare.plan import Budget, Variant, configurations
+from tinylm.compare.tuning import LrTuning, chosen_lr, lr_grid, next_lr
+from tinylm.errors import SettingError, TinylmError, TrainingDiverged
 from tinylm.fileio import atomic_write
 from tinylm.progress import progress_bar
 from tinylm.run.settings import layer_settings
 from tinylm.run_layout import (
     COMPARE_PLAN_FILE,
     COMPARE_RESULT_FILE,
+    COMPARE_TUNE_DIR,
     DATA_CACHE,
     METRICS_FILE,
     RUNS_DIR,
@@ -61,6 +69,11 @@ class RunResult:
     final_val_bpb: float | None = None
     best_val_bpb: float | None = None
     tokenizer: str | None = None  # the tokenizer's fingerprint: which unit val_loss is in
+    # A tuned comparison: the run's learning rate, and (in a run at the chosen rate) the
+    # sweep that chose it as [lr, final val loss or None when diverged] pairs.
+    lr: float | None = None
+    lr_sweep: list[list[float | None]] | None = None
+    diverged: str | None = None  # a sweep run that stopped on a NaN/inf: why (its losses: nan)
 
     @classmethod
     def read(cls, path: Path) -> RunResult:
@@ -75,6 +88,16 @@ class RunResult:
         for point in curve:
             if not (isinstance(point, list) and len(point) == 3 and all(map(is_number, point))):
                 raise record.error("curve", "[step, seconds, val_loss] triples", point)
+        diverged = _optional(record, record.str, "diverged")
+        sweep = _optional(record, record.list, "lr_sweep")
+        for pair in sweep or []:
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and is_number(pair[0])
+                and (pair[1] is None or is_number(pair[1]))
+            ):
+                raise record.error("lr_sweep", "[lr, val_loss or null] pairs", pair)
         return cls(
             label=record.str("label"),
             settings=settings,
@@ -85,12 +108,15 @@ class RunResult:
             params_embedding=record.int("params_embedding", minimum=0),
             tokens_per_s=record.float("tokens_per_s", finite=False),  # nan: no time measured
             seconds=record.float("seconds"),
-            final_val_loss=record.float("final_val_loss"),
-            best_val_loss=record.float("best_val_loss"),
+            final_val_loss=record.float("final_val_loss", finite=diverged is None),
+            best_val_loss=record.float("best_val_loss", finite=diverged is None),
             curve=curve,
             final_val_bpb=_optional(record, record.float, "final_val_bpb"),
             best_val_bpb=_optional(record, record.float, "best_val_bpb"),
             tokenizer=_optional(record, record.str, "tokenizer"),
+            lr=_optional(record, record.float, "lr"),
+            lr_sweep=sweep,
+            diverged=diverged,
         )
 
 
@@ -108,6 +134,7 @@ class RunEvent:
     variant: Variant
     result: RunResult
     skipped: bool  # finished in an earlier session
+    tuning: bool = False  # a run of a learning-rate sweep (index/total: within its sweep so far)
 
 
 ProgressCallback = Callable[[RunEvent], None]
@@ -156,7 +183,7 @@ def run_settings(
     from tinylm.model.config import ModelConfig
     from tinylm.train.config import TrainConfig
 
-    given = {**(overrides or {}), **variant.settings, "seed": variant.seed}
+    given = {**(overrides or {}), **variant.run_settings, "seed": variant.seed}
     layered = layer_settings(preset, config_file, given)
     model = ModelConfig.from_preset(layered.preset, **layered.model)
     train = TrainConfig.from_dict(layered.train)
@@ -173,6 +200,21 @@ def run_settings(
     return given
 
 
+def configured_lr(
+    variant: Variant,
+    *,
+    preset: str | None,
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, Any] | None,
+) -> float:
+    """The learning rate ``variant`` would train at untuned: a sweep's centre."""
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
+    from tinylm.train.config import TrainConfig
+
+    given = {**(overrides or {}), **variant.settings, "seed": variant.seed}
+    return TrainConfig.from_dict(layer_settings(preset, config_file, given).train).lr
+
+
 def run_comparison(
     variants: Sequence[Variant],
     out_dir: str | os.PathLike,
@@ -186,39 +228,118 @@ def run_comparison(
     separator: str = "eot",
     progress: bool = True,
     on_run: ProgressCallback | None = None,
+    tuning: LrTuning | None = None,
 ) -> list[RunResult]:
     """Train every variant (or take its finished result) and return the results in order.
 
     ``progress`` shows data preparation and a bar per run (in a terminal);
-    ``on_run`` is called after each run, finished now or earlier.
+    ``on_run`` is called after each run, finished now or earlier (sweep runs too).
+    ``tuning`` first sweeps each configuration's learning rate, then runs the
+    variants at the rate chosen for their configuration.
     """
     out = Path(out_dir)
-    plans = [
-        run_settings(v, budget, preset=preset, config_file=config_file, overrides=overrides)
-        for v in variants
-    ]
-    shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator)
+    common = {"preset": preset, "config_file": config_file, "overrides": overrides}
+    if tuning is not None:
+        _check_tunable(variants)
+    for v in variants:
+        run_settings(v, budget, **common)  # every value checked before anything runs
+    shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator, tuning)
     check_same_plan(out, shared)
     prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
     atomic_write(out / COMPARE_PLAN_FILE, json.dumps(shared, indent=1) + "\n")
-    results = []
-    for index, (variant, settings) in enumerate(zip(variants, plans, strict=True), start=1):
-        run_dir = out / RUNS_DIR / variant.slug
-        done = run_dir / COMPARE_RESULT_FILE
+
+    runs = _Runs(out, prepared, budget, common, progress, on_run)
+    planned = [(v, None) for v in variants] if tuning is None else _tune(variants, tuning, runs)
+    total = len(planned)
+    return [
+        runs.run(variant, index, total, sweep=sweep)
+        for index, (variant, sweep) in enumerate(planned, start=1)
+    ]
+
+
+def _check_tunable(variants: Sequence[Variant]) -> None:
+    """A tuned comparison chooses ``lr`` itself: it may be set (the sweep's centre), not varied."""
+    if any("lr" in v.settings for v in variants):
+        raise SettingError(
+            "lr is both varied and tuned; drop the lr axis or turn tuning off",
+            setting="vary",
+            reason="usage",
+        )
+
+
+Sweep = list[list[float | None]]  # [lr, final val loss or None when diverged], smallest lr first
+
+
+@dataclass
+class _Runs:
+    """One comparison's runs: each trained into its folder, or read back when finished."""
+
+    out: Path
+    prepared: Path
+    budget: Budget | None
+    common: Mapping[str, Any]  # preset, config_file, overrides
+    progress: bool
+    on_run: ProgressCallback | None
+
+    def run(
+        self, variant: Variant, index: int, total: int, *, tune: bool = False, sweep: Any = None
+    ) -> RunResult:
+        """``variant``'s result; a sweep run (``tune``) goes to ``OUT/tune/``, and a run at a
+        chosen rate keeps the ``sweep`` that chose it in its ``compare.json``."""
+        folder = self.out / (COMPARE_TUNE_DIR if tune else RUNS_DIR) / variant.slug
+        done = folder / COMPARE_RESULT_FILE
         skipped = done.is_file()
         if skipped:
             result = RunResult.read(done)
             _check_result_is(variant, result, done)
         else:
-            bar = f"[{index}/{len(variants)}] {variant.label} seed {variant.seed}"
+            name = _name(variant.label, variant.lr, variant.seed)
+            bar = f"[{'tune ' if tune else ''}{index}/{total}] {name}"
+            settings = run_settings(variant, self.budget, **self.common)
             result = _train(
-                variant, settings, run_dir, prepared, preset, config_file, budget, bar, progress
+                variant,
+                settings,
+                folder,
+                self.prepared,
+                self.common["preset"],
+                self.common["config_file"],
+                self.budget,
+                bar,
+                self.progress,
+                sweep_run=tune,
             )
+            result.lr_sweep = sweep
             atomic_write(done, json.dumps(asdict(result), indent=1) + "\n")
-        results.append(result)
-        if on_run is not None:
-            on_run(RunEvent(index, len(variants), variant, result, skipped))
-    return results
+        if self.on_run is not None:
+            self.on_run(RunEvent(index, total, variant, result, skipped, tuning=tune))
+        return result
+
+
+def _tune(
+    variants: Sequence[Variant], tuning: LrTuning, runs: _Runs
+) -> list[tuple[Variant, Sweep]]:
+    """Sweep each configuration's rate; each variant at its configuration's chosen rate,
+    with that configuration's sweep."""
+    chosen: list[tuple[Any, float, Sweep]] = []
+    for values in configurations(variants):
+        probe = Variant(values, tuning.seed)
+        scores: dict[float, float | None] = {}
+        grid = lr_grid(configured_lr(probe, **runs.common), tuning)
+        while len(scores) < len(grid):
+            lr = grid[len(scores)]
+            result = runs.run(replace(probe, lr=lr), len(scores) + 1, len(grid), tune=True)
+            scores[lr] = None if result.diverged else result.final_val_loss
+            beyond = next_lr(scores, tuning, len(grid) - tuning.points)
+            if len(scores) == len(grid) and beyond is not None:
+                grid.append(beyond)
+        sweep = [[lr, scores[lr]] for lr in sorted(scores)]
+        chosen.append((values, chosen_lr(scores, probe.label), sweep))
+    return [
+        (replace(v, lr=lr), sweep)
+        for v in variants
+        for values, lr, sweep in chosen
+        if values == v.values
+    ]
 
 
 def shared_plan(
@@ -229,6 +350,7 @@ def shared_plan(
     overrides: Mapping[str, Any] | None,
     budget: Budget | None,
     separator: str,
+    tuning: LrTuning | None = None,
 ) -> dict[str, Any]:
     """What every run of a comparison shares, as JSON: the key its finished runs are kept by.
 
@@ -249,6 +371,8 @@ def shared_plan(
         "overrides": {k: v for k, v in sorted((overrides or {}).items())},
         "budget": None if budget is None else str(budget),
         "separator": separator,
+        # null untuned, as a plan.json from before tuning reads: its folders stay usable
+        "tune": None if tuning is None else tuning.to_dict(),
     }
 
 
@@ -273,17 +397,23 @@ def check_same_plan(out: Path, plan: dict[str, Any]) -> None:
 def _plan_text(key: str, value: Any) -> str:
     if key == "config_file":
         return "another config file" if value is not None else "no config file"
+    if key == "tune" and value is None:
+        return "off"  # no learning-rate sweep
     return json.dumps(value, ensure_ascii=True)
 
 
 def _check_result_is(variant: Variant, result: RunResult, path: Path) -> None:
     """A finished result belongs to this variant (its exact values and seed), or is refused."""
     expected = json.loads(json.dumps(variant.settings))
-    if result.settings != expected or result.seed != variant.seed:
+    if result.settings != expected or result.seed != variant.seed or result.lr != variant.lr:
         raise TinylmError(
-            f"{path} holds the result of {result.label} seed {result.seed}, not "
-            f"{variant.label} seed {variant.seed}; delete it to run that variant again"
+            f"{path} holds the result of {_name(result.label, result.lr, result.seed)}, not "
+            f"{_name(variant.label, variant.lr, variant.seed)}; delete it to run that variant again"
         )
+
+
+def _name(label: str, lr: float | None, seed: int) -> str:
+    return f"{label}{'' if lr is None else f' lr {lr:g}'} seed {seed}"
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -315,7 +445,10 @@ def _train(
     budget: Budget | None,
     description: str,
     progress: bool,
+    sweep_run: bool = False,
 ) -> RunResult:
+    """Train (or resume) one run and collect its numbers; a ``sweep_run`` that diverges
+    is a result (marked ``diverged``), not an error: a sweep expects its largest rates to."""
     # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.run import folder as rules
     from tinylm.run.start import resume_run, start_run
@@ -337,14 +470,31 @@ def _train(
         progress, total=trainer.config.steps, initial=trainer.step, desc=description, leave=False
     ) as bar:
         trainer.callbacks.append(_Clock(seconds_before, budget and budget.seconds, bar))
-        trainer.fit()
-    return collect_result(variant, run_dir, trainer.model, trainer.tokenizer)
+        try:
+            trainer.fit()
+        except TrainingDiverged as exc:
+            if not sweep_run:
+                raise
+            return collect_result(variant, run_dir, trainer.model, trainer.tokenizer, str(exc))
+    result = collect_result(variant, run_dir, trainer.model, trainer.tokenizer)
+    if sweep_run and not math.isfinite(result.final_val_loss):
+        return collect_result(
+            variant, run_dir, trainer.model, trainer.tokenizer, "validation loss is not finite"
+        )
+    return result
 
 
 def collect_result(
-    variant: Variant, run_dir: Path, model: Any = None, tokenizer: Any = None
+    variant: Variant,
+    run_dir: Path,
+    model: Any = None,
+    tokenizer: Any = None,
+    diverged: str | None = None,
 ) -> RunResult:
-    """A run's numbers, read back from its own ``metrics.jsonl`` (and its model's size)."""
+    """A run's numbers, read back from its own ``metrics.jsonl`` (and its model's size).
+
+    A ``diverged`` run's validation losses are nan: it has no score to rank by.
+    """
     if model is None:
         # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
         from tinylm.inference.loading import load_model
@@ -353,13 +503,15 @@ def collect_result(
     records = _read_records(run_dir)
     steps = [r for r in records if "loss" in r and "ms_per_step" in r]
     evals = [r for r in records if "val_loss" in r]
-    if not steps or not evals:
+    if diverged is None and (not steps or not evals):
         raise TinylmError(f"{run_dir} has no training steps or evaluations in metrics.jsonl")
     counts = model.param_counts()
     seconds = _training_seconds(records)
     tokens = sum(r["tokens_per_s"] * r["ms_per_step"] / 1000 for r in steps)
     curve = []
     for e in evals:
+        if not math.isfinite(e["val_loss"]):
+            continue  # a diverged run's last evaluation
         before = [r["ms_per_step"] for r in steps if r["step"] <= e["step"]]
         curve.append([e["step"], sum(before) / 1000, e["val_loss"]])
     return RunResult(
@@ -367,23 +519,25 @@ def collect_result(
         settings=variant.settings,
         seed=variant.seed,
         run_dir=str(run_dir),
-        steps=steps[-1]["step"],
+        steps=steps[-1]["step"] if steps else 0,
         params_total=counts["total"],
         params_embedding=counts["embedding"],
         tokens_per_s=tokens / seconds if seconds > 0 else math.nan,
         seconds=seconds,
-        final_val_loss=evals[-1]["val_loss"],
-        best_val_loss=min(e["val_loss"] for e in evals),
+        final_val_loss=math.nan if diverged else evals[-1]["val_loss"],
+        best_val_loss=math.nan if diverged else min(e["val_loss"] for e in evals),
         curve=curve,
-        **_bpb_fields(evals),
+        **_bpb_fields([] if diverged else evals),
         tokenizer=None if tokenizer is None else tokenizer.fingerprint(),
+        lr=variant.lr,
+        diverged=diverged,
     )
 
 
 def _bpb_fields(evals: list[dict[str, Any]]) -> dict[str, float | None]:
     """Final and best ``val_bpb`` when every evaluation measured it (older runs did not)."""
     values = [e.get("val_bpb") for e in evals]
-    if not all(is_number(v) for v in values):
+    if not values or not all(is_number(v) for v in values):
         return {"final_val_bpb": None, "best_val_bpb": None}
     return {"final_val_bpb": values[-1], "best_val_bpb": min(values)}
 

@@ -32,14 +32,25 @@ BUDGET_KINDS = ("steps", "tokens", "seconds")
 
 @dataclass(frozen=True)
 class Variant:
-    """One run of a comparison: the varied settings (in axis order) and a seed."""
+    """One run of a comparison: the varied settings (in axis order) and a seed.
+
+    ``lr`` is the learning rate a tuned comparison gives this run (a point of its
+    sweep, or the rate the sweep chose); None runs at the configured one.
+    """
 
     values: tuple[tuple[str, Any], ...]
     seed: int
+    lr: float | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
+        """The configuration's varied settings (without ``lr`` and seed)."""
         return dict(self.values)
+
+    @property
+    def run_settings(self) -> dict[str, Any]:
+        """What this run overrides: the varied settings, and ``lr`` when tuned."""
+        return self.settings if self.lr is None else {**self.settings, "lr": self.lr}
 
     @property
     def label(self) -> str:
@@ -48,13 +59,15 @@ class Variant:
 
     @property
     def slug(self) -> str:
-        """A folder name: ``position-rope_activation-gelu_seed1337``.
+        """A folder name: ``position-rope_activation-gelu_seed1337`` (``..._lr-0.003_seed1337``
+        when tuned).
 
         Characters a folder name should not hold become ``-``. When that loses
         anything (``a b`` and ``a?b`` would both read ``a-b``), a short hash of the
         exact values follows, so two variants never share a folder.
         """
-        parts = [f"{key}-{_show(value)}" for key, value in self.values] + [f"seed{self.seed}"]
+        parts = [f"{key}-{_show(value)}" for key, value in self.values]
+        parts += ([] if self.lr is None else [f"lr-{self.lr:g}"]) + [f"seed{self.seed}"]
         raw = "_".join(parts)
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
         if slug != raw:
@@ -155,6 +168,15 @@ def plan_comparison(
         seed_list = _seed_axis(axes.pop("seed"), seeds)
     configs = combinations(axes, one_at_a_time) if axes else [{}]
     return [Variant(tuple(config.items()), seed) for config in configs for seed in seed_list]
+
+
+def configurations(variants: Sequence[Variant]) -> list[tuple[tuple[str, Any], ...]]:
+    """The distinct configurations of ``variants`` (their varied values), in first-seen order."""
+    seen: list[tuple[tuple[str, Any], ...]] = []
+    for variant in variants:  # a list, not a set: a value may be a list (unhashable)
+        if variant.values not in seen:
+            seen.append(variant.values)
+    return seen
 
 
 def _seed_axis(values: Sequence[Any], seeds: int) -> list[int]:

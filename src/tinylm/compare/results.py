@@ -12,6 +12,11 @@ Which loss: nats per token, unless the runs' tokenizers differ. A loss per token
 is then in different units (per character, per BPE token), so the table ranks by
 bits per byte instead (:func:`ranking_metric`), which every tokenizer shares. Both
 are shown either way; results written before bits per byte was measured have none.
+
+A comparison with tuned learning rates shows each configuration's chosen rate in
+its own column, and below the table each configuration's sweep (the tuning
+seed's final validation loss at every rate tried), so a reader sees how flat
+the optimum was and whether it sat at the edge of the rates tried.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.compare.execute import RunResult
+from tinylm.compare.tuning import at_edge, pick_lr
 from tinylm.fileio import atomic_write
 from tinylm.inspect.figures import new_figure, save_png
 
@@ -56,6 +62,8 @@ class Summary:
     metric: str = "loss"  # what delta and within_noise compare: "loss" or "bpb"
     delta: float = math.nan  # final - the best configuration's final (in ``metric``)
     within_noise: bool | None = None  # None: one seed, the spread is unknown
+    lr: float | None = None  # the learning rate its sweep chose (a tuned comparison)
+    lr_sweep: list[list[float | None]] | None = None  # [lr, val loss or None], smallest first
 
     def ranked(self) -> tuple[float, float]:
         """Mean and spread of the final value ``metric`` names."""
@@ -106,6 +114,8 @@ def summarise(results: Sequence[RunResult], metric: str | None = None) -> list[S
                 final_bpb=bpb,
                 final_bpb_std=bpb_std,
                 metric=metric,
+                lr=runs[0].lr,
+                lr_sweep=runs[0].lr_sweep,
             )
         )
     mark_noise(summaries)
@@ -139,14 +149,16 @@ def _delta(s: Summary) -> str:
 def markdown_table(summaries: Sequence[Summary], title: str = "") -> str:
     """The results as a Markdown table, best configuration marked, noise marked ``≈``."""
     by_bpb = any(s.metric == "bpb" for s in summaries)
+    tuned = any(s.lr is not None for s in summaries)
     head = (
-        "| configuration | seeds | params (total / embedding) | tokens/s | time (s) "
-        "| final val loss | final val bpb | best val loss "
+        f"| configuration |{' lr (tuned) |' if tuned else ''} seeds | params (total / embedding) "
+        "| tokens/s | time (s) | final val loss | final val bpb | best val loss "
         f"| vs best{' (bpb)' if by_bpb else ''} |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        f"|---|{'---:|' if tuned else ''}---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = "".join(
-        f"| {s.label} | {s.seeds} | {s.params_total:,} / {s.params_embedding:,} "
+        f"| {s.label} |{f' {_lr(s.lr)} |' if tuned else ''} {s.seeds} "
+        f"| {s.params_total:,} / {s.params_embedding:,} "
         f"| {s.tokens_per_s:,.0f} | {s.seconds:.1f} | {_loss(s.final, s.final_std)} "
         f"| {_loss(s.final_bpb, s.final_bpb_std)} "
         f"| {_loss(s.best, s.best_std)} | {_delta(s)} |\n"
@@ -166,7 +178,33 @@ def markdown_table(summaries: Sequence[Summary], title: str = "") -> str:
         if by_bpb
         else ""
     )
-    return (f"{title}\n\n" if title else "") + head + rows + note + unit
+    sweeps = sweep_table(summaries) if tuned else ""
+    return (f"{title}\n\n" if title else "") + head + rows + note + unit + sweeps
+
+
+def sweep_table(summaries: Sequence[Summary]) -> str:
+    """Each configuration's learning-rate sweep: every rate tried, its loss, the chosen one."""
+    rows = []
+    for s in summaries:
+        if not s.lr_sweep:
+            continue
+        scores = {lr: loss for lr, loss in s.lr_sweep}
+        cells = " · ".join(
+            f"{_lr(lr)}: {'diverged' if loss is None else f'{loss:.4f}'}"
+            f"{' ◀' if lr == pick_lr(scores) else ''}"
+            for lr, loss in s.lr_sweep
+        )
+        edge = " (at the edge: the best rate may lie beyond)" if at_edge(scores) else ""
+        rows.append(f"| {s.label} | {cells}{edge} |\n")
+    return (
+        "\nLearning rates tuned per configuration: final val loss of one tuning seed at each "
+        "rate tried (◀ chosen; the seeds above ran at it).\n\n"
+        "| configuration | lr: val loss |\n|---|---|\n" + "".join(rows)
+    )
+
+
+def _lr(lr: float | None) -> str:
+    return "–" if lr is None else f"{lr:g}"
 
 
 def csv_table(results: Sequence[RunResult]) -> str:
@@ -190,6 +228,7 @@ def csv_table(results: Sequence[RunResult]) -> str:
             "final_val_bpb",
             "best_val_bpb",
             "tokenizer",
+            "lr",
         ]
     )
     for r in results:
@@ -209,6 +248,7 @@ def csv_table(results: Sequence[RunResult]) -> str:
                 "" if r.final_val_bpb is None else f"{r.final_val_bpb:.6f}",
                 "" if r.best_val_bpb is None else f"{r.best_val_bpb:.6f}",
                 r.tokenizer or "",
+                "" if r.lr is None else f"{r.lr:g}",
             ]
         )
     return out.getvalue()

@@ -4,6 +4,7 @@
 with ``which="best"``) or a checkpoint folder, and returns the model with its
 weights in eval mode, the tokenizer saved beside them, and the checkpoint's
 metadata (see :func:`tinylm.checkpoint.read_checkpoint_meta`).
+``load_chat_model`` does the same for a chat model, with its chat template.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tinylm.chat.template import ChatTemplate, load_chat_template
 from tinylm.checkpoint.manager import CheckpointManager
 from tinylm.checkpoint.meta import CheckpointMeta
 from tinylm.checkpoint.save_load import (
@@ -96,3 +98,28 @@ def model_for_checkpoint(folder: str | os.PathLike, config: dict[str, Any]) -> G
         skeleton = GPT(model_config)
     check_fits(folder, skeleton)
     return GPT(model_config)
+
+
+def load_chat_model(
+    path: str | os.PathLike, device: str = "cpu", which: str = "latest"
+) -> tuple[GPT, Tokenizer, ChatTemplate]:
+    """``(model, tokenizer, template)`` of a chat run or checkpoint (``tinylm chat``, serve).
+
+    A run without a ``chat_template.json`` continues text but was never taught the
+    turns of a conversation: an error that says how to fine-tune it.
+    """
+    model, tokenizer, meta = load_model(path, device, which, require_tokenizer=True)
+    assert tokenizer is not None  # require_tokenizer
+    template = load_chat_template(meta.chat_template_file, tokenizer)
+    if template is None:
+        raise TinylmError(no_chat_template(path))
+    return model, tokenizer, template
+
+
+def no_chat_template(path: str | os.PathLike) -> str:
+    """The one line that says a run has no chat template, and how to give it one."""
+    return (
+        f"{path} has no chat template: it continues text but was not fine-tuned "
+        "on conversations; fine-tune it with chat data first: "
+        f"tinylm train --init-from {path} --data chat:builtin --out DIR"
+    )

@@ -3,7 +3,8 @@
 Each method reads its request through :class:`~tinylm.serve.request.Fields`
 (types and bounds checked), asks the library for the numbers —
 ``tinylm.inspect`` for tokens, next-token probabilities and attention weights,
-``GPT.generate`` for sampling, ``read_metrics`` for training curves — and
+the run's ``DecodeEngine`` for sampling, a ``ChatSession`` for a chat reply,
+``read_metrics`` for training curves — and
 returns JSON-ready data. Nothing here knows about HTTP (:mod:`tinylm.serve.server`
 carries the dicts), so the handlers can be called and tested directly.
 
@@ -23,13 +24,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tinylm.check_values import MAX_SEED
 from tinylm.errors import TinylmError
+from tinylm.inference.chat_session import ChatSession, ChatSettings, Reply
+from tinylm.inference.loading import no_chat_template
 from tinylm.inference.sampling import prompt_ids, sampleable_ids
 from tinylm.inspect.attention import attention_maps
 from tinylm.inspect.lens import logit_lens
-from tinylm.inspect.next_token import next_token_distribution, softmax_with_temperature
+from tinylm.inspect.next_token import next_token_distribution
 from tinylm.inspect.tokens import encode_shown, token_pieces
 from tinylm.run_layout import METRICS_FILE
+from tinylm.serve.recording import RecordingDecoder, token_probability
 from tinylm.serve.request import ApiError, Fields
 from tinylm.serve.served import ServedRun
 from tinylm.tokenizers.base import Tokenizer
@@ -49,6 +54,7 @@ class Limits:
     generate_seconds: float = 60.0
     max_temperature: float = 5.0
     max_curve_points: int = 2000  # per curve; longer runs are thinned evenly
+    max_messages: int = 200  # in one chat request's conversation
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,17 @@ class GenerateRequest:
     run: ServedRun
     prompt_ids: list[int]
     max_tokens: int
-    tokens: Iterator[int]  # GPT.generate's iterator: arguments checked, nothing run yet
+    tokens: Iterator[int]  # the engine's generate: arguments checked, nothing run yet
+    decoder: RecordingDecoder  # the run's engine, keeping each step's logits
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked chat request (:meth:`Api.start_chat`): the reply, not yet written."""
+
+    run: ServedRun
+    reply: Reply  # ChatSession.send's answer: history fitted, notices made, nothing run yet
+    decoder: RecordingDecoder
 
 
 class Api:
@@ -215,9 +231,10 @@ class Api:
         max_tokens = fields.integer("max_tokens", 100, 1, limits.max_new_tokens)
         with _user_errors():
             ids = prompt_ids(run.tokenizer, text)[-run.loaded.config.block_size :]
-            allowed = sampleable_ids(run.loaded.model, run.tokenizer)  # never a gap id
-            tokens = run.loaded.model.generate(ids, max_tokens, allowed_ids=allowed, **sampling)
-        return GenerateRequest(run, ids, max_tokens, tokens)
+            allowed = sampleable_ids(run.engine, run.tokenizer)  # never a gap id
+            decoder = RecordingDecoder(run.engine)
+            tokens = decoder.generate(ids, max_tokens, allowed_ids=allowed, **sampling)
+        return GenerateRequest(run, ids, max_tokens, tokens, decoder)
 
     def generate(self, request: GenerateRequest) -> Iterator[dict[str, Any]]:
         """Events for a stream: each token as it is sampled, then ``done``.
@@ -241,11 +258,12 @@ class Api:
                 if time.monotonic() - started > limits.generate_seconds:
                     reason = "time"
                     break
-                with run.inference() as loaded, _sampled_logits(loaded.model) as seen:
+                with run.inference():
                     token = next(tokens, None)
+                seen = request.decoder.take()
                 if token is None:
                     break
-                prob = float(softmax_with_temperature(seen[-1], 1.0)[token])
+                prob = token_probability(seen[-1], token)
                 if token == tokenizer.eos_id:
                     if produced:
                         reason = "end of document"
@@ -264,32 +282,90 @@ class Api:
             "seconds": round(time.monotonic() - started, 3),
         }
 
+    def start_chat(self, body: dict[str, Any]) -> ChatRequest:
+        """Check a chat request completely, and fit its conversation, before any answer is sent.
+
+        The page keeps the conversation and sends all of it each time (``messages``,
+        ending with the user's new one; ``system`` apart): the server keeps nothing
+        between requests. The reply is a :class:`ChatSession`'s, with the settings
+        asked for, so it equals what ``tinylm chat`` writes. Its seed is the ``n``-th
+        reply's seed (``seed + n``, ``n`` the replies already in the conversation),
+        as in a ``tinylm chat --seed`` session that had the same conversation.
+        """
+        fields = Fields(body)
+        run = self._run(fields)
+        limits = self.limits
+        if run.template is None:
+            raise ApiError(400, f"run {no_chat_template(run.run_dir)}")
+        messages = fields.messages("messages", limits.max_prompt_chars, limits.max_messages)
+        system = fields.text("system", limits.max_prompt_chars)
+        settings = {
+            "temperature": fields.number("temperature", 0.7, 0.0, limits.max_temperature),
+            "top_k": fields.integer("top_k", None, 1, run.loaded.config.vocab_size),
+            "top_p": None if body.get("top_p") is None else fields.number("top_p", 1.0, 0.01, 1.0),
+            "max_tokens": fields.integer(
+                "max_tokens", min(256, limits.max_new_tokens), 1, limits.max_new_tokens
+            ),
+            "seed": fields.integer("seed", None, 0, MAX_SEED),
+        }
+        decoder = RecordingDecoder(run.engine)
+        with _user_errors():
+            session = ChatSession(
+                decoder,  # the run's engine, its logits kept
+                run.tokenizer,
+                run.template,
+                system=system,
+                settings=ChatSettings(**settings),
+            )
+            session.history = messages[:-1]
+            session.replies = sum(m.role == "assistant" for m in session.history)
+            reply = session.send(messages[-1].content)
+        return ChatRequest(run, reply, decoder)
+
+    def chat(self, request: ChatRequest) -> Iterator[dict[str, Any]]:
+        """Events for a stream: the session's notices, each reply token as it is written, ``done``.
+
+        A token event is the generate stream's (its id, its text, the probability
+        the model gave it at temperature 1). ``done`` carries the whole reply's
+        ``text`` (what the page adds to the conversation) and why it ended:
+        ``end`` (the template's end token, or end of document), ``length``
+        (``max_tokens``), ``time`` (the limit on a generation's seconds).
+        """
+        run, reply, decoder = request.run, request.reply, request.decoder
+        started = time.monotonic()
+        for notice in reply.notices:
+            yield {"type": "notice", "text": notice}
+        reason, shown = None, 0
+        try:
+            while True:
+                if time.monotonic() - started > self.limits.generate_seconds:
+                    reason = "time"
+                    break
+                with run.inference():
+                    piece = next(reply, None)
+                rows = decoder.take()  # one per step: a step that sampled the end token too
+                for token, row in zip(reply.ids[shown:], rows, strict=False):
+                    text = token_pieces(run.tokenizer, [token])[0]
+                    prob = token_probability(row, token)
+                    yield {"type": "token", "id": token, "text": text, "prob": prob}
+                shown = len(reply.ids)
+                if piece is None:
+                    break
+        finally:
+            reply.close()  # a stopped stream: what was written stays, as in tinylm chat
+        yield {
+            "type": "done",
+            "reason": reason or reply.finish_reason,
+            "tokens": len(reply.ids),
+            "text": reply.text,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
     # -- shared ----------------------------------------------------------------------------
 
     def _run(self, fields: Fields) -> ServedRun:
         default = next(iter(self.runs)) if len(self.runs) == 1 else None
         return self.runs[fields.choice("run", self.runs, default)]
-
-
-@contextlib.contextmanager
-def _sampled_logits(model: Any) -> Iterator[list[Any]]:
-    """The logits each forward inside the block computed, as numpy rows, in order.
-
-    ``GPT.generate`` hands out only token ids; the logits it sampled from are the
-    output of ``lm_head`` at the last position, which a forward hook copies here.
-    Held only while the run's lock is (one token), so no other request's forward
-    is seen.
-    """
-    seen: list[Any] = []
-
-    def keep(module: Any, inputs: Any, output: Any) -> None:
-        seen.append(output.reshape(-1, output.shape[-1])[-1].float().cpu().numpy())
-
-    handle = model.lm_head.register_forward_hook(keep)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -344,6 +420,8 @@ def _run_summary(run: ServedRun) -> dict[str, Any]:
             "loss_unit": "character" if isinstance(run.tokenizer, CharTokenizer) else "token",
         },
         "default_prompt": run.default_prompt,
+        "chat": run.template is not None,  # fine-tuned on conversations: the chat view works
+        "weights": run.engine.weights,  # what the Generate and Chat views' engine reads
     }
 
 

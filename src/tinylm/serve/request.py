@@ -13,6 +13,11 @@ import math
 from collections.abc import Collection
 from typing import Any
 
+from tinylm.chat.conversations import Message
+
+#: The roles a chat request's messages may have (the system prompt is a field apart).
+CHAT_ROLES = ("user", "assistant")
+
 #: The deepest nesting of arrays and objects a body may have. The API's bodies are
 #: two levels deep; Python's ``json`` recurses once per level and fails with a
 #: ``RecursionError`` near a thousand, which a 64 KB body of brackets reaches.
@@ -129,6 +134,36 @@ class Fields:
         if not low <= value <= high:
             raise ApiError(400, f"{key} must be between {low:,} and {high:,}, got {value:,}")
         return value
+
+    def messages(self, key: str, max_chars: int, max_count: int) -> list[Message]:
+        """A conversation: ``[{"role": "user"|"assistant", "content": str}, ...]``, ending
+        with the user's message (the one to reply to)."""
+        value = self.body.get(key)
+        if not isinstance(value, list) or not value:
+            raise ApiError(400, f"{key} must be a non-empty list of messages, not {_kind(value)}")
+        if len(value) > max_count:
+            raise ApiError(400, f"{key} has {len(value):,} messages; the limit is {max_count:,}")
+        out = []
+        for n, item in enumerate(value):
+            where = f"{key}[{n}]"
+            if not isinstance(item, dict):
+                raise ApiError(400, f"{where} must be an object, not {_kind(item)}")
+            role, content = item.get("role"), item.get("content")
+            if role not in CHAT_ROLES:
+                raise ApiError(
+                    400, f"{where}.role must be one of {', '.join(CHAT_ROLES)}, got {role!r}"
+                )
+            if not isinstance(content, str):
+                raise ApiError(400, f"{where}.content must be a string, not {_kind(content)}")
+            if len(content) > max_chars:
+                raise ApiError(
+                    400,
+                    f"{where}.content has {len(content):,} characters; the limit is {max_chars:,}",
+                )
+            out.append(Message(role, content))
+        if out[-1].role != "user" or not out[-1].content:
+            raise ApiError(400, f"the last of {key} must be the user's message, and not empty")
+        return out
 
 
 def _kind(value: Any) -> str:

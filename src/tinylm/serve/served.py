@@ -13,6 +13,11 @@ run has a lock, and :meth:`ServedRun.inference` holds it for one computation at 
 time: one forward, or one generated token, never a whole generation, so a long
 stream advances token by token between the other requests instead of stalling
 them. Different runs have different locks and proceed in parallel.
+
+Generation (the Generate and Chat views) runs on a ``DecodeEngine`` built once per
+run when it loads, in the weight format ``tinylm serve --weights`` chose: packed
+copies of the weights that never change the model. The other views read the
+model itself, the readable float32 path, since they show its inner workings.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinylm.chat.template import ChatTemplate, load_chat_template
 from tinylm.data.prepared import check_tokenizer, load_prepared
 from tinylm.errors import TinylmError
+from tinylm.inference.engine import DecodeEngine
 from tinylm.inference.loading import load_model
 from tinylm.inspect.loaded import LoadedModel, run_folder
 from tinylm.run.folder import has_checkpoints, read_run_info
@@ -39,13 +46,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class ServedRun:
-    """One loaded model (as ``tinylm.inspect`` views take it), the run's records, a lock."""
+    """One loaded model (as ``tinylm.inspect`` views take it), its decode engine, a lock."""
 
     name: str
     loaded: LoadedModel  # model in eval mode, tokenizer, run_dir
     meta: CheckpointMeta  # read_checkpoint_meta's answer: step, configs, metrics, ...
     info: dict[str, Any]  # run.json, or {} for a lone checkpoint
+    engine: DecodeEngine  # what generates: packed copies of the model's weights, built once
     default_prompt: str = ""  # the start of the run's validation text, when it is at hand
+    template: ChatTemplate | None = None  # a chat model's template; None: it only continues text
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -124,8 +133,13 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") -> ServedRun:
-    """Load one run's model (eval mode) and tokenizer, and read its run.json if any."""
+def load_run(
+    name: str, path: Path, device: str = "cpu", which: str = "latest", weights: str = "float32"
+) -> ServedRun:
+    """Load one run's model (eval mode), tokenizer and chat template, and read its run.json.
+
+    Its decode engine is built here, once, in the weight format ``weights``.
+    """
 
     model, tokenizer, meta = load_model(path, device=device, which=which)
     if tokenizer is None:
@@ -139,7 +153,10 @@ def load_run(name: str, path: Path, device: str = "cpu", which: str = "latest") 
     except TinylmError:
         info = {}  # a lone checkpoint: the page shows its config without run details
     loaded = LoadedModel(model, tokenizer, name=name, step=meta.step, run_dir=run_dir)
-    return ServedRun(name, loaded, meta, info, default_prompt(run_dir, info, tokenizer))
+    template = load_chat_template(meta.chat_template_file, tokenizer)
+    engine = DecodeEngine(model, weights)
+    prompt = default_prompt(run_dir, info, tokenizer)
+    return ServedRun(name, loaded, meta, info, engine, prompt, template=template)
 
 
 #: The longest prompt :func:`default_prompt` offers: a line's worth, quick in every view.
@@ -177,14 +194,18 @@ def load_runs(
     device: str = "cpu",
     which: str = "latest",
     on_load: Callable[[str, Path], None] | None = None,
+    weights: str = "float32",
 ) -> dict[str, ServedRun]:
-    """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each."""
+    """Every run ``paths`` mean (see :func:`find_runs`), by name; ``on_load`` reports each.
+
+    ``weights``: the format of every run's decode engine (``DecodeEngine``'s formats).
+    """
     folders = find_runs(paths)
     runs = {}
     for name, folder in zip(unique_names(folders), folders, strict=True):
         if on_load is not None:
             on_load(name, folder)
-        runs[name] = load_run(name, folder, device, which)
+        runs[name] = load_run(name, folder, device, which, weights)
     return runs
 
 

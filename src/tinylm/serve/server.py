@@ -11,6 +11,7 @@ does without a dependency (FastAPI and uvicorn would bring a dozen)::
     POST /api/attention          Api.attention
     POST /api/lens               Api.lens: the logit lens
     POST /api/generate           Api.generate: server-sent events, one per token
+    POST /api/chat               Api.chat: a chat reply, server-sent events as generate's
 
 Every answer is JSON, errors too (``{"error": "..."}`` with a 4xx/5xx status),
 so the page can show the message. A request runs on its own thread; whatever
@@ -174,8 +175,12 @@ class Handler(BaseHTTPRequestHandler):
             "/api/attention": api.attention,
             "/api/lens": api.lens,
         }
+        streams: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any], Any]]] = {
+            "/api/generate": (api.start_generation, api.generate),
+            "/api/chat": (api.start_chat, api.chat),
+        }
         path = urlsplit(self.path).path
-        if path != "/api/generate" and path not in routes:
+        if path not in streams and path not in routes:
             self._send_json(404, {"error": f"no such endpoint {path!r}"})
             return
         try:
@@ -184,8 +189,8 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             self._send_json(exc.status, {"error": exc.message})
             return
-        if path == "/api/generate":
-            self._stream(body)
+        if path in streams:
+            self._stream(body, *streams[path])
         else:
             self._answer(lambda: routes[path](body))
 
@@ -206,14 +211,23 @@ class Handler(BaseHTTPRequestHandler):
             self.server.slots.release()
         self._send_json(status, answer)
 
-    def _stream(self, body: dict[str, Any]) -> None:
-        """A generation as server-sent events: ``data: {json}`` per token, then ``done``."""
+    def _stream(
+        self,
+        body: dict[str, Any],
+        start: Callable[[dict[str, Any]], Any],
+        events_of: Callable[[Any], Any],
+    ) -> None:
+        """A generation as server-sent events: ``data: {json}`` per token, then ``done``.
+
+        ``start`` checks the request (its error is a JSON answer, no stream begun);
+        ``events_of`` makes the events of the request it returned.
+        """
         if not self.server.slots.acquire(blocking=False):
             self._busy()
             return
         try:
             try:
-                request = self.server.api.start_generation(body)
+                request = start(body)
             except ApiError as exc:
                 self._send_json(exc.status, {"error": exc.message})
                 return
@@ -221,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            events = self.server.api.generate(request)
+            events = events_of(request)
             try:
                 for event in events:
                     self._send_event(event)

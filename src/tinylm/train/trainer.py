@@ -54,7 +54,7 @@ from tinylm.data.conversation_batches import (
     validation_batches,
 )
 from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
-from tinylm.errors import SettingError, TinylmError
+from tinylm.errors import SettingError, TinylmError, TrainingDiverged
 from tinylm.fileio import atomic_write
 from tinylm.inference.evaluation import token_byte_table
 from tinylm.inference.sampling import sample_text
@@ -352,7 +352,7 @@ class Trainer:
         advice = f"lower lr (it was {lr:.3g})" + (
             "" if self.config.grad_clip > 0 else " or turn gradient clipping on (grad_clip=1.0)"
         )
-        raise TinylmError(
+        raise TrainingDiverged(
             f"{what} became {value} at step {self.step + 1}; stopped before updating the "
             f"weights ({saved}); {advice}"
         )

@@ -11,6 +11,8 @@ const state = {
   layer: 0,
   head: 0,
   generation: null,  // AbortController of the running stream
+  chat: [],          // the conversation: {role, content} messages, sent whole with each one
+  chatStream: null,  // AbortController of the reply being written
   requests: {},      // latest request number per view: older answers are dropped
 };
 
@@ -401,14 +403,19 @@ async function readEvents(response, onEvent) {
   }
 }
 
+// A generated token, coloured by the probability the model gave it.
+function tokenSpan(event) {
+  const span = el("span", {
+    className: "gen-tok", title: `${tokenTitle(event)} · p ${event.prob.toFixed(4)}`,
+    dataset: { id: event.id, prob: event.prob },
+  }, event.text);
+  span.style.background = probColour(event.prob);
+  return span;
+}
+
 function showEvent(event, output) {
   if (event.type === "token") {
-    const span = el("span", {
-      className: "gen-tok", title: `${tokenTitle(event)} · p ${event.prob.toFixed(4)}`,
-      dataset: { id: event.id, prob: event.prob },
-    }, event.text);
-    span.style.background = probColour(event.prob);
-    output.append(span);
+    output.append(tokenSpan(event));
     $("#gen-status").textContent = `${output.querySelectorAll(".gen-tok").length} tokens…`;
   } else if (event.type === "done") {
     $("#gen-status").textContent =
@@ -431,6 +438,106 @@ function finishGeneration() {
   state.generation = null;
   $("#gen-start").disabled = false;
   $("#gen-stop").disabled = true;
+}
+
+// -- chat --------------------------------------------------------------------------------
+
+// Only a run fine-tuned on conversations (it has a chat template) can chat; another gets
+// the command that makes one.
+function drawChatAvailability() {
+  const run = currentRun();
+  $("#chat-missing").hidden = run.chat;
+  $("#chat-ready").hidden = !run.chat;
+  $("#chat-advice").textContent =
+    `tinylm train --init-from ${run.path} --data chat:builtin --out DIR\ntinylm serve DIR`;
+}
+
+function chatBubble(role, text) {
+  const bubble = el("div", { className: `chat-msg ${role}`, dataset: { role } }, text);
+  $("#chat-log").append(bubble);
+  return bubble;
+}
+
+// The conversation stays in the page: each message sends all of it, with the settings,
+// and the server answers with the reply's tokens as they are written.
+async function sendChat() {
+  const text = $("#chat-message").value;
+  if (!text.trim() || state.chatStream) return;
+  const conversation = [...state.chat, { role: "user", content: text }];
+  const body = {
+    run: runName(), messages: conversation, system: $("#chat-system").value,
+    max_tokens: Number($("#chat-max").value), temperature: Number($("#chat-temperature").value),
+    top_k: optionalNumber("#chat-top-k"), top_p: optionalNumber("#chat-top-p"),
+    seed: optionalNumber("#chat-seed"),
+  };
+  const controller = new AbortController();
+  state.chatStream = controller;
+  $("#chat-send").disabled = true;
+  $("#chat-stop").disabled = false;
+  $("#chat-notice").textContent = "";
+  let bubble = null, written = null;
+  try {
+    const response = await fetch("/api/chat", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body), signal: controller.signal,
+    });
+    if (!response.ok) {
+      const answer = await response.json().catch(() => ({}));
+      throw new Error(answer.error || `HTTP ${response.status}`);
+    }
+    showError("");
+    state.chat = conversation; // the message joins the conversation once it is accepted
+    chatBubble("user", text);
+    $("#chat-message").value = "";
+    bubble = chatBubble("assistant", "");
+    await readEvents(response, (event) => {
+      if (event.type === "done") written = event.text;
+      showChatEvent(event, bubble);
+    });
+  } catch (error) {
+    if (error.name !== "AbortError") showError(error.message);
+  } finally {
+    // A stopped reply keeps what was written, as in tinylm chat; after Reset, nothing.
+    if (bubble && state.chat === conversation) {
+      const content = written ?? [...bubble.querySelectorAll(".gen-tok")].map((s) => s.textContent).join("");
+      conversation.push({ role: "assistant", content });
+      bubble.dataset.done = "true";
+    }
+    if (state.chatStream === controller) finishChat();
+  }
+}
+
+function showChatEvent(event, bubble) {
+  if (event.type === "token") {
+    bubble.append(tokenSpan(event));
+  } else if (event.type === "notice") {
+    $("#chat-notice").textContent = event.text; // history trimmed to fit the context
+  } else if (event.type === "done") {
+    bubble.dataset.reason = event.reason;
+    bubble.title = `${event.tokens} tokens in ${event.seconds.toFixed(2)} s (stopped: ${event.reason})`;
+  } else if (event.type === "error") {
+    showError(event.error);
+  }
+}
+
+function stopChat() {
+  if (state.chatStream) {
+    state.chatStream.abort();
+    finishChat();
+  }
+}
+
+function finishChat() {
+  state.chatStream = null;
+  $("#chat-send").disabled = false;
+  $("#chat-stop").disabled = true;
+}
+
+function resetChat() {
+  stopChat();
+  state.chat = [];
+  $("#chat-log").replaceChildren();
+  $("#chat-notice").textContent = "";
 }
 
 // -- training ----------------------------------------------------------------------------
@@ -600,13 +707,14 @@ function drawParamsTable(runs) {
 
 const VIEWS = {
   tokens: refreshTokens, next: refreshNext, attention: refreshAttention, lens: refreshLens,
-  generate: async () => {}, training: refreshTraining,
+  generate: async () => {}, chat: async () => drawChatAvailability(), training: refreshTraining,
 };
 
 function showView(view) {
   state.view = view;
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.view === view);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+  $("#prompt-bar").hidden = view === "chat"; // a chat has its own message box
   location.hash = view;
   refresh();
 }
@@ -649,10 +757,13 @@ async function start() {
   select.addEventListener("change", () => {
     state.query = null;
     for (const view of NEEDS_TEXT) clearView(view); // never one run's answer under another's name
+    resetChat(); // a conversation belongs to the model it was held with
     describeRun();
     refresh();
   });
   $("#gen-max").max = state.info.limits.max_new_tokens;
+  $("#chat-max").max = state.info.limits.max_new_tokens;
+  $("#chat-max").value = Math.min(256, state.info.limits.max_new_tokens);
   $("#k").max = state.info.limits.max_top_k;
   $("#prompt").value = currentRun().default_prompt;
   describeRun();
@@ -665,6 +776,12 @@ async function start() {
   $("#head").addEventListener("change", () => { state.head = Number($("#head").value); refreshAttentionChoice(); });
   $("#gen-start").addEventListener("click", generate);
   $("#gen-stop").addEventListener("click", stopGeneration);
+  $("#chat-send").addEventListener("click", sendChat);
+  $("#chat-stop").addEventListener("click", stopChat);
+  $("#chat-reset").addEventListener("click", resetChat);
+  $("#chat-message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); sendChat(); }
+  });
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
   const initial = location.hash.slice(1);
   showView(initial in VIEWS ? initial : "tokens");
