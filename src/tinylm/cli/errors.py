@@ -105,6 +105,13 @@ _REWORDED: dict[str, Callable[[dict[str, Any], str], str]] = {
     "tokenizer_with_init_from": lambda d, _: (
         "--init-from uses the checkpoint's tokenizer; drop --tokenizer"
     ),
+    "chat_without_init_from": lambda d, _: (
+        f"--data {d['spec']} fine-tunes a trained model; pass --init-from RUN (a run folder "
+        "or checkpoint to start from)"
+    ),
+    "chat_with_other_data": lambda d, _: (
+        f"chat data is one source, alone; give --data {d['spec']} and nothing else"
+    ),
     "init_from_changes_shape": lambda d, _: (
         f"--init-from keeps the model's shape; only dropout can be set, not {d['key']} "
         f"(the model has {d['key']}={d['model_value']!r})"

@@ -46,7 +46,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="PATH",
         help=f"a prepared data folder (has meta.json), text files/folders/globs, or "
-        f"{BUILTIN_CORPUS!r} (default: the built-in corpus)",
+        f"{BUILTIN_CORPUS!r} (default: the built-in corpus); with --init-from, chat:builtin, "
+        "chat:FILE.jsonl or chat:hf:NAME fine-tunes on conversations (replies only)",
     )
     p.add_argument("--preset", help=f"model preset (default: {DEFAULT_PRESET})")
     p.add_argument(

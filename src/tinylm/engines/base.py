@@ -71,6 +71,8 @@ class Engine(ABC):
     default_data: ClassVar[str]
     #: How text files are cut into documents when the caller does not say.
     default_separator: ClassVar[str]
+    #: Whether it fine-tunes on conversations (chat data: ``ConversationData``, masked loss).
+    conversations: ClassVar[bool] = False
 
     @abstractmethod
     def train_config(self, settings: dict[str, Any]) -> TrainConfig:
@@ -100,6 +102,10 @@ class Engine(ABC):
         dist: DistInfo,
     ) -> EngineTrainer:
         """A new run on prepared ``data``; ``base`` (``path``, ``config``) starts from weights.
+
+        An engine with ``conversations`` also takes a
+        :class:`~tinylm.data.conversation_batches.ConversationData` (a chat fine-tune,
+        whose ``tokenizer`` may have more ids than the base model: the model grows).
 
         ``run_info`` is what ``run.json`` records beside the model and train settings.
         """

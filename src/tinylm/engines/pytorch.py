@@ -16,6 +16,7 @@ from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.engines.base import Engine
 
 if TYPE_CHECKING:
+    from tinylm.data.conversation_batches import ConversationData
     from tinylm.data.prepared import PreparedData
     from tinylm.model import ModelConfig
     from tinylm.tokenizers.base import Tokenizer
@@ -31,6 +32,7 @@ class PyTorchEngine(Engine):
     default_preset = "small"
     default_data = BUILTIN_CORPUS
     default_separator = "eot"
+    conversations = True
 
     def train_config(self, settings: dict[str, Any]) -> TrainConfig:
         # torch-free: listing the engines (the CLI's engine choices) loads no torch
@@ -64,6 +66,7 @@ class PyTorchEngine(Engine):
         from tinylm.checkpoint import load_checkpoint
         from tinylm.inference.loading import model_for_checkpoint
         from tinylm.model import GPT, ModelConfig
+        from tinylm.model.grow_vocab import grow_vocab
 
         if base is not None:
             model_config = ModelConfig.from_dict({**base["config"], **model_settings})
@@ -77,6 +80,8 @@ class PyTorchEngine(Engine):
         else:  # the checkpoint's weights are checked to fit before anything is allocated
             model = model_for_checkpoint(base["path"], model_config.to_dict())
             load_checkpoint(base["path"], model)
+            # A chat fine-tune's tokenizer gained the turn tokens: new rows, mean-initialised.
+            grow_vocab(model, max(tokenizer.vocab_size, model_config.vocab_size))
         return _trainer(model, data, tokenizer, config, run_info, dist)
 
     def resume(
@@ -106,16 +111,27 @@ class PyTorchEngine(Engine):
 
 def _trainer(
     model: Any,
-    data: PreparedData,
+    data: PreparedData | ConversationData,
     tokenizer: Tokenizer,
     config: TrainConfig,
     run_info: dict[str, Any],
     dist: DistInfo,
 ) -> Trainer:
     # torch-free: listing the engines (the CLI's engine choices) loads no torch
+    from tinylm.data.conversation_batches import ConversationData
     from tinylm.train.trainer import Trainer
 
-    return Trainer(model, data.train, data.val, tokenizer, config, run_info=run_info, dist=dist)
+    chat = data.chat_template if isinstance(data, ConversationData) else None
+    return Trainer(
+        model,
+        data.train,
+        data.val,
+        tokenizer,
+        config,
+        run_info=run_info,
+        dist=dist,
+        chat_template=chat,
+    )
 
 
 def check_fits(model_config: ModelConfig, config: TrainConfig, dist: DistInfo) -> None:

@@ -214,6 +214,8 @@ def _count_training_tokens(
         return None  # a checkpoint copied on its own
     try:
         info = read_run_info(run_dir)
+        if "prepared" not in info:  # a chat fine-tune: conversations, no prepared tokens
+            return None
         data = load_prepared(run_dir / info["prepared"])  # an absolute path replaces run_dir
         check_tokenizer(data, tokenizer)
     except (OSError, TinylmError):

@@ -121,7 +121,11 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     record = Record(info, str(path), hint)
     record.dict("model")
     record.dict("train")
-    record.str("prepared")
+    if "chat" in info:  # a chat fine-tune renders its conversations, it prepares no tokens
+        record.dict("chat")
+        record.list("data")
+    else:
+        record.str("prepared")
     for key in ("tokenizer", "preset", "init_from"):
         if info.get(key) is not None:
             record.str(key)

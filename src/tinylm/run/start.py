@@ -7,6 +7,7 @@ These three are what ``tinylm train`` does, as functions a notebook (or
     trainer.fit()
     trainer = resume_run("runs/small", overrides={"steps": 1000})  # extend it
     trainer = init_from("runs/small", "more.txt", out_dir="runs/ft")  # fine-tune
+    trainer = init_from("runs/small", "chat:builtin", out_dir="runs/chat")  # chat SFT
 
 Everything is checked before any work: settings first (so a typo fails in a
 moment, not after the data is prepared), then the run folder, then the data.
@@ -38,6 +39,7 @@ from tinylm.engines import engine_named, engine_of_run
 from tinylm.engines.base import Engine, EngineTrainer
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run import folder as rules
+from tinylm.run.chat_data import chat_training_data, is_chat_data, resumed_chat_data
 from tinylm.run.data_cache import training_data
 from tinylm.run.lock import RunLock, lock_run_folder, remove_lock_file
 from tinylm.run.settings import RunSettings, layer_settings
@@ -110,6 +112,10 @@ def init_from(
 
     The model keeps its shape and tokenizer; only ``dropout`` and the training
     settings can change. The default folder is ``runs/<run>-finetune``.
+
+    ``data`` of ``"chat:builtin"``, ``"chat:FILE.jsonl"`` or ``"chat:hf:NAME"`` is
+    chat fine-tuning (:mod:`tinylm.run.chat_data`): the tokenizer gains the chat
+    tokens, the model grows to match, and the loss counts the replies only.
     """
     return start_run(
         data,
@@ -235,6 +241,8 @@ def _new_trainer(
     if dist.is_main:
         check_writable(out_dir)
     spec = None if tokenizer_spec is None else os.fspath(tokenizer_spec)
+    if is_chat_data(data_specs):
+        return _chat_trainer(engine, settings, config, base, data_specs, spec, dist)
     found = training_data(
         data_specs,
         spec,
@@ -251,6 +259,51 @@ def _new_trainer(
     }
     return engine.start(
         found.data,
+        found.tokenizer,
+        config,
+        preset=settings.preset,
+        model_settings=settings.model,
+        base=base,
+        run_info=run_info,
+        dist=dist,
+    )
+
+
+def _chat_trainer(
+    engine: Engine,
+    settings: RunSettings,
+    config: Any,
+    base: dict[str, Any] | None,
+    data_specs: list[str],
+    tokenizer_spec: str | None,
+    dist: distributed.DistInfo,
+) -> EngineTrainer:
+    """A chat fine-tune: conversations rendered with the base model's tokenizer, grown."""
+    if base is None:
+        raise SettingError(
+            f"{data_specs[0]} fine-tunes a trained model; give init_from (a run folder or "
+            "checkpoint to start from)",
+            setting="init_from",
+            reason="chat_without_init_from",
+            spec=data_specs[0],
+        )
+    if tokenizer_spec:
+        raise SettingError(
+            "init_from uses the checkpoint's tokenizer; leave tokenizer unset",
+            setting="tokenizer",
+            reason="tokenizer_with_init_from",
+        )
+    if not engine.conversations:
+        raise SettingError(
+            f"the {engine.name} engine cannot fine-tune on conversations; leave engine unset",
+            setting="engine",
+            reason="engine_without_chat",
+        )
+    block_size = int(base["config"]["block_size"])
+    found = chat_training_data(data_specs, base["tokenizer"], block_size, config.seed)
+    run_info = {"preset": None, "init_from": str(base["path"]), **(found.info or {})}
+    return engine.start(
+        found,
         found.tokenizer,
         config,
         preset=settings.preset,
@@ -309,10 +362,14 @@ def _resumed_trainer(
     rules.check_same_optimizer(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     config = engine.train_config({**stored, "out_dir": str(out_dir)})
-    data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
-    rules.check_same_separator(data.meta.get("separator"), out_dir, separator)
     tokenizer = load_tokenizer(latest / TOKENIZER_FILE)
-    check_tokenizer(data, tokenizer)
+    data: Any
+    if "chat" in run:  # a chat fine-tune: its conversations, rendered again and checked
+        data = resumed_chat_data(run, tokenizer, out_dir)
+    else:
+        data = load_prepared(out_dir / run["prepared"])  # relative when inside the run
+        rules.check_same_separator(data.meta.get("separator"), out_dir, separator)
+        check_tokenizer(data, tokenizer)
     run_info = {k: v for k, v in run.items() if k not in ("model", "train", "world_size", "engine")}
     trainer = engine.resume(
         run["model"], latest, data, tokenizer, config, run_info=run_info, dist=dist

@@ -142,6 +142,15 @@ def describe_run(trainer: Trainer) -> str:
     config = trainer.config
     params = sum(p.numel() for p in trainer.model.parameters())
     start = f" from step {trainer.step}" if trainer.step else ""
+    if getattr(trainer, "conversations", False):  # chat fine-tuning: whole conversations
+        chat = trainer.run_info.get("chat", {})
+        fitted = f" ({chat['fitted']})" if "fitted" in chat else ""
+        rows = config.batch_size * config.grad_accum * trainer.dist.world_size
+        return (
+            f"fine-tuning {params / 1e6:.2f}M parameters on {len(trainer.batches.rows):,} "
+            f"conversations{fitted}: {config.steps} steps{start} of {rows:,} conversations, "
+            f"masked loss (replies only), {config.optimizer}, {trainer.device.type}"
+        )
     return (
         f"training {params / 1e6:.2f}M parameters on {len(trainer.batches.data):,} tokens: "
         f"{config.steps} steps{start} of "

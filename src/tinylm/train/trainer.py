@@ -48,6 +48,11 @@ from tinylm.check_values import MAX_SEED
 from tinylm.checkpoint.manager import CheckpointManager
 from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
+from tinylm.data.conversation_batches import (
+    ConversationBatches,
+    ConversationRows,
+    validation_batches,
+)
 from tinylm.device import autocast, configure_backends, resolve_device, resolve_dtype
 from tinylm.errors import SettingError, TinylmError, TrainingDiverged
 from tinylm.fileio import atomic_write
@@ -60,6 +65,7 @@ from tinylm.train.callbacks import ConsoleReporter, call_all
 from tinylm.train.config import TrainConfig
 from tinylm.train.distributed import DistInfo
 from tinylm.train.evaluation import estimate_loss
+from tinylm.train.masked_loss import masked_cross_entropy
 from tinylm.train.metrics import MetricsLogger, plot_losses, read_metrics
 from tinylm.train.optim import build_optimizer, scale_lr
 from tinylm.train.runtime import CompileAuto, ThreadTuner, maybe_compile
@@ -77,10 +83,17 @@ EVAL_SEED_OFFSET = 1  # the validation batches' seed is seed + this
 class Trainer:
     """Trains ``model`` on token arrays ``train_data`` / ``val_data`` (1-D, memmap is fine).
 
+    Or, for chat fine-tuning, on :class:`~tinylm.data.conversation_batches.ConversationRows`
+    (rendered conversations and their loss masks): each batch row is one whole
+    conversation and the loss is :func:`~tinylm.train.masked_loss.masked_cross_entropy`,
+    so only the assistant's replies count, in training and validation alike.
+
     ``tokenizer`` is used for samples and saved with checkpoints; ``callbacks``
     receive every record (see :mod:`tinylm.train.callbacks`). ``run_info`` is
     extra JSON written to ``run.json`` (the CLI records the data and tokenizer
     spec there). ``dist`` defaults to what torchrun's environment says.
+    ``chat_template`` (a :func:`tinylm.chat.template.template_record`) is saved in
+    every checkpoint, so a chat model's checkpoints render conversations as it learnt them.
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class Trainer:
         *,
         run_info: dict[str, Any] | None = None,
         dist: DistInfo | None = None,
+        chat_template: dict[str, Any] | None = None,
     ) -> None:
         self.config = config = config if config is not None else TrainConfig()
         if not isinstance(config, TrainConfig):
@@ -114,28 +128,39 @@ class Trainer:
             )
         self.model = model.to(self.device)  # the plain module: evaluation, sampling, saving
         self.tokenizer = tokenizer
+        self.chat_template = chat_template
         self.block_size = model.config.block_size
         _check_vocab(model, tokenizer)
-        check_long_enough(val_data, self.block_size, "validation split")
+        #: Chat fine-tuning: whole conversations per row, and the masked loss.
+        self.conversations = isinstance(train_data, ConversationRows)
+        if self.conversations != isinstance(val_data, ConversationRows):
+            raise TinylmError("train_data and val_data must both be conversations or both tokens")
+        if not self.conversations:
+            check_long_enough(val_data, self.block_size, "validation split")
         # Token ids are checked once, here where the data enters, not in every forward.
-        model.check_token_ids(train_data)
-        model.check_token_ids(val_data)
+        for split in (train_data, val_data):
+            model.check_token_ids(split.all_ids() if self.conversations else split)
         self.schedule = Schedule(
             config.schedule, config.lr, config.min_lr, config.warmup, config.steps
         )
 
         # One generator for the training batches: its state is the data position.
         self.batch_generator = torch.Generator().manual_seed(config.seed)
-        self.batches = StepBatches(
-            train_data,
-            self.block_size,
-            config.batch_size,
-            config.grad_accum,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            generator=self.batch_generator,
-            device=self.device,
-        )
+        where = {
+            "rank": self.dist.rank,
+            "world_size": self.dist.world_size,
+            "generator": self.batch_generator,
+            "device": self.device,
+        }
+        if self.conversations:
+            self._check_rows_fit(train_data, val_data)
+            self.batches: StepBatches | ConversationBatches = ConversationBatches(
+                train_data, config.batch_size, config.grad_accum, **where
+            )
+        else:
+            self.batches = StepBatches(
+                train_data, self.block_size, config.batch_size, config.grad_accum, **where
+            )
         self.val_batches = self._validation_batches(val_data)
         # Bytes per id, for val_bpb; without a tokenizer there is no text to count.
         self.token_bytes = None if tokenizer is None else token_byte_table(tokenizer, self.device)
@@ -187,13 +212,35 @@ class Trainer:
         auto = CompileAuto(module, key, c.steps, self.device)
         return auto, auto
 
-    def _validation_batches(self, val_data: np.ndarray | Tensor) -> list[tuple[Tensor, Tensor]]:
+    def _check_rows_fit(self, *splits: ConversationRows) -> None:
+        """A conversation longer than the context would fail in the first forward; say so now."""
+        longest = max(len(ids) for rows in splits for ids in rows.ids)
+        if longest > self.block_size + 1:
+            raise TinylmError(
+                f"a conversation has {longest} ids, more than block_size + 1 = "
+                f"{self.block_size + 1}; drop the long ones first (tinylm.chat.template."
+                "fit_to_context)"
+            )
+
+    def _validation_batches(
+        self, val_data: np.ndarray | Tensor | ConversationRows
+    ) -> list[tuple[Tensor, Tensor]]:
         """This rank's slice of fixed global validation batches (the same for any world size).
 
         Each global batch has ``batch_size * world_size`` rows, like a training
         micro-step, so one process with the larger batch scores the same windows.
+        Held-out conversations are scored in order, their masked-out targets ignored.
         """
         c, rank, size = self.config, self.dist.rank, self.config.batch_size
+        if isinstance(val_data, ConversationRows):
+            return validation_batches(
+                val_data,
+                size,
+                c.eval_batches,
+                self.device,
+                rank=rank,
+                world_size=self.dist.world_size,
+            )
         batches = fixed_batches(
             val_data,
             self.block_size,
@@ -224,11 +271,11 @@ class Trainer:
             self.model.train()
         micro_batches = self.batches.next_step()
         loss_sum = torch.zeros((), device=self.device)
-        for i, (x, y) in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
             # Gradients are only averaged across ranks on the last micro-batch.
             with self._gradient_sync(last=i == len(micro_batches) - 1):
                 with autocast(self.device, self.amp_dtype):
-                    _, loss = self.forward(x, y)
+                    loss = self._loss(batch)
                 # Mean over micro-batches: the same gradient as one big batch.
                 (loss / config.grad_accum).backward()
             loss_sum += loss.detach()
@@ -253,6 +300,21 @@ class Trainer:
             "ms_per_step": 1000 * seconds,
             "threads": threads,
         }
+
+    def _loss(self, batch: Sequence[Tensor]) -> Tensor:
+        """One micro-batch's mean loss: next-token, or masked for ``(x, y, mask)`` batches.
+
+        A chat micro-batch's loss is the mean over its counted tokens; a step
+        averages its micro-batches' means (as nanochat does), so with gradient
+        accumulation a token weighs by how many others its micro-batch counts.
+        """
+        if len(batch) == 3:
+            x, y, mask = batch
+            logits, _ = self.forward(x)
+            return masked_cross_entropy(logits, y, mask)
+        x, y = batch
+        _, loss = self.forward(x, y)
+        return loss
 
     def _apply_lr_schedule(self) -> float:
         """Set every param group's rate for this step; returns the AdamW peak-scaled rate."""
@@ -444,6 +506,7 @@ class Trainer:
                 train_config=self.config.to_dict(),
                 extra=self._checkpoint_extra(),
                 generators={"batches": self.batch_generator},
+                chat_template=self.chat_template,
             )
             self.last_checkpoint = Path(path)
             call_all(self.callbacks, "on_checkpoint", self, self.last_checkpoint)
