@@ -247,10 +247,10 @@ def score_task(
     requests: list[Request] = []
     for item in task.items:
         for number, request in enumerate(item_requests(tokenizer, item), 1):
-            if len(request[1]) > block_size:
+            if not 1 <= len(request[1]) <= block_size:
                 raise TinylmError(
-                    f"{item.source}: choice {number} is {len(request[1])} tokens, more than "
-                    f"the model's block_size ({block_size}) can score; shorten it"
+                    f"{item.source}: choice {number} is {len(request[1])} tokens after the "
+                    f"context; the model scores 1 to {block_size} (its block_size), so change it"
                 )
             requests.append(request)
     scores = loglikelihoods(model, requests, batch_size, progress)
