@@ -176,7 +176,7 @@ class ItemResult:
         return list(zip(self.loglikelihoods, self.item.choices, strict=True))
 
     def as_json(self, index: int) -> dict:
-        """The line ``tinylm eval --output`` writes for this item."""
+        """This item as one JSON object: a line of the per-item results file."""
         label = self.item.label
         return {
             "index": index,
