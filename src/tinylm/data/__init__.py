@@ -6,7 +6,7 @@ Read in the order data flows:
   documents (standard library only, so the tokenizers can use it).
 - ``hub``      -- documents from a Hugging Face dataset (the optional ``datasets``).
 - ``mc_tasks`` -- multiple-choice items (context, choices, label) from JSONL files,
-  the hub or the built-in task, for ``tinylm eval --task`` (no torch).
+  the hub or the built-in task, for benchmarks (no torch).
 - ``prepare``  -- documents encoded into a prepared dataset: train/val token files
   and ``meta.json`` (``tinylm prepare``; numpy, no torch).
 - ``prepared`` -- that dataset's layout, opened read-only as memmaps and checked
