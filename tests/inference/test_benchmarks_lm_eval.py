@@ -102,6 +102,8 @@ def generic_items(text: str) -> list[dict]:
         }
     )
     items.append({"context": "def f(x):\n   ", "choices": ["return x", "pass"], "label": 1})
+    # 2 characters but 6 bytes: per character "x" wins, per byte "日本" (by a wide margin)
+    items.append({"context": "The name is", "choices": ["日本", "x"], "label": 0})
     return items
 
 
@@ -153,9 +155,8 @@ def task_yaml(name: str, data: Path, cache: Path, body: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parity")
+def build(root: Path) -> list[str]:
+    """The run, its export, the item files and the task YAMLs under ``root``; the task names."""
     docs = builtin_documents()
     train_text = "\n".join(docs[:12])[:20_000]
     held_out = "\n".join(docs[-6:])
@@ -183,7 +184,13 @@ def setup(tmp_path_factory):
         write_jsonl(root / "items" / f"{name}.jsonl", rows)
         yaml = task_yaml(name, root / "items" / f"{name}.jsonl", root / "cache", bodies[name])
         (tasks / f"{name}.yaml").write_text(yaml)
-    return root, list(files)
+    return list(files)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parity")
+    return root, build(root)
 
 
 def run_lm_eval(root: Path, names: list[str]) -> dict:
@@ -259,4 +266,5 @@ def test_the_items_exercise_what_the_conventions_are_about(both):
     generic = ours["tinylm_generic"]
     assert {len(r.item.choices) for r in generic.items} >= {2, 3, 5}
     assert any(r.pred != r.pred_norm for r in generic.items)  # the normalisation matters
+    assert any(r.pred_norm != r.pred_bytes for r in generic.items)  # characters or bytes
     assert 0 < generic.acc < 1
