@@ -141,6 +141,15 @@ def test_the_hub_loader_reads_the_same_items_from_local_files(tmp_path):
     assert task.items[1].source == "json[train] row 2"
 
 
+def test_a_hub_dataset_that_cannot_load_fails_at_the_call(tmp_path):
+    pytest.importorskip("datasets", reason="the optional datasets package is not installed")
+    from tinylm.data.hub import load_hub_rows
+
+    missing = str(tmp_path / "items" / "none.jsonl")
+    with pytest.raises(TinylmError, match=r"^cannot load dataset 'json' split 'train'"):
+        load_hub_rows("json", "train", data_files=missing, cache_dir=tmp_path / "cache")
+
+
 def test_the_hub_loader_checks_rows_as_files_are_checked(tmp_path):
     pytest.importorskip("datasets", reason="the optional datasets package is not installed")
     path = write(tmp_path, [GENERIC, {**GENERIC, "label": 7}])

@@ -224,8 +224,8 @@ def test_cli_scores_the_built_in_task(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--data", "pydocs", "--task", "pydocs-continue"], "give --data (loss on text) or --task"),
-        ([], "give --data (loss on text) or --task"),
+        (["--data", "pydocs", "--task", "pydocs-continue"], "give either --data (loss on text) or"),
+        ([], "give either --data (loss on text) or"),
         (["--task", "nope"], "no task 'nope': give a built-in task (pydocs-continue)"),
         (["--task", "pydocs-continue", "--max-batches", "2"], "--max-batches applies to --data"),
         (["--data", "pydocs", "--output", "x.jsonl"], "--output writes per-item results"),

@@ -264,7 +264,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from tinylm.inference.evaluation import evaluate
 
     if (args.data is None) == (args.task is None):
-        raise TinylmError("give --data (loss on text) or --task (a multiple-choice task), not both")
+        raise TinylmError("give either --data (loss on text) or --task (a multiple-choice task)")
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.task is not None:

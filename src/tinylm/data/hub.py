@@ -114,10 +114,15 @@ def load_hub_rows(
     """Whole rows (field -> value) of one split, unchecked, for readers that need
     several fields of a row (a multiple-choice item: context, choices, label).
 
-    The arguments are those of :func:`load_hub_dataset`.
+    The arguments are those of :func:`load_hub_dataset`; as there, a dataset that
+    cannot be loaded fails here, before the first row is read.
     """
     dataset = _load(name, split, cache_dir, data_files, config, streaming, load_kwargs)
-    for batch in dataset.iter(batch_size=_ROWS_PER_READ):
+    return _rows(dataset.iter(batch_size=_ROWS_PER_READ))
+
+
+def _rows(batches: Iterable[dict[str, list]]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
         columns = list(batch)
         for values in zip(*(batch[column] for column in columns), strict=True):
             yield dict(zip(columns, values, strict=True))
