@@ -17,11 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tinylm.cli.data_cmds import HUB_PREFIX
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
 from tinylm.cli.output import say
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
+from tinylm.data.mc_tasks import BUILTIN_TASKS, load_hub_task, load_task
 from tinylm.engines import DEFAULT_ENGINE, ENGINES
 from tinylm.errors import TinylmError
+from tinylm.fileio import atomic_write
 from tinylm.inference.sampling import prompt_ids, sample_texts, stream_text
 from tinylm.run.settings import DEFAULT_PRESET, DEFAULT_TOKENIZER
 from tinylm.terminal import printable
@@ -102,15 +105,28 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="loss and perplexity of a trained model on some text")
+    p = subparsers.add_parser(
+        "eval",
+        help="loss and perplexity of a trained model on some text, or its accuracy on a "
+        "multiple-choice task",
+    )
     p.add_argument("run_path", metavar="RUN", help="a run folder or a checkpoint folder")
     p.add_argument(
         "--data",
         nargs="+",
-        required=True,
         metavar="PATH",
         help=f"a prepared data folder, text files/folders/globs, or {BUILTIN_CORPUS!r}",
     )
+    p.add_argument(
+        "--task",
+        metavar="NAME|FILE",
+        help=f"a multiple-choice task instead of --data: built-in ({', '.join(BUILTIN_TASKS)}), "
+        f"a JSONL file of items, or {HUB_PREFIX}NAME[:CONFIG]:SPLIT",
+    )
+    p.add_argument(
+        "--output", type=Path, metavar="FILE.jsonl", help="with --task: write per-item results"
+    )
+    p.add_argument("--quiet", action="store_true", help="with --task: no progress bar")
     p.add_argument(
         "--split", choices=("val", "train"), default="val", help="split of a prepared folder"
     )
@@ -254,8 +270,14 @@ def run_eval(args: argparse.Namespace) -> int:
     # torch-free start-up: every tinylm command imports this module
     from tinylm.inference.evaluation import evaluate
 
+    if (args.data is None) == (args.task is None):
+        raise TinylmError("give either --data (loss on text) or --task (a multiple-choice task)")
     if args.batch_size < 1:
         raise TinylmError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.task is not None:
+        return _run_task(args)
+    if args.output is not None:
+        raise TinylmError("--output writes per-item results of a --task; drop it for --data")
     if args.max_batches is not None and args.max_batches < 1:
         raise TinylmError(f"--max-batches must be at least 1, got {args.max_batches}")
     model, tokenizer, meta = _load_run(args)
@@ -273,4 +295,41 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens "
         f"({result['bytes']:,} bytes) (checkpoint {meta.path}, step {meta.step})"
     )
+    return 0
+
+
+def _load_task(spec: str) -> Any:
+    """``--task``: a built-in name, a JSONL file, or ``hf:NAME[:CONFIG]:SPLIT``."""
+    if not spec.startswith(HUB_PREFIX):
+        return load_task(spec)
+    name, *rest = spec[len(HUB_PREFIX) :].split(":")
+    if not name or len(rest) > 2 or not all(rest):
+        raise TinylmError(
+            f"write {HUB_PREFIX}NAME, {HUB_PREFIX}NAME:SPLIT or {HUB_PREFIX}NAME:CONFIG:SPLIT, "
+            f"e.g. {HUB_PREFIX}allenai/ai2_arc:ARC-Easy:validation"
+        )
+    config = rest[0] if len(rest) == 2 else None
+    split = rest[-1] if rest else "validation"
+    return load_hub_task(name, split, config=config)
+
+
+def _run_task(args: argparse.Namespace) -> int:
+    """``eval --task``: accuracy on a multiple-choice task, beside chance."""
+    # torch-free start-up: every tinylm command imports this module
+    from tinylm.inference.benchmarks import score_task
+
+    if args.max_batches is not None:
+        raise TinylmError("--max-batches applies to --data; a --task scores every item")
+    task = _load_task(args.task)  # a malformed file fails before the model loads
+    model, tokenizer, meta = _load_run(args)
+    result = score_task(model, tokenizer, task, batch_size=args.batch_size, progress=not args.quiet)
+    if args.output is not None:
+        atomic_write(args.output, result.jsonl())
+    say(
+        f"{task.name}: acc {result.acc:.4f}, acc_norm {result.acc_norm:.4f}, "
+        f"acc_bytes {result.acc_bytes:.4f} over {len(result.items):,} items "
+        f"(chance {task.chance:.4f}) (checkpoint {meta.path}, step {meta.step})"
+    )
+    if args.output is not None:
+        say(f"per-item results: {args.output}")
     return 0

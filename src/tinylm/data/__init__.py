@@ -5,6 +5,8 @@ Read in the order data flows:
 - ``corpus``   -- text in: the built-in corpus, files, folders, globs, split into
   documents (standard library only, so the tokenizers can use it).
 - ``hub``      -- documents from a Hugging Face dataset (the optional ``datasets``).
+- ``mc_tasks`` -- multiple-choice items (context, choices, label) from JSONL files,
+  the hub or the built-in task, for benchmarks (no torch).
 - ``prepare``  -- documents encoded into a prepared dataset: train/val token files
   and ``meta.json`` (``tinylm prepare``; numpy, no torch).
 - ``prepared`` -- that dataset's layout, opened read-only as memmaps and checked

@@ -89,9 +89,58 @@ def load_hub_records(
     dataset's ``messages`` lists (each reader checks its values); ``field_setting``
     names the setting that fixes an unknown field.
     """
+    dataset = _load(name, split, cache_dir, data_files, config, streaming, load_kwargs)
+    columns = dataset.column_names
+    if columns is not None and field not in columns:
+        raise SettingError(
+            f"dataset {name!r} has no field {field!r}; its fields are "
+            f"{', '.join(columns)}; set {field_setting} to one of them",
+            setting=field_setting,
+            value="FIELD",
+        )
+    return _values(dataset.iter(batch_size=_ROWS_PER_READ), name, field)
+
+
+def load_hub_rows(
+    name: str,
+    split: str = "train",
+    cache_dir: str | os.PathLike | None = None,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+    *,
+    config: str | None = None,
+    streaming: bool = False,
+    **load_kwargs: Any,
+) -> Iterator[dict[str, Any]]:
+    """Whole rows (field -> value) of one split, unchecked, for readers that need
+    several fields of a row (a multiple-choice item: context, choices, label).
+
+    The arguments are those of :func:`load_hub_dataset`; as there, a dataset that
+    cannot be loaded fails here, before the first row is read.
+    """
+    dataset = _load(name, split, cache_dir, data_files, config, streaming, load_kwargs)
+    return _rows(dataset.iter(batch_size=_ROWS_PER_READ))
+
+
+def _rows(batches: Iterable[dict[str, list]]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
+        columns = list(batch)
+        for values in zip(*(batch[column] for column in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
+
+
+def _load(
+    name: str,
+    split: str,
+    cache_dir: str | os.PathLike | None,
+    data_files: str | list[str] | dict[str, Any] | None,
+    config: str | None,
+    streaming: bool,
+    load_kwargs: dict[str, Any],
+) -> Any:
+    """``datasets.load_dataset``, its failures as one line."""
     datasets = _import_datasets()
     try:
-        dataset = datasets.load_dataset(
+        return datasets.load_dataset(
             name,
             config,
             split=split,
@@ -106,15 +155,6 @@ def load_hub_records(
             f"cannot load dataset {name!r} split {split!r}: {detail}; check the name, split "
             "and data files, and that the Hub is reachable"
         ) from None
-    columns = dataset.column_names
-    if columns is not None and field not in columns:
-        raise SettingError(
-            f"dataset {name!r} has no field {field!r}; its fields are "
-            f"{', '.join(columns)}; set {field_setting} to one of them",
-            setting=field_setting,
-            value="FIELD",
-        )
-    return _values(dataset.iter(batch_size=_ROWS_PER_READ), name, field)
 
 
 def _values(batches: Iterable[dict[str, list]], name: str, field: str) -> Iterator[Any]:

@@ -6,4 +6,5 @@ imports training, so a script that only samples or evaluates needs none of it.
 * :mod:`~tinylm.inference.loading`: :func:`load_model` from a run or checkpoint folder;
 * :mod:`~tinylm.inference.sampling`: prompts and text streamed as tokens arrive;
 * :mod:`~tinylm.inference.evaluation`: loss and perplexity on held-out tokens.
+* :mod:`~tinylm.inference.benchmarks`: multiple-choice tasks scored by log-likelihood.
 """
