@@ -192,8 +192,21 @@ def test_load_chat_model_gives_the_template_or_says_how_to_make_one(chat_root, r
     from tinylm.errors import TinylmError
     from tinylm.inference.loading import load_chat_model
 
-    model, tokenizer, template = load_chat_model(chat_root / "chat")
+    engine, tokenizer, template = load_chat_model(chat_root / "chat")
     assert template.end_id == tokenizer.special_tokens["<|end|>"]
-    assert model.config.vocab_size == tokenizer.vocab_size
+    assert engine.config.vocab_size == tokenizer.vocab_size and engine.weights == "float32"
     with pytest.raises(TinylmError, match="has no chat template.*init_from=.*chat:builtin"):
         load_chat_model(runs_root / "alpha")
+
+
+def test_a_quantised_chat_run_chats_with_its_stored_int8_weights(chat_root, tmp_path):
+    from tinylm.inference.loading import load_chat_model, load_model
+    from tinylm.inference.quantized_run import save_quantized
+
+    float_model, _, meta = load_model(chat_root / "chat")
+    save_quantized(float_model, meta, tmp_path / "int8", "int8")
+    engine, tokenizer, template = load_chat_model(tmp_path / "int8")
+    assert engine.weights == "int8" and template.end_id == tokenizer.special_tokens["<|end|>"]
+    prompt = template.render_for_generation([Message("user", "hi")])
+    expected = list(DecodeEngine(float_model, "int8").generate(prompt, 12, temperature=0.0))
+    assert list(engine.generate(prompt, 12, temperature=0.0)) == expected

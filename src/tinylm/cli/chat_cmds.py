@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=256, help="most tokens per reply")
     p.add_argument(
         "--weights",
-        default="float32",
-        help="the weights generation reads: float32 (default), bfloat16 or int8",
+        default=None,
+        help="the weights generation reads: float32, bfloat16 or int8 (default: the run's "
+        "own: float32, or what tinylm quantize stored)",
     )
     p.add_argument("--seed", type=int, default=None, help="for reproducible replies")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -104,6 +105,7 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
         if args.best:
             raise TinylmError("--best picks a tinylm run's best checkpoint; drop it for a folder")
         model, tokenizer, template = read_hf_chat_model(args.run_path, device)
+        engine = DecodeEngine(model, args.weights or "float32")  # packed copies, once
         if template is None:
             raise TinylmError(
                 f"{args.run_path} has no chat_template (in tokenizer_config.json or "
@@ -114,14 +116,15 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
     else:
         which = "best" if args.best else "latest"
         try:
-            model, tokenizer, template = load_chat_model(args.run_path, device, which)
+            engine, tokenizer, template = load_chat_model(
+                args.run_path, device, which, args.weights
+            )
         except NoChatTemplate as exc:
             raise TinylmError(
                 f"{exc.path} has no chat template: it continues text but was not fine-tuned on "
                 "conversations; fine-tune it with chat data first: "
                 f"tinylm train --init-from {exc.path} --data chat:builtin --out DIR"
             ) from None
-    engine = DecodeEngine(model, args.weights)  # packed copies of the weights, once
     return ChatSession(engine, tokenizer, template, system=args.system, settings=settings)
 
 

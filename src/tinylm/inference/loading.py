@@ -144,19 +144,20 @@ def model_for_checkpoint(
 
 
 def load_chat_model(
-    path: str | os.PathLike, device: str = "cpu", which: str = "latest"
-) -> tuple[GPT, Tokenizer, ChatTemplate]:
-    """``(model, tokenizer, template)`` of a chat run or checkpoint (``tinylm chat``, serve).
+    path: str | os.PathLike, device: str = "cpu", which: str = "latest", weights: str | None = None
+) -> tuple[DecodeEngine, Tokenizer, ChatTemplate]:
+    """``(engine, tokenizer, template)`` of a chat run or checkpoint (``tinylm chat``).
 
-    A run without a ``chat_template.json`` continues text but was never taught the
-    turns of a conversation: an error that says how to fine-tune it.
+    The engine is :func:`load_engine`'s (``weights=None``: the checkpoint's own
+    format). A run without a ``chat_template.json`` continues text but was never
+    taught the turns of a conversation: an error that says how to fine-tune it.
     """
-    model, tokenizer, meta = load_model(path, device, which, require_tokenizer=True)
+    engine, _, tokenizer, meta = load_engine(path, device, which, weights, require_tokenizer=True)
     assert tokenizer is not None  # require_tokenizer
     template = load_chat_template(meta.chat_template_file, tokenizer)
     if template is None:
         raise NoChatTemplate(path)
-    return model, tokenizer, template
+    return engine, tokenizer, template
 
 
 class NoChatTemplate(TinylmError):
