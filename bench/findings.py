@@ -37,6 +37,7 @@ invocation (after an interruption too) reuses finished runs and resumes the rest
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import statistics
@@ -146,11 +147,16 @@ BASE_ACTIVATION = "gelu"  # the small preset's
 HIGH_LR = 3e-2  # claim 4: AdamW, no warm-up, no clipping
 RUNS = {"trained": 0, "reused": 0}  # what this invocation did, for the report's header
 TRAIN_ONLY = False  # a worker process (--train-only): train its corpus's runs, report nothing
+COUNTED: set[str] = set()
+SPEEDS: dict[str, float] = {}  # claim 6's generation speeds, measured once (see claim_kv)
 TAG = ""  # a worker's corpus, before each progress line (two workers print at once)
 
 
 def count_run(event: Any) -> None:
-    """Count each run, and say so when one was trained now (the script's progress)."""
+    """Count each run once, and say so when one was trained now (the script's progress)."""
+    if event.result.run_dir in COUNTED:  # a sweep read back again for the next seed
+        return
+    COUNTED.add(event.result.run_dir)
     RUNS["reused" if event.skipped else "trained"] += 1
     if not event.skipped:
         kind = "lr sweep" if event.tuning else "seed"
@@ -983,9 +989,17 @@ def claim_kv(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     by = {c.name: train(scale, work, "kv-heads", c, {"n_kv_head": values}) for c in data}
     if TRAIN_ONLY:
         return Finding(6, "", "", "", "", None, "")
-    speed = generation_speeds(
-        {label: [r.run_dir for r in runs] for label, runs in group(by[data[0].name]).items()}
-    )
+    if not SPEEDS:  # timed once, on the first models measured: the first method reuses it,
+        # so a change of machine load between two timings cannot pass for a change of method
+        SPEEDS.update(
+            generation_speeds(
+                {
+                    label: [r.run_dir for r in runs]
+                    for label, runs in group(by[data[0].name]).items()
+                }
+            )
+        )
+    speed = SPEEDS
     big = ModelConfig.from_preset("gpt2")
     memory = {
         f"n_kv_head={k}": (
@@ -1106,7 +1120,7 @@ def across_budgets(
     verdict and detail, and whether the verdict changes with the budget."""
     found = {steps: rule(by) for steps, by in measured.items()}
     words = [word for word, _ in found.values()]
-    each = "; ".join(f"at {steps} steps **{w}** ({d})" for steps, (w, d) in found.items())
+    each = "; ".join(f"at {steps} steps {w} ({d})" for steps, (w, d) in found.items())
     if len(found) == 1:
         change = "measured at one budget only"
     elif len(set(words)) == 1:
@@ -1541,8 +1555,9 @@ CHANGED_BY_METHOD = (2, 4, 5, 6, 7, 8)  # claims the first method is re-run for
 TRAINING = (1, 2, 4, 5, 6, 7, 8, 9)  # what a --train-only worker measures
 
 
-def train_in_workers(args: argparse.Namespace, data: list[Corpus]) -> None:
-    """Each corpus's runs in its own process (``--jobs`` at a time); the report then reuses them."""
+def train_in_workers(args: argparse.Namespace, work: Path, data: list[Corpus]) -> int:
+    """Each corpus's runs in its own process (``--jobs`` at a time); the report then reuses
+    them. Returns how many runs the workers trained."""
     passed = (["--quick"] if args.quick else []) + (["--work", str(args.work)] if args.work else [])
     passed += ["--only", *map(str, args.only)] if args.only else []
 
@@ -1554,6 +1569,12 @@ def train_in_workers(args: argparse.Namespace, data: list[Corpus]) -> None:
         codes = list(pool.map(one, data))
     if any(codes):
         raise SystemExit(f"a training worker failed (exit codes {codes}); rerun to resume")
+    return sum(json.loads(counts_file(work, c).read_text())["trained"] for c in data)
+
+
+def counts_file(work: Path, corpus: Corpus) -> Path:
+    """Where a worker leaves how many runs it trained, for the page's header."""
+    return work / f"worker-{corpus.name}.json"
 
 
 def page_path(args: argparse.Namespace, work: Path) -> Path:
@@ -1608,11 +1629,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.plan:
             return 0
-        if args.jobs > 1 and len(data) > 1:
-            train_in_workers(args, data)
+    began = time.perf_counter()
+    by_workers = 0
+    if not TRAIN_ONLY and args.jobs > 1 and len(data) > 1:
+        by_workers = train_in_workers(args, work, data)
     target = page_path(args, work)
     FIG_DIR = target.parent / "findings"
-    began = time.perf_counter()
     findings = []
     for number in claims:
         measure = CLAIMS[number]
@@ -1625,9 +1647,13 @@ def main(argv: list[str] | None = None) -> int:
         if not TRAIN_ONLY:
             print(f"  verdict: {finding.verdict}", flush=True)
     minutes = (time.perf_counter() - began) / 60
-    if TRAIN_ONLY:
-        return 0
     from tinylm.fileio import atomic_write
+
+    if TRAIN_ONLY:
+        atomic_write(counts_file(work, data[0]), json.dumps(RUNS) + "\n")
+        return 0
+    RUNS["trained"] += by_workers  # this invocation trained them; the report read them back
+    RUNS["reused"] -= by_workers
 
     atomic_write(target, render(findings, scale, first, data, minutes, work))
     print(f"wrote {target} in {minutes:.1f} minutes")
