@@ -30,8 +30,10 @@ is reported as one.
 
 It prints its plan first, then each run as it trains. ``--jobs 2`` (the default)
 trains each corpus in its own process; the report is then drawn from their runs.
-Runs are kept in ``--work`` (default ``runs/findings[-quick]``): a second
-invocation (after an interruption too) reuses finished runs and resumes the rest.
+Runs are kept in ``--work`` (default ``runs/findings[-quick]``; the first method's
+where the first page kept them, so an old folder supplies them, the new method's under
+``tuned/``): a second invocation (after an interruption too) reuses finished runs and
+resumes the rest.
 """
 
 from __future__ import annotations
@@ -1107,9 +1109,18 @@ def by_budget(
 ) -> dict[int, dict[str, list[RunResult]]]:
     """One comparison per budget in ``scale.budgets``: steps -> corpus -> results."""
     return {
-        steps: {c.name: train(scale, work, f"{name}-{steps}", c, axes, steps=steps) for c in data}
+        steps: {
+            c.name: train(scale, work, folder(name, steps, scale), c, axes, steps=steps)
+            for c in data
+        }
         for steps in scale.budgets
     }
+
+
+def folder(name: str, steps: int, scale: Scale) -> str:
+    """A comparison's folder: ``activation`` at the main budget (where the first page's runs
+    are, so a kept --work folder supplies them), ``activation-2000`` at another."""
+    return name if steps == scale.steps else f"{name}-{steps}"
 
 
 def across_budgets(
@@ -1412,7 +1423,9 @@ def changes_section(findings: list[Finding], first: Scale, scale: Scale, work: P
         "",
         f"The first version of this page trained every variant at the preset's learning rate "
         f"({scale_text(first)}; claim 1 measured sequence lengths only). This script re-runs "
-        f"that method (its runs are in `{work.name}/first-method/`) beside the new one "
+        f"that method (its runs are in `{work.name}/`, where the first page kept them, so "
+        f"an old folder is reused; the new method's are in `{work.name}/{TUNED_DIR}/`) "
+        "beside the new one "
         f"({scale_text(scale)}; claim 1 adds bits per byte at an equal budget), with the same "
         "verdict rules. Claims 3 and 9 compare no variants, so their method did not change.",
         "",
@@ -1552,6 +1565,8 @@ CLAIMS = {
     9: claim_embeddings,
 }
 CHANGED_BY_METHOD = (2, 4, 5, 6, 7, 8)  # claims the first method is re-run for
+SAME_METHOD = (3, 9)  # no variants compared: one method, its runs where the first page's are
+TUNED_DIR = "tuned"  # the new method's runs, under --work
 TRAINING = (1, 2, 4, 5, 6, 7, 8, 9)  # what a --train-only worker measures
 
 
@@ -1639,10 +1654,11 @@ def main(argv: list[str] | None = None) -> int:
     for number in claims:
         measure = CLAIMS[number]
         print(f"{TAG}claim {number} ...", flush=True)
-        finding = measure(scale, work, data)
+        # the first method's runs lie where the first page put them; the new method's apart
+        finding = measure(scale, work if number in SAME_METHOD else work / TUNED_DIR, data)
         if number in CHANGED_BY_METHOD:
             print(f"{TAG}claim {number}, first method ...", flush=True)
-            finding.before = measure(first, work / "first-method", data).verdict
+            finding.before = measure(first, work, data).verdict
         findings.append(finding)
         if not TRAIN_ONLY:
             print(f"  verdict: {finding.verdict}", flush=True)

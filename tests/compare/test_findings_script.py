@@ -123,3 +123,12 @@ def test_a_quick_page_goes_beside_its_runs_not_over_the_full_page(findings, tmp_
     assert findings.page_path(args(quick=True, out=tmp_path / "x.md"), tmp_path) == (
         tmp_path / "x.md"
     )
+
+
+def test_the_first_methods_runs_go_where_the_first_page_kept_them(findings):
+    # the first page's runs were WORK/<corpus>/activation (300 steps, untuned): a kept
+    # folder then supplies the first method; the new method's runs live under WORK/tuned
+    assert findings.folder("activation", 300, findings.FIRST) == "activation"
+    assert findings.folder("activation", 300, findings.FULL) == "activation"
+    assert findings.folder("activation", 2000, findings.FULL) == "activation-2000"
+    assert findings.TUNED_DIR not in ("", ".") and 9 in findings.SAME_METHOD
