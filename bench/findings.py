@@ -15,25 +15,39 @@ measured on the built-in corpus (``pydocs``) and on Tiny Shakespeare
 9. embeddings learn distributional similarity (neighbours before and after training).
 
 Training experiments go through :func:`tinylm.compare.execute.run_comparison` (the
-run layer, in this process); the others are computed directly. Every number in
-the report comes from this run; each verdict is derived from them by a stated
-rule, so a contradiction is reported as one.
+run layer), tuned as ``tinylm compare --tune-lr`` is: each configuration gets its own
+learning rate from a short sweep, then its seeds run at that rate. Claim 1 compares
+tokenizers in bits per byte; claims 7 and 8 are measured at several budgets
+(``Scale.budgets``), and the page says whether their verdict changes with the budget.
+The first method (every variant at the preset's rate, 2 seeds, 300 steps) is re-run
+too, so the page shows each verdict before and after. Every number in the report comes
+from this run; each verdict is derived from them by a stated rule, so a contradiction
+is reported as one.
 
-    python bench/findings.py            # the full budget (~60 min on 2 idle cores)
-    python bench/findings.py --quick    # a few minutes, for a first look
+    python bench/findings.py --plan     # the runs it would train, and an estimate
+    python bench/findings.py            # the full page (~1.5-1.7 h on 2 idle cores)
+    python bench/findings.py --quick    # a first look, to runs/findings-quick/findings.md
 
-Runs are kept in ``--work`` (default ``runs/findings[-quick]``): a second
-invocation reuses finished runs and only redraws the report.
+It prints its plan first, then each run as it trains. ``--jobs 2`` (the default)
+trains each corpus in its own process; the report is then drawn from their runs.
+Runs are kept in ``--work`` (default ``runs/findings[-quick]``; the first method's
+where the first page kept them, so an old folder supplies them, the new method's under
+``tuned/``): a second invocation (after an interruption too) reuses finished runs and
+resumes the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,8 +56,9 @@ import numpy as np
 import torch
 
 from _common import DATA_DIR, REPO  # also puts a checkout's src/ on the path
-from tinylm.compare.execute import RunResult, prepare_comparison_data, run_comparison
+from tinylm.compare.execute import EVALS_PER_RUN, RunResult, prepare_comparison_data, run_comparison
 from tinylm.compare.plan import Budget, plan_comparison
+from tinylm.compare.tuning import LrTuning
 from tinylm.errors import TinylmError
 from tinylm.inspect.figures import new_figure, save_png
 
@@ -55,7 +70,11 @@ FIG_DIR = REPO / "docs" / "findings"
 
 @dataclass(frozen=True)
 class Scale:
-    """One budget for the whole report: how long each experiment trains."""
+    """One budget for the whole report: how long each experiment trains, and how.
+
+    ``tuning`` None is the first method (every variant at the preset's learning
+    rate); the report runs that method too, at :data:`FIRST`, to show what changed.
+    """
 
     name: str
     steps: int  # optimiser steps of every 2-layer comparison run
@@ -63,13 +82,55 @@ class Scale:
     deep_steps: int  # steps of the pre-/post-norm runs (deeper, so slower)
     deep_seeds: int
     deep_layers: int
-    embed_steps: int  # the run whose embeddings claim 9 looks at
-    bpe_sizes: tuple[int, ...]
+    embed_steps: int  # the runs whose embeddings claim 9 looks at
+    bpe_sizes: tuple[int, ...]  # claim 1's sequence lengths
     eval_batches: int
+    tuning: LrTuning | None  # each configuration's own lr (tinylm.compare.tuning); None: untuned
+    budgets: tuple[int, ...]  # steps at which the budget-dependent claims (7, 8) are measured
+    quality: tuple[str, ...]  # claim 1's quality side: these tokenizers at an equal budget
+    figures: bool = True  # the first method's re-run draws none
 
 
-FULL = Scale("full", 300, 2, 150, 3, 6, 1000, (300, 512, 1024, 2048, 4096), 10)
-QUICK = Scale("quick", 60, 1, 60, 2, 6, 300, (300, 512, 1024, 2048), 4)
+FULL = Scale(
+    "full",
+    steps=300,
+    seeds=3,
+    deep_steps=150,
+    deep_seeds=3,
+    deep_layers=6,
+    embed_steps=1000,
+    bpe_sizes=(300, 512, 1024, 2048, 4096),
+    eval_batches=10,
+    tuning=LrTuning(points=3, factor=2.0, widen=1),
+    budgets=(300, 2000),
+    quality=("char", "bpe:512", "bpe:2048"),
+)
+QUICK = Scale(  # sized to finish in about 20 minutes on a loaded 2-core machine
+    "quick",
+    steps=20,
+    seeds=1,
+    deep_steps=20,
+    deep_seeds=2,
+    deep_layers=4,
+    embed_steps=100,
+    bpe_sizes=(300, 1024),
+    eval_batches=2,
+    tuning=LrTuning(points=2, factor=3.0, widen=0),
+    budgets=(20, 50),
+    quality=("char", "bpe:300"),
+)
+#: The first method, re-run so the page can say what changed: the budget today's
+#: page had before this one (untuned, 2 seeds, 300 steps, claims 7 and 8 at one budget).
+FIRST = replace(FULL, name="first", seeds=2, tuning=None, budgets=(300,), quality=(), figures=False)
+FIRST_QUICK = replace(
+    QUICK,
+    name="first-quick",
+    seeds=1,
+    tuning=None,
+    budgets=(QUICK.steps,),
+    quality=(),
+    figures=False,
+)
 
 #: The model every training experiment starts from: the ``small`` preset cut down.
 BASE = {
@@ -84,12 +145,29 @@ BASE = {
     "checkpoint_every": 0,
     "keep_last": 1,
 }
+BASE_ACTIVATION = "gelu"  # the small preset's
 HIGH_LR = 3e-2  # claim 4: AdamW, no warm-up, no clipping
 RUNS = {"trained": 0, "reused": 0}  # what this invocation did, for the report's header
+TRAIN_ONLY = False  # a worker process (--train-only): train its corpus's runs, report nothing
+COUNTED: set[str] = set()
+SPEEDS: dict[str, float] = {}  # claim 6's generation speeds, measured once (see claim_kv)
+TAG = ""  # a worker's corpus, before each progress line (two workers print at once)
 
 
 def count_run(event: Any) -> None:
+    """Count each run once, and say so when one was trained now (the script's progress)."""
+    if event.result.run_dir in COUNTED:  # a sweep read back again for the next seed
+        return
+    COUNTED.add(event.result.run_dir)
     RUNS["reused" if event.skipped else "trained"] += 1
+    if not event.skipped:
+        kind = "lr sweep" if event.tuning else "seed"
+        loss = event.result.final_val_loss
+        print(
+            f"    {TAG}trained {RUNS['trained']} ({kind}) {event.variant.slug}: "
+            f"val loss {loss:.3f}, {event.result.seconds:.0f}s",
+            flush=True,
+        )
 
 
 # -- the corpora ------------------------------------------------------------------------
@@ -129,6 +207,7 @@ class Finding:
     body: str  # the measurements (Markdown)
     figure: str | None
     verdict: str
+    before: str | None = None  # the first method's verdict, where this run derives it itself
 
 
 def fmt_loss(values: list[float]) -> str:
@@ -162,8 +241,14 @@ def train(
     extra: dict[str, Any] | None = None,
     seeds: int | None = None,
     steps: int | None = None,
+    tokenizer: str | None = None,
+    tuned: bool = True,
 ) -> list[RunResult]:
-    """One comparison through the run layer (finished runs are reused)."""
+    """One comparison through the run layer (finished runs are reused).
+
+    Tuned (``scale.tuning``, unless ``tuned`` is False): each configuration's sweep
+    runs first and its seeds at the rate the sweep chose, as ``tinylm compare --tune-lr``.
+    """
     variants = plan_comparison(axes, seeds=seeds or scale.seeds)
     overrides = {**BASE, "eval_batches": scale.eval_batches, **(extra or {})}
     started = time.perf_counter()
@@ -171,13 +256,19 @@ def train(
         variants,
         work / corpus.name / name,
         data=corpus.spec,
+        tokenizer=tokenizer,
         preset="small",
         overrides=overrides,
         budget=Budget("steps", steps or scale.steps),
         progress=False,
         on_run=count_run,
+        tuning=scale.tuning if tuned else None,
     )
-    print(f"  {name} on {corpus.name}: {len(results)} runs, {time.perf_counter() - started:.0f}s")
+    took = time.perf_counter() - started
+    print(
+        f"  {TAG}[{scale.name}] {name} on {corpus.name}: done, {took:.0f}s",
+        flush=True,
+    )
     return results
 
 
@@ -214,16 +305,29 @@ def loss_table(by_corpus: dict[str, list[RunResult]], extra: Callable | None = N
     names = list(by_corpus)
     labels = list(group(next(iter(by_corpus.values()))))
     head = ["configuration", "parameters"] + [f"val loss, {n}" for n in names]
+    tuned = any(r.lr is not None for results in by_corpus.values() for r in results)
+    head += [f"lr (tuned), {n}" for n in names] if tuned else []
     head += [] if extra is None else extra.header  # type: ignore[attr-defined]
     rows = []
     for label in labels:
         first = group(by_corpus[names[0]])[label][0]
         cells = [label, f"{first.params_total:,}"]
         cells += [fmt_loss(finals(group(by_corpus[n])[label])) for n in names]
+        cells += [chosen_lr_text(group(by_corpus[n])[label]) for n in names] if tuned else []
         if extra is not None:
             cells += extra(label)
         rows.append(cells)
     return markdown(head, rows)
+
+
+def chosen_lr_text(runs: list[RunResult]) -> str:
+    """The rate a configuration's sweep chose, marked when it is still at the sweep's edge."""
+    run = runs[0]
+    if run.lr is None:
+        return "—"
+    tried = [lr for lr, _ in run.lr_sweep or []]
+    edge = bool(tried) and run.lr in (min(tried), max(tried))
+    return f"{run.lr:g}" + (" (edge)" if edge else "")
 
 
 def markdown(head: list[str], rows: list[list[str]]) -> str:
@@ -250,15 +354,38 @@ def noise_note(scale: Scale, seeds: int | None = None) -> str:
     return f"{n} seeds per configuration (mean ± sample sd)"
 
 
-def budget_line(scale: Scale, steps: int | None = None, seeds: int | None = None, **more) -> str:
-    tokens = (steps or scale.steps) * BASE["batch_size"] * BASE["block_size"]
+def method_note(scale: Scale) -> str:
+    """How each configuration's learning rate was set."""
+    t = scale.tuning
+    if t is None:
+        return "every configuration at the preset's learning rate (untuned)"
+    return (
+        f"learning rate tuned per configuration: {t.points} rates {t.factor:g}x apart around "
+        f"the preset's, widened at most {t.widen} time(s) at the edge, each scored by one run "
+        f"at seed {t.seed}; the seeds then run at the chosen rate (`tinylm compare --tune-lr`)"
+    )
+
+
+def budgets_text(scale: Scale) -> str:
+    return " and ".join(str(steps) for steps in scale.budgets)
+
+
+def budget_line(
+    scale: Scale,
+    steps: int | None = None,
+    seeds: int | None = None,
+    steps_text: str | None = None,
+    **more,
+) -> str:
+    runs = steps_text or str(steps or scale.steps)
+    tokens = BASE["batch_size"] * BASE["block_size"]
     shape = (
         f"{more.get('layers', BASE['n_layer'])} layers x {BASE['n_embd']} wide, "
         f"{BASE['n_head']} heads, block {BASE['block_size']}, character tokens"
     )
     return (
-        f"{shape}; {steps or scale.steps} steps x {BASE['batch_size']} sequences "
-        f"({tokens:,} training tokens) per run; {noise_note(scale, seeds)}; "
+        f"{shape}; {runs} steps x {BASE['batch_size']} sequences ({tokens:,} training tokens "
+        f"a step) per run; {noise_note(scale, seeds)}; {method_note(scale)}; "
         f"validation on {scale.eval_batches} fixed batches{more.get('note', '')}"
     )
 
@@ -266,10 +393,72 @@ def budget_line(scale: Scale, steps: int | None = None, seeds: int | None = None
 # -- 1. tokenization ----------------------------------------------------------------------
 
 
-def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
+def tokenizer_quality(
+    scale: Scale, work: Path, data: list[Corpus]
+) -> dict[str, dict[str, list[RunResult]]]:
+    """The same model trained on each of ``scale.quality``'s tokenizers, for an equal number
+    of steps of equal length (so a BPE model sees more text): corpus -> tokenizer -> runs."""
+    return {
+        c.name: {
+            spec: train(
+                scale,
+                work,
+                "tokenizer-" + spec.replace(":", ""),
+                c,
+                {"activation": [BASE_ACTIVATION]},
+                tokenizer=spec,
+            )
+            for spec in scale.quality
+        }
+        for c in data
+    }
+
+
+def quality_part(quality: dict[str, dict[str, list[RunResult]]]) -> tuple[str, str]:
+    """The table of bits per byte by tokenizer, and the verdict's sentence on it."""
+    rows, detail = [], []
+    for name, by_spec in quality.items():
+        means = {}
+        for spec, runs in by_spec.items():
+            bpb = [r.final_val_bpb for r in runs]
+            means[spec] = statistics.fmean(bpb)
+            rows.append(
+                [
+                    name,
+                    spec,
+                    f"{runs[0].params_total:,}",
+                    chosen_lr_text(runs),
+                    fmt_loss(bpb),
+                    fmt_loss(finals(runs)),
+                ]
+            )
+        best = min(means, key=means.get)
+        detail.append(
+            f"{name}: lowest {best} ("
+            + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
+            + " bits per byte)"
+        )
+    table = markdown(
+        [
+            "corpus",
+            "tokenizer",
+            "parameters",
+            "lr (tuned)",
+            "val bits per byte",
+            "val loss (nats per token: not comparable across tokenizers)",
+        ],
+        rows,
+    )
+    return table, "; ".join(detail)
+
+
+def claim_tokenization(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     from tinylm.tokenizers.bpe import BPETokenizer
     from tinylm.tokenizers.formats import load_tokenizer
 
+    quality = tokenizer_quality(scale, work, data)
+    if TRAIN_ONLY:
+        return Finding(1, "", "", "", "", None, "")
     rows = []
     ratios: dict[str, dict[int, float]] = {}
     for corpus in data:
@@ -315,7 +504,7 @@ def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
     ax2.set_title("the price: one embedding row per token", fontsize="medium")
     ax2.legend(fontsize="small")
     ax2.grid(alpha=0.3)
-    figure = save(fig, "1-tokenization.png")
+    figure = save(scale, fig, "1-tokenization.png")
     own = {n: max(v for s, v in r.items() if s != 50257) for n, r in ratios.items()}
     gpt2 = {n: r.get(50257) for n, r in ratios.items()}
     near = [n for n, v in gpt2.items() if v is not None and 3.5 <= v <= 4.5]
@@ -328,8 +517,20 @@ def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
     verdict = (
         f"**{word}**: {'about 4x' if word == 'confirmed' else 'less than 4x'} with a "
         f"GPT-2-sized vocabulary ({parts}); small vocabularies buy less, and the ratio "
-        f"grows slower than the embedding table, which grows linearly with the vocabulary."
+        f"grows slower than the embedding table, which grows linearly with the vocabulary"
     )
+    before = verdict + "."  # the first method measured lengths only
+    body = table + "\n\nThe embedding table's cost (vocabulary x width):\n\n" + emb
+    budget = ""
+    if quality:
+        table, detail = quality_part(quality)
+        verdict += f". Quality at an equal training budget: {detail}; {noise_note(scale)}."
+        body += "\n\nQuality at an equal training budget, in bits per byte:\n\n" + table
+        budget = " Quality: " + budget_line(
+            scale, note="; the same model on each tokenizer (only the embedding grows)"
+        ).replace("character tokens", "each tokenizer trained on the whole corpus")
+    else:
+        verdict += "."
     return Finding(
         1,
         "Characters vs BPE: sequence length and the vocabulary trade-off",
@@ -338,10 +539,11 @@ def claim_tokenization(scale: Scale, data: list[Corpus]) -> Finding:
         f"BPE trained with tinylm on the first 400,000 characters of each corpus at "
         f"{', '.join(map(str, scale.bpe_sizes))} tokens; lengths counted on the whole "
         "corpus (no special tokens). GPT-2's own vocabulary "
-        "(`../shared/data/vocab/gpt2.tiktoken`) for the 50k point.",
-        table + "\n\nThe embedding table's cost (vocabulary x width):\n\n" + emb,
+        "(`../shared/data/vocab/gpt2.tiktoken`) for the 50k point." + budget,
+        body,
         figure,
         verdict,
+        before=before,
     )
 
 
@@ -356,7 +558,7 @@ def claim_tying(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         untied = GPT(ModelConfig.from_preset("gpt2", tie_embeddings=False)).param_counts()
     saves = untied["total"] - tied["total"]
     by = {c.name: train(scale, work, "tying", c, {"tie_embeddings": [True, False]}) for c in data}
-    figure = save(curves_figure(by, "weight tying: validation loss"), "2-tying.png")
+    figure = save(scale, curves_figure(by, "weight tying: validation loss"), "2-tying.png")
     small_saves = {}
     diffs = []
     for name, results in by.items():
@@ -482,7 +684,7 @@ def claim_scaling(scale: Scale) -> Finding:
     fig.suptitle(
         "softmax over 64 keys at initialisation, with and without 1/√d_k", fontsize="medium"
     )
-    figure = save(fig, "3-softmax-scale.png")
+    figure = save(scale, fig, "3-softmax-scale.png")
     rows = []
     for key, label in cases.items():
         for d, (h, m, g) in zip(dims, stats[key], strict=True):
@@ -514,6 +716,7 @@ def claim_scaling(scale: Scale) -> Finding:
         body,
         figure,
         verdict,
+        before=verdict,  # no training: the method did not change
     )
 
 
@@ -530,11 +733,14 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     }
     by: dict[str, list[RunResult]] = {}
     diverged: dict[str, dict[str, int]] = {}
+    tried: dict[str, dict[str, int]] = {}  # runs per placement: seeds, plus the lr sweep's
     for corpus in data:
         by[corpus.name], diverged[corpus.name] = [], {"pre": 0, "post": 0}
+        tried[corpus.name] = {"pre": scale.deep_seeds, "post": scale.deep_seeds}
         for placement in ("pre", "post"):
+            sweep = None
             for variant in plan_comparison({"norm_placement": [placement]}, seeds=scale.deep_seeds):
-                try:
+                try:  # one variant at a time, so one that diverges leaves the others standing
                     result = run_comparison(
                         [variant],
                         work / corpus.name / "norm",
@@ -544,6 +750,7 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
                         budget=Budget("steps", scale.deep_steps),
                         progress=False,
                         on_run=count_run,
+                        tuning=scale.tuning,  # the sweep is run once, then read back
                     )[0]
                 except TinylmError as exc:  # the trainer stops on a NaN/inf loss
                     print(f"  norm {placement} seed {variant.seed} on {corpus.name}: {exc}")
@@ -554,12 +761,18 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
                 if not math.isfinite(result.final_val_loss) or result.final_val_loss > uniform:
                     diverged[corpus.name][placement] += 1
                 by[corpus.name].append(result)
-        print(f"  norm on {corpus.name}: diverged {diverged[corpus.name]}")
+                sweep = result.lr_sweep
+            for _, loss in sweep or []:  # the sweep's rates count as runs too
+                tried[corpus.name][placement] += 1
+                diverged[corpus.name][placement] += loss is None or loss > uniform
+        print(f"  norm on {corpus.name}: diverged {diverged[corpus.name]}", flush=True)
     figure = save(
+        scale,
         curves_figure(
             by,
-            f"pre- vs post-norm, {scale.deep_layers} layers, AdamW lr {HIGH_LR:g}, "
-            "no warm-up, no clipping",
+            f"pre- vs post-norm, {scale.deep_layers} layers, AdamW "
+            + ("lr tuned" if scale.tuning else f"lr {HIGH_LR:g}")
+            + ", no warm-up, no clipping",
         ),
         "4-norm-placement.png",
     )
@@ -569,11 +782,30 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         for placement in ("pre", "post"):
             runs = g.get(f"norm_placement={placement}", [])
             loss = fmt_loss(finals(runs)) if runs else "—"
+            sweep = ", ".join(
+                f"{lr:g}: {'diverged' if v is None else f'{v:.3f}'}"
+                for lr, v in (runs[0].lr_sweep if runs else None) or []
+            )
             rows.append(
-                [name, placement, f"{diverged[name][placement]} of {scale.deep_seeds}", loss]
+                [
+                    name,
+                    placement,
+                    f"{diverged[name][placement]} of {tried[name][placement]}",
+                    chosen_lr_text(runs) if runs else "—",
+                    sweep or "—",
+                    loss,
+                ]
             )
     body = markdown(
-        ["corpus", "norm", "diverged (NaN or worse than uniform)", "final val loss"], rows
+        [
+            "corpus",
+            "norm",
+            "diverged (NaN or worse than uniform), of all runs",
+            "lr (tuned)",
+            "lr sweep: final val loss per rate",
+            "final val loss (seeds)",
+        ],
+        rows,
     )
     pre_worse = post_worse = 0
     detail = []
@@ -615,8 +847,9 @@ def claim_norm(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
             scale.deep_steps,
             scale.deep_seeds,
             layers=scale.deep_layers,
-            note=f"; AdamW at lr {HIGH_LR:g} from step 0 (no warm-up), no gradient clipping: "
-            "a deliberately hostile setting",
+            note=f"; AdamW (around lr {HIGH_LR:g}) from step 0 (no warm-up), no gradient "
+            "clipping: a deliberately hostile setting; a rate of the sweep that diverged "
+            "counts as a divergence",
         ),
         body,
         figure,
@@ -673,7 +906,7 @@ def claim_positions(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
                 None if found[0] is None else tuple(np.mean([f[i] for f in found]) for i in (0, 1))
             )
     fig = curves_figure(by, "position encodings: validation loss")
-    figure = save(fig, "5-positions.png")
+    figure = save(scale, fig, "5-positions.png")
     names = list(by)
 
     def extra(label: str) -> list[str]:
@@ -756,9 +989,19 @@ def claim_kv(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
 
     values = [4, 2, 1]
     by = {c.name: train(scale, work, "kv-heads", c, {"n_kv_head": values}) for c in data}
-    speed = generation_speeds(
-        {label: [r.run_dir for r in runs] for label, runs in group(by[data[0].name]).items()}
-    )
+    if TRAIN_ONLY:
+        return Finding(6, "", "", "", "", None, "")
+    if not SPEEDS:  # timed once, on the first models measured: the first method reuses it,
+        # so a change of machine load between two timings cannot pass for a change of method
+        SPEEDS.update(
+            generation_speeds(
+                {
+                    label: [r.run_dir for r in runs]
+                    for label, runs in group(by[data[0].name]).items()
+                }
+            )
+        )
+    speed = SPEEDS
     big = ModelConfig.from_preset("gpt2")
     memory = {
         f"n_kv_head={k}": (
@@ -813,7 +1056,7 @@ def claim_kv(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     ax2.set_title("KV cache at GPT-2 small's shape", fontsize="medium")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, axis="y")
-    figure = save(fig, "6-kv-heads.png")
+    figure = save(scale, fig, "6-kv-heads.png")
     detail = []
     for n, results in by.items():
         g = group(results)
@@ -861,13 +1104,49 @@ def _model_part(settings: dict[str, Any]) -> dict[str, Any]:
 # -- 7. activations -----------------------------------------------------------------------------
 
 
-def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
-    values = ["relu", "gelu", "silu", "swiglu"]
-    by = {c.name: train(scale, work, "activation", c, {"activation": values}) for c in data}
-    figure = save(
-        curves_figure(by, "feed-forward activation: validation loss"), "7-activations.png"
-    )
-    body = loss_table(by)
+def by_budget(
+    scale: Scale, work: Path, data: list[Corpus], name: str, axes: dict[str, list[Any]]
+) -> dict[int, dict[str, list[RunResult]]]:
+    """One comparison per budget in ``scale.budgets``: steps -> corpus -> results."""
+    return {
+        steps: {
+            c.name: train(scale, work, folder(name, steps, scale), c, axes, steps=steps)
+            for c in data
+        }
+        for steps in scale.budgets
+    }
+
+
+def folder(name: str, steps: int, scale: Scale) -> str:
+    """A comparison's folder: ``activation`` at the main budget (where the first page's runs
+    are, so a kept --work folder supplies them), ``activation-2000`` at another."""
+    return name if steps == scale.steps else f"{name}-{steps}"
+
+
+def across_budgets(
+    measured: dict[int, dict[str, list[RunResult]]],
+    rule: Callable[[dict[str, list[RunResult]]], tuple[str, str]],
+) -> tuple[str, str, str]:
+    """A budget-dependent claim: the verdict at the longest budget, each budget's
+    verdict and detail, and whether the verdict changes with the budget."""
+    found = {steps: rule(by) for steps, by in measured.items()}
+    words = [word for word, _ in found.values()]
+    each = "; ".join(f"at {steps} steps {w} ({d})" for steps, (w, d) in found.items())
+    if len(found) == 1:
+        change = "measured at one budget only"
+    elif len(set(words)) == 1:
+        change = "the verdict does not change with the budget"
+    else:
+        change = "the verdict changes with the budget: " + " → ".join(words)
+    return words[-1], each, change
+
+
+def budget_tables(measured: dict[int, dict[str, list[RunResult]]]) -> str:
+    return "\n\n".join(f"At {steps} steps:\n\n{loss_table(by)}" for steps, by in measured.items())
+
+
+def activation_rule(by: dict[str, list[RunResult]]) -> tuple[str, str]:
+    """SwiGLU has the lowest mean loss: in every corpus, some, or none."""
     detail, wins = [], 0
     for n, results in by.items():
         label, loss = best_label(results)
@@ -878,9 +1157,21 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         detail.append(
             f"{n}: best {label.split('=')[1]} {loss:.3f}, SwiGLU {swiglu:.3f}, ReLU {relu:.3f}"
         )
-    word = verdict_word(wins, len(by))
+    return verdict_word(wins, len(by)), "; ".join(detail)
+
+
+def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
+    values = ["relu", "gelu", "silu", "swiglu"]
+    measured = by_budget(scale, work, data, "activation", {"activation": values})
+    longest = measured[max(measured)]
+    figure = save(
+        scale,
+        curves_figure(longest, f"feed-forward activation: validation loss, {max(measured)} steps"),
+        "7-activations.png",
+    )
+    word, each, change = across_budgets(measured, activation_rule)
     verdict = (
-        f"**{word}** that SwiGLU is best at an equal parameter count ({'; '.join(detail)}); "
+        f"**{word}** that SwiGLU is best at an equal parameter count ({each}); {change}; "
         f"{noise_note(scale)}."
     )
     return Finding(
@@ -888,8 +1179,12 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         "ReLU vs GELU vs SiLU vs SwiGLU",
         "Smooth activations beat ReLU, and the gated SwiGLU beats them all at the same "
         "parameter count (its hidden width is 2/3 of 4x to pay for the third matrix).",
-        budget_line(scale, note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)"),
-        body,
+        budget_line(
+            scale,
+            steps_text=budgets_text(scale),
+            note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)",
+        ),
+        budget_tables(measured),
         figure,
         verdict,
     )
@@ -898,11 +1193,9 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
 # -- 8. schedules ---------------------------------------------------------------------------------
 
 
-def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
-    values = ["linear", "cosine", "constant"]
-    by = {c.name: train(scale, work, "schedule", c, {"schedule": values}) for c in data}
-    figure = save(curves_figure(by, "learning-rate schedule: validation loss"), "8-schedules.png")
-    body = loss_table(by)
+def schedule_rule(by: dict[str, list[RunResult]]) -> tuple[str, str]:
+    """Constant is worst and cosine best: in every corpus (confirmed), constant never
+    worst (contradicted), otherwise qualified."""
     detail, constant_worst, cosine_best = [], 0, 0
     for n, results in by.items():
         means = {k.split("=")[1]: statistics.fmean(finals(v)) for k, v in group(results).items()}
@@ -916,10 +1209,23 @@ def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         if constant_worst
         else "contradicted"
     )
-    verdict = (
-        f"**{word}**: decaying beats a constant rate in {constant_worst} of {len(by)} corpora "
-        f"and warm-up + cosine is best in {cosine_best} ({'; '.join(detail)}); {noise_note(scale)}."
+    return word, (
+        f"decaying beats a constant rate in {constant_worst} of {len(by)} corpora and warm-up "
+        f"+ cosine is best in {cosine_best}: {'; '.join(detail)}"
     )
+
+
+def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
+    values = ["linear", "cosine", "constant"]
+    measured = by_budget(scale, work, data, "schedule", {"schedule": values})
+    longest = measured[max(measured)]
+    figure = save(
+        scale,
+        curves_figure(longest, f"learning-rate schedule: validation loss, {max(measured)} steps"),
+        "8-schedules.png",
+    )
+    word, each, change = across_budgets(measured, schedule_rule)
+    verdict = f"**{word}** ({each}); {change}; {noise_note(scale)}."
     return Finding(
         8,
         "Linear decay vs warm-up + cosine vs constant",
@@ -927,10 +1233,11 @@ def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         "to a small rate at the end beats a constant rate at an equal budget.",
         budget_line(
             scale,
+            steps_text=budgets_text(scale),
             note="; every schedule warms up for a tenth of the run (tinylm's "
             "default) and decays to 0; Muon + AdamW, tinylm's default optimiser",
         ),
-        body,
+        budget_tables(measured),
         figure,
         verdict,
     )
@@ -989,6 +1296,7 @@ def claim_embeddings(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
             {"activation": ["gelu"]},
             seeds=1,
             steps=scale.embed_steps,
+            tuned=False,  # one model looked at, no variants to compare
         )
         after = LoadedModel.from_run(result.run_dir)
         model, tokenizer, _ = load_model(result.run_dir)
@@ -1032,7 +1340,7 @@ def claim_embeddings(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     )
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="y")
-    figure = save(fig, "9-embeddings.png")
+    figure = save(scale, fig, "9-embeddings.png")
     body = (
         markdown(
             ["corpus", "token", "5 nearest at initialisation", "5 nearest after training"], rows
@@ -1070,19 +1378,74 @@ def claim_embeddings(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         body,
         figure,
         verdict,
+        before=verdict,  # one model, no variants: the method did not change
     )
 
 
 # -- the report ---------------------------------------------------------------------------------
 
 
-def save(fig: Any, name: str) -> str:
+def save(scale: Scale, fig: Any, name: str) -> str | None:
+    """Draw ``fig`` into the page's figures; the first method's re-run draws none."""
+    if not scale.figures or TRAIN_ONLY:
+        return None
     save_png(fig, FIG_DIR / name)
     return f"findings/{name}"
 
 
-def render(findings: list[Finding], scale: Scale, data: list[Corpus], minutes: float) -> str:
+def headline(verdict: str) -> str:
+    """A verdict's words: its bold parts (``confirmed``, ``qualified (...)``)."""
+    return " / ".join(re.findall(r"\*\*(.+?)\*\*", verdict)) or "—"
+
+
+def scale_text(scale: Scale) -> str:
+    tuned = "untuned" if scale.tuning is None else "lr tuned per configuration"
+    return (
+        f"{tuned}, {scale.seeds} seed(s), {budgets_text(scale)} steps; pre/post-norm "
+        f"{scale.deep_steps} steps x {scale.deep_seeds} seeds"
+    )
+
+
+def changes_section(findings: list[Finding], first: Scale, scale: Scale, work: Path) -> list[str]:
+    """Each verdict under the first method (re-run by this script) and under this one."""
+    rows = [
+        [
+            f"{f.number}. {f.title}",
+            headline(f.before or ""),
+            headline(f.verdict),
+            "no" if headline(f.before or "") == headline(f.verdict) else "**yes**",
+        ]
+        for f in findings
+    ]
+    return [
+        "",
+        "## What changed from the first method",
+        "",
+        f"The first version of this page trained every variant at the preset's learning rate "
+        f"({scale_text(first)}; claim 1 measured sequence lengths only). This script re-runs "
+        f"that method (its runs are in `{work.name}/`, where the first page kept them, so "
+        f"an old folder is reused; the new method's are in `{work.name}/{TUNED_DIR}/`) "
+        "beside the new one "
+        f"({scale_text(scale)}; claim 1 adds bits per byte at an equal budget), with the same "
+        "verdict rules. Claims 3 and 9 compare no variants, so their method did not change.",
+        "",
+        markdown(["claim", "first method", "this method", "changed"], rows),
+        "",
+        "The first method's verdicts in full:",
+        "",
+    ] + [f"{f.number}. {f.before or '—'}" for f in findings]
+
+
+def render(
+    findings: list[Finding],
+    scale: Scale,
+    first: Scale,
+    data: list[Corpus],
+    minutes: float,
+    work: Path,
+) -> str:
     command = "python bench/findings.py" + (" --quick" if scale.name == "quick" else "")
+    runs, seconds = planned_cost(scale, first, len(data))
     lines = [
         "# The seed's claims, measured",
         "",
@@ -1090,27 +1453,27 @@ def render(findings: list[Finding], scale: Scale, data: list[Corpus], minutes: f
         "tinylm on the built-in corpus (`pydocs`) and on Tiny Shakespeare, with a verdict at "
         "this scale: **confirmed**, **qualified** or **contradicted**. Small models and short "
         "runs: a verdict says what holds *here*, not at GPT-2 scale; each experiment states "
-        "its budget so you can judge the evidence. The verdict rules are in "
+        "its budget so you can judge the evidence. Every variant trains at its own best "
+        "learning rate (a sweep first, then the seeds at the chosen rate), and models with "
+        "different tokenizers are compared in bits per byte. The verdict rules are in "
         "`bench/findings.py`, applied to the numbers below; no number was typed by hand.",
         "",
         f"**This page was generated by `{command}`** (budget `{scale.name}`: "
-        f"{scale.steps} steps per comparison run, {scale.seeds} seed(s) per configuration; "
-        f"pre/post-norm {scale.deep_steps} steps x {scale.deep_seeds} seeds) on "
-        f"{', '.join(c.name for c in data)}, on a shared 2-core machine (torch "
-        f"{torch.__version__}, CPU). This invocation took {minutes:.0f} minutes, training "
-        f"{RUNS['trained']} runs and reusing {RUNS['reused']} finished in an earlier one; a "
-        f"cold `--quick` took about 12 minutes there.",
+        f"{scale_text(scale)}) on {', '.join(c.name for c in data)}, on a shared 2-core "
+        f"machine (torch {torch.__version__}, CPU). It plans {runs[0]}–{runs[1]} runs "
+        f"(about {seconds[0] / 60:.0f}–{seconds[1] / 60:.0f} minutes of one idle core); this "
+        f"invocation took {minutes:.0f} minutes, training {RUNS['trained']} runs and reusing "
+        f"{RUNS['reused']} finished in an earlier one.",
     ]
     if scale.name == "quick":
         lines += [
             "",
-            "> The quick budget is a first look: runs are short and single-seeded, so small "
-            "differences below are within noise. Regenerate the full version (300 steps, 2–3 "
-            "seeds; sized for about 60 minutes on 2 idle cores, an estimate from this run's step "
-            "times) with `python bench/findings.py`.",
+            "> The quick budget is a first look: runs are short, so small differences below "
+            "are within noise. Regenerate the full version with `python bench/findings.py`.",
         ]
     lines += ["", "## Verdicts", ""]
     lines += [f"{f.number}. {f.title}: {f.verdict}" for f in findings]
+    lines += changes_section(findings, first, scale, work)
     for f in findings:
         lines += [
             "",
@@ -1131,22 +1494,67 @@ def render(findings: list[Finding], scale: Scale, data: list[Corpus], minutes: f
         "## Reproduce",
         "",
         "```bash",
-        "python bench/findings.py --quick   # a few minutes",
-        "python bench/findings.py           # the full budget, about 60 minutes on 2 cores",
+        "python bench/findings.py --quick   # a first look, written to runs/findings-quick/",
+        "python bench/findings.py           # the full budget (its plan and estimate print first)",
         "```",
         "",
         "Every training run is an ordinary tinylm run folder under `runs/findings*/` "
         "(`tinylm inspect`, `sample` and `eval` work on each); a second invocation reuses "
-        "finished runs. Each comparison is what `tinylm compare` would run, e.g. "
+        "finished runs, and `--jobs 2` (the default) trains the two corpora in two processes. "
+        "Each comparison is what `tinylm compare` would run, e.g. "
         "`tinylm compare --preset small --set n_layer=2 --set n_embd=64 --set block_size=64 "
-        "--vary position=learned,sinusoidal,rope,none --budget steps=300 --seeds 2`.",
+        f"--vary position=learned,sinusoidal,rope,none --budget steps={scale.steps} "
+        f"--seeds {scale.seeds} --tune-lr`.",
         "",
     ]
     return "\n".join(lines)
 
 
+# -- what it costs ------------------------------------------------------------------------------
+
+#: CPU seconds per optimiser step of the 2-layer BASE model on one thread, and per extra
+#: layer, and a run's fixed cost (start-up, ten evaluations): measured with
+#: ``time.process_time`` on 30-200-step runs (2026-12, torch 2.13 CPU, a 2-core machine
+#: loaded by other work, where wall time was about 3x this). BPE's larger output layer
+#: costs more per step.
+STEP_SECONDS = 0.030
+LAYER_STEP_SECONDS = 0.023
+RUN_SECONDS = 1.5  # plus its ten evaluations, each of eval_batches forward passes (~1/3 step)
+BPE_STEP_FACTOR = 1.35
+REPORT_SECONDS = 240.0  # claim 1's BPE training, claim 3, claim 6's speed test, figures
+
+
+def comparison_cost(
+    scale: Scale, configs: int, steps: int, layers: int = 2, seeds: int | None = None, tuned=True
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """(fewest, most) runs and seconds of one comparison on one corpus."""
+    t = scale.tuning if tuned else None
+    sweep = (0, 0) if t is None else (t.points, t.points + t.widen)
+    runs = tuple(configs * (n + (seeds or scale.seeds)) for n in sweep)
+    step = STEP_SECONDS + LAYER_STEP_SECONDS * (layers - 2)
+    per_run = RUN_SECONDS + steps * step + EVALS_PER_RUN * scale.eval_batches * step / 3
+    return runs, tuple(n * per_run for n in runs)  # type: ignore[return-value]
+
+
+def planned_cost(scale: Scale, first: Scale, corpora: int) -> tuple[tuple[int, int], tuple]:
+    """Every run the page trains (both methods, every corpus): (fewest, most) runs, seconds."""
+    parts = []
+    for s in (scale, first):
+        parts += [comparison_cost(s, 2 + 4 + 3, s.steps)]  # tying, positions, KV heads
+        parts += [comparison_cost(s, 4 + 3, steps) for steps in s.budgets]  # claims 7, 8
+        parts += [comparison_cost(s, 2, s.deep_steps, s.deep_layers, s.deep_seeds)]
+    bpe = sum(spec != "char" for spec in scale.quality)
+    parts += [comparison_cost(scale, len(scale.quality) - bpe, scale.steps)]
+    runs, secs = comparison_cost(scale, bpe, scale.steps)
+    parts += [(runs, tuple(x * BPE_STEP_FACTOR for x in secs))]
+    parts += [comparison_cost(scale, 1, scale.embed_steps, seeds=1, tuned=False)]
+    runs = tuple(corpora * sum(p[0][i] for p in parts) for i in (0, 1))
+    secs = tuple(corpora * sum(p[1][i] for p in parts) for i in (0, 1))
+    return runs, secs  # type: ignore[return-value]
+
+
 CLAIMS = {
-    1: lambda s, w, d: claim_tokenization(s, d),
+    1: claim_tokenization,
     2: claim_tying,
     3: lambda s, w, d: claim_scaling(s),
     4: claim_norm,
@@ -1156,32 +1564,114 @@ CLAIMS = {
     8: claim_schedules,
     9: claim_embeddings,
 }
+CHANGED_BY_METHOD = (2, 4, 5, 6, 7, 8)  # claims the first method is re-run for
+SAME_METHOD = (3, 9)  # no variants compared: one method, its runs where the first page's are
+TUNED_DIR = "tuned"  # the new method's runs, under --work
+TRAINING = (1, 2, 4, 5, 6, 7, 8, 9)  # what a --train-only worker measures
+
+
+def train_in_workers(args: argparse.Namespace, work: Path, data: list[Corpus]) -> int:
+    """Each corpus's runs in its own process (``--jobs`` at a time); the report then reuses
+    them. Returns how many runs the workers trained."""
+    passed = (["--quick"] if args.quick else []) + (["--work", str(args.work)] if args.work else [])
+    passed += ["--only", *map(str, args.only)] if args.only else []
+
+    def one(corpus: Corpus) -> int:
+        command = [sys.executable, __file__, *passed, "--train-only", "--corpus", corpus.name]
+        return subprocess.run(command, check=False).returncode
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        codes = list(pool.map(one, data))
+    if any(codes):
+        raise SystemExit(f"a training worker failed (exit codes {codes}); rerun to resume")
+    return sum(json.loads(counts_file(work, c).read_text())["trained"] for c in data)
+
+
+def counts_file(work: Path, corpus: Corpus) -> Path:
+    """Where a worker leaves how many runs it trained, for the page's header."""
+    return work / f"worker-{corpus.name}.json"
+
+
+def page_path(args: argparse.Namespace, work: Path) -> Path:
+    """Where the page goes: docs/findings.md for the full page only; a quick or partial
+    one beside its runs, so it never replaces the full page by accident."""
+    if args.out is not None:
+        return args.out
+    return DOC if not (args.quick or args.only) else work / "findings.md"
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TRAIN_ONLY, FIG_DIR, TAG
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a few minutes, one seed, short runs")
+    parser.add_argument("--quick", action="store_true", help="a first look: short runs")
     parser.add_argument(
         "--work", type=Path, help="where the runs go (default runs/findings[-quick])"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the page (default docs/findings.md; with --quick or --only, WORK/findings.md)",
+    )
     parser.add_argument("--only", type=int, nargs="*", help="claim numbers to measure (debugging)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="corpora trained at once, one process each"
+    )
+    parser.add_argument(
+        "--plan", action="store_true", help="print the plan and estimate, then stop"
+    )
+    parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)  # a worker's corpus
     args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
+    scale, first = (QUICK, FIRST_QUICK) if args.quick else (FULL, FIRST)
     work = args.work or REPO / "runs" / ("findings-quick" if args.quick else "findings")
-    data = corpora()
+    data = [c for c in corpora() if args.corpus in (None, c.name)]
+    TRAIN_ONLY = args.train_only
+    TAG = f"[{args.corpus}] " if args.corpus else ""
+    claims = [n for n in CLAIMS if (not args.only or n in args.only)]
+    if TRAIN_ONLY:
+        claims = [n for n in claims if n in TRAINING]
+    else:
+        runs, seconds = planned_cost(scale, first, len(data))
+        parallel = max(1, min(args.jobs, len(data)))
+        print(
+            f"plan ({scale.name}): {runs[0]}-{runs[1]} runs on {len(data)} corpora, about "
+            f"{seconds[0] / 60:.0f}-{seconds[1] / 60:.0f} minutes of one idle core; with "
+            f"{parallel} process(es) about "
+            f"{(seconds[0] / parallel + REPORT_SECONDS) / 60:.0f}-"
+            f"{(seconds[1] / parallel + REPORT_SECONDS) / 60:.0f} minutes on idle cores "
+            "(finished runs in --work are reused)",
+            flush=True,
+        )
+        if args.plan:
+            return 0
     began = time.perf_counter()
+    by_workers = 0
+    if not TRAIN_ONLY and args.jobs > 1 and len(data) > 1:
+        by_workers = train_in_workers(args, work, data)
+    target = page_path(args, work)
+    FIG_DIR = target.parent / "findings"
     findings = []
-    for number, measure in CLAIMS.items():
-        if args.only and number not in args.only:
-            continue
-        print(f"claim {number} ...", flush=True)
-        findings.append(measure(scale, work, data))
-        print(f"  verdict: {findings[-1].verdict}", flush=True)
+    for number in claims:
+        measure = CLAIMS[number]
+        print(f"{TAG}claim {number} ...", flush=True)
+        # the first method's runs lie where the first page put them; the new method's apart
+        finding = measure(scale, work if number in SAME_METHOD else work / TUNED_DIR, data)
+        if number in CHANGED_BY_METHOD:
+            print(f"{TAG}claim {number}, first method ...", flush=True)
+            finding.before = measure(first, work, data).verdict
+        findings.append(finding)
+        if not TRAIN_ONLY:
+            print(f"  verdict: {finding.verdict}", flush=True)
     minutes = (time.perf_counter() - began) / 60
     from tinylm.fileio import atomic_write
 
-    target = DOC if not args.only else work / "findings.md"
-    atomic_write(target, render(findings, scale, data, minutes))
+    if TRAIN_ONLY:
+        atomic_write(counts_file(work, data[0]), json.dumps(RUNS) + "\n")
+        return 0
+    RUNS["trained"] += by_workers  # this invocation trained them; the report read them back
+    RUNS["reused"] -= by_workers
+
+    atomic_write(target, render(findings, scale, first, data, minutes, work))
     print(f"wrote {target} in {minutes:.1f} minutes")
     return 0
 
