@@ -274,3 +274,24 @@ def test_a_run_that_is_not_a_chat_model_exports_no_template(char_chat, tmp_path)
     assert "chat_template" not in config and config["eos_token"] == "<BOS>"
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text("utf-8"))
     assert generation["eos_token_id"] == tokenizer.eos_id
+
+
+def test_a_tokenizer_without_bos_renders_without_one(tmp_path):
+    """No BOS id: tinylm's layout starts with the first turn, and so does the Jinja template."""
+    text = "hi there, Über café? ✓ be brief. 2+2? 4\n" * 10
+    tokenizer = add_chat_tokens(BPETokenizer.train(text, 280, progress=False))
+    assert tokenizer.bos_id is None
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_embd=16)
+    save_checkpoint(
+        tmp_path / "run", GPT(config), None, 0, tokenizer=tokenizer, chat_template=template_record()
+    )
+    export(tmp_path / "run", tmp_path / "hf")
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    template = ChatTemplate(tokenizer)
+    for messages in conversations("char"):
+        expected = template.render_for_generation(messages)
+        assert expected[0] == tokenizer.special_tokens[f"<|{messages[0].role}|>"]
+        ids = reference.apply_chat_template(
+            as_dicts(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        assert list(ids) == expected
