@@ -216,6 +216,34 @@ def test_load_tokenizer_reads_an_exported_char_tokenizer(unknown, tmp_path):
     assert (back.chars, back.BOS, back.UNK) == (char.chars, char.BOS, char.UNK)
 
 
+@pytest.mark.parametrize("unknown", ["error", "reserve"])
+def test_a_char_tokenizer_with_special_tokens_exports_and_reads_back(unknown, tmp_path):
+    """A chat model's char tokenizer: HF reads the names in text as its tokens; so does tinylm."""
+    char = CharTokenizer.train("hi there ✓", unknown=unknown).with_special_tokens(
+        ["<|user|>", "<|end|>"]
+    )
+    hf = hf_of(char)
+    user, end = char.special_tokens["<|user|>"], char.special_tokens["<|end|>"]
+    assert bare_ids(hf, "<|user|>hi ✓<|end|>") == [user, *char.encode("hi ✓"), end]
+    assert hf.decode([user, *char.encode("hi")], skip_special_tokens=True) == "hi"
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(to_hf_tokenizer_json(char)), encoding="utf-8")
+    back = load_tokenizer(path)
+    assert isinstance(back, CharTokenizer)
+    assert (back.chars, back.BOS, back.UNK) == (char.chars, char.BOS, char.UNK)
+    assert back.special_tokens == char.special_tokens
+
+
+def test_a_char_file_whose_special_ids_are_not_in_order_is_refused(tmp_path):
+    data = to_hf_tokenizer_json(CharTokenizer.train("abc").with_special_tokens(["<|a|>", "<|b|>"]))
+    for token in data["added_tokens"]:  # swap the two specials' ids in added_tokens only
+        token["id"] = {4: 5, 5: 4}.get(token["id"], token["id"])
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TinylmError, match="not tinylm's char tokenizer's"):
+        load_tokenizer(path)
+
+
 def test_a_wordlevel_file_tinylm_did_not_write_is_refused(tmp_path):
     data = to_hf_tokenizer_json(CharTokenizer.train("abc"))
     data["model"]["vocab"] = {"b": 0, "a": 1, "c": 2, "<BOS>": 3}  # not sorted: other ids

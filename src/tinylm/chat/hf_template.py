@@ -21,7 +21,9 @@ imported model sees the very ids transformers would give it:
   it is, ``strftime_now(fmt)``, and a ``{% generation %}`` block (only marks a
   reply for training masks, so here it just renders its body);
 * the rendered text is encoded with special tokens allowed, as transformers'
-  default does: a message that spells ``<|im_end|>`` becomes that token there too.
+  default does: a message that spells ``<|im_end|>`` becomes that token there too
+  (for the char tokenizer ``tinylm export`` writes, ``<BOS>`` and its named
+  special tokens likewise).
 
 A reply ends at the tokenizer's ``eos_token`` (:attr:`HFChatTemplate.end_id`).
 Jinja comes from the optional ``chat`` extra and is imported only when a
@@ -32,15 +34,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tinylm.chat.conversations import Message
+from tinylm.chat.template import CHAT_TOKENS, jinja_chat_template
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer
+from tinylm.tokenizers.char import CharTokenizer
+from tinylm.tokenizers.hf_tokenizer_json import CHAR_BOS, CHAR_UNK
 from tinylm.untrusted_files import read_json
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -101,7 +107,28 @@ class HFChatTemplate:
         text = self.render_text(messages, add_generation_prompt=True)
         if isinstance(self.tokenizer, BPETokenizer):
             return self.tokenizer.encode(text, allowed_special="all")
-        return self.tokenizer.encode(text)  # the char tokenizer never reads specials in text
+        if isinstance(self.tokenizer, CharTokenizer):
+            return _char_encode_with_specials(self.tokenizer, text)
+        return self.tokenizer.encode(text)
+
+
+def _char_encode_with_specials(tokenizer: CharTokenizer, text: str) -> list[int]:
+    """``text`` in a char tokenizer's ids, its special tokens' names read as those tokens.
+
+    The char tokenizer's own ``encode`` never does this (a name in a message is
+    characters); a rendered template needs it, as transformers cuts its added
+    tokens out of the text first, longest name first: ``<BOS>``, ``<UNK>`` and the
+    named specials (a folder ``tinylm export`` wrote from a chat run).
+    """
+    specials = dict(tokenizer.special_tokens)
+    specials[CHAR_BOS] = tokenizer.BOS
+    if tokenizer.UNK is not None:
+        specials[CHAR_UNK] = tokenizer.UNK
+    names = sorted(specials, key=len, reverse=True)
+    ids: list[int] = []
+    for piece in re.split(f"({'|'.join(map(re.escape, names))})", text):
+        ids += [specials[piece]] if piece in specials else tokenizer.encode(piece)
+    return ids
 
 
 def load_hf_chat_template(folder: str | os.PathLike, tokenizer: Tokenizer) -> HFChatTemplate | None:
@@ -112,17 +139,48 @@ def load_hf_chat_template(folder: str | os.PathLike, tokenizer: Tokenizer) -> HF
     transformers reads them.
     """
     folder = Path(folder)
+    template, specials = read_hf_chat_template(folder)
+    if template is None:
+        return None
+    jinja_file = folder / TEMPLATE_FILE
+    source = str(jinja_file if jinja_file.is_file() else folder / TOKENIZER_CONFIG)
+    return HFChatTemplate(source, tokenizer, specials, template)
+
+
+def read_hf_chat_template(folder: Path) -> tuple[str | None, dict[str, str]]:
+    """``(the Jinja text or None, the named special tokens' text)`` of a folder; no Jinja needed.
+
+    The text is found as :func:`load_hf_chat_template` finds it.
+    """
     config_path = folder / TOKENIZER_CONFIG
     hint = "the Hugging Face folder is damaged; fetch it again"
     config = read_json(config_path, hint) if config_path.is_file() else {}
     if not isinstance(config, dict):
         raise TinylmError(f"{config_path} is not a JSON object; {hint}")
     template = _template_text(folder, config, str(config_path))
-    if template is None:
-        return None
-    source = str(folder / TEMPLATE_FILE) if (folder / TEMPLATE_FILE).is_file() else str(config_path)
-    specials = special_token_texts(config, str(config_path))
-    return HFChatTemplate(source, tokenizer, specials, template)
+    return template, special_token_texts(config, str(config_path))
+
+
+def is_tinylm_layout(template: str, specials: dict[str, str], tokenizer: Tokenizer) -> bool:
+    """Whether ``template`` renders tinylm's own chat layout for ``tokenizer``.
+
+    True for the very text :func:`tinylm.chat.template.jinja_chat_template` writes
+    (what ``tinylm export`` puts in a chat model's folder), when the tokenizer has
+    the chat tokens and the folder's ``bos_token`` is the tokenizer's BOS: then
+    :class:`~tinylm.chat.template.ChatTemplate` gives the ids this template gives.
+    Any other text is some other layout, even one that happens to render alike.
+    """
+    if not all(name in tokenizer.special_tokens for name in CHAT_TOKENS):
+        return False
+    bos = tokenizer.bos_id
+    if template != jinja_chat_template(bos is not None):
+        return False
+    if bos is None:
+        return True
+    names = {i: name for name, i in tokenizer.special_tokens.items()}
+    if isinstance(tokenizer, CharTokenizer):
+        names[tokenizer.BOS] = CHAR_BOS
+    return specials.get("bos_token") == names.get(bos)
 
 
 def _template_text(folder: Path, config: dict[str, Any], source: str) -> str | None:

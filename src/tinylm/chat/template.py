@@ -26,6 +26,10 @@ For generation, :meth:`ChatTemplate.render_for_generation` renders the
 conversation so far the same way and ends with ``<|assistant|>``; the model's
 reply runs until it samples ``<|end|>`` (:attr:`ChatTemplate.end_id`).
 
+The same layout as a Hugging Face Jinja ``chat_template`` (what ``tinylm export``
+writes, so transformers' ``apply_chat_template`` gives these ids) is
+:func:`jinja_chat_template`.
+
 Conversations longer than the context are dropped, whole, by
 :func:`fit_to_context`, which counts them for the report: cutting one would
 either lose the start of the reply the model is trained on or train it on
@@ -158,6 +162,30 @@ def load_chat_template(path: str | os.PathLike | None, tokenizer: Tokenizer) -> 
         if tokens.str(role) != name:
             raise tokens.error(role, repr(name), tokens.str(role))
     return ChatTemplate(tokenizer)
+
+
+def jinja_chat_template(has_bos: bool) -> str:
+    """This module's layout as a Hugging Face Jinja ``chat_template``.
+
+    transformers renders it to text and encodes that with every added token
+    recognised and nothing else added, so the turn tokens become their ids, and
+    ``{{ bos_token }}`` the BOS id, exactly where :meth:`ChatTemplate.render` puts
+    them. ``has_bos``: whether the tokenizer has a BOS id (the layout starts with
+    it only then). A role the layout has no header for is refused, as here. The
+    text is a fixed function of ``has_bos``, so an import can recognise it.
+    """
+    headers = ", ".join(f"{role!r}: {name!r}" for role, name in _HEADERS.items())
+    return (
+        ("{{ bos_token }}" if has_bos else "")
+        + f"{{% set headers = {{{headers}}} %}}"
+        + "{% for message in messages %}"
+        + "{% if message['role'] not in headers %}"
+        + "{{ raise_exception('a tinylm chat message is from system, user or assistant') }}"
+        + "{% endif %}"
+        + f"{{{{ headers[message['role']] + message['content'] + {END!r} }}}}"
+        + "{% endfor %}"
+        + f"{{% if add_generation_prompt %}}{{{{ {ASSISTANT!r} }}}}{{% endif %}}"
+    )
 
 
 @dataclass(frozen=True)

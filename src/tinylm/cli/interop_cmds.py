@@ -46,11 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     # torch-free start-up: every tinylm command imports this module
+    from tinylm.chat.template import load_chat_template
     from tinylm.inference.loading import load_model
     from tinylm.interop.export import export_model
 
     model, tokenizer, meta = load_model(args.run_path, "cpu", "best" if args.best else "latest")
-    files = export_model(model, tokenizer, args.out, args.format, args.quant)
+    chat = meta.chat_template_file is not None and tokenizer is not None
+    if chat:
+        load_chat_template(meta.chat_template_file, tokenizer)  # checked before it is written
+    files = export_model(model, tokenizer, args.out, args.format, args.quant, chat=chat)
     fmt = args.format if args.quant is None else f"{args.format} {args.quant}"
     say(f"exported {meta.path} (step {meta.step}) as {fmt} to {args.out}:")
     for path in files:
@@ -72,6 +76,13 @@ def run_import(args: argparse.Namespace) -> int:
             "sample, eval and inspect need one: give the folder a byte-level BPE "
             "tokenizer.json (or vocab.json + merges.txt) and import it again into a new folder"
         )
+    elif info["chat"] == "tinylm":
+        say(f"it is a chat model (tinylm's chat template); next: tinylm chat {args.out}")
     else:
         say(f"next: tinylm sample {args.out}")
+    if info["chat"] == "other":
+        say(
+            f"note: {args.hf_dir}'s chat_template is not tinylm's layout and was not carried "
+            f"over; chat with the folder itself: tinylm chat {args.hf_dir}"
+        )
     return 0

@@ -8,7 +8,10 @@ format cannot hold) happen before anything is written.
 * ``hf``: ``config.json``, ``model.safetensors``, ``generation_config.json``,
   ``tokenizer.json`` and ``tokenizer_config.json``, which
   ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``
-  load offline (``hf_config``, ``hf_weights``, ``hf_tokenizer``).
+  load offline (``hf_config``, ``hf_weights``, ``hf_tokenizer``). A chat model's
+  adds tinylm's chat layout as the Jinja ``chat_template`` and ``<|end|>`` as the
+  end of generation, so ``apply_chat_template`` + ``generate`` converse as
+  ``tinylm chat`` does.
 * ``gguf``: ``model.gguf`` with the tokenizer inside (``gguf_export``); with
   ``quant="q8_0"`` its weight matrices are Q8_0 blocks (``gguf_q8_0``).
 * ``tiktoken``: ``tokenizer.tiktoken`` and ``tiktoken.json`` (``tiktoken_export``).
@@ -24,6 +27,7 @@ from typing import Any
 
 from torch import nn
 
+from tinylm.chat.template import END, ChatTemplate
 from tinylm.checkpoint.tensor_files import write_safetensors
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
@@ -51,11 +55,14 @@ def export_model(
     out: str | os.PathLike,
     fmt: str,
     quant: str | None = None,
+    chat: bool = False,
 ) -> list[Path]:
     """Write ``model`` (a ``GPT``) and its tokenizer to folder ``out`` as ``fmt``; list files.
 
     ``quant`` (``q8_0``) quantises a ``gguf`` export's weight matrices; no other
-    format takes one.
+    format takes one. ``chat``: the model was fine-tuned on conversations (its
+    checkpoint holds ``chat_template.json``); an ``hf`` export then carries the
+    template (the other formats hold the vocabulary and weights only).
     """
     if fmt not in FORMATS:
         raise TinylmError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -65,8 +72,11 @@ def export_model(
         raise TinylmError(
             "this checkpoint has no tokenizer; an export needs one to be usable elsewhere"
         )
+    if chat:
+        ChatTemplate(tokenizer)  # refuses, in one line, a tokenizer without the chat tokens
     gguf_write, gguf_check = partial(_write_gguf, quant=quant), partial(_check_gguf, quant=quant)
-    writers = {"hf": _write_hf, "gguf": gguf_write, "tiktoken": _write_tiktoken}
+    hf_write = partial(_write_hf, chat=chat)
+    writers = {"hf": hf_write, "gguf": gguf_write, "tiktoken": _write_tiktoken}
     check = {"hf": _check_hf, "gguf": gguf_check, "tiktoken": _check_tiktoken}
     check[fmt](model, tokenizer)  # refuse before touching the disk
     out = Path(out)
@@ -98,7 +108,7 @@ def _check_vocab(model: nn.Module, tokenizer: Tokenizer) -> None:
         )
 
 
-def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
+def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path, chat: bool) -> None:
     config = model.config
     family = hf_architecture(config)
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
@@ -107,13 +117,17 @@ def _write_hf(model: nn.Module, tokenizer: Tokenizer, folder: Path) -> None:
     # Written as a checkpoint's are: a full disk is an OSError that atomic_directory
     # reports in one line (safetensors' own save_file raises a SafetensorError).
     write_safetensors(tensors, folder / "model.safetensors", {"format": "pt"})
-    generation = {"bos_token_id": bos, "eos_token_id": eos}
+    generation: dict[str, Any] = {"bos_token_id": bos, "eos_token_id": eos}
+    if chat:  # a reply ends at <|end|>, or at the end of a document, as tinylm chat's does
+        end = tokenizer.special_tokens[END]
+        generation["eos_token_id"] = [end] if eos is None or eos == end else [end, eos]
     if tokenizer.pad_id is not None:
         generation["pad_token_id"] = tokenizer.pad_id
     _json(folder / "generation_config.json", generation)
     _json(folder / "tokenizer.json", to_hf_tokenizer_json(tokenizer))
-    _json(folder / "tokenizer_config.json", to_hf_tokenizer_config(tokenizer, config.block_size))
-    names = special_names(tokenizer)
+    tokenizer_config = to_hf_tokenizer_config(tokenizer, config.block_size, chat)
+    _json(folder / "tokenizer_config.json", tokenizer_config)
+    names = special_names(tokenizer, chat)
     _json(
         folder / "special_tokens_map.json",
         {f"{role}_token": name for role, name in names.items() if name is not None},

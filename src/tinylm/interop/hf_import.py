@@ -12,6 +12,13 @@ The result is an ordinary run folder (``run.json`` + ``ckpt-000000``), which
 ``sample``, ``eval``, ``inspect`` and fine-tuning (``init_from``) accept. A tokenizer
 that is not byte-level BPE (SentencePiece Llamas) cannot come along; the weights
 still import, and the run says so.
+
+A folder's Jinja ``chat_template`` that is tinylm's own layout (a chat model
+``tinylm export`` wrote; :func:`tinylm.chat.hf_template.is_tinylm_layout`) makes
+the run a chat run: its checkpoint gets ``chat_template.json``, so ``chat`` and
+``serve`` render conversations as before the round trip. Any other template is
+not carried (a run renders conversations with tinylm's layout only); ``info``
+says so, and such a folder is chatted with as it is (``tinylm chat DIR``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from tinylm.chat.hf_template import is_tinylm_layout, read_hf_chat_template
+from tinylm.chat.template import template_record
 from tinylm.checkpoint import save_checkpoint
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
@@ -158,8 +167,11 @@ def import_hf(folder: str | os.PathLike, out: str | os.PathLike) -> dict[str, An
     if is_existing_run(out):
         raise TinylmError(f"{out} already holds a run; choose a new output folder")
     model, tokenizer, info = read_hf_checkpoint(folder)
+    chat = _chat_template(Path(folder), tokenizer, info)
     with atomic_directory(out, RUN_FILE, "tinylm run") as tmp:
-        save_checkpoint(tmp / checkpoint_name(0), model, None, 0, tokenizer=tokenizer)
+        save_checkpoint(
+            tmp / checkpoint_name(0), model, None, 0, tokenizer=tokenizer, chat_template=chat
+        )
         run = {
             "imported_from": info["source"],
             "architecture": info["family"],
@@ -170,3 +182,27 @@ def import_hf(folder: str | os.PathLike, out: str | os.PathLike) -> dict[str, An
     info["params"] = sum(p.numel() for p in model.parameters())
     info["tokenizer"] = tokenizer is not None
     return info
+
+
+def _chat_template(
+    folder: Path, tokenizer: Tokenizer | None, info: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The run's ``chat_template.json`` record when the folder's template is tinylm's layout.
+
+    Sets ``info["chat"]``: ``"tinylm"`` (carried), ``"other"`` (a template that
+    is not carried) or ``None`` (the folder has none). A template that cannot be
+    read is not carried either: the weights and tokenizer still import.
+    """
+    try:
+        template, specials = read_hf_chat_template(folder)
+    except TinylmError:
+        info["chat"] = "other"
+        return None
+    if template is None:
+        info["chat"] = None
+        return None
+    if tokenizer is not None and is_tinylm_layout(template, specials, tokenizer):
+        info["chat"] = "tinylm"
+        return template_record()
+    info["chat"] = "other"
+    return None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinylm.chat.template import END, jinja_chat_template
 from tinylm.errors import TinylmError
 from tinylm.tokenizers.base import Tokenizer
 from tinylm.tokenizers.bpe import BPETokenizer
@@ -44,18 +45,25 @@ from tinylm.tokenizers.char import CharTokenizer
 from tinylm.tokenizers.hf_tokenizer_json import CHAR_BOS, CHAR_SPLIT, CHAR_UNK
 
 
-def special_names(tokenizer: Tokenizer) -> dict[str, str | None]:
-    """The BOS, EOS, PAD and UNK token text for HF's config files (None where absent)."""
+def special_names(tokenizer: Tokenizer, chat: bool = False) -> dict[str, str | None]:
+    """The BOS, EOS, PAD and UNK token text for HF's config files (None where absent).
+
+    ``chat``: a chat model's, whose EOS is ``<|end|>``, the token that ends a
+    reply, so HF generation (and a chat template's reader) stops where tinylm's
+    chat stops.
+    """
     if isinstance(tokenizer, CharTokenizer):
         unk = CHAR_UNK if tokenizer.UNK is not None else None
-        return {"bos": CHAR_BOS, "eos": CHAR_BOS, "pad": None, "unk": unk}
-    by_id = {i: name for name, i in tokenizer.special_tokens.items()}
-    return {
-        "bos": by_id.get(tokenizer.bos_id),
-        "eos": by_id.get(tokenizer.eos_id),
-        "pad": by_id.get(tokenizer.pad_id),
-        "unk": None,
-    }
+        names = {"bos": CHAR_BOS, "eos": CHAR_BOS, "pad": None, "unk": unk}
+    else:
+        by_id = {i: name for name, i in tokenizer.special_tokens.items()}
+        names = {
+            "bos": by_id.get(tokenizer.bos_id),
+            "eos": by_id.get(tokenizer.eos_id),
+            "pad": by_id.get(tokenizer.pad_id),
+            "unk": None,
+        }
+    return {**names, "eos": END} if chat else names
 
 
 # -- tinylm -> tokenizer.json ---------------------------------------------------------
@@ -196,6 +204,9 @@ def _char_json(tokenizer: CharTokenizer) -> dict[str, Any]:
         added.append(_added_token(tokenizer.UNK, CHAR_UNK))
         vocab[CHAR_UNK] = tokenizer.UNK
     vocab[CHAR_BOS] = tokenizer.BOS
+    for name, i in tokenizer.special_tokens.items():  # the chat tokens, after BOS and UNK
+        added.append(_added_token(i, name))
+        vocab[name] = i
     # [\s\S] is one code point, newlines included; every piece is then one "word".
     pre_tokenizer = {
         "type": "Split",
@@ -208,13 +219,18 @@ def _char_json(tokenizer: CharTokenizer) -> dict[str, Any]:
     return _envelope(added, pre_tokenizer, model, {"type": "Fuse"}, post_processor)
 
 
-def to_hf_tokenizer_config(tokenizer: Tokenizer, max_length: int) -> dict[str, Any]:
+def to_hf_tokenizer_config(
+    tokenizer: Tokenizer, max_length: int, chat: bool = False
+) -> dict[str, Any]:
     """``tokenizer_config.json``: what ``AutoTokenizer`` needs beyond tokenizer.json.
 
     ``add_bos_token`` says what the post-processor does (BOS first, no EOS added), for
     the tokenizer classes that rebuild the post-processor from these flags.
+    ``chat``: a chat model's, with tinylm's layout as its Jinja ``chat_template``
+    (in this file, where every transformers version and tinylm's own
+    :mod:`tinylm.chat.hf_template` read it) and ``<|end|>`` as its EOS.
     """
-    names = special_names(tokenizer)
+    names = special_names(tokenizer, chat)
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_length,
@@ -226,4 +242,6 @@ def to_hf_tokenizer_config(tokenizer: Tokenizer, max_length: int) -> dict[str, A
     for role, name in names.items():
         if name is not None:
             config[f"{role}_token"] = name
+    if chat:
+        config["chat_template"] = jinja_chat_template(tokenizer.bos_id is not None)
     return config

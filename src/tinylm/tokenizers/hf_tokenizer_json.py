@@ -9,7 +9,8 @@ A ``tokenizer.json`` names the pipeline stages tinylm's tokenizers have
   one ``Split`` by a regex (``Isolated``). Special tokens are ``added_tokens``.
 * **tinylm's char tokenizer** as ``tinylm export`` writes it: a ``WordLevel``
   model over a one-character split, with ``<BOS>`` (and ``<UNK>`` when it
-  reserves one) after the characters in sorted order.
+  reserves one) after the characters in sorted order, then its named special
+  tokens (a chat model's ``<|user|>`` ...) in id order.
 
 Anything else (WordPiece, Unigram/SentencePiece, normalizers, other
 pre-tokenizers) is refused with the reason: tinylm would tokenize it differently.
@@ -180,17 +181,21 @@ def _char_tokenizer(data: dict[str, Any], source: str) -> CharTokenizer:
         _check_id(i, text, source)
     chars = sorted(text for text in vocab if len(text) == 1)
     unknown = "reserve" if CHAR_UNK in vocab else "error"
+    added = _added_specials(data.get("added_tokens"), source)
+    named = sorted((i, name) for name, i in added.items() if name not in (CHAR_BOS, CHAR_UNK))
     try:
-        tokenizer = CharTokenizer(chars, unknown=unknown)
+        tokenizer = CharTokenizer(chars, unknown=unknown, special_tokens=[n for _, n in named])
     except TinylmError as exc:
         raise TinylmError(f"{source}: {exc}") from None
     expected = {ch: i for i, ch in enumerate(tokenizer.chars)}
     expected[CHAR_BOS] = tokenizer.BOS
     if tokenizer.UNK is not None:
         expected[CHAR_UNK] = tokenizer.UNK
-    if vocab != expected:
+    expected.update(tokenizer.special_tokens)
+    if vocab != expected or dict(named) != {i: n for n, i in tokenizer.special_tokens.items()}:
         raise TinylmError(
             f"{source} is a WordLevel tokenizer whose ids are not tinylm's char tokenizer's "
-            "(sorted characters, then <BOS>, then <UNK>); give the file tinylm exported"
+            "(sorted characters, then <BOS>, then <UNK>, then its special tokens); give the "
+            "file tinylm exported"
         )
     return tokenizer
