@@ -21,7 +21,11 @@ from .conftest import VARIANTS, make_model
 transformers = pytest.importorskip("transformers", reason="the test extra installs transformers")
 peft = pytest.importorskip("peft", reason="the test extra installs peft")
 
-pytestmark = pytest.mark.slow  # transformers and peft take seconds to import and load
+pytestmark = [
+    pytest.mark.slow,  # transformers and peft take seconds to import and load
+    # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing: theirs, not ours
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+]
 
 TARGET_SETS = {
     "all": ("attn", "ffn"),
