@@ -98,7 +98,7 @@ def base_weights(base: Path) -> dict[str, torch.Tensor]:
 
 
 def test_on_plain_text_only_the_adapters_train_and_the_checkpoint_is_the_merged_model(
-    tmp_path, base, corpus
+    tmp_path, base, corpus, capsys
 ):
     trainer = init_from(
         base, corpus, overrides={**FINE, **LORA, "steps": 3}, out_dir=tmp_path / "ft"
@@ -112,6 +112,10 @@ def test_on_plain_text_only_the_adapters_train_and_the_checkpoint_is_the_merged_
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimized == {id(p) for p in trainer.model.parameters() if p.requires_grad}
     trainer.fit()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    assert (
+        f"training {trainable:,} of 0.01M parameters (the rest frozen)" in capsys.readouterr().err
+    )
 
     # the frozen base under the adapters is bit-identical to the base run's weights
     before = base_weights(base)
@@ -138,6 +142,10 @@ def test_on_plain_text_only_the_adapters_train_and_the_checkpoint_is_the_merged_
     )
     with torch.no_grad():
         torch.testing.assert_close(full(ids)[0], adapted_model(ids)[0], rtol=0, atol=1e-6)
+    # tinylm lora merge of the checkpoint writes the very same merged weights
+    assert main(["lora", "merge", str(ckpt), "--out", str(tmp_path / "merged")]) == 0
+    again = load_file(next((tmp_path / "merged").glob("ckpt-*/model.safetensors")))
+    assert all(torch.equal(again[name], merged[name]) for name in merged)
     adapter_bytes = (ckpt / "adapter.safetensors").stat().st_size
     assert adapter_bytes < (ckpt / "model.safetensors").stat().st_size / 4
 
@@ -176,6 +184,14 @@ def test_a_chat_lora_run_trains_the_new_token_rows_and_resumes_exactly(
     assert records(tmp_path / "cut") == records(whole)
     assert digests(tmp_path / "cut") == digests(whole)
     assert "ckpt-000004/adapter.safetensors" in digests(whole)
+
+    # its adapter alone would lack the trained token table: merging it is refused
+    capsys.readouterr()
+    fails_with(
+        capsys,
+        ["lora", "merge", str(whole / "ckpt-000004"), "--out", str(tmp_path / "m")],
+        "use the checkpoint itself",
+    )
 
     # the run is an ordinary chat model to sample from
     assert main(["sample", str(whole), "--max-tokens", "5", "--seed", "3"]) == 0
