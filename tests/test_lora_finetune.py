@@ -236,3 +236,25 @@ def test_lora_settings_round_trip_and_default_off():
     config = TrainConfig(lora_rank=2, lora_targets="attn")
     assert config.lora == LoraConfig(2, 16.0, 0.0, ("attn",))
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_compare_fine_tunes_every_variant_from_the_same_base(tmp_path, base, chat_file, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--init-from", str(base), "--data", f"chat:{chat_file}"]
+    argv += ["--vary", "lora_rank=0,2", "--out", str(out), "--quiet"]
+    argv += ["--set", "steps=2", "--set", "batch_size=3", "--set", "eval_batches=2"]
+    assert main(argv) == 0
+    runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 2
+    for run in runs:
+        info = json.loads((run / "run.json").read_text())
+        assert info["init_from"] == str((base / "ckpt-000003").resolve())
+        assert info["data"] == [f"chat:{chat_file}"] and "chat" in info
+    lora = [run for run in runs if (run / "ckpt-000002" / "adapter.json").is_file()]
+    assert len(lora) == 1 and json.loads((lora[0] / "run.json").read_text())["train"]["lora_rank"]
+    table = capsys.readouterr().out
+    assert "| lora_rank=0 |" in table and "| lora_rank=2 |" in table
+    # the plan keeps the base: the same folder under another base is another comparison
+    assert json.loads((out / "plan.json").read_text())["init_from"] == str(base.resolve())
+    other = [a if a != str(base) else str(base / "ckpt-000003") for a in argv]
+    fails_with(capsys, other, "init_from")
