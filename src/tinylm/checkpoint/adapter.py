@@ -111,26 +111,37 @@ def save_adapter(
     ``base`` is the checkpoint the model was loaded from (or its :class:`BaseIdentity`,
     computed once by a trainer that saves often). ``step`` is the fine-tuning step.
     """
-    if not has_lora(model):
-        raise TinylmError("this model has no LoRA adapters to save; add_lora it first")
     identity = base if isinstance(base, BaseIdentity) else base_identity(base)
     folder = Path(folder)
     with atomic_directory(folder, ADAPTER_JSON, "tinylm adapter") as tmp:
-        write_safetensors(
-            {name: t.contiguous().cpu() for name, t in lora_state_dict(model).items()},
-            tmp / ADAPTER_FILE,
-            {"format": "pt"},
-        )
-        record = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "created_by": f"tinylm {__version__}",
-            "lora": lora.to_dict(),
-            "step": step,
-            "base": identity.to_dict(),
-        }
-        write_json(tmp / ADAPTER_JSON, record)
+        write_adapter_files(tmp, model, lora, identity, step=step)
     return folder
+
+
+def write_adapter_files(
+    folder: Path, model: nn.Module, lora: LoraConfig, base: BaseIdentity, *, step: int | None
+) -> None:
+    """The two adapter files, into ``folder`` as it is (a folder being built atomically).
+
+    A LoRA run's checkpoint folder holds them beside its merged weights, so the
+    checkpoint is an adapter folder too.
+    """
+    if not has_lora(model):
+        raise TinylmError("this model has no LoRA adapters to save; add_lora it first")
+    write_safetensors(
+        {name: t.contiguous().cpu() for name, t in lora_state_dict(model).items()},
+        folder / ADAPTER_FILE,
+        {"format": "pt"},
+    )
+    record = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created_by": f"tinylm {__version__}",
+        "lora": lora.to_dict(),
+        "step": step,
+        "base": base.to_dict(),
+    }
+    write_json(folder / ADAPTER_JSON, record)
 
 
 # -- read -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tinylm.checkpoint.rng import restore_rng_states, save_rng_states
 from tinylm.checkpoint.tensor_files import load_tensors, save_tensors, stored_shapes
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
+from tinylm.model.lora import has_lora, merged_state_dict
 from tinylm.run_layout import (
     CHAT_TEMPLATE_FILE,
     CONFIG_FILE,
@@ -60,6 +62,7 @@ def save_checkpoint(
     metrics: dict[str, float] | None = None,
     best: dict[str, Any] | None = None,
     chat_template: dict[str, Any] | None = None,
+    write_more: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``path`` atomically; return its path.
 
@@ -73,13 +76,20 @@ def save_checkpoint(
     record of :func:`tinylm.chat.template.template_record`, saved for a chat model
     so that everything that reads the checkpoint renders conversations alike. The
     global RNG states are always saved.
+
+    A model with LoRA adapters (``tinylm.model.lora``) is saved merged: the
+    checkpoint holds an ordinary model. ``write_more(folder)`` adds files of the
+    caller's own (a LoRA run's adapter) to the folder before it is published.
     """
     path = Path(path)
-    size = tensor_bytes(model.state_dict()) + tensor_bytes(
+    weights = merged_state_dict(model) if has_lora(model) else model.state_dict()
+    size = tensor_bytes(weights) + tensor_bytes(
         optimizer.state_dict() if optimizer is not None else {}
     )
     with atomic_directory(path, STATE_FILE, "tinylm checkpoint", size=size) as tmp:
-        save_tensors(tmp / MODEL_FILE, model.state_dict(), {"format": "pt"})
+        save_tensors(tmp / MODEL_FILE, weights, {"format": "pt"})
+        if write_more is not None:
+            write_more(tmp)
         if optimizer is not None:
             save_optimizer(tmp, optimizer)
         save_rng_states(tmp, generators)
@@ -222,18 +232,22 @@ def load_checkpoint(
     *,
     generators: dict[str, torch.Generator] | None = None,
     restore_rng: bool | None = None,
+    weights: bool = True,
 ) -> int:
     """Restore weights (and optimizer, generators, RNGs) from a checkpoint; return its step.
 
     ``generators`` are restored in place by name. The global RNGs (torch, CUDA,
     numpy, python) are restored when ``restore_rng`` is true; by default they
     are exactly when an optimizer is given, i.e. when resuming training, and
-    left alone when merely loading weights to sample or evaluate.
+    left alone when merely loading weights to sample or evaluate. ``weights=False``
+    leaves the model alone (a LoRA run's trainer rebuilds its own, see
+    ``tinylm.train.lora_run``).
     """
     folder = resolve_checkpoint(path)
     state = read_state(folder)
-    check_fits(folder, model)
-    _load_weights(folder, model)
+    if weights:
+        check_fits(folder, model)
+        _load_weights(folder, model)
     if optimizer is not None:
         load_optimizer(folder, optimizer)
     if restore_rng is None:

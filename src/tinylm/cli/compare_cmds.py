@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="corpus or prepared folder (default: the built-in corpus)",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="fine-tune every run from this run folder or checkpoint, on --data (text or "
+        "chat:...), e.g. --vary lora_rank=0,8",
+    )
     p.add_argument("--preset", help="model preset (default: small)")
     p.add_argument("--tokenizer", metavar="SPEC", help="char, bpe:N or a tokenizer file")
     add_overrides(p, "a setting shared by every run, e.g. --set n_layer=2 (repeatable)")
@@ -212,6 +218,7 @@ def run_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         on_run=report,
         tuning=tuning,
+        init_from=args.init_from,
     )
     title = "tinylm compare: " + ", ".join(
         f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in axes.items()

@@ -173,11 +173,13 @@ def run_settings(
     preset: str | None,
     config_file: str | os.PathLike | None,
     overrides: Mapping[str, Any] | None,
+    init_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The overrides of one run: the base ones, the variant's values, its seed and budget.
 
     Checked here with the run layer's own rules (both configs are built), so a bad
-    value fails before any run starts.
+    value fails before any run starts. With ``init_from`` the model is that
+    checkpoint's (a token budget counts its context per row).
     """
     # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
     from tinylm.model.config import ModelConfig
@@ -185,11 +187,14 @@ def run_settings(
 
     given = {**(overrides or {}), **variant.run_settings, "seed": variant.seed}
     layered = layer_settings(preset, config_file, given)
-    model = ModelConfig.from_preset(layered.preset, **layered.model)
+    if init_from is None:
+        block_size = ModelConfig.from_preset(layered.preset, **layered.model).block_size
+    else:
+        block_size = _base_block_size(init_from)
     train = TrainConfig.from_dict(layered.train)
     steps = train.steps
     if budget is not None:
-        tokens_per_step = train.batch_size * train.grad_accum * model.block_size
+        tokens_per_step = train.batch_size * train.grad_accum * block_size
         steps = budget.steps_for(tokens_per_step, train.steps)
     given["steps"] = steps
     if "eval_every" not in layered.train:  # enough points for a curve
@@ -198,6 +203,22 @@ def run_settings(
         given["sample_every"] = 0
     layer_settings(preset, config_file, given)  # the final layers must still be valid
     return given
+
+
+def _base_block_size(init_from: str | os.PathLike) -> int:
+    """The context of the checkpoint every run fine-tunes (its config, checked as read)."""
+    # torch-free start-up: cli/compare_cmds imports this module for every tinylm command
+    from tinylm.checkpoint.save_load import read_checkpoint_meta
+    from tinylm.model.config import ModelConfig
+
+    config = read_checkpoint_meta(init_from).model_config
+    if not isinstance(config, dict):
+        raise SettingError(
+            f"checkpoint {init_from} has no model config to fine-tune from; point init_from "
+            "at a run folder or checkpoint tinylm wrote",
+            setting="init_from",
+        )
+    return ModelConfig.from_dict(config).block_size
 
 
 def configured_lr(
@@ -229,23 +250,34 @@ def run_comparison(
     progress: bool = True,
     on_run: ProgressCallback | None = None,
     tuning: LrTuning | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> list[RunResult]:
     """Train every variant (or take its finished result) and return the results in order.
 
     ``progress`` shows data preparation and a bar per run (in a terminal);
     ``on_run`` is called after each run, finished now or earlier (sweep runs too).
     ``tuning`` first sweeps each configuration's learning rate, then runs the
-    variants at the rate chosen for their configuration.
+    variants at the rate chosen for their configuration. ``init_from`` (a run
+    folder or checkpoint) makes every run a fine-tune of that model on ``data``
+    (text, or ``chat:...`` conversations), each run preparing it with the base's
+    tokenizer as ``init_from`` does, so all see the same ids.
     """
     out = Path(out_dir)
     common = {"preset": preset, "config_file": config_file, "overrides": overrides}
     if tuning is not None:
         _check_tunable(variants)
-    for v in variants:
-        run_settings(v, budget, **common)  # every value checked before anything runs
+    for v in variants:  # every value checked before anything runs
+        run_settings(v, budget, **common, init_from=init_from)
     shared = shared_plan(data, preset, tokenizer, config_file, overrides, budget, separator, tuning)
+    if init_from is not None:  # absent otherwise, as a plan.json from before it reads
+        shared["init_from"] = str(Path(init_from).resolve())
     check_same_plan(out, shared)
-    prepared = prepare_comparison_data(out, data, tokenizer, separator=separator, progress=progress)
+    if init_from is None:
+        prepared: Any = prepare_comparison_data(
+            out, data, tokenizer, separator=separator, progress=progress
+        )
+    else:
+        prepared = FineTune(Path(init_from), _data_list(data), separator)
     atomic_write(out / COMPARE_PLAN_FILE, json.dumps(shared, indent=1) + "\n")
 
     runs = _Runs(out, prepared, budget, common, progress, on_run)
@@ -255,6 +287,21 @@ def run_comparison(
         runs.run(variant, index, total, sweep=sweep)
         for index, (variant, sweep) in enumerate(planned, start=1)
     ]
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """What every run of a fine-tuning comparison starts from: the base and its data."""
+
+    init_from: Path
+    data: list[str] | None  # None: the engine's default corpus
+    separator: str
+
+
+def _data_list(data: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[str] | None:
+    if data is None:
+        return None
+    return [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else list(map(os.fspath, data))
 
 
 def _check_tunable(variants: Sequence[Variant]) -> None:
@@ -275,7 +322,7 @@ class _Runs:
     """One comparison's runs: each trained into its folder, or read back when finished."""
 
     out: Path
-    prepared: Path
+    prepared: Path | FineTune  # the tokens every run trains on, or the base it fine-tunes
     budget: Budget | None
     common: Mapping[str, Any]  # preset, config_file, overrides
     progress: bool
@@ -295,7 +342,8 @@ class _Runs:
         else:
             name = _name(variant.label, variant.lr, variant.seed)
             bar = f"[{'tune ' if tune else ''}{index}/{total}] {name}"
-            settings = run_settings(variant, self.budget, **self.common)
+            base = self.prepared.init_from if isinstance(self.prepared, FineTune) else None
+            settings = run_settings(variant, self.budget, **self.common, init_from=base)
             result = _train(
                 variant,
                 settings,
@@ -439,7 +487,7 @@ def _train(
     variant: Variant,
     settings: dict[str, Any],
     run_dir: Path,
-    prepared: Path,
+    prepared: Path | FineTune,
     preset: str | None,
     config_file: str | os.PathLike | None,
     budget: Budget | None,
@@ -464,7 +512,16 @@ def _train(
     else:
         if run_dir.exists():  # killed before its first checkpoint: nothing worth keeping
             shutil.rmtree(run_dir)
-        trainer = start_run(prepared, preset=preset, out_dir=run_dir, **common)
+        if isinstance(prepared, FineTune):
+            trainer = start_run(
+                prepared.data,
+                init_from=prepared.init_from,
+                separator=prepared.separator,
+                out_dir=run_dir,
+                **common,
+            )
+        else:
+            trainer = start_run(prepared, preset=preset, out_dir=run_dir, **common)
     seconds_before = _training_seconds(_read_records(run_dir))
     with progress_bar(
         progress, total=trainer.config.steps, initial=trainer.step, desc=description, leave=False

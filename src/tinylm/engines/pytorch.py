@@ -16,6 +16,7 @@ from tinylm.data.corpus import BUILTIN_CORPUS
 from tinylm.engines.base import Engine
 
 if TYPE_CHECKING:
+    from tinylm.checkpoint.adapter import BaseIdentity
     from tinylm.data.conversation_batches import ConversationData
     from tinylm.data.prepared import PreparedData
     from tinylm.model import ModelConfig
@@ -64,9 +65,11 @@ class PyTorchEngine(Engine):
 
         # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.checkpoint import load_checkpoint
+        from tinylm.checkpoint.adapter import base_identity
         from tinylm.inference.loading import model_for_checkpoint
         from tinylm.model import GPT, ModelConfig
         from tinylm.model.grow_vocab import grow_vocab
+        from tinylm.train.lora_run import add_run_adapters
 
         if base is not None:
             model_config = ModelConfig.from_dict({**base["config"], **model_settings})
@@ -75,6 +78,7 @@ class PyTorchEngine(Engine):
             model_config = ModelConfig.from_preset(preset, **{**vocab, **model_settings})
         check_fits(model_config, config, dist)
         torch.manual_seed(config.seed)
+        lora_base = None
         if base is None:
             model = GPT(model_config)
         else:  # the checkpoint's weights are checked to fit before anything is allocated
@@ -82,7 +86,10 @@ class PyTorchEngine(Engine):
             load_checkpoint(base["path"], model)
             # A chat fine-tune's tokenizer gained the turn tokens: new rows, mean-initialised.
             grow_vocab(model, max(tokenizer.vocab_size, model_config.vocab_size))
-        return _trainer(model, data, tokenizer, config, run_info, dist)
+            if config.lora is not None:  # frozen base, trained adapters (tinylm.train.lora_run)
+                add_run_adapters(model, config.lora, model_config.vocab_size)
+                lora_base = base_identity(base["path"])
+        return _trainer(model, data, tokenizer, config, run_info, dist, lora_base)
 
     def resume(
         self,
@@ -100,11 +107,17 @@ class PyTorchEngine(Engine):
         # torch-free: listing the engines (the CLI's engine choices) loads no torch
         from tinylm.inference.loading import model_for_checkpoint
         from tinylm.model import ModelConfig
+        from tinylm.train.lora_run import rebuild_lora_model
 
         check_fits(ModelConfig.from_dict(model), config, dist)
         torch.manual_seed(config.seed)
-        gpt = model_for_checkpoint(latest, model)  # refused before allocating if unfit
-        trainer = _trainer(gpt, data, tokenizer, config, run_info, dist)
+        lora_base = None
+        if config.lora is None:
+            gpt = model_for_checkpoint(latest, model)  # refused before allocating if unfit
+        else:  # the frozen base, the adapters and the trained rows, exactly as saved
+            gpt, adapter = rebuild_lora_model(latest, model, config.lora)
+            lora_base = adapter.base
+        trainer = _trainer(gpt, data, tokenizer, config, run_info, dist, lora_base)
         trainer.resume(latest)
         return trainer
 
@@ -116,6 +129,7 @@ def _trainer(
     config: TrainConfig,
     run_info: dict[str, Any],
     dist: DistInfo,
+    lora_base: BaseIdentity | None = None,
 ) -> Trainer:
     # torch-free: listing the engines (the CLI's engine choices) loads no torch
     from tinylm.data.conversation_batches import ConversationData
@@ -131,6 +145,7 @@ def _trainer(
         run_info=run_info,
         dist=dist,
         chat_template=chat,
+        lora_base=lora_base,
     )
 
 

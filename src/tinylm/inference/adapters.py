@@ -28,11 +28,12 @@ from tinylm.checkpoint.adapter import (
     read_adapter_meta,
 )
 from tinylm.checkpoint.meta import CheckpointMeta
+from tinylm.checkpoint.save_load import read_checkpoint_meta
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_directory
 from tinylm.inference.loading import load_model
 from tinylm.model.lora import add_lora, merge_lora
-from tinylm.run_layout import RUN_FILE, checkpoint_name, step_checkpoints
+from tinylm.run_layout import RUN_FILE, STATE_FILE, checkpoint_name, step_checkpoints
 from tinylm.tokenizers.base import Tokenizer
 
 
@@ -54,10 +55,26 @@ def load_adapted(
             "new location"
         )
     check_base(meta, base_path)
+    _refuse_grown_run(meta)
     model, tokenizer, base_meta = load_model(base_path, "cpu")
     add_lora(model, meta.lora)
     load_adapter_tensors(meta, model)
     return model.to(device).eval(), tokenizer, base_meta, meta
+
+
+def _refuse_grown_run(meta: AdapterMeta) -> None:
+    """A LoRA run's checkpoint (an adapter folder too) whose vocabulary grew for chat tokens
+    trained the token table as well: ``A`` and ``B`` on the base would lack it."""
+    if not (meta.path / STATE_FILE).is_file():
+        return  # a folder save_adapter wrote: adapters only
+    grown = read_checkpoint_meta(meta.path).model_config or {}
+    base = read_checkpoint_meta(meta.base.path).model_config or {}
+    if grown.get("vocab_size") != base.get("vocab_size"):
+        raise TinylmError(
+            f"{meta.path} is a LoRA run's checkpoint that grew the vocabulary (chat tokens) "
+            "and trained the token table with the adapters; it already holds the whole "
+            "fine-tuned model, so use the checkpoint itself instead of its adapter"
+        )
 
 
 def merge_adapter_into_run(

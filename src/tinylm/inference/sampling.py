@@ -112,13 +112,15 @@ def decoder_for(model):
     """What generates for ``model``: a float32 ``DecodeEngine`` for a ``GPT``, else ``model``.
 
     A ``DecodeEngine`` (any weight format) is used as given, and so is a stand-in
-    with its own ``generate``.
+    with its own ``generate``. A ``GPT`` with LoRA adapters (a LoRA run's samples
+    during training) generates itself: the engine packs plain linear layers only.
     """
     # torch-free start-up: cli/train_cmds imports this module for every tinylm command
     from tinylm.inference.engine import DecodeEngine
     from tinylm.model.gpt import GPT
+    from tinylm.model.lora import has_lora
 
-    return DecodeEngine(model) if isinstance(model, GPT) else model
+    return DecodeEngine(model) if isinstance(model, GPT) and not has_lora(model) else model
 
 
 def _until_end(ids: list[int], eos: int | None) -> list[int]:

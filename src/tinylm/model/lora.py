@@ -272,10 +272,32 @@ def merge_lora(model: nn.Module) -> nn.Module:
     train it in full.
     """
     for name, layer in list(lora_layers(model)):
-        weight = layer.base.weight
-        with torch.no_grad():  # the product in float64: one rounding, at the final add
-            delta = (layer.lora_b.double() @ layer.lora_a.double()) * layer.scale
-            weight.copy_((weight.double() + delta).to(weight.dtype))
+        with torch.no_grad():
+            layer.base.weight.copy_(merged_weight(layer))
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, layer.base)
     return model
+
+
+def merged_weight(layer: LoraLinear) -> Tensor:
+    """``W + (alpha/r) B A`` as a new tensor: the product in float64, one rounding at the end."""
+    with torch.no_grad():
+        weight = layer.base.weight
+        delta = (layer.lora_b.double() @ layer.lora_a.double()) * layer.scale
+        return (weight.double() + delta).to(weight.dtype)
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The ``state_dict`` ``model`` would have after :func:`merge_lora`, leaving it as it is.
+
+    A trainer with adapters saves this: its checkpoints hold an ordinary model
+    (plain names, merged weights) that everything reading checkpoints takes as is.
+    The merged tensors equal :func:`merge_lora`'s bit for bit.
+    """
+    state = model.state_dict()
+    for name, layer in lora_layers(model):
+        del state[f"{name}.lora_a"], state[f"{name}.lora_b"]
+        for key in layer.base.state_dict():
+            state[f"{name}.{key}"] = state.pop(f"{name}.base.{key}")
+        state[f"{name}.weight"] = merged_weight(layer)
+    return state

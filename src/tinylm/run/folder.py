@@ -222,6 +222,35 @@ def check_same_optimizer(
         )
 
 
+#: The LoRA settings and their values in a run saved before they existed (full training).
+LORA_SETTINGS = {
+    "lora_rank": 0,
+    "lora_alpha": 16.0,
+    "lora_dropout": 0.0,
+    "lora_targets": ["attn", "ffn"],
+}
+
+
+def check_same_lora(run: dict[str, Any], out_dir: Path, train_settings: dict[str, Any]) -> None:
+    """A resume keeps the run's LoRA settings: its checkpoints hold those adapters (or none)."""
+    for key, default in LORA_SETTINGS.items():
+        stored = run["train"].get(key, default)
+        wanted = train_settings.get(key, stored)
+        if isinstance(wanted, (str, tuple)) and key == "lora_targets":  # "attn" or a tuple
+            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        if wanted != stored:
+            raise SettingError(
+                f"the run in {out_dir} was trained with {key}={stored!r}, and its checkpoints "
+                f"hold what that trains; resume without changing {key}, or start a new run "
+                "in another out_dir",
+                setting=key,
+                reason="resume_changes_lora",
+                path=out_dir,
+                stored=stored,
+                given=wanted,
+            )
+
+
 def _same_checkpoint(given: str, stored: str) -> bool:
     """Whether ``given`` names the checkpoint the run recorded (or the run it came from)."""
     given_path, stored_path = Path(given).resolve(), Path(stored).resolve()

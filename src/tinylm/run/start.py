@@ -235,6 +235,13 @@ def _new_trainer(
     rules.refuse_existing_run(out_dir)
     # Settings first: a typo or a model the engine cannot build fails before any data.
     config = engine.train_config({**settings.train, "out_dir": str(out_dir)})
+    if init_from is None and getattr(config, "lora_rank", 0):
+        raise SettingError(
+            "lora_rank fine-tunes a trained model through adapters; give init_from (a run "
+            "folder or checkpoint to start from), or leave lora_rank at 0",
+            setting="lora_rank",
+            reason="lora_without_init_from",
+        )
     base = _base_model(init_from, settings.model) if init_from is not None else None
     if base is None:  # a fine-tune's model is the checkpoint's, checked as it is built
         engine.check_model(settings.preset, settings.model, config, dist)
@@ -360,6 +367,7 @@ def _resumed_trainer(
     separator = given.pop("separator", None)
     rules.check_same_run(run, out_dir, settings.model, given)
     rules.check_same_optimizer(run, out_dir, settings.train)
+    rules.check_same_lora(run, out_dir, settings.train)
     stored = {**run["train"], "progress": True, **settings.train}
     config = engine.train_config({**stored, "out_dir": str(out_dir)})
     tokenizer = load_tokenizer(latest / TOKENIZER_FILE)

@@ -137,22 +137,31 @@ def describe_eval(record: dict[str, Any]) -> str:
     return text
 
 
+def _parameters(model: Any) -> str:
+    """``0.82M parameters``, or for a model partly frozen (LoRA) how many of them train."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == total:
+        return f"{total / 1e6:.2f}M parameters"
+    return f"{trainable:,} of {total / 1e6:.2f}M parameters (the rest frozen)"
+
+
 def describe_run(trainer: Trainer) -> str:
     """One line saying what is about to be trained, on what, for how long."""
     config = trainer.config
-    params = sum(p.numel() for p in trainer.model.parameters())
+    params = _parameters(trainer.model)
     start = f" from step {trainer.step}" if trainer.step else ""
     if getattr(trainer, "conversations", False):  # chat fine-tuning: whole conversations
         chat = trainer.run_info.get("chat", {})
         fitted = f" ({chat['fitted']})" if "fitted" in chat else ""
         rows = config.batch_size * config.grad_accum * trainer.dist.world_size
         return (
-            f"fine-tuning {params / 1e6:.2f}M parameters on {len(trainer.batches.rows):,} "
+            f"fine-tuning {params} on {len(trainer.batches.rows):,} "
             f"conversations{fitted}: {config.steps} steps{start} of {rows:,} conversations, "
             f"masked loss (replies only), {config.optimizer}, {trainer.device.type}"
         )
     return (
-        f"training {params / 1e6:.2f}M parameters on {len(trainer.batches.data):,} tokens: "
+        f"training {params} on {len(trainer.batches.data):,} tokens: "
         f"{config.steps} steps{start} of "
         f"{trainer.batches.tokens_per_step:,} tokens, {config.optimizer}, "
         f"{trainer.device.type}"

@@ -34,6 +34,7 @@ from tinylm.check_values import (
 )
 from tinylm.device import DEVICES, DTYPES
 from tinylm.errors import TinylmError
+from tinylm.model.lora import MAX_RANK, LoraConfig
 from tinylm.train.optim import OPTIMIZERS
 from tinylm.train.schedule import SCHEDULES
 from tinylm.untrusted_files import check_readable_file
@@ -85,10 +86,20 @@ class TrainConfig:
     threads: str | int = "auto"  # CPU intra-op threads: auto (measured) | N
     out_dir: str | None = "out"  # where checkpoints and metrics go; None: write nothing
     progress: bool = True  # progress bar and printed evaluations/samples
+    # LoRA fine-tuning (a run started from init_from): 0 trains every weight; r > 0
+    # freezes the base and trains rank-r adapters (tinylm.model.lora, docs/chat.md).
+    lora_rank: int = 0
+    lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # on each adapter's input only
+    lora_targets: tuple[str, ...] = ("attn", "ffn")  # projections or groups to adapt
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):  # JSON and TOML have no tuples
             object.__setattr__(self, "betas", tuple(self.betas))
+        if isinstance(self.lora_targets, list):
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        elif isinstance(self.lora_targets, str):  # a single name, as the command line gives it
+            object.__setattr__(self, "lora_targets", (self.lora_targets,))
         if isinstance(self.out_dir, os.PathLike):
             object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
         _validate(self)
@@ -99,6 +110,13 @@ class TrainConfig:
     def warmup(self) -> int:
         """Warm-up steps: as set, or a tenth of the run up to 100 (enough for Adam's moments)."""
         return min(100, self.steps // 10) if self.warmup_steps is None else self.warmup_steps
+
+    @property
+    def lora(self) -> LoraConfig | None:
+        """The adapters' settings when ``lora_rank`` > 0; None trains the whole model."""
+        if self.lora_rank == 0:
+            return None
+        return LoraConfig(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
 
     @property
     def sample_interval(self) -> int:
@@ -113,6 +131,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
+        data["lora_targets"] = list(self.lora_targets)
         return data
 
     @classmethod
@@ -207,7 +226,20 @@ def _validate(c: TrainConfig) -> None:
                 f"threads {c.threads:,} is more than tinylm runs ({MAX_THREADS:,}); "
                 "give at most the number of CPU cores, or threads = auto"
             )
+    _validate_lora(c)
     if not isinstance(c.sample_prompt, str):
         raise TinylmError(f"sample_prompt must be a string, got {shown(c.sample_prompt)}")
     if c.out_dir is not None and not isinstance(c.out_dir, str):
         raise TinylmError(f"out_dir must be a path or None, got {shown(c.out_dir)}")
+
+
+def _validate_lora(c: TrainConfig) -> None:
+    """The LoRA settings, checked by ``LoraConfig`` even while off (a typo fails at once)."""
+    check_int("lora_rank", c.lora_rank, 0, high=MAX_RANK)
+    try:
+        LoraConfig(max(c.lora_rank, 1), c.lora_alpha, c.lora_dropout, c.lora_targets)
+    except TinylmError as exc:  # "lora alpha must ..." names the setting: lora_alpha
+        message = str(exc)
+        for word in ("alpha", "dropout", "targets"):
+            message = message.replace(f"lora {word} ", f"lora_{word} ", 1)
+        raise TinylmError(message) from None

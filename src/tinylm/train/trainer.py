@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from tinylm.check_values import MAX_SEED
+from tinylm.checkpoint.adapter import BaseIdentity, write_adapter_files
 from tinylm.checkpoint.manager import CheckpointManager
 from tinylm.checkpoint.save_load import load_checkpoint, read_checkpoint_meta
 from tinylm.data.batches import StepBatches, check_long_enough, fixed_batches
@@ -59,6 +60,7 @@ from tinylm.fileio import atomic_write
 from tinylm.inference.evaluation import token_byte_table
 from tinylm.inference.sampling import sample_text
 from tinylm.model.gpt import GPT
+from tinylm.model.lora import has_lora
 from tinylm.run_layout import PLOT_FILE, RUN_FILE, STATE_FILE
 from tinylm.train import distributed
 from tinylm.train.callbacks import ConsoleReporter, call_all
@@ -94,6 +96,9 @@ class Trainer:
     spec there). ``dist`` defaults to what torchrun's environment says.
     ``chat_template`` (a :func:`tinylm.chat.template.template_record`) is saved in
     every checkpoint, so a chat model's checkpoints render conversations as it learnt them.
+    ``lora_base``: for a model with LoRA adapters (``config.lora``, added by
+    :mod:`tinylm.train.lora_run`), the checkpoint they were trained on; each
+    checkpoint then holds the merged weights and the adapter beside them.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         dist: DistInfo | None = None,
         chat_template: dict[str, Any] | None = None,
+        lora_base: BaseIdentity | None = None,
     ) -> None:
         self.config = config = config if config is not None else TrainConfig()
         if not isinstance(config, TrainConfig):
@@ -129,6 +135,12 @@ class Trainer:
         self.model = model.to(self.device)  # the plain module: evaluation, sampling, saving
         self.tokenizer = tokenizer
         self.chat_template = chat_template
+        self.lora_base = lora_base
+        if (lora_base is not None) != (config.lora is not None and has_lora(model)):
+            raise TinylmError(
+                "a LoRA trainer needs config.lora_rank > 0, a model with those adapters "
+                "(tinylm.train.lora_run.add_run_adapters) and lora_base, all three"
+            )
         self.block_size = model.config.block_size
         _check_vocab(model, tokenizer)
         #: Chat fine-tuning: whole conversations per row, and the masked loss.
@@ -507,12 +519,18 @@ class Trainer:
                 extra=self._checkpoint_extra(),
                 generators={"batches": self.batch_generator},
                 chat_template=self.chat_template,
+                write_more=self._write_adapter if self.lora_base is not None else None,
             )
             self.last_checkpoint = Path(path)
             call_all(self.callbacks, "on_checkpoint", self, self.last_checkpoint)
         self.saved_step = self.step
         distributed.barrier(self.dist)
         return path
+
+    def _write_adapter(self, folder: Path) -> None:
+        """A LoRA run's adapter files, beside the merged weights (``tinylm.train.lora_run``)."""
+        assert self.config.lora is not None and self.lora_base is not None
+        write_adapter_files(folder, self.model, self.config.lora, self.lora_base, step=self.step)
 
     def _checkpoint_extra(self) -> dict[str, Any]:
         return {
@@ -528,11 +546,18 @@ class Trainer:
         back the saved ``lr``, ``weight_decay``, betas..., so a resume with a new
         ``lr`` would log the new rate and train at the old one. What the config
         changed is listed in ``resume_changes`` (and shown when ``fit`` starts).
+
+        A LoRA run's model comes rebuilt (``tinylm.train.lora_run.rebuild_lora_model``):
+        the checkpoint's merged weights are not loaded over it.
         """
 
         wanted = [_hyperparameters(group) for group in self.optimizer.param_groups]
         step = load_checkpoint(
-            path, self.model, self.optimizer, generators={"batches": self.batch_generator}
+            path,
+            self.model,
+            self.optimizer,
+            generators={"batches": self.batch_generator},
+            weights=self.lora_base is None,
         )
         saved = [_hyperparameters(group) for group in self.optimizer.param_groups]
         for group, settings in zip(self.optimizer.param_groups, wanted, strict=True):
