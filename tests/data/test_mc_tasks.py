@@ -163,18 +163,51 @@ def test_the_hub_loader_checks_rows_as_files_are_checked(tmp_path):
 def test_the_built_in_task_is_the_documented_construction():
     task = load_task("pydocs-continue")
     assert task == pydocs_continue()  # a fixed seed: the same items every time
-    assert task.name == "pydocs-continue" and len(task.items) >= 100
-    assert task.chance == 0.25
+    assert task.name == "pydocs-continue" and task.chance == 0.25
     words = held_out_text().split()
     size = mc_tasks.CONTEXT_WORDS + mc_tasks.CONTINUATION_WORDS
-    for n, item in enumerate(task.items):
-        passage = words[n * size : (n + 1) * size]
-        assert item.context == " ".join(passage[: mc_tasks.CONTEXT_WORDS])
-        assert item.choices[item.label] == " ".join(passage[mc_tasks.CONTEXT_WORDS :])
+    starts = range(0, len(words) - size + 1, mc_tasks.STRIDE_WORDS)
+    # every passage is an item but those of the few groups left short
+    assert len(starts) - 3 * 20 <= len(task.items) <= len(starts) and len(task.items) >= 1000
+    seen = []
+    for item in task.items:
+        start = int(item.source.removeprefix("word ")) - 1
+        assert start in starts
+        seen.append(start)
+        assert item.context == " ".join(words[start : start + mc_tasks.CONTEXT_WORDS])
+        assert item.choices[item.label] == " ".join(words[start + mc_tasks.CONTEXT_WORDS :][:2])
         assert len(item.choices) == 4 == len(set(item.choices))
+    assert seen == sorted(set(seen))  # in the order of the text, each passage once
     labels = [item.label for item in task.items]
-    assert all(labels.count(k) > len(labels) / 8 for k in range(4))  # shuffled, not all first
+    assert all(labels.count(k) > len(labels) / 5 for k in range(4))  # shuffled, not all first
     assert pydocs_continue(seed=5) != task
+
+
+def test_each_built_in_continuation_is_the_answer_once_and_a_distractor_three_times():
+    groups: dict[frozenset, list[MCItem]] = {}
+    for item in pydocs_continue().items:
+        groups.setdefault(frozenset(item.choices), []).append(item)
+    for items in groups.values():
+        assert len(items) == 4
+        assert {item.choices[item.label] for item in items} == set(items[0].choices)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_scorer_blind_to_the_context_is_at_chance_exactly(seed):
+    """Any score that depends on the choice alone, normalised or not, gets acc 0.25."""
+    rng = random.Random(seed)
+    task = pydocs_continue()
+    score = {c: rng.random() for item in task.items for c in item.choices}
+    by_length = {c: -len(c) for c in score}  # an untrained model prefers short choices
+
+    def acc(scores):
+        right = [max(i.choices, key=scores.__getitem__) == i.choices[i.label] for i in task.items]
+        return sum(right) / len(right)
+
+    assert acc(score) == 0.25
+    assert acc({c: s / len(c) for c, s in score.items()}) == 0.25  # acc_norm's division
+    # a preference for short choices, ties falling to each item's order, is about chance
+    assert abs(acc(by_length) - 0.25) < 0.02
 
 
 def test_the_built_in_passages_are_the_corpus_tail():

@@ -24,9 +24,9 @@ Where items come from (:func:`load_task`):
   (:func:`load_hub_task`, :mod:`tinylm.data.hub`);
 * a **built-in task** made from text that ships with Python (:data:`BUILTIN_TASKS`).
 
-The built-in task ``pydocs-continue`` picks the true continuation of a passage of
-Python's documentation among passages' continuations from elsewhere. How it is made
-(:func:`pydocs_continue`):
+The built-in task ``pydocs-continue`` asks which of four two-word continuations
+follows a passage of Python's documentation. It is built so that only a model
+that reads the context can beat chance (:func:`pydocs_continue`):
 
 1. the text is the tail of the built-in corpus (its documents in order, joined by
    newlines): the last :data:`HELD_OUT_FRACTION` of its characters, from the first
@@ -34,15 +34,29 @@ Python's documentation among passages' continuations from elsewhere. How it is m
    corpus (a corpus of so few documents is split by tokens; see
    :mod:`tinylm.data.prepare`), so a model trained on the built-in corpus with the
    default split has not trained on these passages;
-2. its words (split on whitespace, so code is flattened onto one line) are cut into
-   consecutive passages of :data:`CONTEXT_WORDS` + :data:`CONTINUATION_WORDS` words;
-   each passage's first words are the context, the rest its true continuation;
-3. each item adds :data:`DISTRACTORS` continuations of other passages, drawn by
-   ``random.Random(seed)`` among those whose text differs from every choice already
-   taken, and the choices are shuffled by the same generator.
+2. its words (split on whitespace, so code is flattened onto one line) give a
+   passage every :data:`STRIDE_WORDS` words: :data:`CONTEXT_WORDS` words of context,
+   then the true continuation, the next :data:`CONTINUATION_WORDS` words
+   (consecutive contexts overlap; their continuations do not);
+3. the passages, in the order of ``random.Random(seed)``, fill groups of
+   :data:`GROUP_SIZE`, each passage going into the first group not yet full whose
+   continuations all differ from its own (groups left short are dropped). The items
+   of a group share one set of choices, the group's four continuations, shuffled
+   per item by the same generator: each continuation is the answer once and a
+   distractor three times.
 
-Chance is 1 in ``DISTRACTORS + 1``. The passages follow the text of the running
-Python's ``pydoc_data.topics``, which changes between Python releases.
+Why: a model that scores a continuation by how likely it is on its own, whatever
+the context (an untrained model that prefers fewer tokens, or one that prefers
+common words), picks the same continuation for every item of a group and so is
+right exactly once in four: its acc and acc_norm are chance, 0.25, exactly. Only
+the fit between context and continuation lifts a model above it. Short
+continuations keep that fit a large part of the score; with six-word
+continuations drawn from other passages, the first construction, a small model's
+choice mostly followed each continuation's own likelihood. Items are listed in the
+order of the text, named ``word N`` by their first word.
+
+The passages follow the text of the running Python's ``pydoc_data.topics``, which
+changes between Python releases.
 """
 
 from __future__ import annotations
@@ -210,8 +224,9 @@ def _task(name: str, items: Iterable[MCItem], where: str) -> MCTask:
 
 HELD_OUT_FRACTION = 0.08
 CONTEXT_WORDS = 24
-CONTINUATION_WORDS = 6
-DISTRACTORS = 3
+CONTINUATION_WORDS = 2
+STRIDE_WORDS = 4
+GROUP_SIZE = 4
 DEFAULT_SEED = 1234
 
 
@@ -223,25 +238,59 @@ def held_out_text(fraction: float = HELD_OUT_FRACTION) -> str:
     return tail[first_space.start() :] if first_space else ""
 
 
-def pydocs_continue(seed: int = DEFAULT_SEED) -> MCTask:
-    """The built-in task (its construction is in the module docstring)."""
+def held_out_passages() -> list[tuple[int, str, str]]:
+    """``(first word's index, context, true continuation)`` of every built-in passage.
+
+    A passage starts every :data:`STRIDE_WORDS` words of :func:`held_out_text`: its first
+    :data:`CONTEXT_WORDS` words are the context, the next :data:`CONTINUATION_WORDS`
+    the continuation.
+    """
     words = held_out_text().split()
     size = CONTEXT_WORDS + CONTINUATION_WORDS
-    passages = [words[i : i + size] for i in range(0, len(words) - size + 1, size)]
-    contexts = [" ".join(p[:CONTEXT_WORDS]) for p in passages]
-    endings = [" ".join(p[CONTEXT_WORDS:]) for p in passages]
+    return [
+        (i, " ".join(words[i : i + CONTEXT_WORDS]), " ".join(words[i + CONTEXT_WORDS : i + size]))
+        for i in range(0, len(words) - size + 1, STRIDE_WORDS)
+    ]
+
+
+def _groups(endings: list[str], rng: random.Random) -> list[list[int]]:
+    """Passages in groups of :data:`GROUP_SIZE` whose continuations all differ.
+
+    Passages are taken in ``rng``'s order, each into the first group not yet full that
+    holds no continuation equal to its own; groups left short are dropped.
+    """
+    order = list(range(len(endings)))
+    rng.shuffle(order)
+    groups: list[list[int]] = []
+    open_groups: list[list[int]] = []
+    for i in order:
+        for group in open_groups:
+            if all(endings[j] != endings[i] for j in group):
+                group.append(i)
+                break
+        else:
+            group = [i]
+            open_groups.append(group)
+            groups.append(group)
+        if len(group) == GROUP_SIZE:
+            open_groups.remove(group)
+    return [group for group in groups if len(group) == GROUP_SIZE]
+
+
+def pydocs_continue(seed: int = DEFAULT_SEED) -> MCTask:
+    """The built-in task (its construction is in the module docstring)."""
+    passages = held_out_passages()
+    endings = [ending for _, _, ending in passages]
     rng = random.Random(seed)
     items = []
-    for i, (context, truth) in enumerate(zip(contexts, endings, strict=True)):
-        choices = [truth]
-        for j in rng.sample(range(len(endings)), len(endings)):
-            if len(choices) > DISTRACTORS:
-                break
-            if j != i and endings[j] not in choices:
-                choices.append(endings[j])
-        rng.shuffle(choices)
-        items.append(MCItem(context, tuple(choices), choices.index(truth), f"passage {i + 1}"))
-    return MCTask("pydocs-continue", tuple(items))
+    for group in _groups(endings, rng):
+        for i in group:
+            start, context, truth = passages[i]
+            choices = [endings[j] for j in group]
+            rng.shuffle(choices)
+            item = MCItem(context, tuple(choices), choices.index(truth), f"word {start + 1}")
+            items.append((start, item))
+    return MCTask("pydocs-continue", tuple(item for _, item in sorted(items, key=lambda p: p[0])))
 
 
 #: Built-in task name -> the function that makes it (offline, deterministic).
