@@ -32,6 +32,7 @@ import math
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -211,6 +212,25 @@ def parse_json(raw: bytes | str, source: object, hint: str) -> Any:
         raise TinylmError(f"{source} nests too deeply to be a tinylm file; {hint}") from None
     except ValueError as exc:  # e.g. an integer literal too long to convert
         raise TinylmError(f"{source} is not valid JSON ({exc}); {hint}") from None
+
+
+def read_json_lines(path: str | os.PathLike, what: str, hint: str) -> Iterator[tuple[Any, str]]:
+    """``(value, "path:line")`` for each non-blank line of a JSON-lines file.
+
+    One reader for every JSONL format tinylm takes (conversations, preference
+    pairs, multiple-choice items): lines stream one at a time, and a line that is
+    not JSON fails when the read reaches it, naming ``path:line`` and ``hint``.
+    The caller checks each value's fields.
+    """
+    path = check_readable_file(path, what)
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if raw.strip():
+                    source = f"{path}:{number}"
+                    yield parse_json(raw, source, hint), source
+    except OSError as exc:
+        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
 
 
 def check_format(

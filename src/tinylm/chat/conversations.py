@@ -27,7 +27,7 @@ from typing import Any
 
 from tinylm.data.hub import load_hub_records
 from tinylm.errors import TinylmError
-from tinylm.untrusted_files import Record, check_readable_file, parse_json
+from tinylm.untrusted_files import Record, read_json_lines
 
 #: The roles a message may have, in the words of the OpenAI / Hugging Face convention.
 ROLES = ("system", "user", "assistant")
@@ -97,16 +97,8 @@ def read_conversations(path: str | os.PathLike) -> Iterator[Conversation]:
     Lines are read one at a time, so a large file streams; a bad line raises when
     the read reaches it, naming ``path:line``.
     """
-    path = check_readable_file(path, "conversation file")
-    try:
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                source = f"{path}:{number}"
-                yield parse_conversation(parse_json(raw, source, _HINT), source)
-    except OSError as exc:
-        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
+    for value, source in read_json_lines(path, "conversation file", _HINT):
+        yield parse_conversation(value, source)
 
 
 def load_hub_conversations(

@@ -38,7 +38,7 @@ from tinylm.chat.conversations import Conversation, Message, parse_conversation
 from tinylm.chat.template import ChatTemplate, Rendered
 from tinylm.data.hub import load_hub_records
 from tinylm.errors import SettingError, TinylmError
-from tinylm.untrusted_files import Record, check_readable_file, parse_json
+from tinylm.untrusted_files import Record, read_json_lines
 
 _HINT = "fix or remove that pair"
 #: The fields of a preference record.
@@ -110,16 +110,8 @@ def read_preferences(path: str | os.PathLike) -> Iterator[Preference]:
     Lines are read one at a time; a bad line raises when the read reaches it,
     naming ``path:line``.
     """
-    path = check_readable_file(path, "preference file")
-    try:
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                source = f"{path}:{number}"
-                yield parse_preference(parse_json(raw, source, _HINT), source)
-    except OSError as exc:
-        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
+    for value, source in read_json_lines(path, "preference file", _HINT):
+        yield parse_preference(value, source)
 
 
 def load_hub_preferences(

@@ -66,12 +66,13 @@ import random
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tinylm.data.corpus import builtin_documents
 from tinylm.data.hub import load_hub_rows
 from tinylm.errors import TinylmError
-from tinylm.untrusted_files import Record, check_readable_file, parse_json
+from tinylm.untrusted_files import Record, read_json_lines
 
 _HINT = "fix or remove that item"
 
@@ -185,17 +186,10 @@ def item_from_row(row: Any, source: str) -> MCItem:
 
 def load_task_file(path: str | os.PathLike) -> MCTask:
     """The items of a JSONL file, one per non-blank line; a bad line fails as ``file:line``."""
-    path = check_readable_file(path, "task file")
-    items = []
-    try:
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                if raw.strip():
-                    source = f"{path}:{number}"
-                    items.append(item_from_row(parse_json(raw, source, _HINT), source))
-    except OSError as exc:
-        raise TinylmError(f"cannot read {path}: {exc.strerror or exc}; check the file") from None
-    return _task(path.stem, items, str(path))
+    items = [
+        item_from_row(value, source) for value, source in read_json_lines(path, "task file", _HINT)
+    ]
+    return _task(Path(path).stem, items, str(path))
 
 
 def load_hub_task(
