@@ -221,6 +221,8 @@ def test_the_builtin_set_fine_tunes_and_the_dropped_count_is_reported_once(tmp_p
     line = f"dropped {chat['dropped']:,} longer than 193 tokens"
     assert (out.out + out.err).count(line) == 1
     assert "masked loss" in out.err
+    # a chat run ends by pointing at tinylm chat, not with raw continuations of nothing
+    assert f"next: tinylm chat {tmp_path / 'chat'}" in out.out and "--- sample" not in out.out
     assert any("val_loss" in r for r in records(tmp_path / "chat"))
     _, tokenizer, meta = load_model(tmp_path / "chat")
     assert meta.chat_template_file is not None and "<|end|>" in tokenizer.special_tokens

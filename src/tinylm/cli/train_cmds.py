@@ -207,6 +207,10 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
     print(f"run folder: {folder} (checkpoints, metrics.jsonl, loss.png)")
     if trainer.tokenizer is None:
         return
+    if getattr(trainer, "chat_template", None) is not None:
+        # a chat model answers turns; a raw continuation of nothing would show it badly
+        print(f"\nnext: tinylm chat {folder}")
+        return
     for i in range(FINAL_SAMPLES):
         try:  # the run is saved; a sample that fails must not turn it into a failure
             text = trainer.sample(max_tokens=max(trainer.config.sample_tokens, 300), seed=i)
