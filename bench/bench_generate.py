@@ -19,6 +19,13 @@ Tokens/s counts new tokens over the whole call (prefill included); each figure i
 best of ``--repeats`` calls, the two sides' calls alternating. The two must produce
 the same tokens (checked, printed). The ratio is tinylm's tokens/s over transformers'.
 
+Bytes per token: a decode step reads every weight matrix once for the whole batch, so
+each new token costs the engine's packed weight bytes (the token table aside: a step
+reads one row of it) divided by the batch. Against the machine's memory bandwidth,
+measured here by summing a 512 MB tensor, that gives the most tokens/s any engine
+reading those bytes could reach at batch 1; the table prints it and the share of it
+tinylm reached. ``--threads 1,2`` repeats every row at each thread count.
+
 Where the time goes: one more tinylm call per row runs under ``torch.profiler``, and
 the share of its CPU time spent in matrix multiplies (``aten::addmm``, ``mm``,
 ``bmm``: the same kernels transformers calls on the same weights) is printed, with
@@ -134,8 +141,35 @@ def hf_generate(hf, prompts: list[list[int]], n_new: int) -> list[list[int]]:
     return out[:, width:].tolist()
 
 
+def memory_bandwidth(megabytes: int = 512, rounds: int = 5) -> float:
+    """Bytes per second this machine reads from memory: the best of summing a large tensor.
+
+    The tensor is far larger than any cache, so each sum streams it from memory once,
+    as a decode step streams the weights.
+    """
+    data = torch.ones(megabytes * 2**20 // 4)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(rounds):
+            start = time.perf_counter()
+            data.sum()
+            best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best
+
+
+def step_bytes(engine: DecodeEngine) -> int:
+    """Bytes of weights one decode step reads: all packed matrices but the token table."""
+    table = engine.token_table
+    return engine.nbytes - (0 if table is None else table.nbytes)
+
+
 def measure(
-    name: str, fields: dict, n_new: int, repeats: int, weights: tuple[str, ...] = ("float32",)
+    name: str,
+    fields: dict,
+    n_new: int,
+    repeats: int,
+    weights: tuple[str, ...] = ("float32",),
+    bandwidth: float = float("nan"),
 ) -> list[tuple]:
     torch.manual_seed(0)
     model = GPT(ModelConfig(block_size=256, **fields)).eval()
@@ -163,15 +197,19 @@ def measure(
         share = matmul_share(ours)
         ceiling = t_hf / (t_ours * share)
         label = name if fmt == "float32" else f"{name} {fmt}"
+        per_token = step_bytes(engine) / batch
+        bound = bandwidth / per_token  # tokens/s if a step took only its weight reads
         rows.append(
             (label, params, batch, tokens / t_ours, tokens / t_hf, spread, same, share, ceiling)
+            + (engine.nbytes, per_token, tokens / t_ours / bound)
         )
         print(
             f"  {label:<18} batch {batch}: tinylm {tokens / t_ours:8.0f} tok/s, "
             f"transformers {tokens / t_hf:8.0f} tok/s, ratio {t_hf / t_ours:5.2f}x "
             f"(pairs {spread}), "
             f"rows identical {same}/{batch}; tinylm in matmuls {share:.0%}, "
-            f"ceiling {ceiling:.2f}x",
+            f"ceiling {ceiling:.2f}x; {per_token / 1e6:.1f} MB/token, "
+            f"{tokens / t_ours / bound:.0%} of the bandwidth bound",
             flush=True,
         )
     return rows
@@ -240,7 +278,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", default="1", help="torch intra-op threads; a list (1,2) repeats each row"
+    )
+    parser.add_argument("--only", default=None, help="only the sizes whose name starts so")
     parser.add_argument(
         "--weights",
         default="float32",
@@ -252,33 +293,44 @@ def main() -> None:
         help="only time each weight shape's matrix-vector product in both memory layouts",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(n) for n in args.threads.split(",")]
+    torch.set_num_threads(thread_counts[0])
     if args.layouts:
         sizes = {k: v for k, v in SIZES.items() if not (args.quick and k.startswith("gpt2-small"))}
         layouts_table(sizes)
         return
     import transformers
 
+    bandwidth = memory_bandwidth()
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{platform.machine()}, {args.threads} thread(s); greedy, {args.new_tokens} new tokens, "
-        f"best of {args.repeats}"
+        f"{platform.machine()}, thread(s) {args.threads}; greedy, {args.new_tokens} new tokens, "
+        f"best of {args.repeats}; memory bandwidth {bandwidth / 1e9:.1f} GB/s (one thread)"
     )
     rows = []
-    for name, fields in SIZES.items():
-        if args.quick and name.startswith("gpt2-small"):
-            continue
-        formats = tuple(args.weights.split(","))
-        rows += measure(name, fields, args.new_tokens, args.repeats, formats)
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for name, fields in SIZES.items():
+            if (args.quick and name.startswith("gpt2-small")) or (
+                args.only and not name.startswith(args.only)
+            ):
+                continue
+            formats = tuple(args.weights.split(","))
+            measured = measure(name, fields, args.new_tokens, args.repeats, formats, bandwidth)
+            rows += [(threads, *row) for row in measured]
     print(
-        "\n| model | parameters | batch | tinylm tok/s | transformers tok/s | ratio "
-        "| ratio per pair | same | tinylm in matmuls | ceiling |"
+        "\n| threads | model | parameters | batch | tinylm tok/s | transformers tok/s | ratio "
+        "| ratio per pair | same | tinylm in matmuls | ceiling | weights MB | MB/token "
+        "| of bandwidth bound |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, params, batch, ours, theirs, spread, same, share, ceiling in rows:
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        threads, name, params, batch, ours, theirs, spread, same, share, ceiling = row[:10]
+        resident, per_token, of_bound = row[10:]
         print(
-            f"| {name} | {params / 1e6:.1f}M | {batch} | {ours:,.0f} | {theirs:,.0f} | "
-            f"{ours / theirs:.2f}x | {spread} | {same}/{batch} | {share:.0%} | {ceiling:.2f}x |"
+            f"| {threads} | {name} | {params / 1e6:.1f}M | {batch} | {ours:,.0f} | "
+            f"{theirs:,.0f} | {ours / theirs:.2f}x | {spread} | {same}/{batch} | {share:.0%} | "
+            f"{ceiling:.2f}x | {resident / 1e6:.1f} | {per_token / 1e6:.2f} | {of_bound:.0%} |"
         )
 
 
