@@ -78,6 +78,20 @@ def draw_offsets(n_windows: int, count: int, generator: torch.Generator | None) 
     return torch.randint(n_windows, (count,), generator=generator)
 
 
+def rank_shares(
+    picks: Tensor, grad_accum: int, batch_size: int, rank: int, world_size: int
+) -> list[Tensor]:
+    """This rank's ``batch_size`` picks for each of a step's ``grad_accum`` micro-batches.
+
+    Every rank draws the whole step (``grad_accum * batch_size * world_size`` picks,
+    one generator call) and keeps its own slice of each micro-batch, so all ranks
+    stay in step and together see exactly what one process would.
+    """
+    per_micro = batch_size * world_size
+    starts = [micro * per_micro + rank * batch_size for micro in range(grad_accum)]
+    return [picks[start : start + batch_size] for start in starts]
+
+
 def to_device(x: Tensor, y: Tensor, device: str | torch.device) -> tuple[Tensor, Tensor]:
     """Move a batch to ``device``: the one place a batch leaves host memory."""
     device = torch.device(device)
@@ -158,16 +172,10 @@ class StepBatches:
         return self.batch_size * self.grad_accum * self.world_size * self.block_size
 
     def next_step(self) -> list[tuple[Tensor, Tensor]]:
-        per_micro = self.batch_size * self.world_size
-        offsets = draw_offsets(
-            num_windows(self.data, self.block_size), self.grad_accum * per_micro, self.generator
-        )
-        batches = []
-        for micro in range(self.grad_accum):
-            start = micro * per_micro + self.rank * self.batch_size
-            mine = offsets[start : start + self.batch_size]
-            batches.append(gather_windows(self.data, mine, self.block_size, self.device))
-        return batches
+        count = self.grad_accum * self.batch_size * self.world_size
+        offsets = draw_offsets(num_windows(self.data, self.block_size), count, self.generator)
+        shares = rank_shares(offsets, self.grad_accum, self.batch_size, self.rank, self.world_size)
+        return [gather_windows(self.data, mine, self.block_size, self.device) for mine in shares]
 
 
 def fixed_batches(

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.data.batches import IGNORE_INDEX, draw_offsets, to_device
+from tinylm.data.batches import IGNORE_INDEX, draw_offsets, rank_shares, to_device
 from tinylm.errors import TinylmError
 
 #: The share of conversations held out for validation (at least one, and one left to train on).
@@ -163,15 +163,14 @@ class ConversationBatches:
         self.tokens_per_step = 0  # input positions of the last step drawn, over all ranks
 
     def next_step(self) -> list[tuple[Tensor, Tensor, Tensor]]:
-        per_micro = self.batch_size * self.world_size
-        picks = draw_offsets(len(self.rows), self.grad_accum * per_micro, self.generator)
+        count = self.grad_accum * self.batch_size * self.world_size
+        picks = draw_offsets(len(self.rows), count, self.generator)
         self.tokens_per_step = sum(len(self.rows.ids[int(i)]) - 1 for i in picks)
-        batches = []
-        for micro in range(self.grad_accum):
-            start = micro * per_micro + self.rank * self.batch_size
-            mine = self.rows.subset([int(i) for i in picks[start : start + self.batch_size]])
-            batches.append(_to_device(pad_rows(mine), self.device))
-        return batches
+        shares = rank_shares(picks, self.grad_accum, self.batch_size, self.rank, self.world_size)
+        return [
+            _to_device(pad_rows(self.rows.subset([int(i) for i in mine])), self.device)
+            for mine in shares
+        ]
 
 
 def validation_batches(
