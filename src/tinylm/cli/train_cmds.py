@@ -207,7 +207,7 @@ def _print_summary(trainer: Any, summary: dict[str, Any], out_dir: Path) -> None
     print(f"run folder: {folder} (checkpoints, metrics.jsonl, loss.png)")
     if trainer.tokenizer is None:
         return
-    if getattr(trainer, "chat_template", None) is not None:
+    if trainer.chat_template is not None:
         # a chat model answers turns; a raw continuation of nothing would show it badly
         print(f"\nnext: tinylm chat {folder}")
         return

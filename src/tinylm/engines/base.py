@@ -42,11 +42,13 @@ class EngineTrainer(Protocol):
 
     ``config.out_dir`` is the run folder; ``step`` the steps done, ``saved_step``
     and ``last_checkpoint`` the latest save (for an interrupted run's report).
-    ``fit`` releases ``run_lock`` when it ends, however it ends.
+    ``fit`` releases ``run_lock`` when it ends, however it ends. ``chat_template``
+    is the template record a chat fine-tune's checkpoints store, ``None`` otherwise.
     """
 
     config: TrainConfig
     tokenizer: Any
+    chat_template: dict[str, Any] | None
     dist: DistInfo
     step: int
     saved_step: int

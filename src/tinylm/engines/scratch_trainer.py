@@ -129,6 +129,7 @@ class ScratchTrainer:
             raise TinylmError("the scratch engine needs a tokenizer with a BOS token")
         self.model, self.model_config, self.tokenizer = model, model_config, tokenizer
         self.config, self.run_info = config, dict(run_info or {})
+        self.chat_template = None  # the scratch engine trains on text only
         self.run_dir = Path(config.out_dir) if config.out_dir else None
         bos, eos = tokenizer.bos_id, tokenizer.eos_id
         self.train_docs = documents_of(data.train, data.document_spans("train"), bos, eos)
