@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
+from tinylm.inference import native_kernels  # noqa: E402
 from tinylm.inference.engine import DecodeEngine  # noqa: E402
 from tinylm.interop.hf_config import hf_architecture, to_hf_config  # noqa: E402
 from tinylm.interop.hf_weights import to_hf_state_dict  # noqa: E402
@@ -108,7 +109,9 @@ def pair_spread(slower: list[float], faster: list[float]) -> str:
     return f"{min(ratios):.2f}-{max(ratios):.2f}x"
 
 
-MATMULS = {"aten::addmm", "aten::mm", "aten::bmm"}
+#: torch's matrix multiplies, and tinylm's C kernels for int8 and bfloat16 weights
+#: (``native_kernels`` names them to the profiler).
+MATMULS = {"aten::addmm", "aten::mm", "aten::bmm", *native_kernels.PROFILER_NAMES.values()}
 
 
 def matmul_share(fn: Callable[[], object]) -> float:
@@ -307,6 +310,8 @@ def main() -> None:
         f"{platform.machine()}, thread(s) {args.threads}; greedy, {args.new_tokens} new tokens, "
         f"best of {args.repeats}; memory bandwidth {bandwidth / 1e9:.1f} GB/s (one thread)"
     )
+    kernels = native_kernels.kernel_status()  # int8 and bfloat16 read their bytes in C
+    print(f"int8/bfloat16 kernels: {kernels.reason}" + ("" if kernels.available else " (torch)"))
     rows = []
     for threads in thread_counts:
         torch.set_num_threads(threads)

@@ -53,6 +53,12 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache(tmp_path_factory) -> None:
+    """Build tinylm's C kernels into a folder of this session's, not the user's cache."""
+    os.environ.setdefault("TINYLM_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernels")))
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     with one_torch_thread():

@@ -124,6 +124,24 @@ def test_sample_weights_choose_the_engines_format(trained, capsys):
     fails_with(capsys, [*argv, "--weights", "int4"], "unknown weight format 'int4'")
 
 
+def test_sample_says_when_int8_runs_without_the_c_kernels(trained, capsys, monkeypatch, tmp_path):
+    from tinylm.inference import native_kernels
+
+    argv = ["sample", str(trained), "--prompt", "Simple", "--temperature", "0"]
+    argv += ["--max-tokens", "5", "--weights", "int8"]
+    assert main(argv) == 0
+    with_kernels = capsys.readouterr()
+    assert "note:" not in with_kernels.err  # the kernels build here (a C compiler is present)
+    monkeypatch.setattr(native_kernels, "_STATUS", None)
+    monkeypatch.setenv("TINYLM_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert main(argv) == 0
+    without = capsys.readouterr()
+    assert without.out == with_kernels.out  # the same greedy text, through torch
+    (note,) = [line for line in without.err.splitlines() if line.startswith("note:")]
+    assert "int8 weights decode through torch" in note and "no C compiler found" in note
+
+
 def test_eval_reports_loss_and_perplexity_on_text_and_on_prepared_data(trained, corpus, capsys):
     out = trained
     assert main(["eval", str(out), "--data", str(corpus)]) == 0

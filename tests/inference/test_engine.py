@@ -15,7 +15,6 @@ from tinylm.inference.weight_formats import (
     Int8Linear,
     dequantize_int8,
     int8_matmul_reference,
-    packed_kernel_available,
     quantize_int8,
 )
 from tinylm.model import GPT, ModelConfig
@@ -161,17 +160,6 @@ def test_int8_linear_equals_the_written_out_dequantised_product():
     # and the written-out product is the float product with the dequantised matrix
     dequantised = F.linear(x, dequantize_int8(layer.q, layer.scale), bias)
     torch.testing.assert_close(reference, dequantised, rtol=1e-5, atol=1e-5)
-
-
-def test_torchs_packed_int8_kernel_equals_the_written_out_product_where_it_exists():
-    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        pytest.skip("this torch build has no _weight_int8pack_mm")
-    generator = torch.Generator().manual_seed(6)
-    q, scale = quantize_int8(torch.randn(40, 64, generator=generator))
-    x = torch.randn(3, 64, generator=generator)
-    packed = torch.ops.aten._weight_int8pack_mm(x, q, scale)
-    torch.testing.assert_close(packed, int8_matmul_reference(x, q, scale), rtol=1e-4, atol=1e-4)
-    assert packed_kernel_available()
 
 
 def test_int8_weights_take_under_0_3x_of_float32s_bytes():

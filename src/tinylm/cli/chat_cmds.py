@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from tinylm.cli.errors import cli_message
+from tinylm.cli.output import note_decode_kernels
 from tinylm.errors import TinylmError
 from tinylm.terminal import printable
 
@@ -125,6 +126,7 @@ def open_session(args: argparse.Namespace, settings: Any) -> Any:
                 "conversations; fine-tune it with chat data first: "
                 f"tinylm train --init-from {exc.path} --data chat:builtin --out DIR"
             ) from None
+    note_decode_kernels(engine.weights, device)
     return ChatSession(engine, tokenizer, template, system=args.system, settings=settings)
 
 

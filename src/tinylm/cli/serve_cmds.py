@@ -7,6 +7,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from tinylm.cli.output import note_decode_kernels
 from tinylm.cli.tokenizer_cmds import spec_label
 from tinylm.data.corpus import corpus_from_specs
 from tinylm.errors import TinylmError
@@ -97,6 +98,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for name, run in runs.items():  # only once every run loaded: an error is one line
         where = printable(str(run.meta.path), one_line=True)
         print(f"loaded {printable(name, one_line=True)} from {where}", file=sys.stderr)
+        note_decode_kernels(run.engine.weights, device)
     if device == "cpu":
         _set_threads(args.threads or default_threads())
     corpus = corpus_from_specs([])  # for 'char' and 'bpe:N': the built-in corpus

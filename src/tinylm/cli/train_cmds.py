@@ -19,7 +19,7 @@ from typing import Any
 
 from tinylm.cli.data_cmds import HUB_PREFIX
 from tinylm.cli.options import add_doc_sep, add_overrides, parse_overrides
-from tinylm.cli.output import say
+from tinylm.cli.output import note_decode_kernels, say
 from tinylm.data.corpus import BUILTIN_CORPUS, BUILTIN_WORDS
 from tinylm.data.mc_tasks import BUILTIN_TASKS, load_hub_task, load_task
 from tinylm.engines import DEFAULT_ENGINE, ENGINES
@@ -248,6 +248,7 @@ def run_sample(args: argparse.Namespace) -> int:
     model, _, tokenizer, _ = load_engine(
         args.run_path, device, which, args.weights, require_tokenizer=True
     )
+    note_decode_kernels(model.weights, device)
     prompt_ids(tokenizer, args.prompt)  # an unencodable prompt fails before any output
     sampling = {
         "temperature": args.temperature,

@@ -9,7 +9,10 @@ and multiplies an activation ``x`` ``(..., in)`` by it: ``x W^T + b``.
   than inputs is stored column-major (the same matrix, other strides): the CPU's
   BLAS reads such a matrix faster that way in a matrix-vector product.
 * ``bfloat16``: 2 bytes a number, float32's exponent with 8 bits of mantissa. The
-  activation is rounded to bfloat16 for the product and the result is float32 again.
+  product widens each weight back to float32 exactly (a bfloat16 is a float32's top
+  16 bits) and multiplies it by the float32 activation. Where tinylm's C kernel
+  cannot run, torch's bfloat16 product is used, which rounds the activation to
+  bfloat16 as well.
 * ``int8`` (weight-only, symmetric, per output channel): 1 byte a number and one
   float32 scale per row. For a row ``w`` of ``W``::
 
@@ -22,6 +25,11 @@ and multiplies an activation ``x`` ``(..., in)`` by it: ``x W^T + b``.
   has one scale, ``x (q * scale)^T = (x q^T) * scale``, so the product runs on
   ``q`` and each output is multiplied by its row's scale afterwards
   (:meth:`Int8Linear.__call__`).
+
+The int8 and bfloat16 products run in tinylm's C kernel (:mod:`native_kernels`),
+which converts eight weights at a time in registers and never writes a float32
+copy of the matrix; without it they fall back to torch, which must widen the whole
+matrix on every call and is slower than float32.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tinylm.inference import native_kernels
 
 #: The weight formats the engine can hold, by name.
 WEIGHT_FORMATS = ("float32", "bfloat16", "int8")
@@ -65,7 +75,9 @@ class BFloat16Linear:
         self.bias = None if bias is None else bias.detach().float().clone()
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = F.linear(x.to(torch.bfloat16), self.weight).float()
+        out = native_kernels.bfloat16_matmul(x, self.weight)  # x stays float32
+        if out is None:  # no kernel here: torch's bfloat16 product rounds x as well
+            out = F.linear(x.to(torch.bfloat16), self.weight).float()
         return out if self.bias is None else out + self.bias
 
     @property
@@ -95,44 +107,12 @@ def int8_matmul_reference(x: Tensor, q: Tensor, scale: Tensor) -> Tensor:
     return F.linear(x, q.to(x.dtype)) * scale
 
 
-def _packed_kernel_agrees() -> bool:
-    """Whether torch's ``_weight_int8pack_mm`` exists here and equals the written-out product."""
-    kernel = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
-    if kernel is None:
-        return False
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 64, generator=generator)
-    q, scale = quantize_int8(torch.randn(48, 64, generator=generator))
-    try:
-        out = kernel(x, q, scale)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return torch.allclose(out, int8_matmul_reference(x, q, scale), rtol=1e-4, atol=1e-4)
-
-
-_PACKED_KERNEL: bool | None = None  # checked once, on first use
-
-#: Whether ``Int8Linear`` calls torch's ``_weight_int8pack_mm`` where it is correct. Off:
-#: on this CPU build (torch 2.13, AMD EPYC without AVX-512, one thread) it was slower
-#: than the written-out product, 64 tokens of the 13.9M GPT-2 in 1835 ms against
-#: 889 ms (float32: 633 ms), so the engine dequantises per product instead.
-USE_PACKED_KERNEL = False
-
-
-def packed_kernel_available() -> bool:
-    global _PACKED_KERNEL
-    if _PACKED_KERNEL is None:
-        _PACKED_KERNEL = _packed_kernel_agrees()
-    return _PACKED_KERNEL
-
-
 class Int8Linear:
     """``x W^T + b`` with ``W`` held as int8 rows and a float32 scale per row."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         self.q, self.scale = quantize_int8(weight)
         self.bias = None if bias is None else bias.detach().float().clone()
-        self.packed_kernel = USE_PACKED_KERNEL and packed_kernel_available()
 
     @classmethod
     def from_quantized(cls, q: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
@@ -145,15 +125,11 @@ class Int8Linear:
         linear.q = q.to(torch.int8).contiguous()
         linear.scale = scale.to(torch.float32).contiguous()
         linear.bias = None if bias is None else bias.detach().float().clone()
-        linear.packed_kernel = USE_PACKED_KERNEL and packed_kernel_available()
         return linear
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.packed_kernel:  # torch's kernel: the same product, without the float copy
-            flat = x.reshape(-1, x.shape[-1]).contiguous()
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scale)
-            out = out.reshape(*x.shape[:-1], -1)
-        else:
+        out = native_kernels.int8_matmul(x, self.q, self.scale)  # reads the int8 bytes
+        if out is None:  # no kernel here: widen q to x's type for torch's product
             out = int8_matmul_reference(x, self.q, self.scale)
         return out if self.bias is None else out + self.bias
 
