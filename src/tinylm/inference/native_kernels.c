@@ -191,11 +191,15 @@ static inline float lane_sum(__m256 v) {
 TINYLM_KERNELS(int8, int8_t, int8_value, int8_vector)
 TINYLM_KERNELS(bf16, uint16_t, bf16_value, bf16_vector)
 
+/* Below this many multiply-adds one thread does the whole product: waking a second
+ * thread costs more than it saves (a 128-wide layer's product takes microseconds). */
+#define TINYLM_SERIAL_WORK (1 << 17)
+
 /* Split [0, n) into blocks of a multiple of 4 rows, one block per thread. */
 #define TINYLM_ENTRY(NAME, T)                                                                \
     void tinylm_##NAME##_matmul(const float *x, int64_t m, int64_t k, const T *w,           \
                                 const float *scale, int64_t n, float *out, int threads) {    \
-        if (threads < 1) threads = 1;                                                        \
+        if (threads < 1 || m * n * k < TINYLM_SERIAL_WORK) threads = 1;                      \
         int64_t per = ((n + threads - 1) / threads + 3) / 4 * 4;                             \
         int parts = (int)((n + per - 1) / per);                                              \
         TINYLM_PARALLEL_FOR                                                                  \

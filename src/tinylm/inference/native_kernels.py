@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +44,6 @@ FLAG_SETS = (
     ("-O3", "-march=native"),
     ("-O3",),
 )
-
-
-#: The kernels' names in a ``torch.profiler`` trace.
-PROFILER_NAMES = {
-    "tinylm_int8_matmul": "tinylm::int8_matmul",
-    "tinylm_bf16_matmul": "tinylm::bfloat16_matmul",
-}
 
 
 @dataclass(frozen=True)
@@ -86,31 +80,44 @@ def bfloat16_matmul(x: Tensor, weight: Tensor) -> Tensor | None:
 
 
 def _matmul(name: str, x: Tensor, weight: Tensor, scale: Tensor | None) -> Tensor | None:
-    status = kernel_status()
+    # Called for every product of every decoding step, so each check is the cheapest
+    # form of itself: a small layer's product takes only a few microseconds.
+    library = (_STATUS or kernel_status()).library
     if (
-        status.library is None
-        or x.dtype != torch.float32
-        or x.device.type != "cpu"
-        or weight.device.type != "cpu"
+        library is None
+        or x.dtype is not torch.float32
+        or not (x.is_cpu and weight.is_cpu)
         or x.requires_grad
+        or not weight.is_contiguous()
     ):
         return None
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    rows, width = flat.shape
-    outputs = weight.shape[0]
-    out = torch.empty(rows, outputs, dtype=torch.float32)
-    with torch.profiler.record_function(PROFILER_NAMES[name]):  # so a profile shows it
-        getattr(status.library, name)(
-            flat.data_ptr(),
-            rows,
-            width,
-            weight.data_ptr(),
-            None if scale is None else scale.data_ptr(),
-            outputs,
-            out.data_ptr(),
-            torch.get_num_threads(),
-        )
-    return out.reshape(*x.shape[:-1], outputs)
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    out = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
+    call_kernel(getattr(library, name), flat, weight, scale, out)
+    return out if x.dim() == 2 else out.view(*x.shape[:-1], weight.shape[0])
+
+
+def call_kernel(
+    function: Callable[..., None], x: Tensor, weight: Tensor, scale: Tensor | None, out: Tensor
+) -> None:
+    """``out = x W^T`` (times ``scale``) by ``function``, on torch's intra-op threads.
+
+    A small step of its own so a profiler can wrap it (``bench/bench_generate.py``
+    does): torch's profiler does not see inside a C call, and wrapping every call
+    in ``record_function`` would cost more than a small product itself.
+    """
+    function(
+        x.data_ptr(),
+        x.shape[0],
+        x.shape[1],
+        weight.data_ptr(),
+        None if scale is None else scale.data_ptr(),
+        weight.shape[0],
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
 
 
 # -- building and loading ---------------------------------------------------------------
