@@ -286,6 +286,74 @@ def layouts_table(sizes: dict[str, dict]) -> None:
         )
 
 
+#: GPT-2 small's matrices as decoding multiplies them: joined Q/K/V, W_O, the
+#: feed-forward's two, the output head.
+GPT2_SMALL_MATRICES = [(2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768)]
+
+
+def kernels_table(threads: list[int], bandwidth: float, rounds: int = 3) -> None:
+    """One ``(1, in)`` product per weight format and shape: time and bytes read per second.
+
+    As in :func:`matvec_times`, at least 64 MB of distinct weights are cycled so each
+    product reads its weight from memory. float32 is the engine's layout (column-major
+    when widening); ``int8 via torch`` is the fallback without tinylm's C kernels. GB/s
+    counts the weight's own bytes: the share of ``bandwidth`` shows whether a product
+    is bound by reading (near 100%) or by computing.
+    """
+    from tinylm.inference.weight_formats import (
+        BFloat16Linear,
+        Float32Linear,
+        Int8Linear,
+        int8_matmul_reference,
+    )
+
+    print(
+        f"\n| threads | weight (out, in) | format | time | GB/s | of {bandwidth / 1e9:.1f} GB/s "
+        "| vs float32 |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for count in threads:
+        torch.set_num_threads(count)
+        for out_features, in_features in GPT2_SMALL_MATRICES:
+            copies = max(2, int(64e6 // (out_features * in_features * 4)))
+            weights = [torch.randn(out_features, in_features) * 0.02 for _ in range(copies)]
+            x = torch.randn(1, in_features)
+            formats = {
+                "float32": [Float32Linear(w, None) for w in weights],
+                "bfloat16": [BFloat16Linear(w, None) for w in weights],
+                "int8": [Int8Linear(w, None) for w in weights],
+            }
+            products = {
+                name: [lambda lin=lin, x=x: lin(x) for lin in layers]
+                for name, layers in formats.items()
+            }
+            products["int8 via torch"] = [
+                lambda lin=lin, x=x: int8_matmul_reference(x, lin.q, lin.scale)
+                for lin in formats["int8"]
+            ]
+            nbytes = {name: layers[0].nbytes for name, layers in formats.items()}
+            nbytes["int8 via torch"] = nbytes["int8"]
+            times = {}
+            with torch.inference_mode():
+                for name, calls in products.items():
+                    best = float("inf")
+                    for _ in range(rounds):
+                        start = time.perf_counter()
+                        for call in calls:
+                            call()
+                        best = min(best, (time.perf_counter() - start) / len(calls))
+                    times[name] = best
+            for name, seconds in times.items():
+                rate = nbytes[name] / seconds
+                print(
+                    f"| {count} | ({out_features}, {in_features}) | {name} | "
+                    f"{seconds * 1e6:,.0f} us | {rate / 1e9:.1f} | {rate / bandwidth:.0%} | "
+                    f"{times['float32'] / seconds:.2f}x |",
+                    flush=True,
+                )
+            del weights, formats, products
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the GPT-2-small shape")
@@ -301,6 +369,11 @@ def main() -> None:
         help="the engine's weight formats, comma-separated: float32, bfloat16, int8",
     )
     parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="only time GPT-2 small's products in each weight format, against the bandwidth",
+    )
+    parser.add_argument(
         "--layouts",
         action="store_true",
         help="only time each weight shape's matrix-vector product in both memory layouts",
@@ -311,6 +384,10 @@ def main() -> None:
     if args.layouts:
         sizes = {k: v for k, v in SIZES.items() if not (args.quick and k.startswith("gpt2-small"))}
         layouts_table(sizes)
+        return
+    if args.kernels:
+        print(f"int8/bfloat16 kernels: {native_kernels.kernel_status().reason}")
+        kernels_table(thread_counts, memory_bandwidth())
         return
     import transformers
 
