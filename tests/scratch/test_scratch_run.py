@@ -250,3 +250,42 @@ def test_builtin_words_fit_the_microgpt_preset():
     tokenizer = CharTokenizer.train(words)
     assert tokenizer.vocab_size == ModelConfig.from_preset("microgpt").vocab_size == 27
     assert corpus_from_specs([BUILTIN_WORDS]) == words
+
+
+def test_scratch_bits_per_byte_equal_the_pytorch_engines_on_non_ascii_text():
+    """``loss_sums`` against the converted ``GPT`` scored by ``tinylm.inference.evaluation``.
+
+    The characters take 1 to 4 UTF-8 bytes and BOS takes none, so a bpb that counted
+    tokens, or bytes of the wrong ids, or the closing BOS, would differ.
+    """
+    import math
+
+    from tinylm.inference.evaluation import bits_per_byte, text_sums, token_byte_table
+    from tinylm.scratch.train import document_tokens, loss_sums, mean_loss
+
+    tokenizer = CharTokenizer.train("aé€😀 z")
+    docs = [tokenizer.encode(text) for text in ("aé€", "😀 za", "zz€é😀")]
+    vocab = tokenizer.vocab_size
+    config = ModelConfig.from_preset("microgpt", vocab_size=vocab, n_embd=8, n_head=2)
+    model = MicroGPT(Config(vocab_size=vocab, n_embd=8, n_head=2), seed=5)
+    counts = tokenizer.token_byte_counts()
+    nats, tokens, text_nats, text_bytes = loss_sums(model, docs, tokenizer.bos_id, counts)
+    assert text_bytes == sum(len(t.encode()) for t in ("aé€", "😀 za", "zz€é😀"))
+    assert math.isclose(nats / tokens, mean_loss(model, docs, tokenizer.bos_id), rel_tol=1e-12)
+
+    gpt = gpt_from_scratch(model, config).double()
+    table = token_byte_table(tokenizer)
+    want_nats, want_bytes = 0.0, 0
+    for doc in docs:
+        ids = torch.tensor(document_tokens(doc, tokenizer.bos_id, config.block_size))
+        logits, _ = gpt(ids[None, :-1])
+        logits = logits[0]
+        losses = torch.nn.functional.cross_entropy(logits, ids[1:], reduction="none")
+        summed, nbytes = text_sums(losses, ids[1:], table)
+        want_nats += summed.item()
+        want_bytes += int(nbytes)
+    assert text_bytes == want_bytes
+    assert math.isclose(text_nats, want_nats, rel_tol=1e-9)
+    assert math.isclose(
+        bits_per_byte(text_nats, text_bytes), want_nats / (math.log(2) * want_bytes), rel_tol=1e-9
+    )

@@ -45,11 +45,12 @@ from tinylm.engines.scratch_convert import (
 )
 from tinylm.errors import SettingError, TinylmError
 from tinylm.fileio import atomic_write
+from tinylm.inference.evaluation import bits_per_byte
 from tinylm.model import GPT, ModelConfig
 from tinylm.progress import progress_bar
 from tinylm.run_layout import PLOT_FILE, RUN_FILE
 from tinylm.scratch.model import MicroGPT
-from tinylm.scratch.train import Adam, mean_loss, sample
+from tinylm.scratch.train import Adam, loss_sums, sample
 from tinylm.scratch.train import train as train_loop
 from tinylm.scratch.value import no_cycle_collector
 from tinylm.tokenizers.base import Tokenizer
@@ -226,10 +227,19 @@ class ScratchTrainer:
         self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
 
     def evaluate(self) -> dict[str, Any]:
-        """Mean loss per token on the validation documents."""
+        """Mean loss per token and bits per byte on the validation documents."""
+        byte_counts = self.tokenizer.token_byte_counts()
         with no_cycle_collector():
-            loss = mean_loss(self.model, self.val_docs, self.tokenizer.bos_id)
-        return {"step": self.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+            nats, count, text_nats, text_bytes = loss_sums(
+                self.model, self.val_docs, self.tokenizer.bos_id, byte_counts
+            )
+        loss = nats / count
+        return {
+            "step": self.step,
+            "val_loss": loss,
+            "val_ppl": math.exp(min(loss, 50.0)),
+            "val_bpb": bits_per_byte(text_nats, text_bytes),
+        }
 
     def _evaluate_and_save(self) -> dict[str, Any]:
         record = self.evaluate()
@@ -237,7 +247,7 @@ class ScratchTrainer:
             self._metrics.log(record)
         self._say(
             f"step {self.step}: val loss {record['val_loss']:.4f}, "
-            f"perplexity {record['val_ppl']:.2f}"
+            f"perplexity {record['val_ppl']:.2f}, {record['val_bpb']:.4f} bits/byte"
         )
         text = self.sample(seed=self.step)
         self._say(f"--- samples at step {self.step} ---\n{text}\n---")
@@ -285,6 +295,7 @@ class ScratchTrainer:
             "step": self.step,
             "val_loss": last_eval["val_loss"],
             "val_ppl": last_eval["val_ppl"],
+            "val_bpb": last_eval["val_bpb"],
             "best_val_loss": min(self.best_val_loss, last_eval["val_loss"]),
         }
 

@@ -178,9 +178,14 @@ class MicroGPT:
         values: list[list[Vector]] = [[] for _ in range(self.config.n_layer)]
         return [self.forward(t, pos, keys, values) for pos, t in enumerate(tokens)]
 
+    def token_losses(self, tokens: list[int]) -> list[Value]:
+        """Cross-entropy of each of ``tokens[1:]``, predicted from the tokens before it."""
+        return [
+            -softmax(logits)[target].log()  # -log p(target)
+            for logits, target in zip(self.logits(tokens[:-1]), tokens[1:], strict=True)
+        ]
+
     def loss(self, tokens: list[int]) -> Value:
         """Mean cross-entropy of predicting ``tokens[1:]`` from the tokens before each."""
-        losses = []
-        for logits, target in zip(self.logits(tokens[:-1]), tokens[1:], strict=True):
-            losses.append(-softmax(logits)[target].log())  # -log p(target)
+        losses = self.token_losses(tokens)
         return Value.sum(losses) * (1.0 / len(losses))

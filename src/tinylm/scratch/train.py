@@ -112,12 +112,34 @@ def train(
 
 def mean_loss(model: MicroGPT, documents: Sequence[Sequence[int]], bos: int) -> float:
     """Mean per-token cross-entropy over ``documents`` (no training)."""
-    total, count = 0.0, 0
+    nats, count, _, _ = loss_sums(model, documents, bos)
+    return nats / count
+
+
+def loss_sums(
+    model: MicroGPT,
+    documents: Sequence[Sequence[int]],
+    bos: int,
+    byte_counts: Sequence[int] | None = None,
+) -> tuple[float, int, float, int]:
+    """``(nats, tokens, text_nats, text_bytes)`` summed over ``documents`` (no training).
+
+    ``byte_counts`` (a tokenizer's ``token_byte_counts``: UTF-8 bytes per id) gives
+    the text side, for bits per byte: the loss of the targets that stand for text,
+    and their bytes. A target of 0 bytes (BOS closing a document) adds to neither,
+    as in :mod:`tinylm.inference.evaluation`. Without it both are 0.
+    """
+    nats, count, text_nats, text_bytes = 0.0, 0, 0.0, 0
     for document in documents:
         tokens = document_tokens(document, bos, model.config.block_size)
-        total += model.loss(tokens).data * (len(tokens) - 1)
-        count += len(tokens) - 1
-    return total / count
+        for loss, target in zip(model.token_losses(tokens), tokens[1:], strict=True):
+            nats += loss.data
+            count += 1
+            size = 0 if byte_counts is None else byte_counts[target]
+            if size > 0:
+                text_nats += loss.data
+                text_bytes += size
+    return nats, count, text_nats, text_bytes
 
 
 def sample(
