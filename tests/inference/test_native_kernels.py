@@ -99,6 +99,9 @@ def test_the_weight_formats_use_the_kernels_and_fall_back_to_the_same_numbers(ke
 
 def test_inputs_the_kernels_do_not_take_are_left_to_torch(kernels):
     q, scale = quantize_int8(torch.randn(5, 8))
+    rows = native_kernels.MAX_ROWS
+    assert native_kernels.int8_matmul(torch.randn(rows, 8), q, scale) is not None
+    assert native_kernels.int8_matmul(torch.randn(rows + 1, 8), q, scale) is None  # BLAS wins
     assert native_kernels.int8_matmul(torch.randn(2, 8, dtype=torch.float64), q, scale) is None
     assert native_kernels.int8_matmul(torch.randn(2, 8, requires_grad=True), q, scale) is None
 
