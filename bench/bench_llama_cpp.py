@@ -1,108 +1,133 @@
-"""tinylm against llama.cpp on the same GGUF: logits, tokenization, and greedy speed.
+"""tinylm's decode engine against llama.cpp, the same Llama weights read in 8 bits.
 
-Run ``python bench/bench_llama_cpp.py`` where ``llama-cpp-python`` is installed (it
-builds llama.cpp from source: ``pip install llama-cpp-python``, several minutes).
-A random Llama-style tinylm model with a small BPE tokenizer (trained on the
-built-in corpus) is exported with ``tinylm export --format gguf``'s code; llama.cpp
-loads the file and evaluates the same token ids. Printed: the largest absolute
-logit difference over every position, whether llama.cpp tokenizes text to tinylm's
-ids with the embedded tokenizer, and greedy tokens/s of both (batch 1).
+Run ``python bench/bench_llama_cpp.py`` (needs ``pip install llama-cpp-python``,
+which compiles llama.cpp for this CPU, and ``gguf`` for the export). For each size a
+random Llama-shaped tinylm model (GPT-2's BPE vocabulary, ``vocab/gpt2.tiktoken``,
+since tinylm's GGUF export carries a BPE tokenizer) is written by
+``tinylm export --format gguf --quant q8_0`` (``tinylm.interop.export``), loaded by
+``llama_cpp.Llama`` and, on the other side, decoded by tinylm's ``DecodeEngine`` in
+int8 and float32. Both continue the same 32-token prompt greedily for 64 tokens
+(prefill included, as in ``bench_generate.py``), calls alternating, best of
+``--repeats``; the thread count is set on both sides.
+
+Q8_0 and tinylm's int8 are different 8-bit formats of the same float32 weights
+(llama.cpp: a float16 scale per block of 32 numbers, and it quantises the activations
+to 8 bits for its products; tinylm: a float32 scale per output row, the activations in
+float32), so the tokens may part after a near-tie; the table counts the positions
+where they agree.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
-
-from tinylm.data.corpus import corpus_from_specs  # noqa: E402
+from _common import data_path  # noqa: I001 (puts the checkout's src on the path first)
+from tinylm.inference import native_kernels  # noqa: E402
+from tinylm.inference.engine import DecodeEngine  # noqa: E402
 from tinylm.interop.export import export_model  # noqa: E402
 from tinylm.model import GPT, ModelConfig  # noqa: E402
-from tinylm.tokenizers.bpe import BPETokenizer  # noqa: E402
+from tinylm.tokenizers.formats import load_tokenizer  # noqa: E402
+
+LLAMA = {"position": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False}
+SIZES = {
+    "llama 6x288 gqa": dict(LLAMA, n_layer=6, n_embd=288, n_head=6, n_kv_head=2),
+    "llama 12x768": dict(LLAMA, n_layer=12, n_embd=768, n_head=12),
+}
+
+
+def best_of(calls: dict[str, object], repeats: int) -> tuple[dict[str, float], dict[str, list]]:
+    """Each call's best time over ``repeats`` alternating rounds, and its first output."""
+    outputs = {name: call() for name, call in calls.items()}  # warm-up
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best, outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per side")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=None, help="only the sizes whose name starts so")
     args = parser.parse_args()
-    try:
-        import llama_cpp
-    except ImportError:
-        sys.exit("llama-cpp-python is not installed: pip install llama-cpp-python")
-    torch.set_num_threads(args.threads)
-    text = "\n".join(doc for doc, _ in zip(corpus_from_specs([]), range(300), strict=False))
-    tokenizer = BPETokenizer.train(text, 1024, special_tokens=["<|endoftext|>"], progress=False)
-    torch.manual_seed(0)
-    config = ModelConfig(
-        vocab_size=tokenizer.vocab_size, block_size=256, n_layer=4, n_embd=256, n_head=8,
-        n_kv_head=2, position="rope", norm="rmsnorm", activation="swiglu", bias=False,
-        tie_embeddings=False,
-    )  # fmt: skip
-    model = GPT(config).eval()
-    with torch.no_grad():  # norms away from 1, so a dropped or misplaced gain would show
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(0.2 * torch.randn_like(param))
-    folder = Path(tempfile.mkdtemp()) / "gguf"
-    export_model(model, tokenizer, folder, "gguf")
-    llm = llama_cpp.Llama(
-        model_path=str(folder / "model.gguf"), n_ctx=config.block_size, logits_all=True,
-        n_threads=args.threads, verbose=False,
-        type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,  # default: an f16 cache
-    )  # fmt: skip
+    import llama_cpp
 
-    sample = text[1000:1600]
-    ids = tokenizer.encode(sample)[:200]
-    llm.reset()
-    llm.eval(ids)
-    theirs = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
-    with torch.no_grad():
-        ours = model(torch.tensor([ids]))[0][0].numpy()
-    diff = float(np.abs(ours - theirs).max())
-    print(f"llama.cpp {llama_cpp.__version__}: {len(ids)} positions x {config.vocab_size} logits")
-    print(f"  max |logit difference| = {diff:.2e} (logits span {ours.min():.2f}..{ours.max():.2f})")
-    same_ids = llm.tokenize(sample.encode("utf-8"), add_bos=False, special=True) == (
-        tokenizer.encode(sample)
-    )
-    print(f"  llama.cpp tokenizes the text to tinylm's ids: {same_ids}")
-
-    prompt = ids[:32]
-    n = args.new_tokens
-
-    def ours_run() -> list[int]:
-        return list(model.generate(prompt, n, temperature=0))
-
-    def theirs_run() -> list[int]:
-        llm.reset()
-        out: list[int] = []
-        for token in llm.generate(prompt, temp=0.0, top_k=1):
-            out.append(token)
-            if len(out) == n:
-                break
-        return out
-
-    best = {"tinylm": float("inf"), "llama.cpp": float("inf")}
-    tokens: dict[str, list[int]] = {}
-    for _ in range(args.repeats):  # the sides alternate, best of each: a busy machine
-        for name, run in (("tinylm", ours_run), ("llama.cpp", theirs_run)):
-            start = time.perf_counter()
-            tokens[name] = run()
-            best[name] = min(best[name], time.perf_counter() - start)
+    tokenizer = load_tokenizer(data_path("vocab/gpt2.tiktoken"))
     print(
-        f"  greedy, batch 1, best of {args.repeats}: tinylm {n / best['tinylm']:.0f} tok/s, "
-        f"llama.cpp {n / best['llama.cpp']:.0f} tok/s "
-        f"(tinylm / llama.cpp speed {best['llama.cpp'] / best['tinylm']:.2f}x); "
-        f"same tokens: {tokens['tinylm'] == tokens['llama.cpp']}"
+        f"llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}; greedy, "
+        f"{args.new_tokens} new tokens after 32, best of {args.repeats}; "
+        f"tinylm kernels: {native_kernels.kernel_status().reason}"
     )
+    rows = []
+    for name, fields in SIZES.items():
+        if args.only and not name.startswith(args.only):
+            continue
+        torch.manual_seed(0)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=256, **fields)
+        model = GPT(config).eval()
+        prompt = torch.randint(0, tokenizer.vocab_size, (32,)).tolist()
+        engines = {fmt: DecodeEngine(model, fmt) for fmt in ("int8", "float32")}
+        with tempfile.TemporaryDirectory() as folder:
+            export_model(model, tokenizer, folder, "gguf", quant="q8_0")
+            (gguf,) = Path(folder).glob("*.gguf")
+            for threads in [int(t) for t in args.threads.split(",")]:
+                torch.set_num_threads(threads)
+                llm = llama_cpp.Llama(
+                    model_path=str(gguf),
+                    n_ctx=256,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,
+                )
+
+                def llama(llm=llm, prompt=prompt) -> list[int]:
+                    tokens = []
+                    for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+                        tokens.append(token)
+                        if len(tokens) == args.new_tokens:
+                            return tokens
+                    return tokens
+
+                calls = {
+                    fmt: lambda e=engine, p=prompt: list(
+                        e.generate(p, args.new_tokens, temperature=0)
+                    )
+                    for fmt, engine in engines.items()
+                }
+                calls["llama.cpp Q8_0"] = llama
+                times, outputs = best_of(calls, args.repeats)
+                same = sum(
+                    a == b for a, b in zip(outputs["int8"], outputs["llama.cpp Q8_0"], strict=False)
+                )
+                params = sum(p.numel() for p in model.parameters())
+                rows.append((threads, name, params, times, same))
+                print(
+                    f"  {threads} thread(s) {name}: "
+                    + ", ".join(f"{k} {args.new_tokens / t:.0f} tok/s" for k, t in times.items()),
+                    flush=True,
+                )
+                del llm
+    print(
+        "\n| threads | model | parameters | tinylm int8 tok/s | tinylm float32 tok/s "
+        "| llama.cpp Q8_0 tok/s | int8 / llama.cpp | same tokens (int8, Q8_0) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    n = args.new_tokens
+    for threads, name, params, times, same in rows:
+        ours, f32, theirs = (n / times[k] for k in ("int8", "float32", "llama.cpp Q8_0"))
+        print(
+            f"| {threads} | {name} | {params / 1e6:.1f}M | {ours:,.0f} | {f32:,.0f} | "
+            f"{theirs:,.0f} | {ours / theirs:.2f}x | {same}/{n} |"
+        )
 
 
 if __name__ == "__main__":
