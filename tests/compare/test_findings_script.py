@@ -45,16 +45,18 @@ def test_the_full_budget_meets_the_method(findings):
 
 def test_the_full_plan_is_the_documented_formula_worked_by_hand(findings):
     # runs = points x configs + seeds x configs (up to widen x configs more), per corpus.
-    # Tuned, 3 points (+1 widening), 3 seeds: tying 2 + positions 4 + KV heads 3 at one
-    # budget, activations 4 + schedules 3 at two budgets, norms 2, tokenizers 3.
-    tuned_configs = 2 + 4 + 3 + (4 + 3) * 2 + 2 + 3
+    # Tuned, 3 points (+1 widening), 3 seeds: tying 2 + positions 4 + KV heads 3,
+    # activations 4 + schedules 3, norms 2, tokenizers 3, all at the main budget.
+    tuned_configs = 2 + 4 + 3 + (4 + 3) + 2 + 3
+    # activations and schedules again at 2,000 steps: 3 seeds at the rates chosen above
+    longer = (4 + 3) * 3
     # the first method: those comparisons untuned at one budget, 2 seeds; norms 3 seeds
     first = (2 + 4 + 3 + 4 + 3) * 2 + 2 * 3
     embeddings = 1
-    fewest = 2 * (tuned_configs * (3 + 3) + first + embeddings)
-    most = 2 * (tuned_configs * (3 + 1 + 3) + first + embeddings)
+    fewest = 2 * (tuned_configs * (3 + 3) + longer + first + embeddings)
+    most = 2 * (tuned_configs * (3 + 1 + 3) + longer + first + embeddings)
     runs, seconds = findings.planned_cost(findings.FULL, findings.FIRST, 2)
-    assert runs == (fewest, most) == (414, 470)
+    assert runs == (fewest, most) == (372, 414)
     assert 0 < seconds[0] < seconds[1]
 
 
@@ -130,5 +132,20 @@ def test_the_first_methods_runs_go_where_the_first_page_kept_them(findings):
     # folder then supplies the first method; the new method's runs live under WORK/tuned
     assert findings.folder("activation", 300, findings.FIRST) == "activation"
     assert findings.folder("activation", 300, findings.FULL) == "activation"
-    assert findings.folder("activation", 2000, findings.FULL) == "activation-2000"
+    # a longer budget's runs use the main budget's tuned rates: a folder of their own
+    assert findings.folder("activation", 2000, findings.FULL) == "activation-2000-lr300"
+
+
+def test_a_longer_budget_reuses_each_configurations_chosen_rate(findings):
+    from types import SimpleNamespace
+
+    results = [
+        SimpleNamespace(label="activation=relu", lr=0.006),
+        SimpleNamespace(label="activation=relu", lr=0.006),
+        SimpleNamespace(label="activation=swiglu", lr=0.012),
+    ]
+    rates = findings.chosen_rates(results)
+    assert rates == {"activation=relu": 0.006, "activation=swiglu": 0.012}
+    untuned = [SimpleNamespace(label="activation=relu", lr=None)]
+    assert findings.chosen_rates(untuned) is None
     assert findings.TUNED_DIR not in ("", ".") and 9 in findings.SAME_METHOD
