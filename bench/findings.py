@@ -373,6 +373,17 @@ def method_note(scale: Scale) -> str:
     )
 
 
+def reuse_note(scale: Scale) -> str:
+    """Where a longer budget reuses the rates tuned at the main one, say so."""
+    longer = [str(steps) for steps in scale.budgets if steps != scale.steps]
+    if scale.tuning is None or not longer:
+        return ""
+    return (
+        f"; at {' and '.join(longer)} steps each configuration runs at the rate its sweep "
+        f"chose at {scale.steps} steps (no second sweep)"
+    )
+
+
 def budgets_text(scale: Scale) -> str:
     return " and ".join(str(steps) for steps in scale.budgets)
 
@@ -1213,7 +1224,7 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         budget_line(
             scale,
             steps_text=budgets_text(scale),
-            note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)",
+            note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)" + reuse_note(scale),
         ),
         budget_tables(measured),
         figure,
@@ -1266,7 +1277,8 @@ def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
             scale,
             steps_text=budgets_text(scale),
             note="; every schedule warms up for a tenth of the run (tinylm's "
-            "default) and decays to 0; Muon + AdamW, tinylm's default optimiser",
+            "default) and decays to 0; Muon + AdamW, tinylm's default optimiser"
+            + reuse_note(scale),
         ),
         budget_tables(measured),
         figure,
