@@ -25,6 +25,7 @@ def note_decode_kernels(weights: str, device: str) -> None:
     """
     if weights == "float32" or device != "cpu":
         return
+    # torch-free start-up: every command imports this module, few decode int8
     from tinylm.inference.native_kernels import kernel_status
 
     status = kernel_status()
