@@ -26,7 +26,7 @@ from this run; each verdict is derived from them by a stated rule, so a contradi
 is reported as one.
 
     python bench/findings.py --plan     # the runs it would train, and an estimate
-    python bench/findings.py            # the full page (~1.5-1.7 h on 2 idle cores)
+    python bench/findings.py            # the full page (about 80 minutes on 2 idle cores)
     python bench/findings.py --quick    # a first look, to runs/findings-quick/findings.md
 
 It prints its plan first, then each run as it trains. ``--jobs 2`` (the default)
