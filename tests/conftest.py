@@ -8,6 +8,8 @@ user's checkout may not, so tests that need it skip with a reason that says so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
 import sys
@@ -98,3 +100,36 @@ def damage_json(tree: Any, rng: random.Random) -> Any:
     else:
         parent[path[-1]] = rng.choice(ODD_JSON_VALUES)
     return tree
+
+
+# -- runs, as the CLI tests look at them -------------------------------------------------
+
+
+def fails_with(capsys, argv: list[str], message: str) -> str:
+    """Run the CLI in-process; assert exit 2 and one ``tinylm: error:`` line naming ``message``."""
+    from tinylm.cli.main import main  # conftest stays torch-free for the tokenizer tests
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinylm: error:"), err
+    assert message in err[0], err[0]
+    return err[0]
+
+
+def metric_records(run: Path, keep: tuple[str, ...]) -> list[dict]:
+    """``run``'s metrics.jsonl records, samples left out, each cut to the fields ``keep``
+    (timings and samples aside, which may differ between equal runs)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = map(json.loads, lines)
+    return [{k: r[k] for k in keep if k in r} for r in records if "sample" not in r]
+
+
+def tensors_digest(path: Path) -> str:
+    """SHA-256 of a safetensors file's tensors by name (not of the file: its metadata order
+    varies)."""
+    from safetensors.torch import load_file  # torch only for the tests that use it
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(path).items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ uninterrupted run bit for bit, and bad input must be one line and exit 2.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from conftest import fails_with, metric_records, tensors_digest
 from tinylm.chat.builtin import builtin_conversations
 from tinylm.chat.template import CHAT_TOKENS, ChatTemplate, load_chat_template
 from tinylm.cli.main import main
@@ -45,27 +44,12 @@ def flags(settings: dict) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
 
-def fails_with(capsys, argv: list[str], message: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tinylm: error:"), err
-    assert message in err[0], err[0]
-
-
 def records(run: Path) -> list[dict]:
-    keep = ("step", "loss", "val_loss", "val_bpb", "grad_norm")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: r[k] for k in keep if k in r} for r in map(json.loads, lines) if "sample" not in r]
+    return metric_records(run, ("step", "loss", "val_loss", "val_bpb", "grad_norm"))
 
 
 def weights(run: Path) -> dict[str, str]:
-    found = {}
-    for path in sorted(run.glob("ckpt-*/model.safetensors")):
-        digest = hashlib.sha256()
-        for name, tensor in sorted(load_file(path).items()):
-            digest.update(name.encode() + tensor.numpy().tobytes())
-        found[path.parent.name] = digest.hexdigest()
-    return found
+    return {p.parent.name: tensors_digest(p) for p in sorted(run.glob("ckpt-*/model.safetensors"))}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_torch_thread
+from conftest import fails_with, one_torch_thread
 from tinylm.cli.main import main
 from tinylm.inference.loading import load_model
 from tinylm.tokenizers.char import CharTokenizer
@@ -36,15 +36,6 @@ def digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def fails_with(capsys, argv: list[str], message: str) -> str:
-    """Run the CLI in-process; assert exit 2 and one ``tinylm: error:`` line naming ``message``."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tinylm: error:"), err
-    assert message in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ run bit for bit; ``tinylm sample`` reads the run; bad settings are one line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import fails_with, metric_records, tensors_digest
 from tinylm.checkpoint.adapter import read_adapter_meta
 from tinylm.cli.main import main
 from tinylm.inference.adapters import load_adapted
@@ -40,28 +40,14 @@ FINE = {"batch_size": 3, "eval_every": 2, "eval_batches": 2, "sample_tokens": 8,
 LORA = {"lora_rank": 4, "lora_alpha": 8, "lora_targets": ["attn.w_q", "attn.w_v", "ffn"]}
 
 
-def fails_with(capsys, argv: list[str], message: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tinylm: error:"), err
-    assert message in err[0], err[0]
-
-
 def records(run: Path) -> list[dict]:
-    keep = ("step", "loss", "val_loss", "grad_norm")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: r[k] for k in keep if k in r} for r in map(json.loads, lines) if "sample" not in r]
+    return metric_records(run, ("step", "loss", "val_loss", "grad_norm"))
 
 
 def digests(run: Path) -> dict[str, str]:
     """A digest of the tensors of every checkpoint's weights, adapter and optimizer state."""
-    found = {}
-    for path in sorted(run.glob("ckpt-*/*.safetensors")):
-        digest = hashlib.sha256()
-        for name, tensor in sorted(load_file(path).items()):
-            digest.update(name.encode() + tensor.numpy().tobytes())
-        found[f"{path.parent.name}/{path.name}"] = digest.hexdigest()
-    return found
+    paths = sorted(run.glob("ckpt-*/*.safetensors"))
+    return {f"{p.parent.name}/{p.name}": tensors_digest(p) for p in paths}
 
 
 @pytest.fixture(scope="module")

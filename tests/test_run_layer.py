@@ -16,9 +16,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
-from conftest import one_torch_thread
+from conftest import metric_records, one_torch_thread, tensors_digest
 from tinylm.cli.main import main
 from tinylm.errors import SettingError, TinylmError
 from tinylm.run.folder import check_same_run
@@ -57,9 +56,7 @@ def fit(trainer) -> None:
 
 def metrics(run: Path) -> list[dict]:
     """Every loss and validation record (timings and samples aside, which may differ)."""
-    keep = ("step", "loss", "val_loss", "lr", "grad_norm")
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: r[k] for k in keep if k in r} for r in records if "sample" not in r]
+    return metric_records(run, ("step", "loss", "val_loss", "lr", "grad_norm"))
 
 
 def files(run: Path) -> set[str]:
@@ -68,13 +65,8 @@ def files(run: Path) -> set[str]:
 
 def weights(run: Path) -> dict[str, str]:
     """A hash of every checkpoint's tensors (not of the file: its metadata order varies)."""
-    found = {}
-    for path in sorted(run.rglob("model.safetensors")):
-        digest = hashlib.sha256()
-        for name, tensor in sorted(load_file(path).items()):
-            digest.update(name.encode() + tensor.numpy().tobytes())
-        found[str(path.relative_to(run))] = digest.hexdigest()
-    return found
+    paths = sorted(run.rglob("model.safetensors"))
+    return {str(p.relative_to(run)): tensors_digest(p) for p in paths}
 
 
 def prepared(run: Path) -> dict[str, str]:
