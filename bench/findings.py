@@ -1152,6 +1152,30 @@ def by_budget(
     return dict(sorted(measured.items()))
 
 
+def compare_by_budget(
+    scale: Scale,
+    work: Path,
+    data: list[Corpus],
+    axis: tuple[str, list[str]],
+    figure: tuple[str, str],
+    rule: Callable[[dict[str, list[RunResult]]], tuple[str, str]],
+) -> tuple[dict[int, dict[str, list[RunResult]]], str | None, tuple[str, str, str]]:
+    """Claims 7 and 8: one axis at every budget, its curves at the longest (``figure``:
+    what they show, the file), and the verdict across budgets."""
+    name, values = axis
+    measured = by_budget(scale, work, data, name, {name: values})
+    longest = max(measured)
+    what, file = figure
+    curves = curves_figure(measured[longest], f"{what}: validation loss, {longest} steps")
+    return measured, save(scale, curves, file), across_budgets(measured, rule)
+
+
+def budgets_line(scale: Scale, note: str) -> str:
+    """The budget line of a claim measured at every budget, saying how the longer ones were
+    tuned."""
+    return budget_line(scale, steps_text=budgets_text(scale), note=note + reuse_note(scale))
+
+
 def chosen_rates(results: list[RunResult]) -> dict[str, float] | None:
     """Each configuration's learning rate in a tuned comparison's results (None untuned)."""
     rates = {r.label: r.lr for r in results if r.lr is not None}
@@ -1204,14 +1228,14 @@ def activation_rule(by: dict[str, list[RunResult]]) -> tuple[str, str]:
 
 def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     values = ["relu", "gelu", "silu", "swiglu"]
-    measured = by_budget(scale, work, data, "activation", {"activation": values})
-    longest = measured[max(measured)]
-    figure = save(
+    measured, figure, (word, each, change) = compare_by_budget(
         scale,
-        curves_figure(longest, f"feed-forward activation: validation loss, {max(measured)} steps"),
-        "7-activations.png",
+        work,
+        data,
+        ("activation", values),
+        ("feed-forward activation", "7-activations.png"),
+        activation_rule,
     )
-    word, each, change = across_budgets(measured, activation_rule)
     verdict = (
         f"**{word}** that SwiGLU is best at an equal parameter count ({each}); {change}; "
         f"{noise_note(scale)}."
@@ -1221,11 +1245,7 @@ def claim_activations(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
         "ReLU vs GELU vs SiLU vs SwiGLU",
         "Smooth activations beat ReLU, and the gated SwiGLU beats them all at the same "
         "parameter count (its hidden width is 2/3 of 4x to pay for the third matrix).",
-        budget_line(
-            scale,
-            steps_text=budgets_text(scale),
-            note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)" + reuse_note(scale),
-        ),
+        budgets_line(scale, note="; SwiGLU hidden width 170 (3 x 64 x 170 ≈ 2 x 64 x 256)"),
         budget_tables(measured),
         figure,
         verdict,
@@ -1259,26 +1279,24 @@ def schedule_rule(by: dict[str, list[RunResult]]) -> tuple[str, str]:
 
 def claim_schedules(scale: Scale, work: Path, data: list[Corpus]) -> Finding:
     values = ["linear", "cosine", "constant"]
-    measured = by_budget(scale, work, data, "schedule", {"schedule": values})
-    longest = measured[max(measured)]
-    figure = save(
+    measured, figure, (word, each, change) = compare_by_budget(
         scale,
-        curves_figure(longest, f"learning-rate schedule: validation loss, {max(measured)} steps"),
-        "8-schedules.png",
+        work,
+        data,
+        ("schedule", values),
+        ("learning-rate schedule", "8-schedules.png"),
+        schedule_rule,
     )
-    word, each, change = across_budgets(measured, schedule_rule)
     verdict = f"**{word}** ({each}); {change}; {noise_note(scale)}."
     return Finding(
         8,
         "Linear decay vs warm-up + cosine vs constant",
         "Warm up the learning rate, then decay it (cosine is the common choice); decaying "
         "to a small rate at the end beats a constant rate at an equal budget.",
-        budget_line(
+        budgets_line(
             scale,
-            steps_text=budgets_text(scale),
             note="; every schedule warms up for a tenth of the run (tinylm's "
-            "default) and decays to 0; Muon + AdamW, tinylm's default optimiser"
-            + reuse_note(scale),
+            "default) and decays to 0; Muon + AdamW, tinylm's default optimiser",
         ),
         budget_tables(measured),
         figure,
