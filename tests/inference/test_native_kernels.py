@@ -8,9 +8,6 @@ threads, and both builds (AVX2 vectors and plain C).
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import torch
 
@@ -18,12 +15,6 @@ from tinylm.inference import native_kernels
 from tinylm.inference.weight_formats import BFloat16Linear, Int8Linear, quantize_int8
 
 SHAPES = [(1, 5, 3), (1, 67, 13), (2, 16, 4), (3, 100, 9), (4, 8, 2), (5, 771, 37), (9, 33, 7)]
-
-
-def _compiler() -> str | None:
-    return os.environ.get("CC") or next(
-        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
-    )
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def fresh_status(monkeypatch, tmp_path):
 
 @pytest.fixture
 def kernels():
-    if _compiler() is None:
+    if native_kernels.find_compiler() is None:
         pytest.skip("no C compiler on this machine: the kernels cannot be built")
     status = native_kernels.kernel_status()
     assert status.available, status.reason
@@ -118,7 +109,9 @@ def test_the_library_is_built_once(kernels, fresh_status):
 
 def test_a_damaged_library_in_the_cache_is_built_again(kernels, fresh_status):
     flags = native_kernels.FLAG_SETS[0]
-    path = native_kernels.library_path(_compiler(), flags, native_kernels.SOURCE.read_bytes())
+    path = native_kernels.library_path(
+        native_kernels.find_compiler(), flags, native_kernels.SOURCE.read_bytes()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a shared library")
     status = native_kernels.kernel_status()

@@ -139,6 +139,7 @@ class ScratchTrainer:
             raise TinylmError(f"the prepared data in {data.path} holds no training documents")
         random.Random(config.seed).shuffle(self.train_docs)  # the order is the seed's
         self.val_docs = self.val_docs[: config.eval_batches] or self.train_docs[:1]
+        self.byte_counts = tokenizer.token_byte_counts()  # bytes per id, for val_bpb
         self.optimizer = Adam(
             model.parameters(),
             betas=config.betas,
@@ -228,10 +229,9 @@ class ScratchTrainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Mean loss per token and bits per byte on the validation documents."""
-        byte_counts = self.tokenizer.token_byte_counts()
         with no_cycle_collector():
             nats, count, text_nats, text_bytes = loss_sums(
-                self.model, self.val_docs, self.tokenizer.bos_id, byte_counts
+                self.model, self.val_docs, self.tokenizer.bos_id, self.byte_counts
             )
         loss = nats / count
         return {

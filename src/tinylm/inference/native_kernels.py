@@ -136,9 +136,7 @@ def call_kernel(
 def _load() -> KernelStatus:
     if os.environ.get("TINYLM_NATIVE", "1") == "0":
         return KernelStatus(None, "turned off by TINYLM_NATIVE=0")
-    compiler = os.environ.get("CC") or next(
-        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
-    )
+    compiler = find_compiler()
     if compiler is None or shutil.which(compiler) is None:
         return KernelStatus(None, "no C compiler found (set CC to one)")
     source = SOURCE.read_bytes()
@@ -153,6 +151,13 @@ def _load() -> KernelStatus:
             return KernelStatus(None, f"the kernels built with {compiler} gave wrong results")
         return KernelStatus(library, _describe(library, compiler))
     return KernelStatus(None, f"{compiler} could not build the kernels: {errors[-1][0]}")
+
+
+def find_compiler() -> str | None:
+    """``$CC``, else the first of ``cc``, ``gcc``, ``clang`` on the PATH (None: none there)."""
+    return os.environ.get("CC") or next(
+        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
+    )
 
 
 def _cache_dir() -> Path:
@@ -230,25 +235,26 @@ def _describe(library: ctypes.CDLL, compiler: str) -> str:
 
 def _agrees_with_torch(library: ctypes.CDLL) -> bool:
     """Both kernels on odd shapes (vector tails, leftover rows, 1 and 5 rows of x)."""
-    global _STATUS
-    trial = KernelStatus(library, "checking")
-    saved, _STATUS = _STATUS, trial
-    try:
-        generator = torch.Generator().manual_seed(0)
-        weight = torch.randn(37, 83, generator=generator)
-        q = torch.clamp(torch.round(weight * 40), -127, 127).to(torch.int8)
-        scale = torch.rand(37, generator=generator) + 0.5
-        for rows in (1, 5):
-            x = torch.randn(rows, 83, generator=generator)
-            want = (x.double() @ q.double().t()) * scale.double()
-            got = int8_matmul(x, q, scale)
-            if got is None or not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-3):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(37, 83, generator=generator)
+    q = torch.clamp(torch.round(weight * 40), -127, 127).to(torch.int8)
+    scale = torch.rand(37, generator=generator) + 0.5
+    w16 = weight.to(torch.bfloat16)
+    for rows in (1, 5):
+        x = torch.randn(rows, 83, generator=generator)
+        checks = [
+            (
+                library.tinylm_int8_matmul,
+                q,
+                scale,
+                (x.double() @ q.double().t()) * scale.double(),
+                1e-3,
+            ),
+            (library.tinylm_bf16_matmul, w16, None, x.double() @ w16.double().t(), 1e-4),
+        ]
+        for function, stored, row_scale, want, atol in checks:
+            got = torch.empty(rows, 37, dtype=torch.float32)
+            call_kernel(function, x, stored, row_scale, got)
+            if not torch.allclose(got.double(), want, rtol=1e-4, atol=atol):
                 return False
-            w16 = weight.to(torch.bfloat16)
-            got = bfloat16_matmul(x, w16)
-            want = x.double() @ w16.double().t()
-            if got is None or not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4):
-                return False
-        return True
-    finally:
-        _STATUS = saved
+    return True
