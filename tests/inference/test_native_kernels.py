@@ -95,6 +95,11 @@ def test_inputs_the_kernels_do_not_take_are_left_to_torch(kernels):
     assert native_kernels.int8_matmul(torch.randn(rows + 1, 8), q, scale) is None  # BLAS wins
     assert native_kernels.int8_matmul(torch.randn(2, 8, dtype=torch.float64), q, scale) is None
     assert native_kernels.int8_matmul(torch.randn(2, 8, requires_grad=True), q, scale) is None
+    x = torch.randn(2, 8)
+    assert native_kernels.int8_matmul(x, q.float(), scale) is None  # not the stored types
+    assert native_kernels.int8_matmul(x, q, scale.double()) is None
+    assert native_kernels.int8_matmul(x, q, torch.randn(10)[::2]) is None  # strided scale
+    assert native_kernels.bfloat16_matmul(x, q.float()) is None
 
 
 def test_the_library_is_built_once(kernels, fresh_status):

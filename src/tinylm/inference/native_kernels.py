@@ -79,11 +79,15 @@ def kernel_status() -> KernelStatus:
 
 def int8_matmul(x: Tensor, q: Tensor, scale: Tensor) -> Tensor | None:
     """``x (q * scale)^T`` for ``x`` ``(..., in)``, or ``None`` where the kernel cannot run."""
+    if q.dtype is not torch.int8 or scale.dtype is not torch.float32 or not scale.is_contiguous():
+        return None
     return _matmul("tinylm_int8_matmul", x, q, scale)
 
 
 def bfloat16_matmul(x: Tensor, weight: Tensor) -> Tensor | None:
     """``x W^T`` with ``W`` bfloat16 widened exactly, or ``None`` where the kernel cannot run."""
+    if weight.dtype is not torch.bfloat16:
+        return None
     return _matmul("tinylm_bf16_matmul", x, weight, None)
 
 
