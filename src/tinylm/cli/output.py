@@ -30,8 +30,8 @@ def note_decode_kernels(weights: str, device: str) -> None:
 
     status = kernel_status()
     if not status.available:
-        print(
+        line = (
             f"note: {weights} weights decode through torch here, slower than float32, because "
-            f"tinylm's C kernels are not available: {status.reason}",
-            file=sys.stderr,
-        )
+            f"tinylm's C kernels are not available: {status.reason}"
+        )  # the reason may hold a path or a compiler's message: one safe line
+        print(printable(line, one_line=True), file=sys.stderr)
